@@ -1,0 +1,145 @@
+/* The backend interface: a table of functions per device. Model code calls ops
+ * only through this table, so a CUDA backend can be added without touching it.
+ *
+ * Conventions (all ops):
+ * - float32; activations are NHWC ("channels last"): x[n][h][w][c], contiguous.
+ *   A 2-D activation [rows, cols] is row-major. Parameters keep PyTorch's layouts
+ *   (conv weight [Cout][Cin][KH][KW], linear weight [out][in]) so that weights
+ *   map 1:1 onto torchvision's state dicts.
+ * - Outputs first, then inputs, then sizes (llm.c style).
+ * - Backward: gradients w.r.t. activations are OVERWRITTEN (dx = ...);
+ *   gradients w.r.t. parameters are ACCUMULATED (dw += ...), so one zero_grad per
+ *   step serves shared weights (e.g. one encoder applied to two views).
+ * - A NULL activation-gradient pointer means "not needed" (e.g. the network input).
+ * - Ops never allocate per call; stateful ops (conv) use a plan created once.
+ */
+#ifndef HALLU_BACKEND_H
+#define HALLU_BACKEND_H
+
+#include "hallu/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hallu_backend hallu_backend;
+typedef struct hallu_conv2d_plan hallu_conv2d_plan;   /* backend-owned */
+
+/* Geometry of a 2-D convolution without bias (square kernel/stride/padding). */
+typedef struct hallu_conv2d_geom {
+    int n, h, w, cin;          /* input  [n][h][w][cin] */
+    int cout, k, stride, pad;  /* weight [cout][cin][k][k] */
+    int oh, ow;                /* output [n][oh][ow][cout]; filled by hallu_conv2d_geom_init */
+} hallu_conv2d_geom;
+
+/* Validates and fills oh/ow; error names the offending value. */
+hallu_status hallu_conv2d_geom_init(hallu_conv2d_geom *g, int n, int h, int w, int cin,
+                                    int cout, int k, int stride, int pad, hallu_error *err);
+
+/* 2-D max pooling k x k, stride s, padding p (padding never wins the max). */
+typedef struct hallu_pool2d_geom {
+    int n, h, w, c, k, stride, pad, oh, ow;
+} hallu_pool2d_geom;
+hallu_status hallu_pool2d_geom_init(hallu_pool2d_geom *g, int n, int h, int w, int c,
+                                    int k, int stride, int pad, hallu_error *err);
+
+typedef struct hallu_backend_ops {
+    const char *name;
+    void (*destroy)(hallu_backend *be);   /* frees impl and be itself */
+
+    /* ---- memory ---- */
+    void *(*alloc)(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err);
+    void (*release)(hallu_backend *be, void *p);
+
+    /* ---- convolution (plan created once per geometry, reused every step) ---- */
+    hallu_status (*conv2d_plan_create)(hallu_backend *be, const hallu_conv2d_geom *g,
+                                       hallu_conv2d_plan **out, hallu_error *err);
+    void (*conv2d_plan_free)(hallu_conv2d_plan *plan);
+    /* y = conv(x, w) */
+    void (*conv2d_forward)(hallu_conv2d_plan *plan, float *y, const float *x, const float *w);
+    /* dx = conv_transpose(dy, w) (if dx); dw += corr(x, dy) (if dw) */
+    void (*conv2d_backward)(hallu_conv2d_plan *plan, float *dx, float *dw,
+                            const float *dy, const float *x, const float *w);
+
+    /* ---- batch norm over rows: x [m][c], statistics per column c ----
+     * Training: batch mean and biased variance normalise; running stats update
+     * with momentum and the UNBIASED variance (as PyTorch). save_mean/save_invstd
+     * [c] are kept for backward. */
+    void (*batchnorm_forward_train)(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
+                                    float *running_mean, float *running_var,
+                                    const float *x, const float *gamma, const float *beta,
+                                    int64_t m, int c, float momentum, float eps);
+    void (*batchnorm_forward_eval)(hallu_backend *be, float *y, const float *x,
+                                   const float *running_mean, const float *running_var,
+                                   const float *gamma, const float *beta, int64_t m, int c, float eps);
+    /* dx = ..., dgamma += ..., dbeta += ... (training-mode backward).
+     * gamma may be NULL together with dgamma/dbeta NULL (affine=false). */
+    void (*batchnorm_backward)(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
+                               const float *dy, const float *x, const float *save_mean,
+                               const float *save_invstd, const float *gamma, int64_t m, int c);
+
+    /* ---- elementwise ---- */
+    void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */
+    void (*relu_backward)(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n); /* dx may == dy */
+    void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
+    void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
+    void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
+
+    /* ---- pooling ---- */
+    /* argmax [n][oh][ow][c] stores the flat input index (h*w_in + w) of each max */
+    void (*maxpool2d_forward)(hallu_backend *be, float *y, int32_t *argmax, const float *x,
+                              const hallu_pool2d_geom *g);
+    void (*maxpool2d_backward)(hallu_backend *be, float *dx, const float *dy, const int32_t *argmax,
+                               const hallu_pool2d_geom *g);
+    /* y [n][c] = mean over h*w of x [n][hw][c] */
+    void (*global_avgpool_forward)(hallu_backend *be, float *y, const float *x, int n, int hw, int c);
+    void (*global_avgpool_backward)(hallu_backend *be, float *dx, const float *dy, int n, int hw, int c);
+
+    /* ---- dense ---- */
+    /* Row-major C[m][n] = alpha * op(A) op(B) + beta * C; op = transpose if trans_*.
+     * A is m x k after op, B is k x n after op. */
+    void (*gemm)(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k,
+                 float alpha, const float *a, const float *b, float beta, float *c);
+    /* y [rows][out] = x [rows][in] W^T + bias (bias may be NULL) */
+    void (*linear_forward)(hallu_backend *be, float *y, const float *x, const float *w,
+                           const float *bias, int rows, int in, int out);
+    /* dx = dy W (if dx); dw += dy^T x (if dw); dbias += column sums of dy (if dbias) */
+    void (*linear_backward)(hallu_backend *be, float *dx, float *dw, float *dbias,
+                            const float *dy, const float *x, const float *w, int rows, int in, int out);
+
+    /* ---- rows ---- */
+    /* y = x / max(||x||_2, eps) per row; norms [rows] saved for backward */
+    void (*l2norm_rows_forward)(hallu_backend *be, float *y, float *norms, const float *x,
+                                int rows, int cols, float eps);
+    void (*l2norm_rows_backward)(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                 const float *norms, int rows, int cols, float eps);
+    /* Mean softmax cross-entropy over rows with integer targets; returns the loss.
+     * probs [rows][classes] is written (softmax) for backward. */
+    float (*softmax_xent_forward)(hallu_backend *be, float *probs, const float *logits,
+                                  const int32_t *targets, int rows, int classes);
+    /* dlogits = scale * (probs - onehot(targets)) / rows */
+    void (*softmax_xent_backward)(hallu_backend *be, float *dlogits, const float *probs,
+                                  const int32_t *targets, int rows, int classes, float scale);
+    /* Copy a [rows][cols_src] block into columns [col0, col0+cols_src) of dst [rows][cols_dst]
+     * (concat along columns; rows-concat is a plain copy at an offset). */
+    void (*copy_cols)(hallu_backend *be, float *dst, int cols_dst, int col0,
+                      const float *src, int cols_src, int rows);
+    /* dst [rows][cols_dst] = columns [col0, col0+cols_dst) of src [rows][cols_src] */
+    void (*slice_cols)(hallu_backend *be, float *dst, int cols_dst, const float *src,
+                       int cols_src, int col0, int rows);
+} hallu_backend_ops;
+
+struct hallu_backend {
+    const hallu_backend_ops *ops;
+    int num_threads;
+    void *impl;                 /* backend-private state (engine, stream, ...) */
+};
+
+/* Creates the CPU backend (oneDNN + OpenBLAS + OpenMP). Free with hallu_backend_free. */
+hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hallu_error *err);
+void hallu_backend_free(hallu_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

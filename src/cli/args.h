@@ -1,0 +1,26 @@
+/* Tiny declarative flag parser shared by every command: each command lists its
+ * flags once; --help is generated from that list with the defaults (the values
+ * the destinations hold before parsing). */
+#ifndef HALLU_CLI_ARGS_H
+#define HALLU_CLI_ARGS_H
+
+typedef enum { CLI_ARG_STR, CLI_ARG_INT, CLI_ARG_FLOAT, CLI_ARG_BOOL } cli_arg_kind;
+
+typedef struct cli_arg {
+    const char *name;     /* without the leading "--" */
+    cli_arg_kind kind;
+    void *dest;           /* const char **, int *, double *, or int * (bool) */
+    const char *help;
+} cli_arg;
+
+typedef enum { CLI_PARSE_OK = 0, CLI_PARSE_HELP = 1, CLI_PARSE_ERROR = 2 } cli_parse_result;
+
+/* Parses argv[1..argc) (argv[0] is the command name). Prints --help to stdout,
+ * errors (naming the flag and the expected value) to stderr. Positional
+ * arguments are rejected unless positional != NULL, which receives them
+ * (at most max_positional). */
+cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg *args, int nargs,
+                           int argc, char **argv, const char **positional, int max_positional,
+                           int *npositional);
+
+#endif

@@ -1,0 +1,41 @@
+#include "cli/commands.h"
+#include "hallu/core.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const cli_command commands[] = {
+    { "version", cmd_version, "print the version and the compiled-in backends" },
+};
+enum { NUM_COMMANDS = sizeof commands / sizeof commands[0] };
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "hallu %s: self-supervised visual representation learning with the Hallucinator\n\n"
+                 "usage: hallu <command> [options]   (hallu <command> --help for its flags)\n\ncommands:\n",
+            hallu_version());
+    for (int i = 0; i < NUM_COMMANDS; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        print_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(argc - 1, argv + 1);
+    for (int i = 0; i < NUM_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            char full[64];
+            snprintf(full, sizeof full, "hallu %s", commands[i].name);
+            argv[1] = full;
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+    print_usage(stderr);
+    return 2;
+}
