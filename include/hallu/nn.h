@@ -1,0 +1,126 @@
+/* Layers as modules. A module registers its parameters in a hallu_params at init
+ * (torchvision names under a prefix), keeps only offsets, and runs forward/
+ * backward through the backend table. Saved activations are owned by the model
+ * that composes the modules (planned once per batch size), except the small
+ * per-instance BN statistics, which the BN module owns.
+ *
+ * "Instance": one forward pass whose activations must survive until its backward
+ * (e.g. SimCLR's two views through one encoder); modules keep per-instance state
+ * for up to HALLU_MAX_INSTANCES. */
+#ifndef HALLU_NN_H
+#define HALLU_NN_H
+
+#include "hallu/backend.h"
+#include "hallu/params.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { HALLU_MAX_INSTANCES = 4, HALLU_CONV_PLAN_CACHE = 4 };
+
+typedef struct hallu_nn_ctx {
+    hallu_backend *be;
+    hallu_params *ps;
+    int training;            /* BN uses batch statistics and updates running ones */
+} hallu_nn_ctx;
+
+/* ---- conv2d (no bias) ---- */
+typedef struct hallu_conv2d {
+    int cin, cout, k, stride, pad;
+    int64_t weight;                                   /* offset of [cout][cin][k][k] */
+    hallu_conv2d_plan *plans[HALLU_CONV_PLAN_CACHE];  /* by input geometry */
+    hallu_conv2d_geom geoms[HALLU_CONV_PLAN_CACHE];
+    int num_plans, next_evict;
+} hallu_conv2d;
+
+hallu_status hallu_conv2d_init(hallu_conv2d *m, hallu_params *ps, const char *prefix, int cin,
+                               int cout, int k, int stride, int pad, hallu_error *err);
+void hallu_conv2d_free(hallu_conv2d *m, hallu_backend *be);
+/* Output size for an input h x w. */
+void hallu_conv2d_out_size(const hallu_conv2d *m, int h, int w, int *oh, int *ow);
+/* Creates (or finds) the plan for this geometry; done at model planning time so
+ * the training step never creates one. */
+hallu_status hallu_conv2d_prepare(hallu_conv2d *m, hallu_backend *be, int n, int h, int w,
+                                  hallu_error *err);
+hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *y, const float *x,
+                                  int n, int h, int w, hallu_error *err);
+hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
+                                   const float *x, int n, int h, int w, hallu_error *err);
+/* Kaiming normal, fan_out, gain sqrt(2) (torchvision ResNet init). */
+void hallu_conv2d_init_kaiming(hallu_conv2d *m, hallu_params *ps, uint64_t seed, uint64_t stream);
+
+/* ---- batch norm (2d over NHWC rows, or 1d over [n][c]) ---- */
+typedef struct hallu_batchnorm {
+    int c, affine;
+    float momentum, eps;
+    int64_t weight, bias;                         /* trainable offsets (-1 when !affine) */
+    int64_t running_mean, running_var, num_batches_tracked;   /* state offsets */
+    float *save_mean, *save_invstd;               /* [HALLU_MAX_INSTANCES][c], owned */
+} hallu_batchnorm;
+
+hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const char *prefix, int c,
+                                  int affine, hallu_error *err);
+void hallu_batchnorm_free(hallu_batchnorm *m);
+/* Sets weight 1 (or `gamma`), bias 0, running mean 0, var 1. */
+void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma);
+void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
+                             const float *x, int64_t rows);
+void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
+                              const float *dy, const float *x, int64_t rows);
+
+/* ---- linear ---- */
+typedef struct hallu_linear {
+    int in, out, has_bias;
+    int64_t weight, bias;     /* bias = -1 without bias */
+} hallu_linear;
+
+hallu_status hallu_linear_init(hallu_linear *m, hallu_params *ps, const char *prefix, int in, int out,
+                               int has_bias, hallu_error *err);
+/* PyTorch's default: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias. */
+void hallu_linear_init_default(hallu_linear *m, hallu_params *ps, uint64_t seed, uint64_t stream);
+void hallu_linear_forward(const hallu_linear *m, const hallu_nn_ctx *ctx, float *y, const float *x, int rows);
+void hallu_linear_backward(const hallu_linear *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
+                           const float *x, int rows);
+
+/* ---- MLP: a sequence of Linear / BatchNorm1d / ReLU, as heads and the
+ * Hallucinator use. Layer k is named "<prefix>.<k>" like nn.Sequential. ---- */
+typedef enum hallu_mlp_layer_kind { HALLU_MLP_LINEAR, HALLU_MLP_BN, HALLU_MLP_RELU } hallu_mlp_layer_kind;
+
+typedef struct hallu_mlp_layer_spec {
+    hallu_mlp_layer_kind kind;
+    int out;          /* LINEAR: output width */
+    int bias;         /* LINEAR: has bias */
+    int affine;       /* BN: affine */
+} hallu_mlp_layer_spec;
+
+enum { HALLU_MLP_MAX_LAYERS = 12 };
+
+typedef struct hallu_mlp {
+    int num_layers, in, out, max_rows;
+    hallu_mlp_layer_kind kind[HALLU_MLP_MAX_LAYERS];
+    int width[HALLU_MLP_MAX_LAYERS];             /* output width of each layer */
+    hallu_linear linear[HALLU_MLP_MAX_LAYERS];
+    hallu_batchnorm bn[HALLU_MLP_MAX_LAYERS];
+    float *act[HALLU_MAX_INSTANCES][HALLU_MLP_MAX_LAYERS];   /* outputs, owned */
+    const float *input[HALLU_MAX_INSTANCES];
+    int rows[HALLU_MAX_INSTANCES];
+    float *scratch[2];                                        /* backward ping-pong, owned */
+} hallu_mlp;
+
+hallu_status hallu_mlp_init(hallu_mlp *m, hallu_params *ps, const char *prefix, int in,
+                            const hallu_mlp_layer_spec *layers, int num_layers, hallu_error *err);
+/* Allocates activations for up to max_rows rows and num_instances instances. */
+hallu_status hallu_mlp_plan(hallu_mlp *m, hallu_backend *be, int max_rows, int num_instances,
+                            hallu_error *err);
+void hallu_mlp_free(hallu_mlp *m, hallu_backend *be);
+void hallu_mlp_init_default(hallu_mlp *m, hallu_params *ps, uint64_t seed, uint64_t stream);
+/* Returns the output activation (owned by the MLP, valid until the next forward of inst). */
+const float *hallu_mlp_forward(hallu_mlp *m, const hallu_nn_ctx *ctx, int inst, const float *x, int rows);
+/* dx may be NULL; dy is not modified. */
+void hallu_mlp_backward(hallu_mlp *m, const hallu_nn_ctx *ctx, int inst, float *dx, const float *dy);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,66 @@
+/* Named tensors in flat blocks: every trainable parameter of a model lives in one
+ * float block (param), its gradient in a second (grad) of the same layout, and
+ * non-trainable state (BN running stats and counters) in a third (buffer). One
+ * block makes the optimizer step, the gradient norm and an allreduce one loop.
+ *
+ * Lifecycle: modules register tensors (hallu_params_add*) while a model is built,
+ * receiving offsets; hallu_params_alloc then allocates the blocks once. Offsets
+ * stay valid forever; pointers are param + offset. Names are torchvision's. */
+#ifndef HALLU_PARAMS_H
+#define HALLU_PARAMS_H
+
+#include "hallu/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { HALLU_NAME_MAX = 96, HALLU_MAX_DIMS = 4 };
+
+typedef enum hallu_tensor_flags {
+    HALLU_TENSOR_NO_DECAY = 1 << 0,  /* bias or norm parameter: excluded from decay/LARS when asked */
+    HALLU_TENSOR_COUNTER = 1 << 1,   /* integer counter kept as float, exported as I64 */
+} hallu_tensor_flags;
+
+typedef struct hallu_tensor_info {
+    char name[HALLU_NAME_MAX];
+    int ndim;
+    int64_t shape[HALLU_MAX_DIMS];
+    int64_t numel;
+    int64_t offset;          /* into param/grad (trainable) or buffer (state) */
+    int flags;
+} hallu_tensor_info;
+
+typedef struct hallu_params {
+    hallu_tensor_info *trainable;
+    int num_trainable, cap_trainable;
+    hallu_tensor_info *state;
+    int num_state, cap_state;
+    int64_t trainable_numel, state_numel;
+    float *param, *grad, *buffer;    /* NULL until hallu_params_alloc */
+} hallu_params;
+
+void hallu_params_init(hallu_params *ps);
+void hallu_params_free(hallu_params *ps);
+
+/* Registers a trainable tensor named prefix + "." + name (or name alone when
+ * prefix is empty); returns its offset, or -1 with err set. */
+int64_t hallu_params_add(hallu_params *ps, const char *prefix, const char *name, int flags,
+                         int ndim, const int64_t *shape, hallu_error *err);
+int64_t hallu_params_add_state(hallu_params *ps, const char *prefix, const char *name, int flags,
+                               int ndim, const int64_t *shape, hallu_error *err);
+
+/* Allocates param (zeroed), grad (zeroed) and buffer (zeroed). */
+hallu_status hallu_params_alloc(hallu_params *ps, hallu_error *err);
+void hallu_params_zero_grad(hallu_params *ps);
+
+const hallu_tensor_info *hallu_params_find(const hallu_params *ps, const char *name, int *is_state);
+
+/* Joins prefix and name with '.' into out (truncation is an error). */
+hallu_status hallu_name_join(char *out, size_t outsize, const char *prefix, const char *name,
+                             hallu_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,423 @@
+/* ResNet backbones. A "unit" is conv -> BN (-> ReLU); a block chains 2 (basic)
+ * or 3 (bottleneck) units plus an optional downsample unit, then adds and ReLUs.
+ * Activation-gradient buffers come from a pool of four shared by all blocks
+ * (backward runs one block at a time). */
+#include "hallu/models.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_BLOCKS = 16, NUM_GRAD_BUFFERS = 4 };
+
+typedef struct unit {
+    hallu_conv2d conv;
+    hallu_batchnorm bn;
+    int relu;
+    int in_h, in_w, out_h, out_w;
+    float *pre[HALLU_MAX_INSTANCES];   /* conv output (BN input) */
+    float *out[HALLU_MAX_INSTANCES];   /* BN (+ReLU) output */
+} unit;
+
+typedef struct block {
+    unit units[3];
+    int num_units, has_down;
+    unit down;
+    float *out[HALLU_MAX_INSTANCES];
+} block;
+
+struct hallu_resnet {
+    hallu_resnet_config cfg;
+    int feature_dim, num_blocks, max_batch, num_instances, in_h, in_w;
+    unit stem;
+    hallu_pool2d_geom pool;
+    float *pool_out[HALLU_MAX_INSTANCES];
+    int32_t *pool_argmax[HALLU_MAX_INSTANCES];
+    block blocks[MAX_BLOCKS];
+    float *features[HALLU_MAX_INSTANCES];
+    const float *input[HALLU_MAX_INSTANCES];
+    int batch[HALLU_MAX_INSTANCES];
+    float *grad_buf[NUM_GRAD_BUFFERS];
+    size_t max_act;      /* floats per activation buffer (max over the net) */
+};
+
+hallu_status hallu_resnet_parse_arch(const char *arch, const char *stem, hallu_resnet_config *cfg,
+                                     hallu_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (strcmp(arch, "resnet18") == 0) cfg->depth = 18;
+    else if (strcmp(arch, "resnet34") == 0) cfg->depth = 34;
+    else if (strcmp(arch, "resnet50") == 0) cfg->depth = 50;
+    else
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "unknown --arch '%s' (expected resnet18, resnet34 or resnet50)", arch);
+    if (strcmp(stem, "cifar") == 0) cfg->stem = HALLU_STEM_CIFAR;
+    else if (strcmp(stem, "imagenet") == 0) cfg->stem = HALLU_STEM_IMAGENET;
+    else
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "unknown --stem '%s' (expected cifar or imagenet)", stem);
+    return HALLU_OK;
+}
+
+static hallu_status unit_init(unit *u, hallu_params *ps, const char *prefix, const char *conv_name,
+                              const char *bn_name, int cin, int cout, int k, int stride, int relu,
+                              hallu_error *err)
+{
+    char name[HALLU_NAME_MAX];
+    u->relu = relu;
+    hallu_status s = hallu_name_join(name, sizeof name, prefix, conv_name, err);
+    if (s == HALLU_OK)
+        s = hallu_conv2d_init(&u->conv, ps, name, cin, cout, k, stride, k / 2, err);
+    if (s == HALLU_OK)
+        s = hallu_name_join(name, sizeof name, prefix, bn_name, err);
+    if (s == HALLU_OK)
+        s = hallu_batchnorm_init(&u->bn, ps, name, cout, 1, err);
+    return s;
+}
+
+static hallu_status block_init(block *b, hallu_params *ps, const char *prefix, int bottleneck, int cin,
+                              int planes, int stride, hallu_error *err)
+{
+    hallu_status s;
+    int cout = bottleneck ? planes * 4 : planes;
+    if (bottleneck) {
+        b->num_units = 3;
+        s = unit_init(&b->units[0], ps, prefix, "conv1", "bn1", cin, planes, 1, 1, 1, err);
+        if (s == HALLU_OK) s = unit_init(&b->units[1], ps, prefix, "conv2", "bn2", planes, planes, 3, stride, 1, err);
+        if (s == HALLU_OK) s = unit_init(&b->units[2], ps, prefix, "conv3", "bn3", planes, cout, 1, 1, 0, err);
+    } else {
+        b->num_units = 2;
+        s = unit_init(&b->units[0], ps, prefix, "conv1", "bn1", cin, planes, 3, stride, 1, err);
+        if (s == HALLU_OK) s = unit_init(&b->units[1], ps, prefix, "conv2", "bn2", planes, cout, 3, 1, 0, err);
+    }
+    b->has_down = stride != 1 || cin != cout;
+    if (s == HALLU_OK && b->has_down) {
+        char name[HALLU_NAME_MAX];
+        s = hallu_name_join(name, sizeof name, prefix, "downsample", err);
+        if (s == HALLU_OK)
+            s = unit_init(&b->down, ps, name, "0", "1", cin, cout, 1, stride, 0, err);
+    }
+    return s;
+}
+
+hallu_status hallu_resnet_create(hallu_resnet **out, const hallu_resnet_config *cfg, hallu_params *ps,
+                                 const char *prefix, hallu_error *err)
+{
+    static const int layers18[4] = { 2, 2, 2, 2 }, layers34[4] = { 3, 4, 6, 3 };
+    const int *layers = cfg->depth == 18 ? layers18 : layers34;
+    int bottleneck = cfg->depth == 50;
+    if (cfg->depth != 18 && cfg->depth != 34 && cfg->depth != 50)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "resnet: depth %d (expected 18, 34 or 50)", cfg->depth);
+    hallu_resnet *net = calloc(1, sizeof *net);
+    if (!net)
+        return hallu_error_set(err, HALLU_ERR_OOM, "resnet: out of memory (%zu bytes)", sizeof *net);
+    net->cfg = *cfg;
+    int imagenet = cfg->stem == HALLU_STEM_IMAGENET;
+    hallu_status s = unit_init(&net->stem, ps, prefix, "conv1", "bn1", 3, 64, imagenet ? 7 : 3,
+                               imagenet ? 2 : 1, 1, err);
+    int cin = 64;
+    for (int l = 0; l < 4 && s == HALLU_OK; l++) {
+        for (int i = 0; i < layers[l] && s == HALLU_OK; i++) {
+            char name[HALLU_NAME_MAX], rel[32];
+            snprintf(rel, sizeof rel, "layer%d.%d", l + 1, i);
+            s = hallu_name_join(name, sizeof name, prefix, rel, err);
+            int planes = 64 << l, stride = (i == 0 && l > 0) ? 2 : 1;
+            if (s == HALLU_OK)
+                s = block_init(&net->blocks[net->num_blocks++], ps, name, bottleneck, cin, planes, stride, err);
+            cin = bottleneck ? planes * 4 : planes;
+        }
+    }
+    net->feature_dim = cin;
+    if (s != HALLU_OK) {
+        free(net);
+        return s;
+    }
+    *out = net;
+    return HALLU_OK;
+}
+
+int hallu_resnet_feature_dim(const hallu_resnet *net) { return net->feature_dim; }
+
+static void unit_reset(unit *u, hallu_params *ps, uint64_t seed, uint64_t stream, float gamma)
+{
+    hallu_conv2d_init_kaiming(&u->conv, ps, seed, stream);
+    hallu_batchnorm_reset(&u->bn, ps, gamma);
+}
+
+void hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t seed)
+{
+    uint64_t stream = 1000;
+    unit_reset(&net->stem, ps, seed, stream++, 1.0f);
+    for (int b = 0; b < net->num_blocks; b++) {
+        block *bl = &net->blocks[b];
+        for (int u = 0; u < bl->num_units; u++) {
+            int last = u == bl->num_units - 1;
+            unit_reset(&bl->units[u], ps, seed, stream++, last && net->cfg.zero_init_residual ? 0.0f : 1.0f);
+        }
+        if (bl->has_down)
+            unit_reset(&bl->down, ps, seed, stream++, 1.0f);
+    }
+}
+
+/* ---- planning ---- */
+
+static float *alloc_act(hallu_backend *be, size_t floats, hallu_error *err)
+{
+    return be->ops->alloc(be, floats * sizeof(float), "resnet activation", err);
+}
+
+static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int h, int w, hallu_error *err)
+{
+    u->in_h = h;
+    u->in_w = w;
+    hallu_conv2d_out_size(&u->conv, h, w, &u->out_h, &u->out_w);
+    hallu_status s = hallu_conv2d_prepare(&u->conv, be, net->max_batch, h, w, err);
+    size_t floats = (size_t)net->max_batch * u->out_h * u->out_w * u->conv.cout;
+    if (floats > net->max_act)
+        net->max_act = floats;
+    for (int t = 0; t < net->num_instances && s == HALLU_OK; t++) {
+        u->pre[t] = alloc_act(be, floats, err);
+        u->out[t] = u->pre[t] ? alloc_act(be, floats, err) : NULL;
+        if (!u->out[t])
+            s = err->code;
+    }
+    return s;
+}
+
+static hallu_status block_plan(block *b, hallu_resnet *net, hallu_backend *be, int *h, int *w, hallu_error *err)
+{
+    int ih = *h, iw = *w;
+    hallu_status s = HALLU_OK;
+    for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
+        s = unit_plan(&b->units[u], net, be, *h, *w, err);
+        *h = b->units[u].out_h;
+        *w = b->units[u].out_w;
+    }
+    if (s == HALLU_OK && b->has_down)
+        s = unit_plan(&b->down, net, be, ih, iw, err);
+    size_t floats = (size_t)net->max_batch * *h * *w * b->units[b->num_units - 1].conv.cout;
+    for (int t = 0; t < net->num_instances && s == HALLU_OK; t++)
+        if (!(b->out[t] = alloc_act(be, floats, err)))
+            s = err->code;
+    return s;
+}
+
+hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_batch, int h, int w,
+                               int num_instances, hallu_error *err)
+{
+    if (max_batch <= 0 || h <= 0 || w <= 0 || num_instances <= 0 || num_instances > HALLU_MAX_INSTANCES)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "resnet plan: batch=%d size=%dx%d instances=%d (max %d)",
+                               max_batch, h, w, num_instances, HALLU_MAX_INSTANCES);
+    net->max_batch = max_batch;
+    net->num_instances = num_instances;
+    net->in_h = h;
+    net->in_w = w;
+    net->max_act = (size_t)max_batch * h * w * 3;
+    hallu_status s = unit_plan(&net->stem, net, be, h, w, err);
+    h = net->stem.out_h;
+    w = net->stem.out_w;
+    if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
+        s = hallu_pool2d_geom_init(&net->pool, max_batch, h, w, 64, 3, 2, 1, err);
+        size_t floats = (size_t)max_batch * net->pool.oh * net->pool.ow * 64;
+        for (int t = 0; t < num_instances && s == HALLU_OK; t++) {
+            net->pool_out[t] = alloc_act(be, floats, err);
+            net->pool_argmax[t] = net->pool_out[t] ? be->ops->alloc(be, floats * sizeof(int32_t), "maxpool argmax", err) : NULL;
+            if (!net->pool_argmax[t])
+                s = err->code;
+        }
+        h = net->pool.oh;
+        w = net->pool.ow;
+    }
+    for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++)
+        s = block_plan(&net->blocks[b], net, be, &h, &w, err);
+    for (int t = 0; t < num_instances && s == HALLU_OK; t++)
+        if (!(net->features[t] = alloc_act(be, (size_t)max_batch * net->feature_dim, err)))
+            s = err->code;
+    for (int k = 0; k < NUM_GRAD_BUFFERS && s == HALLU_OK; k++)
+        if (!(net->grad_buf[k] = alloc_act(be, net->max_act, err)))
+            s = err->code;
+    return s;
+}
+
+static void unit_free(unit *u, hallu_backend *be)
+{
+    hallu_conv2d_free(&u->conv, be);
+    hallu_batchnorm_free(&u->bn);
+    for (int t = 0; t < HALLU_MAX_INSTANCES; t++) {
+        if (u->pre[t]) be->ops->release(be, u->pre[t]);
+        if (u->out[t]) be->ops->release(be, u->out[t]);
+    }
+}
+
+void hallu_resnet_free(hallu_resnet *net, hallu_backend *be)
+{
+    if (!net)
+        return;
+    unit_free(&net->stem, be);
+    for (int b = 0; b < net->num_blocks; b++) {
+        block *bl = &net->blocks[b];
+        for (int u = 0; u < bl->num_units; u++)
+            unit_free(&bl->units[u], be);
+        if (bl->has_down)
+            unit_free(&bl->down, be);
+        for (int t = 0; t < HALLU_MAX_INSTANCES; t++)
+            if (bl->out[t]) be->ops->release(be, bl->out[t]);
+    }
+    for (int t = 0; t < HALLU_MAX_INSTANCES; t++) {
+        if (net->pool_out[t]) be->ops->release(be, net->pool_out[t]);
+        if (net->pool_argmax[t]) be->ops->release(be, net->pool_argmax[t]);
+        if (net->features[t]) be->ops->release(be, net->features[t]);
+    }
+    for (int k = 0; k < NUM_GRAD_BUFFERS; k++)
+        if (net->grad_buf[k]) be->ops->release(be, net->grad_buf[k]);
+    free(net);
+}
+
+/* ---- forward ---- */
+
+static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x, int n,
+                                 hallu_error *err)
+{
+    hallu_status s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, n, u->in_h, u->in_w, err);
+    if (s != HALLU_OK)
+        return s;
+    int64_t rows = (int64_t)n * u->out_h * u->out_w;
+    hallu_batchnorm_forward(&u->bn, ctx, inst, u->out[inst], u->pre[inst], rows);
+    if (u->relu)
+        ctx->be->ops->relu_forward(ctx->be, u->out[inst], u->out[inst], rows * u->conv.cout);
+    return HALLU_OK;
+}
+
+static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, const float *x, int n,
+                                  hallu_error *err)
+{
+    const float *cur = x;
+    hallu_status s = HALLU_OK;
+    for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
+        s = unit_forward(&b->units[u], ctx, inst, cur, n, err);
+        cur = b->units[u].out[inst];
+    }
+    const float *shortcut = x;
+    if (s == HALLU_OK && b->has_down) {
+        s = unit_forward(&b->down, ctx, inst, x, n, err);
+        shortcut = b->down.out[inst];
+    }
+    const unit *last = &b->units[b->num_units - 1];
+    int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
+    if (s == HALLU_OK) {
+        ctx->be->ops->add(ctx->be, b->out[inst], cur, shortcut, numel);
+        ctx->be->ops->relu_forward(ctx->be, b->out[inst], b->out[inst], numel);
+    }
+    return s;
+}
+
+hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, int inst, const float *x,
+                                  int n, const float **features, hallu_error *err)
+{
+    if (inst < 0 || inst >= net->num_instances || n <= 0 || n > net->max_batch)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "resnet forward: instance %d of %d, batch %d of max %d", inst,
+                               net->num_instances, n, net->max_batch);
+    net->input[inst] = x;
+    net->batch[inst] = n;
+    hallu_status s = unit_forward(&net->stem, ctx, inst, x, n, err);
+    const float *cur = net->stem.out[inst];
+    if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
+        hallu_pool2d_geom g = net->pool;
+        g.n = n;
+        ctx->be->ops->maxpool2d_forward(ctx->be, net->pool_out[inst], net->pool_argmax[inst], cur, &g);
+        cur = net->pool_out[inst];
+    }
+    for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++) {
+        s = block_forward(&net->blocks[b], ctx, inst, cur, n, err);
+        cur = net->blocks[b].out[inst];
+    }
+    if (s != HALLU_OK)
+        return s;
+    const unit *last = &net->blocks[net->num_blocks - 1].units[net->blocks[net->num_blocks - 1].num_units - 1];
+    ctx->be->ops->global_avgpool_forward(ctx->be, net->features[inst], cur, n, last->out_h * last->out_w,
+                                         net->feature_dim);
+    *features = net->features[inst];
+    return HALLU_OK;
+}
+
+/* ---- backward ---- */
+
+/* dy is consumed (ReLU's backward runs in place on it); scratch receives the BN
+ * input gradient; dx (NULL: not needed) receives the unit's input gradient. */
+static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
+                                  const float *x, int n, float *scratch, hallu_error *err)
+{
+    int64_t rows = (int64_t)n * u->out_h * u->out_w;
+    if (u->relu)
+        ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
+    hallu_batchnorm_backward(&u->bn, ctx, inst, scratch, dy, u->pre[inst], rows);
+    return hallu_conv2d_backward(&u->conv, ctx, dx, scratch, x, n, u->in_h, u->in_w, err);
+}
+
+/* The block's output gradient is in grad_buf[*index]; on return *index names
+ * the buffer holding its input gradient. */
+static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
+                                   const float *x, int n, int *index, hallu_error *err)
+{
+    float **buf = net->grad_buf;
+    int gi = *index, others[NUM_GRAD_BUFFERS - 1], k = 0;
+    for (int i = 0; i < NUM_GRAD_BUFFERS; i++)
+        if (i != gi)
+            others[k++] = i;
+    int scratch = others[0], target = others[1], spare = others[2];
+    const unit *last = &b->units[b->num_units - 1];
+    int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
+    ctx->be->ops->relu_backward(ctx->be, buf[gi], buf[gi], b->out[inst], numel);
+
+    /* The last unit has no ReLU, so buf[gi] survives it for the shortcut. */
+    float *dy = buf[gi];
+    hallu_status s = HALLU_OK;
+    for (int u = b->num_units - 1; u >= 0 && s == HALLU_OK; u--) {
+        const float *ux = u == 0 ? x : b->units[u - 1].out[inst];
+        s = unit_backward(&b->units[u], ctx, inst, buf[target], dy, ux, n, buf[scratch], err);
+        dy = buf[target];
+        int t = target; target = spare; spare = t;
+    }
+    int main_path = spare;   /* the last target written */
+    if (s != HALLU_OK)
+        return s;
+    int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
+    if (b->has_down) {
+        s = unit_backward(&b->down, ctx, inst, buf[target], buf[gi], x, n, buf[scratch], err);
+        ctx->be->ops->add(ctx->be, buf[main_path], buf[main_path], buf[target], in_numel);
+    } else {
+        ctx->be->ops->add(ctx->be, buf[main_path], buf[main_path], buf[gi], in_numel);
+    }
+    *index = main_path;
+    return s;
+}
+
+hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
+                                   const float *dfeatures, hallu_error *err)
+{
+    if (inst < 0 || inst >= net->num_instances || !net->input[inst])
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "resnet backward: instance %d has no forward", inst);
+    int n = net->batch[inst];
+    const block *lastb = &net->blocks[net->num_blocks - 1];
+    const unit *last = &lastb->units[lastb->num_units - 1];
+    int index = 0;
+    ctx->be->ops->global_avgpool_backward(ctx->be, net->grad_buf[index], dfeatures, n,
+                                          last->out_h * last->out_w, net->feature_dim);
+    hallu_status s = HALLU_OK;
+    int imagenet = net->cfg.stem == HALLU_STEM_IMAGENET;
+    for (int b = net->num_blocks - 1; b >= 0 && s == HALLU_OK; b--) {
+        const float *bx = b > 0 ? net->blocks[b - 1].out[inst]
+                        : imagenet ? net->pool_out[inst] : net->stem.out[inst];
+        s = block_backward(&net->blocks[b], net, ctx, inst, bx, n, &index, err);
+    }
+    if (s != HALLU_OK)
+        return s;
+    if (imagenet) {
+        hallu_pool2d_geom g = net->pool;
+        g.n = n;
+        int to = (index + 1) % NUM_GRAD_BUFFERS;
+        ctx->be->ops->maxpool2d_backward(ctx->be, net->grad_buf[to], net->grad_buf[index], net->pool_argmax[inst], &g);
+        index = to;
+    }
+    return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], n,
+                         net->grad_buf[(index + 1) % NUM_GRAD_BUFFERS], err);
+}
