@@ -50,6 +50,27 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
 hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
                                    const float *dfeatures, hallu_error *err);
 
+/* A supervised classifier: backbone + "fc" + softmax cross-entropy. Used by the
+ * parity tests, the overfit test and the training-step benchmark. */
+typedef struct hallu_classifier {
+    hallu_resnet *net;
+    hallu_linear fc;
+    int num_classes, max_batch;
+    float *logits, *probs, *dlogits, *dfeatures;   /* owned, planned */
+} hallu_classifier;
+
+hallu_status hallu_classifier_create(hallu_classifier *c, const hallu_resnet_config *cfg, int num_classes,
+                                     hallu_params *ps, hallu_error *err);
+void hallu_classifier_init_weights(hallu_classifier *c, hallu_params *ps, uint64_t seed);
+hallu_status hallu_classifier_plan(hallu_classifier *c, hallu_backend *be, int max_batch, int h, int w,
+                                   hallu_error *err);
+void hallu_classifier_free(hallu_classifier *c, hallu_backend *be);
+/* Forward (and, when ctx->training, backward accumulating into ps->grad) on
+ * x [n][h][w][3] NHWC with labels; *loss gets the mean cross-entropy. Logits
+ * stay in c->logits. */
+hallu_status hallu_classifier_step(hallu_classifier *c, const hallu_nn_ctx *ctx, const float *x,
+                                   const int32_t *labels, int n, float *loss, hallu_error *err);
+
 #ifdef __cplusplus
 }
 #endif
