@@ -1,0 +1,134 @@
+/* hallu_params <-> safetensors, with torchvision names. */
+#include "hallu/params.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct name_map {
+    const char *select, *add;
+} name_map;
+
+static int selected(const name_map *map, const char *name)
+{
+    return !map->select || strncmp(name, map->select, strlen(map->select)) == 0;
+}
+
+static hallu_status file_name(char *out, size_t outsize, const name_map *map, const char *name,
+                              hallu_error *err)
+{
+    const char *rest = name + (map->select ? strlen(map->select) : 0);
+    int n = snprintf(out, outsize, "%s%s", map->add ? map->add : "", rest);
+    if (n < 0 || (size_t)n >= outsize)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "tensor name '%s%s' too long", map->add, rest);
+    return HALLU_OK;
+}
+
+static void fill_entry(hallu_st_entry *e, const hallu_tensor_info *t, const char *name, const void *data,
+                       hallu_dtype dt)
+{
+    memset(e, 0, sizeof *e);
+    e->name = name;
+    e->dtype = dt;
+    e->ndim = t->ndim;
+    for (int d = 0; d < t->ndim; d++)
+        e->shape[d] = t->shape[d];
+    e->data = data;
+}
+
+hallu_status hallu_params_save(const hallu_params *ps, const char *path, const char *select,
+                               const char *add, const hallu_st_meta *meta, int num_meta, hallu_error *err)
+{
+    name_map map = { select && select[0] ? select : NULL, add };
+    int total = ps->num_trainable + ps->num_state, count = 0;
+    hallu_st_entry *entries = calloc((size_t)total + 1, sizeof *entries);
+    char (*names)[HALLU_NAME_MAX + 64] = calloc((size_t)total + 1, sizeof *names);
+    int64_t *counters = calloc((size_t)total + 1, sizeof *counters);
+    hallu_status s = entries && names && counters ? HALLU_OK
+        : hallu_error_set(err, HALLU_ERR_OOM, "saving %s: out of memory for %d tensor entries", path, total);
+    for (int i = 0; i < total && s == HALLU_OK; i++) {
+        int is_state = i >= ps->num_trainable;
+        const hallu_tensor_info *t = is_state ? &ps->state[i - ps->num_trainable] : &ps->trainable[i];
+        if (!selected(&map, t->name))
+            continue;
+        s = file_name(names[count], sizeof names[count], &map, t->name, err);
+        const float *src = (is_state ? ps->buffer : ps->param) + t->offset;
+        if (t->flags & HALLU_TENSOR_COUNTER) {
+            counters[count] = (int64_t)src[0];
+            fill_entry(&entries[count], t, names[count], &counters[count], HALLU_DTYPE_I64);
+        } else {
+            fill_entry(&entries[count], t, names[count], src, HALLU_DTYPE_F32);
+        }
+        count++;
+    }
+    if (s == HALLU_OK)
+        s = hallu_safetensors_write(path, entries, count, meta, num_meta, err);
+    free(entries);
+    free(names);
+    free(counters);
+    return s;
+}
+
+static hallu_status load_one(const hallu_tensor_info *t, float *dst, const hallu_st_tensor *ft,
+                             const hallu_safetensors *st, hallu_error *err)
+{
+    int same = ft->ndim == t->ndim;
+    for (int d = 0; same && d < t->ndim; d++)
+        same = ft->shape[d] == t->shape[d];
+    if (!same || ft->numel != t->numel)
+        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: tensor '%s' has %d dims / %lld elements, expected "
+                               "%d dims / %lld (shape [%lld, %lld, %lld, %lld])", st->source ? st->source : "weights",
+                               ft->name, ft->ndim, (long long)ft->numel, t->ndim, (long long)t->numel,
+                               (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+                               (long long)t->shape[3]);
+    if ((t->flags & HALLU_TENSOR_COUNTER) && ft->dtype == HALLU_DTYPE_I64) {
+        int64_t v;
+        memcpy(&v, ft->data, sizeof v);
+        dst[0] = (float)v;
+        return HALLU_OK;
+    }
+    if (ft->dtype != HALLU_DTYPE_F32)
+        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: tensor '%s' has dtype %s, expected F32",
+                               st->source ? st->source : "weights", ft->name, hallu_dtype_name(ft->dtype));
+    memcpy(dst, ft->data, (size_t)t->numel * sizeof(float));
+    return HALLU_OK;
+}
+
+hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
+                               const char *add, int strict, hallu_error *err)
+{
+    name_map map = { select && select[0] ? select : NULL, add };
+    int total = ps->num_trainable + ps->num_state, matched = 0;
+    char name[HALLU_NAME_MAX + 64];
+    for (int i = 0; i < total; i++) {
+        int is_state = i >= ps->num_trainable;
+        const hallu_tensor_info *t = is_state ? &ps->state[i - ps->num_trainable] : &ps->trainable[i];
+        if (!selected(&map, t->name))
+            continue;
+        hallu_status s = file_name(name, sizeof name, &map, t->name, err);
+        if (s != HALLU_OK)
+            return s;
+        const hallu_st_tensor *ft = hallu_safetensors_find(st, name);
+        if (!ft) {
+            if (strict)
+                return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: missing tensor '%s'",
+                                       st->source ? st->source : "weights", name);
+            continue;
+        }
+        s = load_one(t, (is_state ? ps->buffer : ps->param) + t->offset, ft, st, err);
+        if (s != HALLU_OK)
+            return s;
+        matched++;
+    }
+    if (strict) {
+        size_t addlen = add ? strlen(add) : 0;
+        int under = 0;
+        for (int i = 0; i < st->num_tensors; i++)
+            under += !add || strncmp(st->tensors[i].name, add, addlen) == 0;
+        if (under != matched)
+            return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: %d tensors under '%s' but the model takes %d "
+                                   "(another architecture?)", st->source ? st->source : "weights", under,
+                                   add ? add : "", matched);
+    }
+    return HALLU_OK;
+}
