@@ -1,0 +1,54 @@
+/* Small helpers shared by tests: deterministic random fills (hallu_rng, so a
+ * failing case reproduces from its seed), error norms, float<->double copies. */
+#ifndef HALLU_TESTUTIL_H
+#define HALLU_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hallu/rng.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Uniform in [lo, hi). */
+void tu_fill_uniform_f(float *x, size_t n, hallu_rng *rng, double lo, double hi);
+void tu_fill_uniform_d(double *x, size_t n, hallu_rng *rng, double lo, double hi);
+/* Normal(0, stddev). */
+void tu_fill_normal_f(float *x, size_t n, hallu_rng *rng, double stddev);
+void tu_fill_normal_d(double *x, size_t n, hallu_rng *rng, double stddev);
+/* Magnitude uniform in [lo, hi) with a random sign: keeps values away from 0,
+ * where ReLU has its kink. */
+void tu_fill_away_from_zero_d(double *x, size_t n, hallu_rng *rng, double lo, double hi);
+/* Distinct values spaced >= `gap` apart in random order: no ties for max/argmax. */
+void tu_fill_distinct_d(double *x, size_t n, hallu_rng *rng, double gap);
+void tu_fill_targets(int32_t *t, size_t n, hallu_rng *rng, int classes);
+
+void tu_f2d(double *dst, const float *src, size_t n);
+void tu_d2f(float *dst, const double *src, size_t n);
+/* Rounds a double buffer to float precision in place, so the fp32 backend and
+ * the double reference see exactly the same inputs. */
+void tu_round_to_float(double *x, size_t n);
+
+double tu_norm_d(const double *x, size_t n);
+/* ||a - b|| / ||b|| (absolute ||a - b|| when ||b|| == 0). */
+double tu_rel_error_fd(const float *a, const double *b, size_t n);
+double tu_rel_error_dd(const double *a, const double *b, size_t n);
+double tu_max_abs_diff_fd(const float *a, const double *b, size_t n);
+double tu_max_abs_diff_dd(const double *a, const double *b, size_t n);
+
+/* Returns 1 when rel_error(got, want) <= tol; otherwise prints name, rel error
+ * and max abs diff to stderr and returns 0. Wrap in CHECK(). */
+int tu_close_fd(const char *name, const float *got, const double *want, size_t n, double tol);
+int tu_close_dd(const char *name, const double *got, const double *want, size_t n, double tol);
+
+/* Malloc that aborts the test on failure (tests only; library code never does this). */
+void *tu_xmalloc(size_t nbytes);
+double *tu_dalloc(size_t n);   /* zeroed */
+float *tu_falloc(size_t n);    /* zeroed */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
