@@ -1,0 +1,83 @@
+/* The self-supervised training loop behind `hallu train`: data -> two views ->
+ * method step -> optimizer -> (MoCo hooks) -> metrics, kNN monitor, atomic
+ * checkpoints, bit-exact resume. The CLI supplies the config, a stop flag (set
+ * by its signal handler) and callbacks for progress and messages; the library
+ * prints nothing itself. */
+#ifndef HALLU_TRAIN_H
+#define HALLU_TRAIN_H
+
+#include "hallu/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct hallu_train_config {
+    /* method */
+    const char *method;          /* simclr | mocov1 | mocov2 | simsiam */
+    int hallucinator;
+    const char *hal_init;        /* reference | residual */
+    double hal_ratio_max;        /* r ~ U(0, max) */
+    double hal_fixed_ratio;      /* >= 0: fixed r (ablations, tests) */
+    int hal_hidden;              /* 0 = 2 * embedding width */
+    int enqueue_duplicates, mask_duplicates;
+    double temperature;          /* <= 0: the method's default */
+    int queue_size;
+    double moco_momentum;
+    int proj_dim;                /* 0: the method's default */
+    /* data and model */
+    const char *data;            /* training spec (train split) */
+    const char *knn_train_data;  /* labelled reference set for the kNN monitor (default: data, train split) */
+    const char *knn_test_data;   /* held-out set (default: data, test split) */
+    int train_subset;            /* > 0: use the first N training images */
+    const char *arch, *stem;
+    /* optimisation */
+    const char *optimizer;       /* sgd | lars | adamw */
+    int epochs, batch_size, warmup_epochs;
+    double lr, momentum, weight_decay;
+    /* run */
+    uint64_t seed;
+    int threads, workers;
+    int knn_every;               /* epochs between kNN evaluations (0: only at the end) */
+    int knn_k;
+    double knn_temperature;
+    int knn_at_start;            /* also evaluate the untrained network (the floor) */
+    int log_every;               /* steps between metrics lines */
+    int save_every;              /* > 0: also keep checkpoint_epochN.hlu every N epochs */
+    const char *out;             /* run directory */
+    int resume;
+    int64_t stop_after_steps;    /* > 0: behave as if interrupted after this many steps (tests) */
+} hallu_train_config;
+
+void hallu_train_config_default(hallu_train_config *cfg);
+
+typedef struct hallu_train_progress {
+    int epoch, epochs;
+    int64_t step_in_epoch, steps_per_epoch, global_step, total_steps;
+    float loss, lr, collapse_std;
+    double images_per_s, data_wait_fraction, eta_seconds;
+} hallu_train_progress;
+
+typedef struct hallu_train_callbacks {
+    void (*progress)(void *user, const hallu_train_progress *p);   /* after every step */
+    void (*message)(void *user, const char *line);                 /* kNN results, warnings */
+    void *user;
+} hallu_train_callbacks;
+
+typedef struct hallu_train_result {
+    double knn_top1, knn_top5;       /* last evaluation (-1 if none) */
+    double knn_floor_top1;           /* untrained network (-1 if not measured) */
+    float final_loss;
+    int64_t steps;
+    int collapsed;                   /* the collapse guard fired at the end */
+} hallu_train_result;
+
+/* Runs (or resumes) training. Returns HALLU_ERR_INTERRUPTED after saving a
+ * checkpoint when *stop becomes non-zero. */
+hallu_status hallu_train_run(const hallu_train_config *cfg, const volatile int *stop,
+                             const hallu_train_callbacks *cb, hallu_train_result *res, hallu_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
