@@ -1,0 +1,104 @@
+/* The CPU backend's function table, creation and memory. */
+#include "backend/cpu/cpu_internal.h"
+
+#include <omp.h>
+
+static void *cpu_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    return hallu_alloc(nbytes, what, err);
+}
+
+static void cpu_release(hallu_backend *be, void *p) { hallu_free(p); }
+
+static void cpu_destroy(hallu_backend *be)
+{
+    if (!be)
+        return;
+    cpu_impl *impl = be->impl;
+    if (impl) {
+        if (impl->stream)
+            dnnl_stream_destroy(impl->stream);
+        if (impl->engine)
+            dnnl_engine_destroy(impl->engine);
+        hallu_free(impl->dnnl_scratch);
+        hallu_free(impl->red);
+        hallu_free(impl);
+    }
+    hallu_free(be);
+}
+
+static const hallu_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .conv2d_plan_create = cpu_conv2d_plan_create,
+    .conv2d_plan_free = cpu_conv2d_plan_free,
+    .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_backward = cpu_conv2d_backward,
+    .batchnorm_forward_train = cpu_batchnorm_forward_train,
+    .batchnorm_forward_eval = cpu_batchnorm_forward_eval,
+    .batchnorm_backward = cpu_batchnorm_backward,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .add = cpu_add,
+    .axpy = cpu_axpy,
+    .scale = cpu_scale,
+    .maxpool2d_forward = cpu_maxpool2d_forward,
+    .maxpool2d_backward = cpu_maxpool2d_backward,
+    .global_avgpool_forward = cpu_global_avgpool_forward,
+    .global_avgpool_backward = cpu_global_avgpool_backward,
+    .gemm = cpu_gemm,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .l2norm_rows_forward = cpu_l2norm_rows_forward,
+    .l2norm_rows_backward = cpu_l2norm_rows_backward,
+    .softmax_xent_forward = cpu_softmax_xent_forward,
+    .softmax_xent_backward = cpu_softmax_xent_backward,
+    .copy_cols = cpu_copy_cols,
+    .slice_cols = cpu_slice_cols,
+};
+
+static hallu_status cpu_impl_init(cpu_impl *impl, int num_threads, hallu_error *err)
+{
+    impl->num_threads = num_threads;
+    impl->red = hallu_alloc(cpu_red_block_bytes() * (size_t)(num_threads + 1), "cpu backend reduction scratch", err);
+    if (!impl->red)
+        return HALLU_ERR_OOM;
+    dnnl_status_t st = dnnl_engine_create(&impl->engine, dnnl_cpu, 0);
+    if (st != dnnl_success)
+        return hallu_error_set(err, HALLU_ERR_BACKEND, "hallu_backend_cpu_create: dnnl_engine_create failed (oneDNN status %d)", (int)st);
+    st = dnnl_stream_create(&impl->stream, impl->engine, dnnl_stream_default_flags);
+    if (st != dnnl_success)
+        return hallu_error_set(err, HALLU_ERR_BACKEND, "hallu_backend_cpu_create: dnnl_stream_create failed (oneDNN status %d)", (int)st);
+    return HALLU_OK;
+}
+
+hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hallu_error *err)
+{
+    if (!out)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "hallu_backend_cpu_create: out is NULL");
+    *out = NULL;
+    if (num_threads > 1024)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "hallu_backend_cpu_create: num_threads=%d (max 1024)", num_threads);
+    /* oneDNN (OpenMP build) sizes its kernels by the OpenMP thread count seen at
+     * primitive creation and execution, so the count is fixed here, up front. */
+    if (num_threads > 0)
+        hallu_set_num_threads(num_threads);
+    else
+        num_threads = omp_get_max_threads();
+    hallu_backend *be = hallu_calloc(sizeof *be, "cpu backend", err);
+    cpu_impl *impl = be ? hallu_calloc(sizeof *impl, "cpu backend state", err) : NULL;
+    if (!impl) {
+        hallu_free(be);
+        return HALLU_ERR_OOM;
+    }
+    *be = (hallu_backend){ .ops = &cpu_ops, .num_threads = num_threads, .impl = impl };
+    hallu_status s = cpu_impl_init(impl, num_threads, err);
+    if (s != HALLU_OK) {
+        cpu_destroy(be);
+        return s;
+    }
+    *out = be;
+    return HALLU_OK;
+}

@@ -1,0 +1,77 @@
+/* Elementwise ops: OpenMP over contiguous chunks, SIMD inside. Each element's
+ * result depends only on its inputs, so any thread count gives the same bits. */
+#include "backend/cpu/cpu_internal.h"
+
+#include <omp.h>
+
+enum { ELT_GRAIN = 1 << 16 };
+
+/* Thread-chunked loop head: [lo, hi) is this thread's part of [0, n). */
+#define ELT_PARALLEL(be, n, body) do { \
+    int nt_ = cpu_threads_for((be), (n), ELT_GRAIN); \
+    _Pragma("omp parallel num_threads(nt_)") { \
+        int64_t lo, hi; \
+        cpu_split((n), omp_get_num_threads(), omp_get_thread_num(), &lo, &hi); \
+        body; \
+    } } while (0)
+
+/* x < 0 ? 0 : x keeps NaN as NaN, like torch.relu. */
+CPU_HOT static void relu_range(float *y, const float *x, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+CPU_HOT static void relu_grad_range(float *dx, const float *dy, const float *y, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+CPU_HOT static void add_range(float *y, const float *a, const float *b, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = a[i] + b[i];
+}
+
+CPU_HOT static void axpy_range(float *y, float alpha, const float *x, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] += alpha * x[i];
+}
+
+CPU_HOT static void scale_range(float *y, float alpha, const float *x, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++)
+        y[i] = alpha * x[i];
+}
+
+void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
+{
+    ELT_PARALLEL(be, n, relu_range(y, x, lo, hi));
+}
+
+void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)
+{
+    ELT_PARALLEL(be, n, relu_grad_range(dx, dy, y, lo, hi));
+}
+
+void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    ELT_PARALLEL(be, n, add_range(y, a, b, lo, hi));
+}
+
+void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
+{
+    ELT_PARALLEL(be, n, axpy_range(y, alpha, x, lo, hi));
+}
+
+void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
+{
+    ELT_PARALLEL(be, n, scale_range(y, alpha, x, lo, hi));
+}

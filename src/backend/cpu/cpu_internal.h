@@ -1,0 +1,120 @@
+/* Private state and op prototypes of the CPU backend (oneDNN + OpenBLAS + OpenMP). */
+#ifndef HALLU_CPU_INTERNAL_H
+#define HALLU_CPU_INTERNAL_H
+
+#include "hallu/backend.h"
+
+#include <oneapi/dnnl/dnnl.h>
+
+/* Per-channel reductions (batch norm) work on channel slabs of at most this many
+ * columns, so their per-thread scratch is sized once at backend creation. */
+enum { CPU_SLAB = 2048 };
+
+typedef struct cpu_impl {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    int num_threads;
+    /* oneDNN scratchpad shared by all conv plans (user mode): grown at plan
+     * creation, never during a step. */
+    void *dnnl_scratch;
+    size_t dnnl_scratch_bytes;
+    /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
+     * shared block (index num_threads) for per-channel coefficients. */
+    void *red;
+} cpu_impl;
+
+static inline cpu_impl *cpu_impl_of(hallu_backend *be) { return (cpu_impl *)be->impl; }
+
+/* Per-thread scratch block: 4 double arrays and 4 float arrays of CPU_SLAB. */
+static inline size_t cpu_red_block_bytes(void) { return (size_t)CPU_SLAB * (4 * sizeof(double) + 4 * sizeof(float)); }
+
+/* Double array `which` (0..3) / float array `which` (0..3) of scratch block `t`. */
+static inline double *cpu_red_d(cpu_impl *impl, int t, int which)
+{
+    return (double *)((char *)impl->red + (size_t)t * cpu_red_block_bytes()) + (size_t)which * CPU_SLAB;
+}
+static inline float *cpu_red_f(cpu_impl *impl, int t, int which)
+{
+    return (float *)(cpu_red_d(impl, t, 0) + 4 * (size_t)CPU_SLAB) + (size_t)which * CPU_SLAB;
+}
+
+/* Threads for a loop over `work` elements: one thread below `grain` per thread. */
+static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain)
+{
+    int64_t t = work / grain, max = cpu_impl_of(be)->num_threads;
+    return t < 1 ? 1 : t < max ? (int)t : (int)max;
+}
+
+/* Hot loops get an AVX2/FMA clone picked at load time (the build targets baseline x86-64). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CPU_HOT __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define CPU_HOT
+#endif
+
+/* Splits [0, n) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
+static inline void cpu_split(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
+{
+    int64_t base = n / parts, rem = n % parts;
+    *lo = i * base + (i < rem ? i : rem);
+    *hi = *lo + base + (i < rem ? 1 : 0);
+}
+
+/* conv (cpu_conv.c) */
+hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g,
+                                    hallu_conv2d_plan **out, hallu_error *err);
+void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
+void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w);
+void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
+                         const float *x, const float *w);
+
+/* batch norm (cpu_norm.c) */
+void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
+                                 float *running_mean, float *running_var, const float *x,
+                                 const float *gamma, const float *beta, int64_t m, int c,
+                                 float momentum, float eps);
+void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
+                                const float *running_mean, const float *running_var,
+                                const float *gamma, const float *beta, int64_t m, int c, float eps);
+void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
+                            const float *dy, const float *x, const float *save_mean,
+                            const float *save_invstd, const float *gamma, int64_t m, int c);
+
+/* elementwise (cpu_eltwise.c) */
+void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n);
+void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n);
+void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
+void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
+void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
+
+/* pooling (cpu_pool.c) */
+void cpu_maxpool2d_forward(hallu_backend *be, float *y, int32_t *argmax, const float *x,
+                           const hallu_pool2d_geom *g);
+void cpu_maxpool2d_backward(hallu_backend *be, float *dx, const float *dy, const int32_t *argmax,
+                            const hallu_pool2d_geom *g);
+void cpu_global_avgpool_forward(hallu_backend *be, float *y, const float *x, int n, int hw, int c);
+void cpu_global_avgpool_backward(hallu_backend *be, float *dx, const float *dy, int n, int hw, int c);
+
+/* dense (cpu_dense.c) */
+void cpu_gemm(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+              const float *a, const float *b, float beta, float *c);
+void cpu_linear_forward(hallu_backend *be, float *y, const float *x, const float *w,
+                        const float *bias, int rows, int in, int out);
+void cpu_linear_backward(hallu_backend *be, float *dx, float *dw, float *dbias, const float *dy,
+                         const float *x, const float *w, int rows, int in, int out);
+
+/* rows (cpu_rows.c) */
+void cpu_l2norm_rows_forward(hallu_backend *be, float *y, float *norms, const float *x,
+                             int rows, int cols, float eps);
+void cpu_l2norm_rows_backward(hallu_backend *be, float *dx, const float *dy, const float *x,
+                              const float *norms, int rows, int cols, float eps);
+float cpu_softmax_xent_forward(hallu_backend *be, float *probs, const float *logits,
+                               const int32_t *targets, int rows, int classes);
+void cpu_softmax_xent_backward(hallu_backend *be, float *dlogits, const float *probs,
+                               const int32_t *targets, int rows, int classes, float scale);
+void cpu_copy_cols(hallu_backend *be, float *dst, int cols_dst, int col0, const float *src,
+                   int cols_src, int rows);
+void cpu_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *src, int cols_src,
+                    int col0, int rows);
+
+#endif

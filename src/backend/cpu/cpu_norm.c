@@ -1,0 +1,230 @@
+/* Batch normalisation over the rows of x [m][c] (NHWC activations flattened).
+ * Per-channel sums are taken by each thread over its contiguous row range, in
+ * float within blocks of BN_BLOCK rows and in double across blocks, then the
+ * threads' partial sums are added in thread order: results are bit-identical run
+ * to run for a fixed thread count. Wide inputs are processed in channel slabs of
+ * CPU_SLAB so that all scratch is sized at backend creation. */
+#include "backend/cpu/cpu_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+enum { BN_BLOCK = 128, BN_GRAIN = 1 << 15 };
+
+/* Per-thread slab sums: s1 += sum(x - k), s2 += sum((x - k)^2), rows [lo, hi). */
+CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
+                               const float *restrict x, const float *restrict k, int64_t ld, int cs,
+                               int64_t lo, int64_t hi)
+{
+    for (int j = 0; j < cs; j++)
+        s1[j] = s2[j] = 0.0;
+    for (int64_t r0 = lo; r0 < hi; r0 += BN_BLOCK) {
+        int64_t r1 = r0 + BN_BLOCK < hi ? r0 + BN_BLOCK : hi;
+        memset(b1, 0, (size_t)cs * sizeof *b1);
+        memset(b2, 0, (size_t)cs * sizeof *b2);
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * ld;
+#pragma omp simd
+            for (int j = 0; j < cs; j++) {
+                float d = xr[j] - k[j];
+                b1[j] += d;
+                b2[j] += d * d;
+            }
+        }
+        for (int j = 0; j < cs; j++) {
+            s1[j] += b1[j];
+            s2[j] += b2[j];
+        }
+    }
+}
+
+/* Per-thread slab sums for backward: s1 += sum(dy), s2 += sum(dy * (x - mean)). */
+CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
+                              const float *restrict dy, const float *restrict x, const float *restrict mean,
+                              int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    for (int j = 0; j < cs; j++)
+        s1[j] = s2[j] = 0.0;
+    for (int64_t r0 = lo; r0 < hi; r0 += BN_BLOCK) {
+        int64_t r1 = r0 + BN_BLOCK < hi ? r0 + BN_BLOCK : hi;
+        memset(b1, 0, (size_t)cs * sizeof *b1);
+        memset(b2, 0, (size_t)cs * sizeof *b2);
+        for (int64_t r = r0; r < r1; r++) {
+            const float *xr = x + r * ld, *gr = dy + r * ld;
+#pragma omp simd
+            for (int j = 0; j < cs; j++) {
+                b1[j] += gr[j];
+                b2[j] += gr[j] * (xr[j] - mean[j]);
+            }
+        }
+        for (int j = 0; j < cs; j++) {
+            s1[j] += b1[j];
+            s2[j] += b2[j];
+        }
+    }
+}
+
+/* y = (x - mean) * scale + shift over rows [lo, hi) of one slab. */
+CPU_HOT static void affine_rows(float *restrict y, const float *restrict x, const float *restrict mean,
+                                const float *restrict scale, const float *restrict shift, int64_t ld, int cs,
+                                int64_t lo, int64_t hi)
+{
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * ld;
+        float *yr = y + r * ld;
+#pragma omp simd
+        for (int j = 0; j < cs; j++)
+            yr[j] = (xr[j] - mean[j]) * scale[j] + shift[j];
+    }
+}
+
+/* dx = a * dy - b * (x - mean) - cst over rows [lo, hi) of one slab. */
+CPU_HOT static void dx_rows(float *dx, const float *dy, const float *restrict x, const float *restrict mean,
+                            const float *restrict a, const float *restrict b, const float *restrict cst,
+                            int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * ld, *gr = dy + r * ld;
+        float *dr = dx + r * ld;
+#pragma omp simd
+        for (int j = 0; j < cs; j++)
+            dr[j] = a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j];
+    }
+}
+
+/* Sums (x - k) and (x - k)^2 (or dy and dy*(x - mean) when dy != NULL) of one
+ * slab over all rows into d1/d2, in thread order. */
+static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const float *x,
+                      const float *k, int64_t m, int64_t ld, int cs)
+{
+    cpu_impl *impl = cpu_impl_of(be);
+    int nt = cpu_threads_for(be, m * cs, BN_GRAIN), used = 1;
+#pragma omp parallel num_threads(nt)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int64_t lo, hi;
+        cpu_split(m, T, t, &lo, &hi);
+        double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
+        float *b1 = cpu_red_f(impl, t, 0), *b2 = cpu_red_f(impl, t, 1);
+        if (dy)
+            grad_rows(s1, s2, b1, b2, dy, x, k, ld, cs, lo, hi);
+        else
+            stats_rows(s1, s2, b1, b2, x, k, ld, cs, lo, hi);
+        if (t == 0)
+            used = T;
+    }
+    for (int j = 0; j < cs; j++)
+        d1[j] = d2[j] = 0.0;
+    for (int t = 0; t < used; t++) {
+        const double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
+        for (int j = 0; j < cs; j++) {
+            d1[j] += s1[j];
+            d2[j] += s2[j];
+        }
+    }
+}
+
+/* Runs affine_rows (dy == NULL) or dx_rows over all rows of one slab. */
+static void slab_apply(hallu_backend *be, float *out, const float *dy, const float *x, const float *mean,
+                       const float *c1, const float *c2, const float *c3, int64_t m, int64_t ld, int cs)
+{
+    int nt = cpu_threads_for(be, m * cs, BN_GRAIN);
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t lo, hi;
+        cpu_split(m, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
+        if (dy)
+            dx_rows(out, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
+        else
+            affine_rows(out, x, mean, c1, c2, ld, cs, lo, hi);
+    }
+}
+
+void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
+                                 float *running_mean, float *running_var, const float *x,
+                                 const float *gamma, const float *beta, int64_t m, int c,
+                                 float momentum, float eps)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
+    float *mean = cpu_red_f(impl, shared, 0), *scale = cpu_red_f(impl, shared, 1);
+    float *shift = cpu_red_f(impl, shared, 2);
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        /* Shifting by the first row keeps the one-pass variance free of cancellation. */
+        slab_sums(be, d1, d2, NULL, x + c0, x + c0, m, c, cs);
+        for (int j = 0; j < cs; j++) {
+            double mu_shift = d1[j] / (double)m;
+            double var = d2[j] / (double)m - mu_shift * mu_shift;
+            if (var < 0.0)
+                var = 0.0;
+            double mu = (double)x[c0 + j] + mu_shift, invstd = 1.0 / sqrt(var + (double)eps);
+            mean[j] = (float)mu;
+            scale[j] = (float)(invstd * (gamma ? (double)gamma[c0 + j] : 1.0));
+            shift[j] = beta ? beta[c0 + j] : 0.0f;
+            save_mean[c0 + j] = (float)mu;
+            save_invstd[c0 + j] = (float)invstd;
+            if (running_mean)
+                running_mean[c0 + j] = (float)((1.0 - momentum) * running_mean[c0 + j] + momentum * mu);
+            if (running_var) {
+                double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
+                running_var[c0 + j] = (float)((1.0 - momentum) * running_var[c0 + j] + momentum * unbiased);
+            }
+        }
+        slab_apply(be, y + c0, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
+    }
+}
+
+void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
+                                const float *running_mean, const float *running_var,
+                                const float *gamma, const float *beta, int64_t m, int c, float eps)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    float *mean = cpu_red_f(impl, shared, 0), *scale = cpu_red_f(impl, shared, 1);
+    float *shift = cpu_red_f(impl, shared, 2);
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        for (int j = 0; j < cs; j++) {
+            double invstd = 1.0 / sqrt((double)running_var[c0 + j] + (double)eps);
+            mean[j] = running_mean[c0 + j];
+            scale[j] = (float)(invstd * (gamma ? (double)gamma[c0 + j] : 1.0));
+            shift[j] = beta ? beta[c0 + j] : 0.0f;
+        }
+        slab_apply(be, y + c0, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
+    }
+}
+
+void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
+                            const float *dy, const float *x, const float *save_mean,
+                            const float *save_invstd, const float *gamma, int64_t m, int c)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
+    float *a = cpu_red_f(impl, shared, 0), *b = cpu_red_f(impl, shared, 1), *cst = cpu_red_f(impl, shared, 2);
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, m, c, cs);
+        for (int j = 0; j < cs; j++) {
+            double invstd = save_invstd[c0 + j], k = invstd * (gamma ? (double)gamma[c0 + j] : 1.0);
+            if (dgamma)
+                dgamma[c0 + j] += (float)(d2[j] * invstd);
+            if (dbeta)
+                dbeta[c0 + j] += (float)d1[j];
+            a[j] = (float)k;
+            b[j] = (float)(k * invstd * invstd * d2[j] / (double)m);
+            cst[j] = (float)(k * d1[j] / (double)m);
+        }
+        if (dx)
+            slab_apply(be, dx + c0, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
+    }
+}
