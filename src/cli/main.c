@@ -6,6 +6,7 @@
 
 static const cli_command commands[] = {
     { "version", cmd_version, "print the version and the compiled-in backends" },
+    { "data", cmd_data, "inspect, verify or pack a dataset (info, pack)" },
 };
 enum { NUM_COMMANDS = sizeof commands / sizeof commands[0] };
 
