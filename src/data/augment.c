@@ -53,12 +53,11 @@ static lin_tap linear_tap(float scale, int dst, int in_size)
 /* torch.round (half to even) then uint8, as _cast_squeeze_out does. */
 static inline uint8_t round_u8(float v)
 {
-    v = nearbyintf(v);
-    if (v < 0.0f)
-        v = 0.0f;
-    if (v > 255.0f)
-        v = 255.0f;
-    return (uint8_t)v;
+    v = v < 0.0f ? 0.0f : v;
+    v = v > 255.0f ? 255.0f : v;
+    /* Adding and removing 2^23 rounds half to even (the default FP mode) exactly
+     * like nearbyintf for 0 <= v < 2^23, without a libm call. */
+    return (uint8_t)((v + 8388608.0f) - 8388608.0f);
 }
 
 enum { MAX_TAPS = 1024 };

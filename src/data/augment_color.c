@@ -80,52 +80,76 @@ void hallu_aug_saturation(hallu_image *img, float factor)
     }
 }
 
-/* functional_tensor._rgb2hsv + hue shift + _hsv2rgb for one pixel in [0, 1]. */
-static void hue_pixel(uint8_t *px, float shift)
+static inline float max3(float a, float b, float c)
 {
-    float r = (float)px[0] / 255.0f, g = (float)px[1] / 255.0f, b = (float)px[2] / 255.0f;
-    float maxc = fmaxf(r, fmaxf(g, b)), minc = fminf(r, fminf(g, b));
+    float m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+static inline float min3(float a, float b, float c)
+{
+    float m = a < b ? a : b;
+    return m < c ? m : c;
+}
+
+static inline float clamp01(float v)
+{
+    v = v < 0.0f ? 0.0f : v;
+    return v > 1.0f ? 1.0f : v;
+}
+
+/* functional_tensor._rgb2hsv + hue shift + _hsv2rgb for one pixel, with the same
+ * float32 operations. Rewrites that keep every result bit-identical: fmod/floor
+ * on known ranges become one compare and an exact subtraction, and torch's three
+ * masked hue terms become the one branch whose mask is set. unit[v] = v / 255. */
+static void hue_pixel(uint8_t *px, float shift, const float *unit)
+{
+    float r = unit[px[0]], g = unit[px[1]], b = unit[px[2]];
+    float maxc = max3(r, g, b), minc = min3(r, g, b);
     int eqc = maxc == minc;
     float cr = maxc - minc;
     float s = cr / (eqc ? 1.0f : maxc);
     float crd = eqc ? 1.0f : cr;
-    float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
     float h;
     if (maxc == r)
-        h = bc - gc;
+        h = (maxc - b) / crd - (maxc - g) / crd;
     else if (maxc == g)
-        h = 2.0f + rc - bc;
+        h = 2.0f + (maxc - r) / crd - (maxc - b) / crd;
     else
-        h = 4.0f + gc - rc;
-    h = fmodf(h / 6.0f + 1.0f, 1.0f);
-    /* (h + factor) % 1.0: torch.remainder, result in [0, 1). */
-    h = h + shift;
-    h = h - floorf(h);
+        h = 4.0f + (maxc - g) / crd - (maxc - r) / crd;
+    h = h / 6.0f + 1.0f;               /* in [5/6, 11/6]: fmod(h, 1) is one exact step */
+    h = h >= 1.0f ? h - 1.0f : h;
+    h = h + shift;                     /* torch.remainder(h, 1.0) on [-0.5, 1.5) */
+    h = h < 0.0f ? h + 1.0f : h >= 1.0f ? h - 1.0f : h;
     float v = maxc;
-    float i = floorf(h * 6.0f);
-    float f = h * 6.0f - i;
-    float p = fminf(fmaxf(v * (1.0f - s), 0.0f), 1.0f);
-    float q = fminf(fmaxf(v * (1.0f - s * f), 0.0f), 1.0f);
-    float t = fminf(fmaxf(v * (1.0f - s * (1.0f - f)), 0.0f), 1.0f);
-    int sector = ((int)i % 6 + 6) % 6;
-    float o[3];
-    switch (sector) {
-    case 0: o[0] = v; o[1] = t; o[2] = p; break;
-    case 1: o[0] = q; o[1] = v; o[2] = p; break;
-    case 2: o[0] = p; o[1] = v; o[2] = t; break;
-    case 3: o[0] = p; o[1] = q; o[2] = v; break;
-    case 4: o[0] = t; o[1] = p; o[2] = v; break;
-    default: o[0] = v; o[1] = p; o[2] = q; break;
+    float h6 = h * 6.0f;
+    int sector = (int)h6;              /* floor: h6 >= 0 */
+    float f = h6 - (float)sector;
+    float p = clamp01(v * (1.0f - s));
+    float q = clamp01(v * (1.0f - s * f));
+    float t = clamp01(v * (1.0f - s * (1.0f - f)));
+    float o0, o1, o2;
+    switch (sector % 6) {
+    case 0: o0 = v; o1 = t; o2 = p; break;
+    case 1: o0 = q; o1 = v; o2 = p; break;
+    case 2: o0 = p; o1 = v; o2 = t; break;
+    case 3: o0 = p; o1 = q; o2 = v; break;
+    case 4: o0 = t; o1 = p; o2 = v; break;
+    default: o0 = v; o1 = p; o2 = q; break;
     }
-    for (int c = 0; c < 3; c++)
-        px[c] = (uint8_t)(o[c] * 255.0f); /* truncation, as .to(uint8) */
+    px[0] = (uint8_t)(o0 * 255.0f); /* truncation, as .to(uint8) */
+    px[1] = (uint8_t)(o1 * 255.0f);
+    px[2] = (uint8_t)(o2 * 255.0f);
 }
 
 void hallu_aug_hue(hallu_image *img, float factor)
 {
+    float unit[256];
+    for (int v = 0; v < 256; v++)
+        unit[v] = (float)v / 255.0f;
     size_t n = (size_t)img->h * img->w;
     for (size_t i = 0; i < n; i++)
-        hue_pixel(img->data + i * 3, factor);
+        hue_pixel(img->data + i * 3, factor, unit);
 }
 
 void hallu_aug_color_jitter(hallu_image *img, const hallu_jitter_params *p)

@@ -1,0 +1,166 @@
+/* Data-pipeline throughput: METHOD.md's two-view CIFAR SSL augmentation
+ * (ContrastiveCrop + RRC, flip, jitter p0.8, grey p0.2, normalise) through the
+ * threaded loader, (1) from decoded images held in memory (the packed-cache
+ * path) and (2) decoding JPEGs from an ImageFolder each time.
+ * Prints "RESULT <name> <images/s>" lines for bench/run_data_bench.sh.
+ * Usage: bench_data [--folder DIR] [--n N] [--workers W] [--batch B] [--epochs E] */
+#include "hallu/loader.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mem_images {
+    uint8_t *pixels;  /* [n][h][w][3] */
+    int32_t *labels;
+    int64_t n;
+    int h, w;
+} mem_images;
+
+static hallu_status mem_get(void *ctx, int64_t i, hallu_image *img, int32_t *label,
+                            hallu_error *err)
+{
+    const mem_images *m = ctx;
+    size_t bytes = (size_t)m->h * m->w * 3;
+    img->h = m->h;
+    img->w = m->w;
+    if (img->capacity < bytes)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "mem source: buffer too small");
+    memcpy(img->data, m->pixels + (size_t)i * bytes, bytes);
+    *label = m->labels[i];
+    return HALLU_OK;
+}
+
+typedef struct bench_args {
+    const char *folder;
+    int64_t n;
+    int workers, batch, epochs;
+} bench_args;
+
+static int parse_args(int argc, char **argv, bench_args *a)
+{
+    *a = (bench_args){NULL, 20000, 2, 256, 1};
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--folder"))
+            a->folder = argv[i + 1];
+        else if (!strcmp(argv[i], "--n"))
+            a->n = atoll(argv[i + 1]);
+        else if (!strcmp(argv[i], "--workers"))
+            a->workers = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--batch"))
+            a->batch = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--epochs"))
+            a->epochs = atoi(argv[i + 1]);
+        else
+            return 0;
+    }
+    return a->n > 0 && a->workers > 0 && a->batch > 0 && a->epochs > 0;
+}
+
+/* Decodes the first n images of the folder into memory (what a packed cache holds),
+ * or makes random 32x32 images when there is no folder. */
+static hallu_status load_memory(const bench_args *a, hallu_dataset *ds, mem_images *m,
+                                hallu_error *err)
+{
+    m->h = m->w = 32;
+    if (ds) {
+        m->n = hallu_dataset_size(ds) < a->n ? hallu_dataset_size(ds) : a->n;
+        m->h = hallu_dataset_image_height(ds) ? hallu_dataset_image_height(ds) : 32;
+        m->w = hallu_dataset_image_width(ds) ? hallu_dataset_image_width(ds) : 32;
+    } else {
+        m->n = a->n;
+    }
+    size_t bytes = (size_t)m->h * m->w * 3;
+    m->pixels = malloc(bytes * (size_t)m->n);
+    m->labels = malloc(sizeof(int32_t) * (size_t)m->n);
+    if (!m->pixels || !m->labels)
+        return hallu_error_set(err, HALLU_ERR_OOM, "bench: %lld images in memory", (long long)m->n);
+    hallu_rng rng;
+    hallu_rng_init(&rng, 7, 0);
+    for (int64_t i = 0; i < m->n; i++) {
+        hallu_image img = {m->pixels + (size_t)i * bytes, m->h, m->w, bytes};
+        if (!ds) {
+            for (size_t k = 0; k < bytes; k++)
+                img.data[k] = (uint8_t)hallu_rng_u32(&rng);
+            m->labels[i] = (int32_t)(i % 10);
+            continue;
+        }
+        hallu_status st = hallu_dataset_get(ds, i, &img, &m->labels[i], err);
+        if (st != HALLU_OK)
+            return st;
+    }
+    return HALLU_OK;
+}
+
+static hallu_status run(const char *name, const hallu_source *src, const bench_args *a,
+                        hallu_error *err)
+{
+    hallu_loader_config cfg;
+    hallu_loader_config_default(&cfg);
+    cfg.batch_size = a->batch;
+    cfg.num_workers = a->workers;
+    cfg.seed = 1;
+    cfg.n_views = 2;
+    hallu_ssl_views_config vc;
+    hallu_ssl_views_default(&vc, 32);
+    hallu_status st = hallu_ssl_views_build(&vc, cfg.views, err);
+    hallu_loader *ld = NULL;
+    if (st == HALLU_OK)
+        st = hallu_loader_create(&ld, src, &cfg, err);
+    if (st != HALLU_OK)
+        return st;
+    int64_t images = 0;
+    double checksum = 0.0, t0 = hallu_now();
+    for (int e = 0; e < a->epochs && st == HALLU_OK; e++) {
+        st = hallu_loader_start_epoch(ld, (uint32_t)e, err);
+        const hallu_batch *b;
+        while (st == HALLU_OK && (st = hallu_loader_next(ld, &b, err)) == HALLU_OK && b) {
+            images += b->n;
+            checksum += b->views[0][0] + b->views[1][0];
+        }
+    }
+    double dt = hallu_now() - t0;
+    if (st == HALLU_OK) {
+        printf("%s: %lld images x 2 views in %.3f s (consumer waited %.3f s, checksum %.3f)\n",
+               name, (long long)images, dt, hallu_loader_wait_seconds(ld), checksum);
+        printf("RESULT %s %.1f\n", name, images / dt);
+    }
+    hallu_loader_destroy(ld);
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    bench_args a;
+    if (!parse_args(argc, argv, &a)) {
+        fprintf(stderr, "usage: bench_data [--folder DIR] [--n N] [--workers W] [--batch B] [--epochs E]\n");
+        return 2;
+    }
+    hallu_error err;
+    hallu_error_clear(&err);
+    hallu_dataset *ds = NULL;
+    char spec[4096];
+    snprintf(spec, sizeof spec, "imagefolder:%s", a.folder ? a.folder : "");
+    hallu_status st = a.folder ? hallu_dataset_open(&ds, spec, HALLU_SPLIT_TRAIN, &err) : HALLU_OK;
+    mem_images m = {0};
+    if (st == HALLU_OK)
+        st = load_memory(&a, ds, &m, &err);
+    hallu_source src = {&m, mem_get, m.n, m.h, m.w, (size_t)m.h * m.w * 3};
+    printf("bench_data: %d workers, batch %d, %lld images (%s)\n", a.workers, a.batch,
+           (long long)m.n, ds ? "decoded from the folder" : "random pixels");
+    if (st == HALLU_OK)
+        st = run("hallu_memory", &src, &a, &err);
+    if (st == HALLU_OK && ds) {
+        hallu_source_from_dataset(&src, ds);
+        src.size = m.n; /* same images as the memory run */
+        st = run("hallu_jpeg_folder", &src, &a, &err);
+    }
+    free(m.pixels);
+    free(m.labels);
+    hallu_dataset_close(ds);
+    if (st != HALLU_OK) {
+        fprintf(stderr, "bench_data: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
