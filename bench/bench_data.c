@@ -1,9 +1,10 @@
 /* Data-pipeline throughput: METHOD.md's two-view CIFAR SSL augmentation
  * (ContrastiveCrop + RRC, flip, jitter p0.8, grey p0.2, normalise) through the
  * threaded loader, (1) from decoded images held in memory (the packed-cache
- * path) and (2) decoding JPEGs from an ImageFolder each time.
+ * path), (2) from a packed file written by hallu_packed_write (memory-mapped
+ * uint8, the packed-cache reader) and (3) decoding JPEGs from an ImageFolder.
  * Prints "RESULT <name> <images/s>" lines for bench/run_data_bench.sh.
- * Usage: bench_data [--folder DIR] [--n N] [--workers W] [--batch B] [--epochs E] */
+ * Usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E] */
 #include "hallu/loader.h"
 
 #include <stdio.h>
@@ -32,17 +33,19 @@ static hallu_status mem_get(void *ctx, int64_t i, hallu_image *img, int32_t *lab
 }
 
 typedef struct bench_args {
-    const char *folder;
+    const char *folder, *pack;
     int64_t n;
     int workers, batch, epochs;
 } bench_args;
 
 static int parse_args(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){NULL, 20000, 2, 256, 1};
+    *a = (bench_args){NULL, NULL, 20000, 2, 256, 1};
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--folder"))
             a->folder = argv[i + 1];
+        else if (!strcmp(argv[i], "--pack"))
+            a->pack = argv[i + 1];
         else if (!strcmp(argv[i], "--n"))
             a->n = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--workers"))
@@ -129,11 +132,39 @@ static hallu_status run(const char *name, const hallu_source *src, const bench_a
     return st;
 }
 
+/* Packs the folder once (reused by later runs), then reads it back memory-mapped. */
+static hallu_status run_packed(const hallu_dataset *folder, const bench_args *a, int64_t n,
+                               hallu_error *err)
+{
+    hallu_status st = HALLU_OK;
+    FILE *f = fopen(a->pack, "rb");
+    if (f) {
+        fclose(f);
+    } else {
+        hallu_pack_options opt = {0};
+        double t0 = hallu_now();
+        st = hallu_packed_write(folder, HALLU_SPLIT_TRAIN, a->pack, &opt, NULL, err);
+        if (st == HALLU_OK)
+            printf("packed %s in %.1f s\n", a->pack, hallu_now() - t0);
+    }
+    hallu_dataset *pk = NULL;
+    if (st == HALLU_OK)
+        st = hallu_packed_open(&pk, a->pack, 0, err);
+    if (st == HALLU_OK) {
+        hallu_source src;
+        hallu_source_from_dataset(&src, pk);
+        src.size = n < src.size ? n : src.size;
+        st = run("hallu_packed", &src, a, err);
+    }
+    hallu_dataset_close(pk);
+    return st;
+}
+
 int main(int argc, char **argv)
 {
     bench_args a;
     if (!parse_args(argc, argv, &a)) {
-        fprintf(stderr, "usage: bench_data [--folder DIR] [--n N] [--workers W] [--batch B] [--epochs E]\n");
+        fprintf(stderr, "usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E]\n");
         return 2;
     }
     hallu_error err;
@@ -150,6 +181,8 @@ int main(int argc, char **argv)
            (long long)m.n, ds ? "decoded from the folder" : "random pixels");
     if (st == HALLU_OK)
         st = run("hallu_memory", &src, &a, &err);
+    if (st == HALLU_OK && ds && a.pack)
+        st = run_packed(ds, &a, m.n, &err);
     if (st == HALLU_OK && ds) {
         hallu_source_from_dataset(&src, ds);
         src.size = m.n; /* same images as the memory run */

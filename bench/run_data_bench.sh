@@ -20,7 +20,7 @@ fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 if [ -n "$folder" ]; then
-    "$build/bench/bench_data" --folder "$folder" --n "$n" --workers "$workers" | tee -a "$out"
+    "$build/bench/bench_data" --folder "$folder" --pack "$data/cifar10_train.hpk" --n "$n" --workers "$workers" | tee -a "$out"
     /usr/bin/python3 "$here/bench_data_torch.py" --folder "$folder" --n "$n" --workers "$workers" | tee -a "$out"
 else
     "$build/bench/bench_data" --n "$n" --workers "$workers" | tee -a "$out"
@@ -30,6 +30,8 @@ awk '/^RESULT/ { r[$2] = $3 }
      END {
        if (r["torch_memory"] > 0)
          printf("ratio memory (hallu/torchvision): %.1fx\n", r["hallu_memory"] / r["torch_memory"]);
+       if (r["torch_memory"] > 0 && r["hallu_packed"] > 0)
+         printf("ratio packed file vs torch memory (hallu/torchvision): %.1fx\n", r["hallu_packed"] / r["torch_memory"]);
        if (r["torch_jpeg_folder"] > 0)
          printf("ratio jpeg folder (hallu/torchvision): %.1fx\n", r["hallu_jpeg_folder"] / r["torch_jpeg_folder"]);
      }' "$out"
