@@ -1,0 +1,16 @@
+/* Helpers shared by the eval module's files. */
+#ifndef HALLU_EVAL_INTERNAL_H
+#define HALLU_EVAL_INTERNAL_H
+
+#include "hallu/eval.h"
+
+/* Every label in [0, num_classes); the error names `what` and the sample. */
+hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes, const char *what,
+                               hallu_error *err);
+
+/* Parses one line holding a JSON object; for each of keys[0..nkeys) present
+ * with a finite number value sets values[i] and present[i] = 1 (others get
+ * present[i] = 0). Returns 0, or -1 when the line is not a well-formed object. */
+int eval_json_numbers(const char *line, const char *const *keys, int nkeys, double *values, int *present);
+
+#endif

@@ -1,0 +1,121 @@
+/* Feature sets and feature extraction through a frozen backbone. */
+#include "hallu/eval.h"
+
+#include <math.h>
+#include <string.h>
+
+hallu_status hallu_feature_set_alloc(hallu_feature_set *fs, int64_t n, int dim, hallu_error *err)
+{
+    memset(fs, 0, sizeof *fs);
+    if (n <= 0 || dim <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "feature set: n=%lld dim=%d", (long long)n, dim);
+    fs->x = hallu_alloc((size_t)n * dim * sizeof(float), "features", err);
+    fs->labels = fs->x ? hallu_alloc((size_t)n * sizeof(int32_t), "feature labels", err) : NULL;
+    if (!fs->labels) {
+        hallu_feature_set_free(fs);
+        return err->code;
+    }
+    fs->n = n;
+    fs->dim = dim;
+    return HALLU_OK;
+}
+
+void hallu_feature_set_free(hallu_feature_set *fs)
+{
+    if (!fs)
+        return;
+    hallu_free(fs->x);
+    hallu_free(fs->labels);
+    memset(fs, 0, sizeof *fs);
+}
+
+void hallu_l2_normalize_rows(float *x, int64_t rows, int dim)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        float *r = x + i * dim;
+        double ss = 0;
+        for (int j = 0; j < dim; j++)
+            ss += (double)r[j] * r[j];
+        float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+        for (int j = 0; j < dim; j++)
+            r[j] *= inv;
+    }
+}
+
+void hallu_extract_config_default(hallu_extract_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->batch_size = 256;
+    cfg->num_workers = 2;
+    hallu_view_pipeline_init(&cfg->view, HALLU_CIFAR_MEAN, HALLU_CIFAR_STD);
+}
+
+hallu_status hallu_eval_view(hallu_view_pipeline *pl, int img_h, int img_w, int size,
+                             const float mean[3], const float std[3], hallu_error *err)
+{
+    if (size <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "eval view: size=%d", size);
+    if (img_h == size && img_w == size)
+        return hallu_test_pipeline(pl, 0, 0, mean, std, err);
+    return hallu_test_pipeline(pl, size * 8 / 7, size, mean, std, err);
+}
+
+/* Runs one epoch of ld through the backbone and stores row indices[i] of out. */
+static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
+                                  const hallu_extract_config *cfg, hallu_feature_set *out, hallu_error *err)
+{
+    hallu_status s = hallu_loader_start_epoch(ld, 0, err);
+    int64_t done = 0;
+    int dim = out->dim;
+    while (s == HALLU_OK) {
+        const hallu_batch *b = NULL;
+        if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
+            break;
+        const float *f = NULL;
+        if ((s = hallu_resnet_forward(net, ctx, 0, b->views[0], b->n, &f, err)) != HALLU_OK)
+            break;
+        for (int i = 0; i < b->n; i++) {
+            int64_t row = b->indices[i];
+            memcpy(out->x + row * dim, f + (size_t)i * dim, (size_t)dim * sizeof(float));
+            out->labels[row] = b->labels[i];
+        }
+        done += b->n;
+        if (cfg->progress && cfg->progress(cfg->progress_user, done, out->n))
+            s = hallu_error_set(err, HALLU_ERR_INTERRUPTED, "extract features: stopped after %lld of %lld images",
+                                (long long)done, (long long)out->n);
+    }
+    if (s == HALLU_OK && done != out->n)
+        s = hallu_error_set(err, HALLU_ERR_IO, "extract features: loader delivered %lld of %lld images",
+                            (long long)done, (long long)out->n);
+    return s;
+}
+
+hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, const hallu_source *src,
+                                    const hallu_extract_config *cfg, hallu_feature_set *out,
+                                    hallu_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (ctx->training)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "extract features: ctx->training=1 (a frozen backbone runs in eval mode)");
+    hallu_loader_config lc;
+    hallu_loader_config_default(&lc);
+    lc.batch_size = cfg->batch_size;
+    lc.num_workers = cfg->num_workers;
+    lc.shuffle = 0;
+    lc.drop_last = 0;
+    lc.n_views = 1;
+    lc.views[0] = cfg->view;
+    hallu_loader *ld = NULL;
+    hallu_status s = hallu_loader_create(&ld, src, &lc, err);
+    if (s == HALLU_OK)
+        s = hallu_feature_set_alloc(out, src->size, hallu_resnet_feature_dim(net), err);
+    if (s == HALLU_OK)
+        s = extract_epoch(net, ctx, ld, cfg, out, err);
+    hallu_loader_destroy(ld);
+    if (s == HALLU_OK && cfg->normalize)
+        hallu_l2_normalize_rows(out->x, out->n, out->dim);
+    if (s != HALLU_OK)
+        hallu_feature_set_free(out);
+    return s;
+}

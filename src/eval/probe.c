@@ -1,0 +1,314 @@
+/* Linear probe: a linear head on frozen features, trained with SGD + momentum
+ * and a per-epoch multi-step schedule (MoCo's / ContrastiveCrop's lincls).
+ *
+ * The SGD step is a plain loop here (PyTorch's rule: buf = mu * buf + g + wd * w,
+ * w -= lr * buf; with dampening 0 a zero initial buffer equals torch's first-step
+ * copy) because the head is the only parameter and needs nothing the optimizer
+ * module adds. Buffers are host memory: the CPU backend is the only one so far. */
+#include "eval_internal.h"
+#include "hallu/rng.h"
+
+#include <math.h>
+#include <string.h>
+
+void hallu_probe_config_default(hallu_probe_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->epochs = 100;
+    cfg->lr = 10.0;
+    cfg->momentum = 0.9;
+    cfg->weight_decay = 0.0;
+    cfg->milestones[0] = 60;
+    cfg->milestones[1] = 80;
+    cfg->num_milestones = 2;
+    cfg->gamma = 0.1;
+    cfg->batch_size = 512;
+    cfg->num_workers = 2;
+    cfg->seed = 0;
+}
+
+double hallu_probe_lr_at(const hallu_probe_config *cfg, int epoch)
+{
+    double lr = cfg->lr;
+    for (int i = 0; i < cfg->num_milestones; i++)
+        if (epoch >= cfg->milestones[i])
+            lr *= cfg->gamma;
+    return lr;
+}
+
+static hallu_status check_config(const hallu_probe_config *cfg, int num_classes, hallu_error *err)
+{
+    if (cfg->epochs <= 0 || cfg->batch_size <= 0 || !(cfg->lr > 0) || cfg->momentum < 0 ||
+        cfg->weight_decay < 0 || !(cfg->gamma > 0) || num_classes <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "linear probe: epochs=%d batch=%d lr=%g momentum=%g wd=%g gamma=%g classes=%d",
+                               cfg->epochs, cfg->batch_size, cfg->lr, cfg->momentum, cfg->weight_decay,
+                               cfg->gamma, num_classes);
+    if (cfg->num_milestones < 0 || cfg->num_milestones > HALLU_PROBE_MAX_MILESTONES)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: %d milestones (max %d)",
+                               cfg->num_milestones, HALLU_PROBE_MAX_MILESTONES);
+    for (int i = 0; i < cfg->num_milestones; i++)
+        if (cfg->milestones[i] <= 0 || (i > 0 && cfg->milestones[i] <= cfg->milestones[i - 1]))
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                                   "linear probe: milestones must be positive and increasing (milestone %d = %d)",
+                                   i, cfg->milestones[i]);
+    return HALLU_OK;
+}
+
+hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes, const char *what,
+                               hallu_error *err)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= num_classes)
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: label %d of sample %lld outside [0, %d)",
+                                   what, (int)labels[i], (long long)i, num_classes);
+    return HALLU_OK;
+}
+
+/* ---- the head ---- */
+
+typedef struct probe_head {
+    hallu_params local, *ps;
+    hallu_linear fc;
+    hallu_nn_ctx ctx;
+    int dim, classes, max_rows;
+    float *x, *logits, *probs, *dlogits, *velocity;
+    int32_t *labels;
+    double loss_sum;          /* epoch accumulators */
+    int64_t seen, correct;
+} probe_head;
+
+static void head_free(probe_head *h)
+{
+    float *bufs[] = { h->x, h->logits, h->probs, h->dlogits, h->velocity };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        hallu_free(bufs[i]);
+    hallu_free(h->labels);
+    hallu_params_free(&h->local);
+}
+
+/* Weights ~ N(0, 0.01), bias 0: MoCo's lincls initialisation. */
+static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int classes, int max_rows,
+                                uint64_t seed, hallu_params *out, hallu_error *err)
+{
+    memset(h, 0, sizeof *h);
+    hallu_params_init(&h->local);
+    h->ps = out ? out : &h->local;
+    h->dim = dim;
+    h->classes = classes;
+    h->max_rows = max_rows;
+    hallu_status s = hallu_linear_init(&h->fc, h->ps, "fc", dim, classes, 1, err);
+    if (s == HALLU_OK)
+        s = hallu_params_alloc(h->ps, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_rng rng;
+    hallu_rng_init(&rng, seed, 0x70726f6265ULL);
+    for (int64_t i = 0; i < (int64_t)dim * classes; i++)
+        h->ps->param[h->fc.weight + i] = (float)(0.01 * hallu_rng_normal(&rng));
+    h->ctx = (hallu_nn_ctx){ .be = be, .ps = h->ps, .training = 1 };
+    size_t rc = (size_t)max_rows * classes * sizeof(float);
+    h->x = hallu_alloc((size_t)max_rows * dim * sizeof(float), "probe batch", err);
+    h->logits = h->x ? hallu_alloc(rc, "probe logits", err) : NULL;
+    h->probs = h->logits ? hallu_alloc(rc, "probe probabilities", err) : NULL;
+    h->dlogits = h->probs ? hallu_alloc(rc, "probe logit gradient", err) : NULL;
+    h->velocity = h->dlogits ? hallu_calloc((size_t)h->ps->trainable_numel * sizeof(float), "probe momentum", err) : NULL;
+    h->labels = h->velocity ? hallu_alloc((size_t)max_rows * sizeof(int32_t), "probe labels", err) : NULL;
+    return h->labels ? HALLU_OK : err->code;
+}
+
+static int argmax_row(const float *row, int n)
+{
+    int best = 0;
+    for (int c = 1; c < n; c++)
+        if (row[c] > row[best])
+            best = c;
+    return best;
+}
+
+/* Rank of class `label` among the logits of a row (0 = best; ties to the lower class). */
+static int rank_of(const float *row, int n, int label)
+{
+    int r = 0;
+    for (int c = 0; c < n; c++)
+        r += row[c] > row[label] || (row[c] == row[label] && c < label);
+    return r;
+}
+
+/* One SGD step on h->x / h->labels (n rows). */
+static void head_step(probe_head *h, int n, const hallu_probe_config *cfg, double lr)
+{
+    hallu_backend *be = h->ctx.be;
+    hallu_params_zero_grad(h->ps);
+    hallu_linear_forward(&h->fc, &h->ctx, h->logits, h->x, n);
+    float loss = be->ops->softmax_xent_forward(be, h->probs, h->logits, h->labels, n, h->classes);
+    be->ops->softmax_xent_backward(be, h->dlogits, h->probs, h->labels, n, h->classes, 1.0f);
+    hallu_linear_backward(&h->fc, &h->ctx, NULL, h->dlogits, h->x, n);
+    float *w = h->ps->param, *g = h->ps->grad, *v = h->velocity;
+    float mu = (float)cfg->momentum, wd = (float)cfg->weight_decay, a = (float)lr;
+    for (int64_t i = 0; i < h->ps->trainable_numel; i++) {
+        v[i] = mu * v[i] + g[i] + wd * w[i];
+        w[i] -= a * v[i];
+    }
+    h->loss_sum += (double)loss * n;
+    h->seen += n;
+    for (int i = 0; i < n; i++)
+        h->correct += argmax_row(h->logits + (size_t)i * h->classes, h->classes) == h->labels[i];
+}
+
+/* Top-1 / top-5 of the head on a feature set, in chunks of max_rows. */
+static void head_test(probe_head *h, const hallu_feature_set *test, double *top1, double *top5)
+{
+    int64_t c1 = 0, c5 = 0;
+    for (int64_t r0 = 0; r0 < test->n; r0 += h->max_rows) {
+        int n = (int)(test->n - r0 < h->max_rows ? test->n - r0 : h->max_rows);
+        hallu_linear_forward(&h->fc, &h->ctx, h->logits, test->x + r0 * test->dim, n);
+        for (int i = 0; i < n; i++) {
+            int r = rank_of(h->logits + (size_t)i * h->classes, h->classes, test->labels[r0 + i]);
+            c1 += r == 0;
+            c5 += r < 5;
+        }
+    }
+    *top1 = 100.0 * c1 / test->n;
+    *top5 = 100.0 * c5 / test->n;
+}
+
+/* Evaluates, reports and resets the epoch accumulators. */
+static hallu_status end_epoch(probe_head *h, const hallu_feature_set *test, const hallu_probe_config *cfg,
+                              int epoch, double t0, hallu_probe_result *res, hallu_error *err)
+{
+    hallu_probe_epoch e = { .epoch = epoch, .lr = hallu_probe_lr_at(cfg, epoch) };
+    e.train_loss = h->seen ? h->loss_sum / h->seen : 0.0;
+    e.train_top1 = h->seen ? 100.0 * h->correct / h->seen : 0.0;
+    head_test(h, test, &e.test_top1, &e.test_top5);
+    e.seconds = hallu_now() - t0;
+    h->loss_sum = 0;
+    h->seen = h->correct = 0;
+    if (epoch == 0 || e.test_top1 > res->best_top1) {
+        res->best_top1 = e.test_top1;
+        res->best_epoch = epoch;
+    }
+    res->epochs = epoch + 1;
+    res->final_top1 = e.test_top1;
+    res->final_top5 = e.test_top5;
+    if (!isfinite(e.train_loss))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "linear probe: training loss is %g at epoch %d (lr %g too high?)",
+                               e.train_loss, epoch, e.lr);
+    return cfg->on_epoch ? cfg->on_epoch(cfg->user, &e, err) : HALLU_OK;
+}
+
+static hallu_status check_sets(const hallu_feature_set *train, const hallu_feature_set *test, int num_classes,
+                               hallu_error *err)
+{
+    if (!test || test->n <= 0 || (train && train->n <= 0))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: empty feature set");
+    if (train && train->dim != test->dim)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: feature dims differ (train %d, test %d)",
+                               train->dim, test->dim);
+    hallu_status s = eval_check_labels(test->labels, test->n, num_classes, "linear probe test set", err);
+    if (s == HALLU_OK && train)
+        s = eval_check_labels(train->labels, train->n, num_classes, "linear probe train set", err);
+    return s;
+}
+
+hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_set *train,
+                                         const hallu_feature_set *test, int num_classes,
+                                         const hallu_probe_config *cfg, hallu_probe_result *res,
+                                         hallu_params *head, hallu_error *err)
+{
+    memset(res, 0, sizeof *res);
+    hallu_status s = check_config(cfg, num_classes, err);
+    if (s == HALLU_OK)
+        s = check_sets(train, test, num_classes, err);
+    if (s == HALLU_OK && train->n > UINT32_MAX)
+        s = hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: %lld training rows", (long long)train->n);
+    if (s != HALLU_OK)
+        return s;
+    probe_head h;
+    uint32_t *perm = NULL;
+    s = head_create(&h, be, train->dim, num_classes, cfg->batch_size, cfg->seed, head, err);
+    if (s == HALLU_OK && !(perm = hallu_alloc((size_t)train->n * sizeof *perm, "probe permutation", err)))
+        s = err->code;
+    for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
+        double t0 = hallu_now(), lr = hallu_probe_lr_at(cfg, epoch);
+        hallu_rng rng;
+        hallu_rng_init(&rng, cfg->seed, (uint64_t)epoch);
+        hallu_rng_permutation(&rng, perm, (uint32_t)train->n);
+        for (int64_t r0 = 0; r0 < train->n; r0 += cfg->batch_size) {
+            int n = (int)(train->n - r0 < cfg->batch_size ? train->n - r0 : cfg->batch_size);
+            for (int i = 0; i < n; i++) {
+                memcpy(h.x + (size_t)i * h.dim, train->x + (int64_t)perm[r0 + i] * h.dim, (size_t)h.dim * sizeof(float));
+                h.labels[i] = train->labels[perm[r0 + i]];
+            }
+            head_step(&h, n, cfg, lr);
+        }
+        s = end_epoch(&h, test, cfg, epoch, t0, res, err);
+    }
+    hallu_free(perm);
+    head_free(&h);
+    return s;
+}
+
+/* One epoch of augmented views through the frozen backbone, one head step per batch. */
+static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
+                                const hallu_probe_config *cfg, int epoch, int num_classes, hallu_error *err)
+{
+    double lr = hallu_probe_lr_at(cfg, epoch);
+    hallu_status s = hallu_loader_start_epoch(ld, (uint32_t)epoch, err);
+    while (s == HALLU_OK) {
+        const hallu_batch *b = NULL;
+        if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
+            break;
+        const float *f = NULL;
+        if ((s = eval_check_labels(b->labels, b->n, num_classes, "linear probe train batch", err)) != HALLU_OK ||
+            (s = hallu_resnet_forward(net, ctx, 0, b->views[0], b->n, &f, err)) != HALLU_OK)
+            break;
+        memcpy(h->x, f, (size_t)b->n * h->dim * sizeof(float));
+        memcpy(h->labels, b->labels, (size_t)b->n * sizeof(int32_t));
+        head_step(h, b->n, cfg, lr);
+    }
+    return s;
+}
+
+hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ctx, const hallu_source *src,
+                                       const hallu_view_pipeline *train_view, const hallu_feature_set *test,
+                                       int num_classes, const hallu_probe_config *cfg,
+                                       hallu_probe_result *res, hallu_params *head, hallu_error *err)
+{
+    memset(res, 0, sizeof *res);
+    hallu_status s = check_config(cfg, num_classes, err);
+    if (s == HALLU_OK)
+        s = check_sets(NULL, test, num_classes, err);
+    if (s == HALLU_OK && ctx->training)
+        s = hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: ctx->training=1 (the backbone is frozen)");
+    if (s == HALLU_OK && test->dim != hallu_resnet_feature_dim(net))
+        s = hallu_error_set(err, HALLU_ERR_INVALID_ARG, "linear probe: test features have dim %d, backbone %d",
+                            test->dim, hallu_resnet_feature_dim(net));
+    if (s != HALLU_OK)
+        return s;
+    hallu_loader_config lc;
+    hallu_loader_config_default(&lc);
+    lc.batch_size = cfg->batch_size;
+    lc.num_workers = cfg->num_workers;
+    lc.shuffle = 1;
+    lc.drop_last = 0;
+    lc.seed = cfg->seed;
+    lc.n_views = 1;
+    lc.views[0] = *train_view;
+    hallu_loader *ld = NULL;
+    probe_head h;
+    memset(&h, 0, sizeof h);
+    s = hallu_loader_create(&ld, src, &lc, err);
+    if (s == HALLU_OK)
+        s = head_create(&h, ctx->be, test->dim, num_classes, cfg->batch_size, cfg->seed, head, err);
+    for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
+        double t0 = hallu_now();
+        s = image_epoch(&h, net, ctx, ld, cfg, epoch, num_classes, err);
+        if (s == HALLU_OK)
+            s = end_epoch(&h, test, cfg, epoch, t0, res, err);
+    }
+    hallu_loader_destroy(ld);
+    head_free(&h);
+    return s;
+}
