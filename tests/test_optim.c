@@ -1,0 +1,263 @@
+/* Optimizers, schedules and clipping against hand-computed values. */
+#include "hallu/optim.h"
+#include "check.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static hallu_optim_config cfg_of(hallu_optim_kind kind, double momentum, double wd)
+{
+    hallu_optim_config c;
+    hallu_optim_config_default(&c, kind);
+    c.momentum = momentum;
+    c.weight_decay = wd;
+    return c;
+}
+
+static void test_sgd(void)
+{
+    hallu_error err = {0};
+    hallu_optimizer o;
+    hallu_optim_config c = cfg_of(HALLU_OPTIM_SGD, 0, 0.1);
+    float p[1] = {1.0f}, g[1] = {0.5f};
+    CHECK_OK(hallu_optim_init(&o, &c, 1, NULL, 0, &err), &err);
+    CHECK(o.num_slots == 0 && o.state == NULL);
+    hallu_optim_step(&o, p, g, 0.1);
+    CHECK_NEAR(p[0], 1.0 - 0.1 * (0.5 + 0.1 * 1.0), 1e-7);   /* 0.94 */
+    hallu_optim_free(&o);
+
+    /* Momentum 0.9: b1 = d1, b2 = 0.9 b1 + d2; nesterov uses d + 0.9 b. */
+    for (int nesterov = 0; nesterov <= 1; nesterov++) {
+        c = cfg_of(HALLU_OPTIM_SGD, 0.9, 0.0);
+        c.nesterov = nesterov;
+        CHECK_OK(hallu_optim_init(&o, &c, 1, NULL, 0, &err), &err);
+        p[0] = 1.0f;
+        g[0] = 1.0f;
+        hallu_optim_step(&o, p, g, 0.1);
+        double b = 1.0, want = 1.0 - 0.1 * (nesterov ? 1.0 + 0.9 * b : b);
+        CHECK_NEAR(p[0], want, 1e-7);
+        CHECK_NEAR(hallu_optim_slot(&o, 0)[0], b, 1e-7);
+        g[0] = -2.0f;
+        hallu_optim_step(&o, p, g, 0.1);
+        b = 0.9 * b - 2.0;
+        want -= 0.1 * (nesterov ? -2.0 + 0.9 * b : b);
+        CHECK_NEAR(p[0], want, 1e-6);
+        CHECK_NEAR(hallu_optim_slot(&o, 0)[0], b, 1e-6);
+        CHECK(o.step == 2 && strcmp(hallu_optim_slot_name(&o, 0), "momentum_buffer") == 0);
+        hallu_optim_free(&o);
+    }
+
+    /* Dampening 0.5 scales every d but the first. */
+    c = cfg_of(HALLU_OPTIM_SGD, 0.5, 0.0);
+    c.dampening = 0.5;
+    CHECK_OK(hallu_optim_init(&o, &c, 1, NULL, 0, &err), &err);
+    p[0] = 0.0f;
+    g[0] = 1.0f;
+    hallu_optim_step(&o, p, g, 1.0);
+    hallu_optim_step(&o, p, g, 1.0);
+    CHECK_NEAR(p[0], -(1.0 + (0.5 * 1.0 + 0.5 * 1.0)), 1e-7);
+    hallu_optim_free(&o);
+}
+
+static void test_ranges(void)
+{
+    hallu_error err = {0};
+    hallu_optimizer o;
+    hallu_optim_config c = cfg_of(HALLU_OPTIM_SGD, 0, 0.5);
+    c.exclude_bias_norm = 1;
+    /* [0,2) weight, [3,4) bias; element 2 and 4 belong to no range: frozen. */
+    hallu_param_range r[2] = {{3, 1, HALLU_RANGE_NO_DECAY}, {0, 2, 0}};
+    float p[5] = {1, 1, 1, 1, 1}, g[5] = {1, 1, 1, 1, 1};
+    CHECK_OK(hallu_optim_init(&o, &c, 5, r, 2, &err), &err);
+    CHECK(o.ranges[0].offset == 0);   /* sorted */
+    hallu_optim_step(&o, p, g, 0.1);
+    CHECK_NEAR(p[0], 1 - 0.1 * 1.5, 1e-7);
+    CHECK_NEAR(p[1], 1 - 0.1 * 1.5, 1e-7);
+    CHECK(p[2] == 1.0f && p[4] == 1.0f);
+    CHECK_NEAR(p[3], 1 - 0.1 * 1.0, 1e-7);   /* bias: no decay */
+    hallu_optim_free(&o);
+
+    c.exclude_bias_norm = 0;
+    p[3] = 1;
+    CHECK_OK(hallu_optim_init(&o, &c, 5, r, 2, &err), &err);
+    hallu_optim_step(&o, p, g, 0.1);
+    CHECK_NEAR(p[3], 1 - 0.1 * 1.5, 1e-7);
+    hallu_optim_free(&o);
+
+    hallu_param_range bad[2] = {{0, 3, 0}, {2, 2, 0}};
+    CHECK(hallu_optim_init(&o, &c, 5, bad, 2, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "overlaps"));
+    hallu_param_range out[1] = {{4, 2, 0}};
+    CHECK(hallu_optim_init(&o, &c, 5, out, 1, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "outside"));
+    hallu_optim_free(&o);   /* zeroed by the failed init */
+}
+
+static void test_lars(void)
+{
+    hallu_error err = {0};
+    hallu_optimizer o;
+    hallu_optim_config c = cfg_of(HALLU_OPTIM_LARS, 0, 0.1);
+    c.lars_eta = 0.02;
+    /* weight [3, 4] (norm 5), grad [0, 1] (norm 1); bias [2] with grad [1]. */
+    hallu_param_range r[2] = {{0, 2, 0}, {2, 1, HALLU_RANGE_NO_DECAY}};
+    float p[3] = {3, 4, 2}, g[3] = {0, 1, 1};
+    CHECK_OK(hallu_optim_init(&o, &c, 3, r, 2, &err), &err);
+    hallu_optim_step(&o, p, g, 0.5);
+    double ratio = 0.02 * 5.0 / (1.0 + 0.1 * 5.0 + 1e-8);
+    CHECK_NEAR(p[0], 3 - 0.5 * ratio * (0 + 0.1 * 3), 1e-6);
+    CHECK_NEAR(p[1], 4 - 0.5 * ratio * (1 + 0.1 * 4), 1e-6);
+    CHECK_NEAR(p[2], 2 - 0.5 * 1.0, 1e-7);   /* excluded: raw gradient, no decay */
+    hallu_optim_free(&o);
+
+    /* Zero gradient norm: d = g (zero), no decay even on a weight. */
+    float q[3] = {3, 4, 2}, z[3] = {0, 0, 0};
+    CHECK_OK(hallu_optim_init(&o, &c, 3, r, 2, &err), &err);
+    hallu_optim_step(&o, q, z, 0.5);
+    CHECK(q[0] == 3 && q[1] == 4 && q[2] == 2);
+    hallu_optim_free(&o);
+
+    /* clip_lr: ratio / lr capped at 1. */
+    c.lars_clip_lr = 1;
+    c.lars_eta = 1.0;
+    float s[2] = {3, 4}, h[2] = {0, 1};
+    CHECK_OK(hallu_optim_init(&o, &c, 2, NULL, 0, &err), &err);
+    hallu_optim_step(&o, s, h, 0.5);   /* ratio 5/1.5 = 3.3 -> /0.5 -> capped 1 */
+    CHECK_NEAR(s[1], 4 - 0.5 * (1 + 0.1 * 4), 1e-6);
+    hallu_optim_free(&o);
+}
+
+static void test_adamw(void)
+{
+    hallu_error err = {0};
+    hallu_optimizer o;
+    hallu_optim_config c = cfg_of(HALLU_OPTIM_ADAMW, 0, 0.1);
+    float p[1] = {1.0f}, g[1] = {2.0f};
+    CHECK_OK(hallu_optim_init(&o, &c, 1, NULL, 0, &err), &err);
+    CHECK(o.num_slots == 2 && strcmp(hallu_optim_slot_name(&o, 1), "exp_avg_sq") == 0);
+    hallu_optim_step(&o, p, g, 0.01);
+    /* Step 1: bias-corrected m = g, v = g^2, so the step is lr * g / (|g| + eps). */
+    double want = 1.0 * (1 - 0.01 * 0.1) - 0.01 * 2.0 / (2.0 + 1e-8);
+    CHECK_NEAR(p[0], want, 1e-7);
+    CHECK_NEAR(hallu_optim_slot(&o, 0)[0], 0.1 * 2.0, 1e-7);
+    CHECK_NEAR(hallu_optim_slot(&o, 1)[0], 0.001 * 4.0, 1e-9);
+    g[0] = -1.0f;
+    hallu_optim_step(&o, p, g, 0.01);
+    double m = 0.9 * 0.2 + 0.1 * -1.0, v = 0.999 * 0.004 + 0.001 * 1.0;
+    double mhat = m / (1 - 0.81), vhat = v / (1 - 0.999 * 0.999);
+    want = want * (1 - 0.001) - 0.01 * mhat / (sqrt(vhat) + 1e-8);
+    CHECK_NEAR(p[0], want, 1e-6);
+    hallu_optim_free(&o);
+}
+
+static void test_schedules(void)
+{
+    hallu_error err = {0};
+    hallu_lr_schedule s = {.kind = HALLU_LR_COSINE, .base_lr = 1.0, .total_steps = 10};
+    CHECK_OK(hallu_lr_schedule_check(&s, &err), &err);
+    CHECK_NEAR(hallu_lr_at(&s, 0), 1.0, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 5), 0.5, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 10), 0.0, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 20), 0.0, 1e-12);
+    s.warmup_steps = 2;
+    s.min_lr = 0.1;
+    CHECK_NEAR(hallu_lr_at(&s, 0), 0.5, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 1), 1.0, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 2), 1.0, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 6), 0.55, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&s, 10), 0.1, 1e-12);
+    s.total_steps = 2;
+    CHECK(hallu_lr_schedule_check(&s, &err) == HALLU_ERR_INVALID_ARG);
+
+    hallu_lr_schedule m = {.kind = HALLU_LR_MULTISTEP, .base_lr = 10, .milestones = {3, 6}, .num_milestones = 2,
+                           .gamma = 0.1};
+    CHECK_OK(hallu_lr_schedule_check(&m, &err), &err);
+    CHECK_NEAR(hallu_lr_at(&m, 2), 10, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&m, 3), 1, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&m, 5), 1, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&m, 6), 0.1, 1e-12);
+    m.milestones[1] = 1;
+    CHECK(hallu_lr_schedule_check(&m, &err) == HALLU_ERR_INVALID_ARG);
+
+    hallu_lr_schedule k = {.kind = HALLU_LR_CONSTANT, .base_lr = 0.3, .warmup_steps = 3};
+    CHECK_NEAR(hallu_lr_at(&k, 0), 0.1, 1e-12);
+    CHECK_NEAR(hallu_lr_at(&k, 100), 0.3, 1e-12);
+}
+
+static void test_clip(void)
+{
+    float g[2] = {3, 4};
+    float n = hallu_clip_grad_norm(g, 2, 1.0f);
+    CHECK_NEAR(n, 5.0, 1e-6);
+    CHECK_NEAR(g[0], 0.6, 1e-6);
+    CHECK_NEAR(g[1], 0.8, 1e-6);
+    n = hallu_clip_grad_norm(g, 2, 10.0f);
+    CHECK_NEAR(n, 1.0, 1e-6);
+    CHECK_NEAR(g[1], 0.8, 1e-6);
+
+    /* Large buffer across chunk/group boundaries: exact sum, same bits for 1 or 2 threads. */
+    int64_t big = ((int64_t)1 << 21) + 12345;
+    float *x = malloc((size_t)big * sizeof *x);
+    for (int64_t i = 0; i < big; i++)
+        x[i] = (i % 7 == 0) ? 2.0f : 1.0f;
+    int64_t sevens = (big + 6) / 7;
+    double want = sqrt((double)(big - sevens) + 4.0 * (double)sevens);
+    hallu_set_num_threads(1);
+    double a = hallu_l2_norm(x, big);
+    hallu_set_num_threads(2);
+    double b = hallu_l2_norm(x, big);
+    CHECK(a == b);
+    CHECK_NEAR(a, want, 1e-9 * want);
+    free(x);
+}
+
+static void test_config_and_params(void)
+{
+    hallu_error err = {0};
+    hallu_optim_config c;
+    CHECK_OK(hallu_optim_parse("lars", &c, &err), &err);
+    CHECK(c.kind == HALLU_OPTIM_LARS && c.exclude_bias_norm && c.lars_eta == 0.02);
+    CHECK(hallu_optim_parse("adam", &c, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "adam"));
+    hallu_optim_config_default(&c, HALLU_OPTIM_SGD);
+    c.nesterov = 1;
+    c.dampening = 0.1;
+    CHECK(hallu_optim_config_check(&c, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "nesterov"));
+    c.dampening = 0;
+    c.weight_decay = -1;
+    CHECK(hallu_optim_config_check(&c, &err) == HALLU_ERR_INVALID_ARG);
+
+    hallu_params ps;
+    hallu_params_init(&ps);
+    int64_t wshape[2] = {2, 3}, bshape[1] = {3};
+    int64_t w = hallu_params_add(&ps, "fc", "weight", 0, 2, wshape, &err);
+    int64_t b = hallu_params_add(&ps, "fc", "bias", HALLU_TENSOR_NO_DECAY, 1, bshape, &err);
+    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    for (int64_t i = 0; i < ps.trainable_numel; i++) {
+        ps.param[i] = 1.0f;
+        ps.grad[i] = 0.0f;
+    }
+    hallu_optim_config_default(&c, HALLU_OPTIM_SGD);
+    c.momentum = 0;
+    c.weight_decay = 0.5;
+    c.exclude_bias_norm = 1;
+    hallu_optimizer *o = NULL;
+    CHECK_OK(hallu_optimizer_create(&o, &c, &ps, &err), &err);
+    CHECK(o && o->num_ranges == 2);
+    if (o)
+        hallu_optimizer_step(o, &ps, 1.0);
+    CHECK_NEAR(ps.param[w], 0.5, 1e-7);   /* decayed */
+    CHECK_NEAR(ps.param[b], 1.0, 1e-7);   /* bias excluded */
+    hallu_optimizer_free(o);
+    hallu_optimizer_free(NULL);
+    hallu_params_free(&ps);
+}
+
+int main(void)
+{
+    test_sgd();
+    test_ranges();
+    test_lars();
+    test_adamw();
+    test_schedules();
+    test_clip();
+    test_config_and_params();
+    return check_summary();
+}
