@@ -254,6 +254,49 @@ static void test_maxpool(hallu_backend *be, int n, int h, int w, int c, int all_
     pair_free(&x), pair_free(&y), pair_free(&dy), pair_free(&dx);
 }
 
+/* After a ReLU most windows hold equal zeros: the first maximum (row-major) must
+ * take the gradient, as in PyTorch, or the backward differs from the reference.
+ * A NaN must win its windows (PyTorch propagates it). */
+static void test_maxpool_ties_nan(hallu_backend *be)
+{
+    hallu_error err;
+    hallu_pool2d_geom g;
+    CHECK_OK(hallu_pool2d_geom_init(&g, 2, 9, 8, 4, 3, 2, 1, &err), &err);
+    size_t nx = (size_t)2 * 9 * 8 * 4, ny = (size_t)2 * g.oh * g.ow * 4;
+    hallu_rng rng;
+    hallu_rng_init(&rng, 450, 0);
+    pair x = pair_new(nx), y = pair_new(ny), dy = pair_normal(ny, &rng, 1.0), dx = pair_new(nx);
+    for (size_t i = 0; i < nx; i++)
+        x.d[i] = (double)hallu_rng_below(&rng, 3) * (hallu_rng_below(&rng, 4) == 0);   /* mostly 0 */
+    tu_d2f(x.f, x.d, nx);
+    int32_t *arg_f = tu_xmalloc(ny * sizeof(int32_t)), *arg_d = tu_xmalloc(ny * sizeof(int32_t));
+    be->ops->maxpool2d_forward(be, y.f, arg_f, x.f, &g);
+    ref_maxpool2d_forward(y.d, arg_d, x.d, &g);
+    CLOSE("maxpool ties", "y", y.f, y.d, ny);
+    size_t mismatch = 0;
+    for (size_t i = 0; i < ny; i++)
+        mismatch += arg_f[i] != arg_d[i];
+    CHECK_MSG(mismatch == 0, "maxpool ties: %zu of %zu argmax differ from the first maximum", mismatch, ny);
+    fill_nan(dx.f, nx);
+    be->ops->maxpool2d_backward(be, dx.f, dy.f, arg_f, &g);
+    ref_maxpool2d_backward(dx.d, dy.d, arg_d, &g);
+    CLOSE("maxpool ties", "dx", dx.f, dx.d, nx);
+
+    x.f[(size_t)(3 * 8 + 3) * 4 + 1] = NAN;   /* image 0, pixel (3,3): in 2x2 windows */
+    x.d[(size_t)(3 * 8 + 3) * 4 + 1] = NAN;
+    be->ops->maxpool2d_forward(be, y.f, arg_f, x.f, &g);
+    ref_maxpool2d_forward(y.d, arg_d, x.d, &g);
+    size_t nan_f = 0, nan_d = 0, nan_differ = 0;
+    for (size_t i = 0; i < ny; i++) {
+        nan_f += isnan(y.f[i]), nan_d += isnan(y.d[i]);
+        nan_differ += isnan(y.f[i]) != isnan(y.d[i]) || arg_f[i] != arg_d[i];
+    }
+    CHECK_MSG(nan_d == 4 && nan_f == nan_d && nan_differ == 0,
+              "maxpool NaN: %zu NaN outputs (reference %zu, expected 4), %zu positions differ", nan_f, nan_d, nan_differ);
+    free(arg_f), free(arg_d);
+    pair_free(&x), pair_free(&y), pair_free(&dy), pair_free(&dx);
+}
+
 static void test_global_avgpool(hallu_backend *be)
 {
     const int n = 3, hw = 49, c = 32;
@@ -501,6 +544,7 @@ int main(void)
     test_elementwise(be);
     test_maxpool(be, 2, 16, 16, 8, 0);
     test_maxpool(be, 1, 7, 9, 3, 1);
+    test_maxpool_ties_nan(be);
     test_global_avgpool(be);
     test_gemm(be);
     test_linear(be, 1);

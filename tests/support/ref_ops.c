@@ -192,7 +192,7 @@ void ref_maxpool2d_forward(double *y, int32_t *argmax, const double *x, const ha
                             if (ix < 0 || ix >= g->w)
                                 continue;
                             double v = x[nhwc(g->h, g->w, g->c, n, iy, ix, ch)];
-                            if (arg < 0 || v > best) {
+                            if (arg < 0 || v > best || isnan(v)) {   /* NaN wins, as PyTorch */
                                 best = v;
                                 arg = iy * g->w + ix;
                             }

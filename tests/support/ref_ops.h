@@ -50,7 +50,7 @@ void ref_scale(double *y, double alpha, const double *x, int64_t n);
 
 /* ---- pooling ---- */
 /* argmax holds the flat input index h*w_in + w of the first (row-major) max in
- * each window; padding never wins. argmax may be NULL. */
+ * each window (the last NaN if any, as PyTorch); padding never wins. argmax may be NULL. */
 void ref_maxpool2d_forward(double *y, int32_t *argmax, const double *x, const hallu_pool2d_geom *g);
 void ref_maxpool2d_backward(double *dx, const double *dy, const int32_t *argmax, const hallu_pool2d_geom *g);
 void ref_global_avgpool_forward(double *y, const double *x, int n, int hw, int c);
