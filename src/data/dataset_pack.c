@@ -182,15 +182,16 @@ static hallu_status pack_one(pack_state *ps, int64_t i, hallu_error *err)
 {
     int32_t label;
     hallu_status st = get_image(ps, i, &label, err);
+    /* Only undecodable images are skippable; a size mismatch is a usage error. */
+    if (st != HALLU_OK && st != HALLU_ERR_OOM && ps->opt->skip_bad) {
+        ps->skipped++;
+        return HALLU_OK;
+    }
     if (st == HALLU_OK && ps->h == 0)
         st = ps->opt->size > 0 ? set_size(ps, ps->opt->size, ps->opt->size, err)
                                : set_size(ps, ps->img.h, ps->img.w, err);
     if (st == HALLU_OK)
         st = convert(ps, i, err);
-    if (st != HALLU_OK && st != HALLU_ERR_OOM && st != HALLU_ERR_IO && ps->opt->skip_bad) {
-        ps->skipped++;
-        return HALLU_OK;
-    }
     if (st != HALLU_OK)
         return st;
     size_t n = (size_t)ps->h * ps->w * 3;
