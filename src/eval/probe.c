@@ -1,11 +1,9 @@
 /* Linear probe: a linear head on frozen features, trained with SGD + momentum
  * and a per-epoch multi-step schedule (MoCo's / ContrastiveCrop's lincls).
- *
- * The SGD step is a plain loop here (PyTorch's rule: buf = mu * buf + g + wd * w,
- * w -= lr * buf; with dampening 0 a zero initial buffer equals torch's first-step
- * copy) because the head is the only parameter and needs nothing the optimizer
- * module adds. Buffers are host memory: the CPU backend is the only one so far. */
+ * Weight decay (0 by default) applies to the bias too, as in lincls's single
+ * parameter group. Buffers are host memory: the CPU backend is the only one so far. */
 #include "eval_internal.h"
+#include "hallu/optim.h"
 #include "hallu/rng.h"
 
 #include <math.h>
@@ -72,7 +70,8 @@ typedef struct probe_head {
     hallu_linear fc;
     hallu_nn_ctx ctx;
     int dim, classes, max_rows;
-    float *x, *logits, *probs, *dlogits, *velocity;
+    float *x, *logits, *probs, *dlogits;
+    hallu_optimizer *opt;
     int32_t *labels;
     double loss_sum;          /* epoch accumulators */
     int64_t seen, correct;
@@ -80,17 +79,19 @@ typedef struct probe_head {
 
 static void head_free(probe_head *h)
 {
-    float *bufs[] = { h->x, h->logits, h->probs, h->dlogits, h->velocity };
+    float *bufs[] = { h->x, h->logits, h->probs, h->dlogits };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         hallu_free(bufs[i]);
     hallu_free(h->labels);
+    hallu_optimizer_free(h->opt);
     hallu_params_free(&h->local);
 }
 
 /* Weights ~ N(0, 0.01), bias 0: MoCo's lincls initialisation. */
-static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int classes, int max_rows,
-                                uint64_t seed, hallu_params *out, hallu_error *err)
+static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int classes,
+                                const hallu_probe_config *cfg, hallu_params *out, hallu_error *err)
 {
+    int max_rows = cfg->batch_size;
     memset(h, 0, sizeof *h);
     hallu_params_init(&h->local);
     h->ps = out ? out : &h->local;
@@ -103,7 +104,7 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
     if (s != HALLU_OK)
         return s;
     hallu_rng rng;
-    hallu_rng_init(&rng, seed, 0x70726f6265ULL);
+    hallu_rng_init(&rng, cfg->seed, 0x70726f6265ULL);
     for (int64_t i = 0; i < (int64_t)dim * classes; i++)
         h->ps->param[h->fc.weight + i] = (float)(0.01 * hallu_rng_normal(&rng));
     h->ctx = (hallu_nn_ctx){ .be = be, .ps = h->ps, .training = 1 };
@@ -112,9 +113,15 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
     h->logits = h->x ? hallu_alloc(rc, "probe logits", err) : NULL;
     h->probs = h->logits ? hallu_alloc(rc, "probe probabilities", err) : NULL;
     h->dlogits = h->probs ? hallu_alloc(rc, "probe logit gradient", err) : NULL;
-    h->velocity = h->dlogits ? hallu_calloc((size_t)h->ps->trainable_numel * sizeof(float), "probe momentum", err) : NULL;
-    h->labels = h->velocity ? hallu_alloc((size_t)max_rows * sizeof(int32_t), "probe labels", err) : NULL;
-    return h->labels ? HALLU_OK : err->code;
+    h->labels = h->dlogits ? hallu_alloc((size_t)max_rows * sizeof(int32_t), "probe labels", err) : NULL;
+    if (!h->labels)
+        return err->code;
+    hallu_optim_config oc;
+    hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);
+    oc.momentum = cfg->momentum;
+    oc.weight_decay = cfg->weight_decay;
+    oc.exclude_bias_norm = 0;
+    return hallu_optimizer_create(&h->opt, &oc, h->ps, err);
 }
 
 static int argmax_row(const float *row, int n)
@@ -136,7 +143,7 @@ static int rank_of(const float *row, int n, int label)
 }
 
 /* One SGD step on h->x / h->labels (n rows). */
-static void head_step(probe_head *h, int n, const hallu_probe_config *cfg, double lr)
+static void head_step(probe_head *h, int n, double lr)
 {
     hallu_backend *be = h->ctx.be;
     hallu_params_zero_grad(h->ps);
@@ -144,12 +151,7 @@ static void head_step(probe_head *h, int n, const hallu_probe_config *cfg, doubl
     float loss = be->ops->softmax_xent_forward(be, h->probs, h->logits, h->labels, n, h->classes);
     be->ops->softmax_xent_backward(be, h->dlogits, h->probs, h->labels, n, h->classes, 1.0f);
     hallu_linear_backward(&h->fc, &h->ctx, NULL, h->dlogits, h->x, n);
-    float *w = h->ps->param, *g = h->ps->grad, *v = h->velocity;
-    float mu = (float)cfg->momentum, wd = (float)cfg->weight_decay, a = (float)lr;
-    for (int64_t i = 0; i < h->ps->trainable_numel; i++) {
-        v[i] = mu * v[i] + g[i] + wd * w[i];
-        w[i] -= a * v[i];
-    }
+    hallu_optimizer_step(h->opt, h->ps, lr);
     h->loss_sum += (double)loss * n;
     h->seen += n;
     for (int i = 0; i < n; i++)
@@ -227,7 +229,7 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
         return s;
     probe_head h;
     uint32_t *perm = NULL;
-    s = head_create(&h, be, train->dim, num_classes, cfg->batch_size, cfg->seed, head, err);
+    s = head_create(&h, be, train->dim, num_classes, cfg, head, err);
     if (s == HALLU_OK && !(perm = hallu_alloc((size_t)train->n * sizeof *perm, "probe permutation", err)))
         s = err->code;
     for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
@@ -241,7 +243,7 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
                 memcpy(h.x + (size_t)i * h.dim, train->x + (int64_t)perm[r0 + i] * h.dim, (size_t)h.dim * sizeof(float));
                 h.labels[i] = train->labels[perm[r0 + i]];
             }
-            head_step(&h, n, cfg, lr);
+            head_step(&h, n, lr);
         }
         s = end_epoch(&h, test, cfg, epoch, t0, res, err);
     }
@@ -266,7 +268,7 @@ static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn
             break;
         memcpy(h->x, f, (size_t)b->n * h->dim * sizeof(float));
         memcpy(h->labels, b->labels, (size_t)b->n * sizeof(int32_t));
-        head_step(h, b->n, cfg, lr);
+        head_step(h, b->n, lr);
     }
     return s;
 }
@@ -301,7 +303,7 @@ hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ct
     memset(&h, 0, sizeof h);
     s = hallu_loader_create(&ld, src, &lc, err);
     if (s == HALLU_OK)
-        s = head_create(&h, ctx->be, test->dim, num_classes, cfg->batch_size, cfg->seed, head, err);
+        s = head_create(&h, ctx->be, test->dim, num_classes, cfg, head, err);
     for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
         double t0 = hallu_now();
         s = image_epoch(&h, net, ctx, ld, cfg, epoch, num_classes, err);
