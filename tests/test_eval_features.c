@@ -142,7 +142,8 @@ static void test_probe_images(hallu_resnet *net, const hallu_nn_ctx *ctx)
     pc.milestones[0] = 3;
     pc.num_milestones = 1;
     pc.lr = 0.1;
-    pc.batch_size = MAX_BATCH;
+    pc.batch_size = 20;              /* batches of 20 and 4, forwarded in pieces of 16 */
+    pc.forward_batch = MAX_BATCH;
     int epochs_seen = 0;
     pc.on_epoch = count_epochs;
     pc.user = &epochs_seen;

@@ -69,6 +69,19 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
                                     const hallu_extract_config *cfg, hallu_feature_set *out,
                                     hallu_error *err);
 
+/* ---- frozen backbones from plain weight files ------------------------------------- */
+
+/* Creates an arch/stem ResNet with prefix "" in ps (which must be empty),
+ * allocates ps and loads torchvision-named backbone weights from a safetensors
+ * file (what `hallu export` writes, or a converted torchvision state dict). The
+ * names may sit under "", "encoder." or "model.encoder." (the first prefix that
+ * holds conv1.weight); other tensors (a classifier's fc.*, heads) are ignored,
+ * and every backbone parameter and BN running statistic must be present
+ * (num_batches_tracked may be missing). The caller frees *net and ps. */
+hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem,
+                                     hallu_resnet_config *cfg, hallu_params *ps, hallu_resnet **net,
+                                     hallu_error *err);
+
 /* ---- kNN classifier ----------------------------------------------------------- */
 
 typedef struct hallu_knn_config {
@@ -119,6 +132,8 @@ typedef struct hallu_probe_config {
     int num_milestones;
     double gamma;                   /* 0.1 */
     int batch_size;                 /* 512 */
+    int forward_batch;              /* image mode: images per backbone forward (0 = batch_size);
+                                     * the net must be planned for it */
     int num_workers;                /* loader threads (image mode) */
     uint64_t seed;                  /* head init, shuffling and augmentation */
     hallu_probe_epoch_fn on_epoch;
@@ -149,7 +164,8 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
 /* The augmented protocol: every epoch re-extracts features of train_view
  * (random) views of src through the frozen backbone, batch by batch, and trains
  * the head on them; test features are given (extracted once, un-augmented). The
- * net must be planned for cfg->batch_size images of the view's size. */
+ * net must be planned for cfg->forward_batch (or batch_size) images of the
+ * view's size. */
 hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ctx, const hallu_source *src,
                                        const hallu_view_pipeline *train_view, const hallu_feature_set *test,
                                        int num_classes, const hallu_probe_config *cfg,

@@ -36,7 +36,7 @@ double hallu_probe_lr_at(const hallu_probe_config *cfg, int epoch)
 
 static hallu_status check_config(const hallu_probe_config *cfg, int num_classes, hallu_error *err)
 {
-    if (cfg->epochs <= 0 || cfg->batch_size <= 0 || !(cfg->lr > 0) || cfg->momentum < 0 ||
+    if (cfg->epochs <= 0 || cfg->batch_size <= 0 || cfg->forward_batch < 0 || !(cfg->lr > 0) || cfg->momentum < 0 ||
         cfg->weight_decay < 0 || !(cfg->gamma > 0) || num_classes <= 0)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
                                "linear probe: epochs=%d batch=%d lr=%g momentum=%g wd=%g gamma=%g classes=%d",
@@ -257,16 +257,23 @@ static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn
                                 const hallu_probe_config *cfg, int epoch, int num_classes, hallu_error *err)
 {
     double lr = hallu_probe_lr_at(cfg, epoch);
+    int fb = cfg->forward_batch > 0 ? cfg->forward_batch : cfg->batch_size;
     hallu_status s = hallu_loader_start_epoch(ld, (uint32_t)epoch, err);
     while (s == HALLU_OK) {
         const hallu_batch *b = NULL;
         if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
             break;
-        const float *f = NULL;
-        if ((s = eval_check_labels(b->labels, b->n, num_classes, "linear probe train batch", err)) != HALLU_OK ||
-            (s = hallu_resnet_forward(net, ctx, 0, b->views[0], b->n, &f, err)) != HALLU_OK)
+        if ((s = eval_check_labels(b->labels, b->n, num_classes, "linear probe train batch", err)) != HALLU_OK)
             break;
-        memcpy(h->x, f, (size_t)b->n * h->dim * sizeof(float));
+        for (int off = 0; off < b->n && s == HALLU_OK; off += fb) {
+            int m = b->n - off < fb ? b->n - off : fb;
+            const float *f = NULL;
+            s = hallu_resnet_forward(net, ctx, 0, b->views[0] + (size_t)off * b->h * b->w * 3, m, &f, err);
+            if (s == HALLU_OK)
+                memcpy(h->x + (size_t)off * h->dim, f, (size_t)m * h->dim * sizeof(float));
+        }
+        if (s != HALLU_OK)
+            break;
         memcpy(h->labels, b->labels, (size_t)b->n * sizeof(int32_t));
         head_step(h, b->n, lr);
     }
