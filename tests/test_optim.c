@@ -247,6 +247,19 @@ static void test_config_and_params(void)
     CHECK_NEAR(ps.param[b], 1.0, 1e-7);   /* bias excluded */
     hallu_optimizer_free(o);
     hallu_optimizer_free(NULL);
+
+    /* An empty parameter set is valid and a step is a no-op. */
+    hallu_optimizer e;
+    hallu_optim_config_default(&c, HALLU_OPTIM_ADAMW);
+    CHECK_OK(hallu_optim_init(&e, &c, 0, NULL, 0, &err), &err);
+    hallu_optim_step(&e, NULL, NULL, 0.1);
+    CHECK(e.step == 1 && e.state == NULL);
+    hallu_optim_free(&e);
+    hallu_optim_config_default(&c, HALLU_OPTIM_LARS);
+    CHECK_OK(hallu_optim_init(&e, &c, 0, NULL, 0, &err), &err);
+    hallu_optim_step(&e, NULL, NULL, 0.1);
+    CHECK(e.step == 1);
+    hallu_optim_free(&e);
     hallu_params_free(&ps);
 }
 

@@ -58,6 +58,8 @@ static void sgd_lars_step(hallu_optimizer *o, float *param, const float *grad, d
     float *state = o->num_slots ? o->state : NULL;
     for (int i = 0; i < o->num_ranges; i++) {
         const hallu_param_range *r = &o->ranges[i];
+        if (r->count == 0)
+            continue;
         float *p = param + r->offset;
         const float *g = grad + r->offset;
         int excluded = c->exclude_bias_norm && (r->flags & HALLU_RANGE_NO_DECAY);
@@ -97,9 +99,13 @@ static void adamw_step(hallu_optimizer *o, float *param, const float *grad, doub
     const hallu_optim_config *c = &o->cfg;
     double t = (double)(o->step + 1);
     double bc1 = 1.0 - pow(c->beta1, t), bc2 = 1.0 - pow(c->beta2, t);
+    if (!o->state)
+        return;   /* n == 0: nothing to update */
     float *m = o->state, *v = o->state + o->n;
     for (int i = 0; i < o->num_ranges; i++) {
         const hallu_param_range *r = &o->ranges[i];
+        if (r->count == 0)
+            continue;
         int excluded = c->exclude_bias_norm && (r->flags & HALLU_RANGE_NO_DECAY);
         double wd = excluded ? 0.0 : c->weight_decay;
         adamw_coef k = {.decay = (float)(1.0 - lr * wd), .beta1 = (float)c->beta1,
