@@ -12,6 +12,7 @@ typedef struct cli_command {
 } cli_command;
 
 int cmd_version(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 static const cli_command commands[] = {
+    { "train", cmd_train, "self-supervised pre-training (SimCLR, MoCo v1/v2, SimSiam; --hallucinator)" },
     { "version", cmd_version, "print the version and the compiled-in backends" },
     { "data", cmd_data, "inspect, verify or pack a dataset (info, pack)" },
 };

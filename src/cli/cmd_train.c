@@ -1,0 +1,171 @@
+/* hallu train: flags -> hallu_train_config, a progress bar (or plain lines when
+ * not a terminal), SIGINT/SIGTERM -> checkpoint and exit. */
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "hallu/train.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The one piece of global state: a signal handler can reach nothing else. */
+static volatile int train_stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    train_stop_requested = 1;
+}
+
+typedef struct progress_view {
+    int tty;
+    double last_print;
+} progress_view;
+
+static void format_eta(double s, char *buf, size_t n)
+{
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, n, "%dm%02ds", t / 60, t % 60);
+}
+
+static void on_progress(void *user, const hallu_train_progress *p)
+{
+    progress_view *v = user;
+    double now = hallu_now();
+    int end_of_epoch = p->step_in_epoch == p->steps_per_epoch;
+    if (!end_of_epoch && now - v->last_print < (v->tty ? 0.2 : 10.0))
+        return;
+    v->last_print = now;
+    char eta[32];
+    format_eta(p->eta_seconds, eta, sizeof eta);
+    if (v->tty) {
+        enum { WIDTH = 24 };
+        int filled = (int)(WIDTH * (double)p->step_in_epoch / (double)(p->steps_per_epoch ? p->steps_per_epoch : 1));
+        char bar[WIDTH + 1];
+        for (int i = 0; i < WIDTH; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[WIDTH] = '\0';
+        fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %.4f lr %.4f %.0f img/s ETA %s   ", p->epoch + 1,
+                p->epochs, bar, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->lr,
+                p->images_per_s, eta);
+        if (end_of_epoch)
+            fprintf(stderr, "\n");
+    } else {
+        fprintf(stderr, "epoch %d/%d step %lld/%lld loss %.4f lr %.4f %.0f img/s data-wait %.0f%% ETA %s\n",
+                p->epoch + 1, p->epochs, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->lr,
+                p->images_per_s, 100.0 * p->data_wait_fraction, eta);
+    }
+    fflush(stderr);
+}
+
+static void on_message(void *user, const char *line)
+{
+    (void)user;
+    fprintf(stderr, "%s\n", line);
+}
+
+int cmd_train(int argc, char **argv)
+{
+    hallu_train_config c;
+    hallu_train_config_default(&c);
+    int seed = (int)c.seed, no_hal = 0, no_knn_floor = 0, stop_after = 0;
+    const char *config_file = NULL;
+    cli_arg args[] = {
+        { "method", CLI_ARG_STR, &c.method, "simclr | mocov1 | mocov2 | simsiam" },
+        { "hallucinator", CLI_ARG_BOOL, &c.hallucinator, "add the Hallucinator (on by default)" },
+        { "no-hallucinator", CLI_ARG_BOOL, &no_hal, "train without the Hallucinator" },
+        { "hal-init", CLI_ARG_STR, &c.hal_init, "reference (h = MLP([x,g]), the authors' wiring) | residual "
+                                                "(h = g + MLP([x,g]), last layer zero; see docs/METHOD.md)" },
+        { "hal-ratio-max", CLI_ARG_FLOAT, &c.hal_ratio_max, "extrapolation ratio r ~ U(0, max)" },
+        { "hal-fixed-ratio", CLI_ARG_FLOAT, &c.hal_fixed_ratio, "fix r to this value (>= 0; ablations)" },
+        { "hal-hidden", CLI_ARG_INT, &c.hal_hidden, "Hallucinator MLP width (0 = 2 x embedding width)" },
+        { "enqueue-duplicates", CLI_ARG_BOOL, &c.enqueue_duplicates, "MoCo: enqueue the duplicated 2N keys (reference)" },
+        { "mask-duplicates", CLI_ARG_BOOL, &c.mask_duplicates, "SimCLR: mask same-source duplicates from negatives" },
+        { "temperature", CLI_ARG_FLOAT, &c.temperature, "loss temperature (0 = the method's default)" },
+        { "queue-size", CLI_ARG_INT, &c.queue_size, "MoCo queue length K (a multiple of the keys per step)" },
+        { "moco-momentum", CLI_ARG_FLOAT, &c.moco_momentum, "MoCo key-encoder momentum m" },
+        { "proj-dim", CLI_ARG_INT, &c.proj_dim, "embedding width (0 = the method's default)" },
+        { "data", CLI_ARG_STR, &c.data, "training data spec: synthetic[:N], cifar10:DIR, imagefolder:DIR, packed:FILE, ..." },
+        { "knn-train-data", CLI_ARG_STR, &c.knn_train_data, "kNN reference set (default: --data, train split)" },
+        { "knn-test-data", CLI_ARG_STR, &c.knn_test_data, "kNN held-out set (default: --data, test split)" },
+        { "train-subset", CLI_ARG_INT, &c.train_subset, "use N evenly spaced training images (0 = all)" },
+        { "arch", CLI_ARG_STR, &c.arch, "resnet18 | resnet34 | resnet50" },
+        { "stem", CLI_ARG_STR, &c.stem, "cifar (3x3, no max-pool) | imagenet (7x7/2 + max-pool)" },
+        { "optimizer", CLI_ARG_STR, &c.optimizer, "sgd | lars | adamw" },
+        { "epochs", CLI_ARG_INT, &c.epochs, "training epochs" },
+        { "batch-size", CLI_ARG_INT, &c.batch_size, "images per step" },
+        { "lr", CLI_ARG_FLOAT, &c.lr, "peak learning rate (cosine schedule)" },
+        { "warmup-epochs", CLI_ARG_INT, &c.warmup_epochs, "linear warm-up epochs" },
+        { "momentum", CLI_ARG_FLOAT, &c.momentum, "optimizer momentum" },
+        { "weight-decay", CLI_ARG_FLOAT, &c.weight_decay, "weight decay" },
+        { "seed", CLI_ARG_INT, &seed, "random seed (same seed + threads = same result, bit for bit)" },
+        { "threads", CLI_ARG_INT, &c.threads, "compute threads (0 = all cores)" },
+        { "workers", CLI_ARG_INT, &c.workers, "data loading threads" },
+        { "knn-every", CLI_ARG_INT, &c.knn_every, "kNN monitor every E epochs (0 = at the end only)" },
+        { "knn-k", CLI_ARG_INT, &c.knn_k, "kNN neighbours" },
+        { "knn-temperature", CLI_ARG_FLOAT, &c.knn_temperature, "kNN vote temperature" },
+        { "no-knn-floor", CLI_ARG_BOOL, &no_knn_floor, "skip the kNN of the untrained network" },
+        { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines" },
+        { "save-every", CLI_ARG_INT, &c.save_every, "also keep checkpoint_epochN.hlu every N epochs (0 = off)" },
+        { "out", CLI_ARG_STR, &c.out, "run directory (must be new or empty unless --resume)" },
+        { "resume", CLI_ARG_BOOL, &c.resume, "continue the run in --out from its checkpoint.hlu" },
+        { "config", CLI_ARG_STR, &config_file, "(reserved) read flags from a file" },
+        { "stop-after-steps", CLI_ARG_INT, &stop_after, "act as if interrupted after N steps (testing resume)" },
+    };
+    cli_parse_result r = cli_parse("hallu train [options]",
+                                   "Self-supervised pre-training with optional Hallucinator; with no options, a short "
+                                   "SimCLR + Hallucinator run on the built-in synthetic set, then kNN accuracy.",
+                                   args, (int)(sizeof args / sizeof args[0]), argc, argv, NULL, 0, NULL);
+    if (r != CLI_PARSE_OK)
+        return r == CLI_PARSE_HELP ? 0 : 2;
+    if (config_file) {
+        fprintf(stderr, "error: --config is not supported yet; pass flags (the resolved config is written to "
+                        "RUNDIR/config.json)\n");
+        return 2;
+    }
+    if (no_hal)
+        c.hallucinator = 0;
+    if (no_knn_floor)
+        c.knn_at_start = 0;
+    if (seed < 0) {
+        fprintf(stderr, "error: --seed %d: expected a non-negative integer\n", seed);
+        return 2;
+    }
+    c.seed = (uint64_t)seed;
+    c.stop_after_steps = stop_after;
+    hallu_set_num_threads(c.threads);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    progress_view view = { .tty = isatty(STDERR_FILENO) };
+    hallu_train_callbacks cb = { .progress = on_progress, .message = on_message, .user = &view };
+    hallu_train_result res;
+    hallu_error err;
+    hallu_error_clear(&err);
+    fprintf(stderr, "hallu train: %s%s on %s, %s/%s, %d epochs x batch %d -> %s\n", c.method,
+            c.hallucinator ? " + Hallucinator" : "", c.data, c.arch, c.stem, c.epochs, c.batch_size, c.out);
+    hallu_status s = hallu_train_run(&c, &train_stop_requested, &cb, &res, &err);
+    if (s == HALLU_ERR_INTERRUPTED) {
+        fprintf(stderr, "\n%s\n", err.msg);
+        return 130;
+    }
+    if (s != HALLU_OK) {
+        fprintf(stderr, "\nerror: %s\n", err.msg);
+        return 1;
+    }
+    if (res.collapsed)
+        fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/metrics.jsonl)\n", c.out);
+    if (res.knn_floor_top1 >= 0)
+        printf("untrained kNN top-1: %.2f%%\n", res.knn_floor_top1);
+    printf("kNN top-1 accuracy: %.2f%% (top-5 %.2f%%) after %d epochs, %lld steps; run in %s\n", res.knn_top1,
+           res.knn_top5, c.epochs, (long long)res.steps, c.out);
+    return 0;
+}

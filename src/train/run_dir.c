@@ -1,0 +1,108 @@
+/* The run directory: refuse to overwrite a previous run, record the resolved
+ * config, and cut metrics back to a checkpoint on resume. */
+#include "train_internal.h"
+#include "hallu/io.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int dir_is_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return 1;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)) && empty)
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
+hallu_status train_prepare_dir(train_run *run, hallu_error *err)
+{
+    const char *out = run->cfg->out;
+    struct stat sb;
+    int exists = stat(out, &sb) == 0;
+    if (exists && !S_ISDIR(sb.st_mode))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--out %s exists and is not a directory", out);
+    snprintf(run->path_checkpoint, sizeof run->path_checkpoint, "%s/checkpoint.hlu", out);
+    snprintf(run->path_metrics, sizeof run->path_metrics, "%s/metrics.jsonl", out);
+    snprintf(run->path_config, sizeof run->path_config, "%s/config.json", out);
+    if (run->cfg->resume) {
+        if (stat(run->path_checkpoint, &sb) != 0)
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s", run->path_checkpoint);
+        return HALLU_OK;
+    }
+    if (exists && !dir_is_empty(out))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "--out %s is not empty: it holds a previous run; pass --resume to continue it "
+                               "or choose another --out (nothing was overwritten)", out);
+    if (!exists && mkdir(out, 0755) != 0)
+        return hallu_error_set(err, HALLU_ERR_IO, "cannot create run directory %s: %s", out, strerror(errno));
+    return HALLU_OK;
+}
+
+hallu_status train_write_config(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    int n = snprintf(run->config_json, sizeof run->config_json,
+        "{\"method\": \"%s\", \"hallucinator\": %d, \"hal_init\": \"%s\", \"hal_ratio_max\": %.9g, "
+        "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, "
+        "\"temperature\": %.9g, \"queue_size\": %d, \"moco_momentum\": %.9g, \"proj_dim\": %d, "
+        "\"data\": \"%s\", \"train_subset\": %d, \"arch\": \"%s\", \"stem\": \"%s\", \"optimizer\": \"%s\", "
+        "\"epochs\": %d, \"batch_size\": %d, \"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, "
+        "\"weight_decay\": %.9g, \"seed\": %llu, \"threads\": %d, \"image_size\": [%d, %d]}",
+        c->method, c->hallucinator, c->hal_init, c->hal_ratio_max, c->hal_fixed_ratio, run->ssl_cfg.hal_hidden,
+        c->enqueue_duplicates, c->mask_duplicates, run->ssl_cfg.temperature, run->ssl_cfg.queue_size,
+        run->ssl_cfg.momentum, run->ssl_cfg.proj_dim, c->data, c->train_subset, c->arch, c->stem,
+        c->optimizer, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
+        (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
+    if (n < 0 || (size_t)n >= sizeof run->config_json)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
+    if (c->resume)
+        return HALLU_OK;
+    char line[2100];
+    snprintf(line, sizeof line, "%s\n", run->config_json);
+    return hallu_atomic_write(run->path_config, line, strlen(line), err);
+}
+
+static int64_t line_step(const char *line)
+{
+    const char *p = strstr(line, "\"step\":");
+    return p ? strtoll(p + 7, NULL, 10) : -1;
+}
+
+hallu_status train_truncate_metrics(const char *path, int64_t last_step, hallu_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return HALLU_OK;
+    size_t cap = 1 << 16, len = 0;
+    char *kept = malloc(cap), line[4096];
+    hallu_status s = kept ? HALLU_OK : hallu_error_set(err, HALLU_ERR_OOM, "reading %s: out of memory", path);
+    while (s == HALLU_OK && fgets(line, sizeof line, f)) {
+        if (line_step(line) > last_step || !strchr(line, '\n'))
+            continue;   /* written after the checkpoint, or torn by a crash */
+        size_t n = strlen(line);
+        if (len + n > cap) {
+            char *grown = realloc(kept, cap *= 2);
+            if (!grown) {
+                s = hallu_error_set(err, HALLU_ERR_OOM, "reading %s: out of memory", path);
+                break;
+            }
+            kept = grown;
+        }
+        memcpy(kept + len, line, n);
+        len += n;
+    }
+    fclose(f);
+    if (s == HALLU_OK)
+        s = hallu_atomic_write(path, kept, len, err);
+    free(kept);
+    return s;
+}

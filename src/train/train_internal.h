@@ -1,0 +1,51 @@
+/* State shared by the training loop's files. */
+#ifndef HALLU_TRAIN_INTERNAL_H
+#define HALLU_TRAIN_INTERNAL_H
+
+#include "hallu/data.h"
+#include "hallu/loader.h"
+#include "hallu/optim.h"
+#include "hallu/ssl.h"
+#include "hallu/train.h"
+
+/* An evenly spaced subset of a source (the first argument is rewired in place). */
+typedef struct train_subset {
+    hallu_source base;
+    int64_t n;
+} train_subset;
+void train_subset_init(train_subset *s, hallu_source *src, int64_t n);
+
+typedef struct train_run {
+    const hallu_train_config *cfg;
+    hallu_ssl_config ssl_cfg;
+    hallu_backend *be;
+    hallu_params ps;
+    hallu_ssl *ssl;
+    hallu_optimizer *opt;
+    hallu_dataset *train_ds;
+    hallu_source train_src;
+    train_subset train_subset;
+    hallu_loader *loader;
+    int image_h, image_w;
+    int64_t steps_per_epoch, total_steps;
+    /* position: the next step to run is (epoch, step_in_epoch) */
+    int epoch;
+    int64_t step_in_epoch, global_step;
+    char path_checkpoint[1024], path_metrics[1024], path_config[1024];
+    char config_json[2048];
+} train_run;
+
+/* run_dir.c */
+hallu_status train_prepare_dir(train_run *run, hallu_error *err);
+hallu_status train_write_config(train_run *run, hallu_error *err);
+/* Keeps only metrics lines whose "step" is <= last_step (resume after a crash). */
+hallu_status train_truncate_metrics(const char *path, int64_t last_step, hallu_error *err);
+
+/* run_checkpoint.c */
+hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error *err);
+hallu_status train_load_checkpoint(train_run *run, hallu_error *err);
+
+/* run_knn.c */
+hallu_status train_knn(train_run *run, double *top1, double *top5, hallu_error *err);
+
+#endif

@@ -1,0 +1,343 @@
+/* hallu_train_run: setup, the epoch loop, and teardown. */
+#include "train_internal.h"
+#include "hallu/io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+void hallu_train_config_default(hallu_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    *c = (hallu_train_config){
+        .method = "simclr", .hallucinator = 1, .hal_init = "residual", .hal_ratio_max = 0.1,
+        .hal_fixed_ratio = -1.0, .data = "synthetic", .arch = "resnet18", .stem = "cifar",
+        .optimizer = "sgd", .epochs = 3, .batch_size = 128, .lr = 0.06, .momentum = 0.9,
+        .weight_decay = 5e-4, .seed = 0, .threads = 0, .workers = 2, .knn_every = 0, .knn_k = 200,
+        .knn_temperature = 0.1, .knn_at_start = 1, .log_every = 10, .out = "runs/latest",
+        .queue_size = 4096, .moco_momentum = 0.99,
+    };
+}
+
+static hallu_status build_ssl_config(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    hallu_method_kind kind;
+    hallu_status s = hallu_method_parse(c->method, &kind, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_ssl_config *sc = &run->ssl_cfg;
+    hallu_ssl_config_default(sc, kind);
+    s = hallu_resnet_parse_arch(c->arch, c->stem, &sc->backbone, err);
+    if (s == HALLU_OK)
+        s = hallu_hal_init_parse(c->hal_init, &sc->hal_init, err);
+    if (s != HALLU_OK)
+        return s;
+    sc->hallucinator = c->hallucinator;
+    sc->ratio_lo = 0.0f;
+    sc->ratio_hi = (float)c->hal_ratio_max;
+    sc->fixed_ratio = (float)c->hal_fixed_ratio;
+    if (c->hal_hidden > 0) sc->hal_hidden = c->hal_hidden;
+    sc->enqueue_duplicates = c->enqueue_duplicates;
+    sc->mask_duplicates = c->mask_duplicates;
+    if (c->temperature > 0) sc->temperature = (float)c->temperature;
+    if (c->proj_dim > 0) sc->proj_dim = c->proj_dim;
+    sc->queue_size = c->queue_size;
+    sc->momentum = (float)c->moco_momentum;
+    sc->seed = c->seed;
+    if ((kind == HALLU_METHOD_MOCOV1 || kind == HALLU_METHOD_MOCOV2)) {
+        int keys = c->batch_size * (c->hallucinator && c->enqueue_duplicates ? 2 : 1);
+        if (c->queue_size <= 0 || c->queue_size % keys != 0)
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--queue-size %d must be a positive multiple of the "
+                                   "%d keys enqueued per step (--batch-size %d%s)", c->queue_size, keys,
+                                   c->batch_size, keys != c->batch_size ? " x 2 duplicates" : "");
+    }
+    return HALLU_OK;
+}
+
+static hallu_status validate(const hallu_train_config *c, hallu_error *err)
+{
+    if (c->epochs <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--epochs %d: expected a positive integer", c->epochs);
+    if (c->batch_size < 2)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--batch-size %d: expected at least 2", c->batch_size);
+    if (!(c->lr > 0))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--lr %g: expected a positive number", c->lr);
+    if (c->warmup_epochs < 0 || c->warmup_epochs >= c->epochs)
+        if (c->warmup_epochs != 0)
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--warmup-epochs %d: expected 0..%d", c->warmup_epochs,
+                                   c->epochs - 1);
+    if (c->hal_ratio_max < 0 || c->hal_ratio_max > 1)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--hal-ratio-max %g: expected 0..1", c->hal_ratio_max);
+    if (c->log_every <= 0 || c->knn_k <= 0 || c->workers <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--log-every %d, --knn-k %d, --workers %d: expected positive",
+                               c->log_every, c->knn_k, c->workers);
+    return HALLU_OK;
+}
+
+static hallu_status setup_data(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    hallu_status s = hallu_dataset_open(&run->train_ds, c->data, HALLU_SPLIT_TRAIN, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_source_from_dataset(&run->train_src, run->train_ds);
+    train_subset_init(&run->train_subset, &run->train_src, c->train_subset);
+    int size = run->train_src.image_h;
+    if (size <= 0 || run->train_src.image_w != size)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s: images of varying or non-square size; "
+                               "pack it first (hallu data pack --size N)", c->data);
+    if (run->train_src.size < c->batch_size)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s has %lld training images, fewer than "
+                               "--batch-size %d", c->data, (long long)run->train_src.size, c->batch_size);
+    hallu_ssl_views_config vc;
+    hallu_ssl_views_default(&vc, size);
+    hallu_loader_config lc;
+    hallu_loader_config_default(&lc);
+    lc.batch_size = c->batch_size;
+    lc.num_workers = c->workers;
+    lc.seed = c->seed;
+    lc.n_views = 2;
+    s = hallu_ssl_views_build(&vc, lc.views, err);
+    if (s == HALLU_OK)
+        s = hallu_loader_create(&run->loader, &run->train_src, &lc, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_loader_view_dims(run->loader, &run->image_h, &run->image_w);
+    run->steps_per_epoch = hallu_loader_batches_per_epoch(run->loader);
+    run->total_steps = run->steps_per_epoch * c->epochs;
+    return HALLU_OK;
+}
+
+static hallu_status setup_model(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    hallu_status s = hallu_backend_cpu_create(&run->be, c->threads, err);
+    if (s == HALLU_OK)
+        s = hallu_ssl_create(&run->ssl, &run->ssl_cfg, &run->ps, err);
+    if (s == HALLU_OK)
+        s = hallu_params_alloc(&run->ps, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);
+    hallu_ssl_sync_key(run->ssl, &run->ps);
+    s = hallu_ssl_plan(run->ssl, run->be, c->batch_size, run->image_h, run->image_w, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_optim_config oc;
+    s = hallu_optim_parse(c->optimizer, &oc, err);
+    if (s != HALLU_OK)
+        return s;
+    oc.momentum = c->momentum;
+    oc.weight_decay = c->weight_decay;
+    return hallu_optimizer_create(&run->opt, &oc, &run->ps, err);
+}
+
+static void teardown(train_run *run)
+{
+    hallu_loader_destroy(run->loader);
+    hallu_optimizer_free(run->opt);
+    if (run->ssl)
+        hallu_ssl_free(run->ssl);
+    hallu_params_free(&run->ps);
+    if (run->train_ds)
+        hallu_dataset_close(run->train_ds);
+    hallu_backend_free(run->be);
+}
+
+/* Cosine decay to 0 over the run after a linear warm-up, per step. */
+static float learning_rate(const train_run *run, int64_t step)
+{
+    hallu_lr_schedule sched = { .kind = HALLU_LR_COSINE, .base_lr = run->cfg->lr,
+                                .warmup_steps = (int64_t)run->cfg->warmup_epochs * run->steps_per_epoch,
+                                .total_steps = run->total_steps };
+    return (float)hallu_lr_at(&sched, step);
+}
+
+typedef struct step_clock {
+    double start, window_start, window_wait;
+    int64_t window_steps, steps_this_process;
+} step_clock;
+
+static hallu_status log_metrics(train_run *run, const hallu_ssl_stats *st, float lr, double ips, double wait,
+                                hallu_error *err)
+{
+    hallu_json_obj o;
+    hallu_json_obj_init(&o);
+    hallu_json_obj_add_int(&o, "epoch", run->epoch);
+    hallu_json_obj_add_int(&o, "step", run->global_step);
+    hallu_json_obj_add_num(&o, "loss", st->loss);
+    hallu_json_obj_add_num(&o, "lr", lr);
+    hallu_json_obj_add_num(&o, "collapse_std", st->collapse_std);
+    hallu_json_obj_add_num(&o, "images_per_s", ips);
+    hallu_json_obj_add_num(&o, "data_wait", wait);
+    const char *line = hallu_json_obj_finish(&o, err);
+    return line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
+}
+
+static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *cb, hallu_train_result *res,
+                                   int floor, hallu_error *err)
+{
+    double top1 = 0, top5 = 0;
+    hallu_status s = train_knn(run, &top1, &top5, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_json_obj o;
+    hallu_json_obj_init(&o);
+    hallu_json_obj_add_int(&o, "epoch", run->epoch);
+    hallu_json_obj_add_int(&o, "step", run->global_step);
+    hallu_json_obj_add_num(&o, floor ? "knn_floor_top1" : "knn_top1", top1);
+    hallu_json_obj_add_num(&o, floor ? "knn_floor_top5" : "knn_top5", top5);
+    const char *line = hallu_json_obj_finish(&o, err);
+    s = line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s kNN (k=%d, T=%.2g): top-1 %.2f%%  top-5 %.2f%%", floor ? "untrained" : "epoch",
+             run->cfg->knn_k, run->cfg->knn_temperature, top1, top5);
+    if (cb && cb->message)
+        cb->message(cb->user, msg);
+    if (floor) {
+        res->knn_floor_top1 = top1;
+    } else {
+        res->knn_top1 = top1;
+        res->knn_top5 = top5;
+    }
+    return s;
+}
+
+static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, float lr,
+                                   hallu_error *err)
+{
+    hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1 };
+    hallu_params_zero_grad(&run->ps);
+    hallu_status s = hallu_ssl_step(run->ssl, &ctx, b->views[0], b->views[1], b->n, st, err);
+    if (s != HALLU_OK)
+        return s;
+    if (!isfinite(st->loss))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loss became %g at step %lld (epoch %d): training "
+                               "diverged; lower --lr (now %g)", st->loss, (long long)run->global_step, run->epoch,
+                               run->cfg->lr);
+    hallu_optimizer_step(run->opt, &run->ps, lr);
+    hallu_ssl_after_step(run->ssl, &ctx);
+    return HALLU_OK;
+}
+
+static void report_progress(train_run *run, const hallu_train_callbacks *cb, const hallu_ssl_stats *st, float lr,
+                            const step_clock *clk, double ips, double wait)
+{
+    if (!cb || !cb->progress)
+        return;
+    double per_step = (hallu_now() - clk->start) / (double)(clk->steps_this_process ? clk->steps_this_process : 1);
+    hallu_train_progress p = {
+        .epoch = run->epoch, .epochs = run->cfg->epochs, .step_in_epoch = run->step_in_epoch,
+        .steps_per_epoch = run->steps_per_epoch, .global_step = run->global_step, .total_steps = run->total_steps,
+        .loss = st->loss, .lr = lr, .collapse_std = st->collapse_std, .images_per_s = ips,
+        .data_wait_fraction = wait, .eta_seconds = per_step * (double)(run->total_steps - run->global_step),
+    };
+    cb->progress(cb->user, &p);
+}
+
+static hallu_status run_epoch(train_run *run, const volatile int *stop, const hallu_train_callbacks *cb,
+                              step_clock *clk, hallu_ssl_stats *st, hallu_error *err)
+{
+    hallu_status s = hallu_loader_start_epoch(run->loader, (uint32_t)run->epoch, err);
+    const hallu_batch *b = NULL;
+    for (int64_t k = 0; k < run->step_in_epoch && s == HALLU_OK; k++)   /* resume mid-epoch */
+        s = hallu_loader_next(run->loader, &b, err);
+    double ips = 0, wait = 0;
+    while (s == HALLU_OK) {
+        s = hallu_loader_next(run->loader, &b, err);
+        if (s != HALLU_OK || !b)
+            break;
+        float lr = learning_rate(run, run->global_step);
+        s = train_one_step(run, b, st, lr, err);
+        if (s != HALLU_OK)
+            break;
+        run->global_step++;
+        run->step_in_epoch++;
+        clk->steps_this_process++;
+        clk->window_steps++;
+        if (run->global_step % run->cfg->log_every == 0 || run->step_in_epoch == run->steps_per_epoch) {
+            double now = hallu_now(), waited = hallu_loader_wait_seconds(run->loader);
+            ips = (double)clk->window_steps * run->cfg->batch_size / (now - clk->window_start);
+            wait = (waited - clk->window_wait) / (now - clk->window_start);
+            s = log_metrics(run, st, lr, ips, wait, err);
+            clk->window_start = now;
+            clk->window_wait = waited;
+            clk->window_steps = 0;
+        }
+        report_progress(run, cb, st, lr, clk, ips, wait);
+        int stop_now = (stop && *stop) || (run->cfg->stop_after_steps > 0 && run->global_step == run->cfg->stop_after_steps);
+        if (s == HALLU_OK && stop_now) {
+            s = train_save_checkpoint(run, run->path_checkpoint, err);
+            return s == HALLU_OK ? hallu_error_set(err, HALLU_ERR_INTERRUPTED, "interrupted at step %lld (epoch %d); "
+                                                   "checkpoint saved to %s: continue with --resume",
+                                                   (long long)run->global_step, run->epoch, run->path_checkpoint) : s;
+        }
+    }
+    return s;
+}
+
+static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb, hallu_train_result *res,
+                                 const hallu_ssl_stats *st, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    int last = run->epoch + 1 == c->epochs;
+    hallu_status s = HALLU_OK;
+    if (last || (c->knn_every > 0 && (run->epoch + 1) % c->knn_every == 0))
+        s = knn_checkpoint(run, cb, res, 0, err);
+    /* Collapse guard: the std of normalised embeddings is ~1/sqrt(d) when healthy. */
+    double healthy = 1.0 / sqrt((double)hallu_ssl_embed_dim(run->ssl));
+    res->collapsed = st->collapse_std < 0.1 * healthy;
+    if (res->collapsed && cb && cb->message) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "warning: embeddings look collapsed (per-dim std %.4g, healthy ~%.4g) after "
+                 "epoch %d", st->collapse_std, healthy, run->epoch + 1);
+        cb->message(cb->user, msg);
+    }
+    run->epoch++;
+    run->step_in_epoch = 0;
+    if (s == HALLU_OK)
+        s = train_save_checkpoint(run, run->path_checkpoint, err);
+    if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/checkpoint_epoch%d.hlu", c->out, run->epoch);
+        s = train_save_checkpoint(run, path, err);
+    }
+    return s;
+}
+
+hallu_status hallu_train_run(const hallu_train_config *cfg, const volatile int *stop,
+                             const hallu_train_callbacks *cb, hallu_train_result *res, hallu_error *err)
+{
+    train_run run;
+    memset(&run, 0, sizeof run);
+    run.cfg = cfg;
+    hallu_params_init(&run.ps);
+    *res = (hallu_train_result){ .knn_top1 = -1, .knn_top5 = -1, .knn_floor_top1 = -1 };
+    hallu_status s = validate(cfg, err);
+    if (s == HALLU_OK) s = build_ssl_config(&run, err);
+    if (s == HALLU_OK) s = train_prepare_dir(&run, err);
+    if (s == HALLU_OK) s = setup_data(&run, err);
+    if (s == HALLU_OK) s = setup_model(&run, err);
+    if (s == HALLU_OK) s = train_write_config(&run, err);
+    if (s == HALLU_OK && cfg->resume)
+        s = train_load_checkpoint(&run, err);
+    if (s == HALLU_OK && cfg->resume)
+        s = train_truncate_metrics(run.path_metrics, run.global_step, err);
+    if (s == HALLU_OK && !cfg->resume && cfg->knn_at_start)
+        s = knn_checkpoint(&run, cb, res, 1, err);
+    step_clock clk = { .start = hallu_now() };
+    clk.window_start = clk.start;
+    clk.window_wait = run.loader ? hallu_loader_wait_seconds(run.loader) : 0;
+    hallu_ssl_stats st;
+    memset(&st, 0, sizeof st);
+    while (s == HALLU_OK && run.epoch < cfg->epochs) {
+        s = run_epoch(&run, stop, cb, &clk, &st, err);
+        if (s == HALLU_OK)
+            s = end_of_epoch(&run, cb, res, &st, err);
+    }
+    res->final_loss = st.loss;
+    res->steps = run.global_step;
+    teardown(&run);
+    return s;
+}
