@@ -11,4 +11,5 @@ cmake --build build-asan -j"$JOBS" >/dev/null
     ctest -L unit --output-on-failure -j"$JOBS" )
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS" >/dev/null
+./scripts/fuzz.sh   # libFuzzer smoke run of every tests/fuzz target (FUZZ_SECONDS each)
 cd build && ctest --output-on-failure -j"$JOBS"
