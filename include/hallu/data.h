@@ -2,7 +2,29 @@
  * Specs are "KIND:PATH" (cifar10:DIR, cifar100:DIR, stl10:DIR, imagefolder:DIR,
  * tinyimagenet:DIR, packed:FILE) or "synthetic[:N]". Images come out as uint8
  * RGB, HWC, row-major. A dataset is read-only after open: hallu_dataset_get is
- * safe to call from many threads at once. */
+ * safe to call from many threads at once.
+ *
+ * Layouts and splits:
+ *   cifar10:DIR      data_batch_1..5.bin (train), test_batch.bin (test); class
+ *                    names from batches.meta.txt when present, else "0".."9".
+ *   cifar100:DIR     train.bin / test.bin, fine labels (100 classes); names from
+ *                    fine_label_names.txt when present.
+ *   stl10:DIR        DIR or DIR/stl10_binary: {train,test}_{X,y}.bin and
+ *                    unlabeled_X.bin (labels 1..10 become 0..9); class_names.txt.
+ *   imagefolder:DIR  DIR/<class>/<name>.{jpg,jpeg,png} (any case) is the train split;
+ *                    or DIR/train/<class>/... with DIR/test (else DIR/val) as the
+ *                    test split, classes always taken from the train folder.
+ *                    Classes and files sort by strcmp (as torchvision). Images
+ *                    are decoded lazily on each get.
+ *   tinyimagenet:DIR classes = sorted wnids.txt (else sorted train/ folders);
+ *                    train/<wnid>/images/<name>; test = val/images with labels from
+ *                    val/val_annotations.txt, in that file's order.
+ *   packed:FILE      one split written by hallu_packed_write; packed:DIR reads
+ *                    DIR/<split>.hpk.
+ *   synthetic[:N]    procedural 10-class 32x32 shapes: N train (default 2000),
+ *                    N/4 test from disjoint random streams; no file needed.
+ * Opening a split that a kind does not have fails with HALLU_ERR_UNSUPPORTED;
+ * binary files are memory-mapped and their sizes and labels checked on open. */
 #ifndef HALLU_DATA_H
 #define HALLU_DATA_H
 

@@ -167,7 +167,7 @@ static int data_info(int argc, char **argv)
     const char *spec = NULL, *split_text = NULL;
     info_opts o = { 0, 0, 5000 };
     const cli_arg args[] = {
-        { "data", CLI_ARG_STR, &spec, "dataset spec KIND:PATH (required; see below)" },
+        { "data", CLI_ARG_STR, &spec, "dataset spec KIND:PATH (required; kinds listed above)" },
         { "split", CLI_ARG_STR, &split_text, "train, test (or val) or unlabeled; none: every split that exists" },
         { "verify", CLI_ARG_BOOL, &o.verify, "decode every image, list each bad one, exit 1 if any" },
         { "skip-bad", CLI_ARG_BOOL, &o.skip_bad, "skip undecodable images in the statistics and do not fail on them" },
@@ -215,7 +215,7 @@ static int data_pack(int argc, char **argv)
     const char *spec = NULL, *split_text = "train", *out = NULL;
     int size = 0, skip_bad = 0;
     const cli_arg args[] = {
-        { "data", CLI_ARG_STR, &spec, "dataset spec KIND:PATH (required; see below)" },
+        { "data", CLI_ARG_STR, &spec, "dataset spec KIND:PATH (required; kinds listed above)" },
         { "split", CLI_ARG_STR, &split_text, "split to pack: train, test (or val) or unlabeled" },
         { "out", CLI_ARG_STR, &out, "packed file to write (required; written atomically)" },
         { "size", CLI_ARG_INT, &size, "0: keep the native size (all images must agree); N: resize the shorter side to N (antialiased bilinear) and centre-crop N x N" },

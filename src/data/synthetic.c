@@ -84,7 +84,7 @@ static void draw_shape(shape *s, hallu_rng *rng, int cls)
     s->cx = hallu_rng_range(rng, 11, 21);
     s->cy = hallu_rng_range(rng, 11, 21);
     s->r = hallu_rng_range(rng, 7, 12);
-    double a = hallu_rng_range(rng, -0.5, 0.5);
+    double a = hallu_rng_range(rng, -0.35, 0.35);   /* < 45 deg: squares stay apart from diamonds */
     s->cosa = cos(a);
     s->sina = sin(a);
     s->period = 2 + (int)hallu_rng_below(rng, 2);
