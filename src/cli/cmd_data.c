@@ -125,7 +125,11 @@ static int64_t verify(const hallu_dataset *ds)
         if (st != HALLU_OK) {
             char where[512];
             hallu_dataset_describe(ds, i, where, sizeof where);
-            printf("  bad image %lld: %s: %s\n", (long long)i, where, err.msg);
+            /* Decoder messages usually start with the path already. */
+            if (strstr(err.msg, where))
+                printf("  bad image %lld: %s\n", (long long)i, err.msg);
+            else
+                printf("  bad image %lld: %s: %s\n", (long long)i, where, err.msg);
             bad++;
         }
     }
@@ -155,7 +159,7 @@ static int info_split(const char *spec, hallu_split split, const info_opts *o, b
     int rc = print_label_counts(ds);
     print_size(ds);
     if (rc == 0)
-        rc = print_stats(ds, o->stats_images, o->skip_bad);
+        rc = print_stats(ds, o->stats_images, o->skip_bad || o->verify);  /* verify lists them */
     if (rc == 0 && o->verify && verify(ds) > 0 && !o->skip_bad)
         rc = 1;
     hallu_dataset_close(ds);

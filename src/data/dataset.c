@@ -98,6 +98,9 @@ hallu_status hallu_dataset_open(hallu_dataset **out, const char *spec, hallu_spl
     *out = NULL;
     if (!spec || !*spec)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "empty data spec (expected KIND:PATH)");
+    if ((unsigned)split > HALLU_SPLIT_UNLABELED)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: split %d is not a hallu_split",
+                               spec, (int)split);
     const char *colon = strchr(spec, ':');
     size_t kind_len = colon ? (size_t)(colon - spec) : strlen(spec);
     if (kind_len == 9 && strncmp(spec, "synthetic", 9) == 0)
