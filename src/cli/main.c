@@ -8,6 +8,10 @@ static const cli_command commands[] = {
     { "train", cmd_train, "self-supervised pre-training (SimCLR, MoCo v1/v2, SimSiam; --hallucinator)" },
     { "version", cmd_version, "print the version and the compiled-in backends" },
     { "data", cmd_data, "inspect, verify or pack a dataset (info, pack)" },
+    { "knn", cmd_knn, "kNN accuracy of a frozen backbone (k=200, T=0.1, cosine)" },
+    { "linear", cmd_linear, "linear-probe accuracy of a frozen backbone (SGD, 100 epochs)" },
+    { "features", cmd_features, "write a frozen backbone's features of a dataset as .npy" },
+    { "plot", cmd_plot, "plot a run's loss, lr and kNN accuracy to RUNDIR/training.svg" },
 };
 enum { NUM_COMMANDS = sizeof commands / sizeof commands[0] };
 
