@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DATA_HELP_SPECS                                                                         \
     "SPEC is KIND:PATH or synthetic[:N]:\n"                                                     \
@@ -207,9 +208,12 @@ static int data_info(int argc, char **argv)
     return failed || !found;
 }
 
+/* A live counter on a terminal; logs get only the final line. */
 static void pack_progress(void *ctx, int64_t done, int64_t total)
 {
-    fprintf(stderr, "\rpacking %lld/%lld", (long long)done, (long long)total);
+    bool tty = isatty(STDERR_FILENO);
+    if (tty || done == total)
+        fprintf(stderr, "%spacking %lld/%lld", tty ? "\r" : "", (long long)done, (long long)total);
     if (done == total)
         fprintf(stderr, "\n");
 }
