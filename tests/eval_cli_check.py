@@ -10,8 +10,9 @@ import xml.etree.ElementTree as ET
 
 HALLU, WORK, WEIGHTS, WHAT = sys.argv[1:5]
 DATA = "synthetic:40"          # 40 train / 10 test images, 10 classes, 32x32
-COMMON = ["--weights", WEIGHTS, "--arch", "resnet18", "--stem", "cifar",
-          "--threads", "2", "--workers", "2", "--extract-batch-size", "16"]
+COMMON = ["--weights", WEIGHTS, "--arch", "resnet18", "--stem", "cifar", "--threads", "2", "--workers", "2"]
+EXTRACT = ["--batch-size", "16"]          # knn / features
+PROBE_EXTRACT = ["--extract-batch-size", "16"]
 
 
 def run(args, expect_rc=0):
@@ -35,14 +36,14 @@ def no_temporaries(d):
 def features():
     import numpy as np
     out = os.path.join(WORK, "feat.npy")
-    run(["features", "--data", DATA, "--split", "test", "--out", out] + COMMON)
+    run(["features", "--data", DATA, "--split", "test", "--out", out] + COMMON + EXTRACT)
     x = np.load(out)
     y = np.load(os.path.join(WORK, "feat.labels.npy"))
     check(x.dtype == np.float32 and x.shape == (10, 512), f"features {x.dtype} {x.shape}")
     check(y.dtype == np.int32 and y.shape == (10,), f"labels {y.dtype} {y.shape}")
     check(np.isfinite(x).all() and (x >= 0).all() and x.std() > 0, "features: finite, >= 0 after ReLU+pool, not constant")
     check(((y >= 0) & (y < 10)).all(), f"labels {y}")
-    run(["features", "--data", DATA, "--split", "test", "--normalize", "--out", out] + COMMON)
+    run(["features", "--data", DATA, "--split", "test", "--normalize", "--out", out] + COMMON + EXTRACT)
     xn = np.load(out)
     check(np.allclose(np.linalg.norm(xn, axis=1), 1, atol=1e-5), "normalised rows")
     check(np.allclose(xn, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-5), "same features, normalised")
@@ -51,14 +52,14 @@ def features():
 
 def knn():
     out = os.path.join(WORK, "knn.json")
-    p = run(["knn", "--train-data", DATA, "--test-data", DATA, "--k", "20", "--json", out] + COMMON)
+    p = run(["knn", "--train-data", DATA, "--test-data", DATA, "--k", "20", "--json", out] + COMMON + EXTRACT)
     check("top-1" in p.stdout and "top-5" in p.stdout, p.stdout)
     r = json.load(open(out))
     check(0 <= r["knn_top1"] <= r["knn_top5"] <= 100 and r["test_samples"] == 10 and r["train_samples"] == 40
           and r["k"] == 20 and r["feature_dim"] == 512, str(r))
     # Reference set == query set: with k = 1 each image finds itself (cosine 1): 100%.
     p = run(["knn", "--train-data", DATA, "--test-data", DATA, "--test-split", "train", "--k", "1",
-             "--json", out] + COMMON)
+             "--json", out] + COMMON + EXTRACT)
     r = json.load(open(out))
     check(r["knn_top1"] == 100.0, f"self-retrieval {r}")
     no_temporaries(WORK)
@@ -71,7 +72,7 @@ def linear():
         if os.path.exists(f):
             os.remove(f)
     p = run(["linear", "--train-data", DATA, "--test-data", DATA, "--epochs", "3", "--milestones", "2",
-             "--lr", "1", "--batch-size", "16", "--cache-features", "--metrics", metrics, "--save-head", head] + COMMON)
+             "--lr", "1", "--batch-size", "16", "--cache-features", "--metrics", metrics, "--save-head", head] + COMMON + PROBE_EXTRACT)
     check("final top-1" in p.stdout, p.stdout)
     lines = [json.loads(l) for l in open(metrics)]
     check([l["epoch"] for l in lines] == [0, 1, 2], str(lines))
@@ -82,7 +83,7 @@ def linear():
     check(hdr["fc.weight"]["shape"] == [10, 512] and hdr["fc.bias"]["shape"] == [10], str(hdr))
     # The augmented protocol runs too (1 epoch).
     p = run(["linear", "--train-data", DATA, "--test-data", DATA, "--epochs", "1", "--lr", "1",
-             "--batch-size", "16"] + COMMON)
+             "--batch-size", "16"] + COMMON + PROBE_EXTRACT)
     check("augmented" in p.stdout, p.stdout)
     no_temporaries(WORK)
 
@@ -125,10 +126,10 @@ def usage():
         check("usage: hallu " + cmd in p.stdout, p.stdout)
     p = run(["knn", "--help"])
     for flag in ("--k", "--temperature", "--train-data", "--test-data", "--checkpoint", "--weights",
-                 "--extract-batch-size", "--threads", "(default: 200)", "(default: 0.1)"):
+                 "--batch-size", "--threads", "(default: 200)", "(default: 0.1)", "(default: 256)"):
         check(flag in p.stdout, "knn --help lacks " + flag)
     p = run(["linear", "--help"])
-    for flag in ("--epochs", "--lr", "--batch-size", "--cache-features", "--milestones", "(default: 100)",
+    for flag in ("--epochs", "--lr", "--batch-size", "--extract-batch-size", "--cache-features", "--milestones", "(default: 100)",
                  "(default: 10)", "(default: 512)", "(default: 60,80)"):
         check(flag in p.stdout, "linear --help lacks " + flag)
     bad = [
@@ -144,6 +145,7 @@ def usage():
         ["linear", "--train-data", DATA, "--test-data", DATA, "--milestones", "80,60"] + COMMON,
         ["linear", "--train-data", DATA, "--test-data", DATA, "--lr", "-1"] + COMMON,
         ["linear", "--train-data", DATA, "--test-data", DATA, "--epochs", "0"] + COMMON,
+        ["knn", "--train-data", DATA, "--test-data", DATA, "--batch-size", "0"] + COMMON,
         ["features", "--data", DATA, "--out", os.path.join(WORK, "x.txt")] + COMMON,
         ["features", "--out", out] + COMMON,
         ["plot"],

@@ -42,6 +42,7 @@ int cmd_features(int argc, char **argv)
         { "out", CLI_ARG_STR, &out, "FILE.npy for the float32 features [N][D]; labels (int32 [N], -1 when "
                                     "unlabeled) go to FILE.labels.npy" },
         { "normalize", CLI_ARG_BOOL, &normalize, "L2-normalise every feature row" },
+        { "batch-size", CLI_ARG_INT, &b.batch_size, "images per backbone forward" },
         CLI_BACKBONE_ARGS(&b),
     };
     cli_parse_result r = cli_parse("hallu features --checkpoint FILE --data SPEC --out FILE.npy [options]",

@@ -100,6 +100,7 @@ int cmd_knn(int argc, char **argv)
         { "k", CLI_ARG_INT, &k.knn.k, "neighbours that vote" },
         { "temperature", CLI_ARG_FLOAT, &k.temperature, "vote weight exp(cosine / T)" },
         { "json", CLI_ARG_STR, &k.json, "also write the result as JSON to this file (atomically)" },
+        { "batch-size", CLI_ARG_INT, &b.batch_size, "images per backbone forward" },
         CLI_BACKBONE_ARGS(&b),
     };
     cli_parse_result r = cli_parse("hallu knn --checkpoint FILE --train-data SPEC --test-data SPEC [options]",

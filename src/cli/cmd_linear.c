@@ -181,6 +181,7 @@ int cmd_linear(int argc, char **argv)
         { "cache-features", CLI_ARG_BOOL, &l.cache_features,
           "train on features of the UN-augmented train images, computed once: much faster, but not the "
           "augmented protocol (RandomResizedCrop + flip every epoch); say so when reporting" },
+        { "extract-batch-size", CLI_ARG_INT, &b.batch_size, "images per backbone forward (memory grows with it)" },
         { "seed", CLI_ARG_INT, &l.seed, "seed of the head's init, the shuffling and the augmentation" },
         { "metrics", CLI_ARG_STR, &l.metrics, "append one JSON line per epoch to this file" },
         { "save-head", CLI_ARG_STR, &l.save_head, "write the trained head (fc.weight, fc.bias) as .safetensors" },

@@ -28,7 +28,7 @@ int cli_backbone_check(const cli_backbone_args *a, const char *cmd)
         return 2;
     }
     if (a->image_size < 0 || a->batch_size <= 0 || a->threads < 0 || a->workers <= 0) {
-        fprintf(stderr, "error: --image-size %d / --extract-batch-size %d / --threads %d / --workers %d: expected "
+        fprintf(stderr, "error: --image-size %d / batch size %d / --threads %d / --workers %d: expected "
                         "image-size >= 0, batch >= 1, threads >= 0, workers >= 1\n",
                 a->image_size, a->batch_size, a->threads, a->workers);
         return 2;

@@ -20,8 +20,9 @@ typedef struct cli_backbone_args {
 
 void cli_backbone_args_default(cli_backbone_args *a);
 
-/* The flag table entries, spliced into each command's cli_arg array. */
-#define CLI_BACKBONE_ARG_COUNT 9
+/* The flag table entries, spliced into each command's cli_arg array (each
+ * command names the batch_size flag itself: --batch-size is the probe's own in
+ * `hallu linear`). */
 #define CLI_BACKBONE_ARGS(a)                                                                                  \
     { "checkpoint", CLI_ARG_STR, &(a)->checkpoint, "checkpoint written by `hallu train` (arch/stem from its metadata)" }, \
     { "weights", CLI_ARG_STR, &(a)->weights, "instead of --checkpoint: torchvision-named backbone .safetensors" },    \
@@ -29,7 +30,6 @@ void cli_backbone_args_default(cli_backbone_args *a);
     { "stem", CLI_ARG_STR, &(a)->stem, "with --weights: cifar | imagenet" },                                         \
     { "image-size", CLI_ARG_INT, &(a)->image_size, "input side; 0 = the dataset's native size (else resize 8/7 + centre crop)" }, \
     { "mean-std", CLI_ARG_STR, &(a)->mean_std, "input normalisation: cifar | imagenet (as in training)" },           \
-    { "extract-batch-size", CLI_ARG_INT, &(a)->batch_size, "images per backbone forward" },                          \
     { "threads", CLI_ARG_INT, &(a)->threads, "compute threads (0 = all cores)" },                                    \
     { "workers", CLI_ARG_INT, &(a)->workers, "data loading threads" }
 
