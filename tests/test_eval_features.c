@@ -105,6 +105,10 @@ static void test_extract(hallu_resnet *net, const hallu_nn_ctx *ctx)
     train_ctx.training = 1;
     CHECK(hallu_extract_features(net, &train_ctx, &src, &cfg, &c, &err) == HALLU_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "training") != NULL);
+    hallu_source empty = src;
+    empty.size = 0;
+    CHECK(hallu_extract_features(net, ctx, &empty, &cfg, &c, &err) == HALLU_ERR_INVALID_ARG);
+    CHECK(strstr(err.msg, "no images") != NULL);
 
     /* kNN on the extracted features: bright and dark are trivially apart. */
     hallu_knn_config kc;

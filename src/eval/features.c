@@ -98,6 +98,8 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
     if (ctx->training)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
                                "extract features: ctx->training=1 (a frozen backbone runs in eval mode)");
+    if (src->size <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "extract features: the source has no images");
     hallu_loader_config lc;
     hallu_loader_config_default(&lc);
     lc.batch_size = cfg->batch_size;
