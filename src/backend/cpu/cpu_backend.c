@@ -21,6 +21,8 @@ static void cpu_destroy(hallu_backend *be)
         if (impl->engine)
             dnnl_engine_destroy(impl->engine);
         hallu_free(impl->dnnl_scratch);
+        hallu_free(impl->act[0]);
+        hallu_free(impl->act[1]);
         hallu_free(impl->red);
         hallu_free(impl);
     }

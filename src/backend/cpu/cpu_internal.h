@@ -18,6 +18,11 @@ typedef struct cpu_impl {
      * creation, never during a step. */
     void *dnnl_scratch;
     size_t dnnl_scratch_bytes;
+    /* Activations in oneDNN's blocked layout, shared by all conv plans: [0] the
+     * input side (src / diff_src), [1] the output side (dst / diff_dst). Grown at
+     * plan creation; plans run one at a time on one stream. */
+    void *act[2];
+    size_t act_bytes[2];
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;

@@ -1,0 +1,111 @@
+/* Micro-benchmark of CPU backend ops on ResNet-18 (CIFAR) shapes.
+ * Usage: bench_ops [BATCH] [THREADS] [REPS]; prints ms per call. */
+#include "hallu/backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* On a shared machine wall time is noise; CPU time (all threads) is reported too. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *buf(hallu_backend *be, size_t n)
+{
+    hallu_error err;
+    float *p = be->ops->alloc(be, n * sizeof(float), "bench", &err);
+    if (p)
+        for (size_t i = 0; i < n; i++)
+            p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    return p;
+}
+
+static void bench_conv(hallu_backend *be, int n, int hw, int cin, int cout, int k, int stride, int reps)
+{
+    hallu_error err;
+    hallu_conv2d_geom g;
+    hallu_conv2d_plan *plan;
+    if (hallu_conv2d_geom_init(&g, n, hw, hw, cin, cout, k, stride, k / 2, &err) != HALLU_OK ||
+        be->ops->conv2d_plan_create(be, &g, &plan, &err) != HALLU_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return;
+    }
+    size_t nx = (size_t)n * hw * hw * cin, ny = (size_t)n * g.oh * g.ow * cout, nw = (size_t)cout * cin * k * k;
+    float *x = buf(be, nx), *y = buf(be, ny), *dx = buf(be, nx), *dy = buf(be, ny), *w = buf(be, nw), *dw = buf(be, nw);
+    double tf = 1e30, tb = 1e30, cf = 1e30, cb = 1e30;
+    for (int r = -1; r < reps; r++) {
+        double t0 = hallu_now(), c0 = cpu_now();
+        be->ops->conv2d_forward(plan, y, x, w);
+        double t1 = hallu_now(), c1 = cpu_now();
+        be->ops->conv2d_backward(plan, dx, dw, dy, x, w);
+        double t2 = hallu_now(), c2 = cpu_now();
+        if (r >= 0) {
+            tf = t1 - t0 < tf ? t1 - t0 : tf;
+            tb = t2 - t1 < tb ? t2 - t1 : tb;
+            cf = c1 - c0 < cf ? c1 - c0 : cf;
+            cb = c2 - c1 < cb ? c2 - c1 : cb;
+        }
+    }
+    printf("conv n%d %dx%d %d->%d k%d s%d: fwd %.1f ms (cpu %.1f)  bwd data+weights %.1f ms (cpu %.1f)  [min of %d]\n",
+           n, hw, hw, cin, cout, k, stride, 1e3 * tf, 1e3 * cf, 1e3 * tb, 1e3 * cb, reps);
+    be->ops->conv2d_plan_free(plan);
+    be->ops->release(be, x); be->ops->release(be, y); be->ops->release(be, dx);
+    be->ops->release(be, dy); be->ops->release(be, w); be->ops->release(be, dw);
+}
+
+static void bench_bn(hallu_backend *be, int64_t m, int c, int reps)
+{
+    size_t n = (size_t)m * c;
+    float *x = buf(be, n), *y = buf(be, n), *dy = buf(be, n), *p = buf(be, 8 * (size_t)c);
+    double tf = 0, tb = 0, tr = 0, c0 = cpu_now();
+    for (int r = -1; r < reps; r++) {
+        if (r == 0)
+            c0 = cpu_now();
+        double t0 = hallu_now();
+        be->ops->batchnorm_forward_train(be, y, p, p + c, p + 2 * c, p + 3 * c, x, p + 4 * c, p + 5 * c, m, c, 0.1f, 1e-5f);
+        double t1 = hallu_now();
+        be->ops->batchnorm_backward(be, y, p + 6 * c, p + 7 * c, dy, x, p, p + c, p + 4 * c, m, c);
+        double t2 = hallu_now();
+        be->ops->relu_forward(be, y, x, (int64_t)n);
+        double t3 = hallu_now();
+        if (r >= 0) {
+            tf += t1 - t0;
+            tb += t2 - t1;
+            tr += t3 - t2;
+        }
+    }
+    printf("bn m=%lld c=%d: fwd %.2f ms  bwd %.2f ms  relu %.2f ms  (cpu total %.2f ms)\n", (long long)m, c,
+           1e3 * tf / reps, 1e3 * tb / reps, 1e3 * tr / reps, 1e3 * (cpu_now() - c0) / reps);
+    be->ops->release(be, x); be->ops->release(be, y); be->ops->release(be, dy); be->ops->release(be, p);
+}
+
+int main(int argc, char **argv)
+{
+    int batch = argc > 1 ? atoi(argv[1]) : 256, threads = argc > 2 ? atoi(argv[2]) : 2;
+    int reps = argc > 3 ? atoi(argv[3]) : 3;
+    const char *only = argc > 4 ? argv[4] : "all";
+    hallu_backend *be;
+    hallu_error err;
+    if (hallu_backend_cpu_create(&be, threads, &err) != HALLU_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    int all = only[0] == 'a';
+    bench_conv(be, batch, 32, 64, 64, 3, 1, reps);
+    if (all) {
+        bench_conv(be, batch, 32, 3, 64, 3, 1, reps);
+        bench_conv(be, batch, 32, 64, 128, 3, 2, reps);
+        bench_conv(be, batch, 16, 128, 128, 3, 1, reps);
+        bench_conv(be, batch, 32, 64, 128, 1, 2, reps);
+        bench_conv(be, batch, 8, 256, 256, 3, 1, reps);
+        bench_conv(be, batch, 4, 512, 512, 3, 1, reps);
+        bench_bn(be, (int64_t)batch * 32 * 32, 64, reps);
+        bench_bn(be, (int64_t)batch * 4 * 4, 512, reps);
+    }
+    hallu_backend_free(be);
+    return 0;
+}
