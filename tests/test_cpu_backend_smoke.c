@@ -97,6 +97,8 @@ static void test_conv(void)
     test_conv_case(3, 8, 7, 16, 32, 3, 2, 1);   /* downsampling 3x3 */
     test_conv_case(2, 8, 8, 16, 32, 1, 2, 0);   /* shortcut 1x1 */
     test_conv_case(1, 9, 9, 3, 4, 7, 2, 3);     /* ImageNet-style stem */
+    test_conv_case(2, 9, 9, 8, 8, 3, 1, 1);     /* many output pixels: oneDNN weight gradient */
+    test_conv_case(130, 4, 4, 4, 4, 3, 1, 1);   /* GEMM weight gradient over several image chunks */
 
     hallu_error err = { 0 };
     hallu_conv2d_geom g;

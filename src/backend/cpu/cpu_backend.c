@@ -23,6 +23,7 @@ static void cpu_destroy(hallu_backend *be)
         hallu_free(impl->dnnl_scratch);
         hallu_free(impl->act[0]);
         hallu_free(impl->act[1]);
+        hallu_free(impl->col);
         hallu_free(impl->red);
         hallu_free(impl);
     }

@@ -35,6 +35,8 @@ struct hallu_conv2d_plan {
     cpu_prim dw_accumulate;        /* diff weights (oneDNN layout) -> user OIHW, dst += */
     dnnl_memory_t w_user, w_fwd, w_bwd, dw_prim, dw_user;
     void *w_fwd_buf, *w_bwd_buf, *dw_buf;
+    int use_gemm_dw;               /* weight gradient by im2col + sgemm instead */
+    cpu_conv_gemm gemm;
 };
 
 typedef struct conv_mds {
@@ -100,6 +102,7 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     hallu_free(plan->w_fwd_buf);
     hallu_free(plan->w_bwd_buf);
     hallu_free(plan->dw_buf);
+    cpu_conv_gemm_free(&plan->gemm);
     hallu_free(plan);
 }
 
@@ -331,8 +334,10 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     s = build_forward(plan, &md, &fwd_pd, err);
     if (s == HALLU_OK)
         s = build_backward_data(plan, &md, fwd_pd, err);
+    plan->use_gemm_dw = cpu_conv_gemm_wanted(&plan->g);
     if (s == HALLU_OK)
-        s = build_backward_weights(plan, &md, fwd_pd, err);
+        s = plan->use_gemm_dw ? cpu_conv_gemm_init(plan->impl, &plan->g, &plan->gemm, err)
+                              : build_backward_weights(plan, &md, fwd_pd, err);
     if (fwd_pd)
         dnnl_primitive_desc_destroy(fwd_pd);
     return s;
@@ -451,7 +456,9 @@ void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const fl
         prim_run(plan, &plan->bwd_data, args, 3);
         port_out_finish(plan, &plan->in_grad);
     }
-    if (dw) {
+    if (dw && plan->use_gemm_dw) {
+        cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);
+    } else if (dw) {
         set_handle(plan->dw_user, dw);
         dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, port_in(plan, &plan->in, x) }, { DNNL_ARG_DIFF_DST, ddst },
                                     { DNNL_ARG_DIFF_WEIGHTS, plan->dw_prim } };

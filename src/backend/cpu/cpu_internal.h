@@ -23,6 +23,9 @@ typedef struct cpu_impl {
      * plan creation; plans run one at a time on one stream. */
     void *act[2];
     size_t act_bytes[2];
+    /* im2col rows of the GEMM weight-gradient path, shared by all plans. */
+    float *col;
+    size_t col_bytes;
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
@@ -72,6 +75,19 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w);
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                          const float *x, const float *w);
+
+/* GEMM weight gradient for convolutions with small outputs (cpu_conv_gemm.c),
+ * where oneDNN's direct AVX2 kernel is slow: im2col over chunks of images, then
+ * one OpenBLAS sgemm per chunk into an [cout][k*k*cin] buffer, added into dw. */
+typedef struct cpu_conv_gemm {
+    int chunk;         /* images per sgemm */
+    float *dw_ohwi;    /* [cout][k][k][cin] */
+} cpu_conv_gemm;
+int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g);
+hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, hallu_error *err);
+void cpu_conv_gemm_free(cpu_conv_gemm *cg);
+void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
+                                    const float *dy, const float *x);
 
 /* batch norm (cpu_norm.c) */
 void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
