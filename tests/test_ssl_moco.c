@@ -1,0 +1,199 @@
+/* Method object bookkeeping: MoCo queue (enqueue order, wrap-around,
+ * duplicates), momentum update, checkpoint state blobs and their validation,
+ * Hallucinator RNG save/restore, parameter names, bad configuration errors. */
+#include "check.h"
+#include "hallu/ssl.h"
+#include "ssl/ssl_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { N = 2, H = 8, K = 5 };
+
+static int find_blob(hallu_ssl *ssl, const char *name, hallu_ssl_blob *b)
+{
+    hallu_error err = { 0 };
+    for (int i = 0; i < hallu_ssl_state_count(ssl); i++)
+        if (hallu_ssl_state_get(ssl, i, b, &err) == HALLU_OK && strcmp(b->name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static void fill_views(float *v, size_t n, uint64_t stream)
+{
+    hallu_rng rng;
+    hallu_rng_init(&rng, 21, stream);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)hallu_rng_normal(&rng);
+}
+
+static void test_moco(hallu_backend *be, int enqueue_duplicates)
+{
+    hallu_error err = { 0 };
+    hallu_ssl_config cfg;
+    hallu_ssl_config_default(&cfg, HALLU_METHOD_MOCOV2);
+    cfg.queue_size = K;
+    cfg.momentum = 0.9f;
+    cfg.enqueue_duplicates = enqueue_duplicates;
+    hallu_params ps;
+    hallu_params_init(&ps);
+    hallu_ssl *ssl = NULL;
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    if (!ssl || !ps.param)
+        return;
+    CHECK(hallu_params_find(&ps, "encoder.layer4.1.bn2.weight", NULL) != NULL);
+    CHECK(hallu_params_find(&ps, "projector.2.weight", NULL) != NULL);
+    CHECK(hallu_params_find(&ps, "hallucinator.0.weight", NULL) != NULL);
+    hallu_ssl_init_weights(ssl, &ps, 5);
+    hallu_params *kp = hallu_ssl_key_params(ssl);
+    CHECK(kp && kp->num_trainable == ssl->q_count);
+    const hallu_tensor_info *q0 = &ps.trainable[0], *k0 = &kp->trainable[0];
+    CHECK(memcmp(ps.param + q0->offset, kp->param + k0->offset, (size_t)q0->numel * sizeof(float)) == 0);
+    CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
+
+    hallu_ssl_blob queue, ptr;
+    CHECK(find_blob(ssl, "ssl.queue", &queue) && queue.shape[0] == K && queue.nbytes == (size_t)K * 128 * 4);
+    CHECK(find_blob(ssl, "ssl.queue_ptr", &ptr));
+    float *row0 = malloc(128 * sizeof(float));
+    double norm = 0;
+    for (int j = 0; j < 128; j++)
+        norm += (double)ssl->queue[j] * ssl->queue[j];
+    CHECK_NEAR(norm, 1.0, 1e-5);   /* initial rows are unit vectors */
+
+    size_t nv = (size_t)N * H * H * 3;
+    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
+    fill_views(v1, nv, 1);
+    fill_views(v2, nv, 2);
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    int per_step = enqueue_duplicates ? 2 * N : N;
+    int64_t expect_ptr = 0;
+    for (int step = 0; step < 3; step++) {
+        hallu_ssl_stats st;
+        hallu_params_zero_grad(&ps);
+        CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+        CHECK(isfinite(st.loss) && st.loss > 0 && st.ratio[0] >= 0 && st.ratio[0] < 0.1f);
+        CHECK(ssl->pending_rows == per_step);
+        memcpy(row0, ssl->pending, 128 * sizeof(float));   /* the first key of this step */
+        /* A stand-in optimizer step, then the momentum update must give m*k + (1-m)*q_new. */
+        float kold = kp->param[k0->offset + 3];
+        for (int64_t i = 0; i < ps.trainable_numel; i++)
+            ps.param[i] += 0.25f;
+        float qnew = ps.param[q0->offset + 3];
+        hallu_ssl_after_step(ssl, &ctx);
+        CHECK_NEAR(kp->param[k0->offset + 3], 0.9f * kold + 0.1f * qnew, 1e-6);
+        CHECK(memcmp(ssl->queue + expect_ptr * 128, row0, 128 * sizeof(float)) == 0);
+        expect_ptr = (expect_ptr + per_step) % K;
+        CHECK(*(int64_t *)ptr.data == expect_ptr);
+        CHECK(ssl->pending_rows == 0);
+    }
+
+    /* RNG save/restore: the draws after a restore repeat. */
+    hallu_ssl_blob rngb;
+    CHECK(find_blob(ssl, "ssl.rng", &rngb) && rngb.nbytes == 48);
+    int64_t saved[6];
+    memcpy(saved, rngb.data, sizeof saved);
+    float a = ssl_draw_ratio(ssl), b = ssl_draw_ratio(ssl);
+    CHECK(find_blob(ssl, "ssl.rng", &rngb));
+    memcpy(rngb.data, saved, sizeof saved);
+    CHECK_OK(hallu_ssl_state_commit(ssl, &err), &err);
+    CHECK(ssl_draw_ratio(ssl) == a && ssl_draw_ratio(ssl) == b && a != b);
+    /* A corrupt pointer is rejected with a message naming it. */
+    *(int64_t *)ptr.data = K + 3;
+    CHECK(hallu_ssl_state_commit(ssl, &err) == HALLU_ERR_FORMAT && strstr(err.msg, "queue_ptr"));
+    *(int64_t *)ptr.data = 0;
+    CHECK(hallu_ssl_state_count(ssl) == kp->num_trainable + kp->num_state + 3);
+
+    hallu_ssl_free(ssl);
+    hallu_params_free(&ps);
+    free(v1);
+    free(v2);
+    free(row0);
+}
+
+static void test_bad_config(void)
+{
+    hallu_error err = { 0 };
+    hallu_method_kind kind;
+    CHECK(hallu_method_parse("byol", &kind, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "byol"));
+    CHECK(hallu_method_parse("simsiam", &kind, &err) == HALLU_OK && kind == HALLU_METHOD_SIMSIAM);
+    hallu_hal_init init;
+    CHECK(hallu_hal_init_parse("residual", &init, &err) == HALLU_OK && init == HALLU_HAL_INIT_RESIDUAL);
+    CHECK(hallu_hal_init_parse("zero", &init, &err) == HALLU_ERR_INVALID_ARG);
+    hallu_ssl_config cfg;
+    hallu_ssl_config_default(&cfg, HALLU_METHOD_SIMCLR);
+    cfg.ratio_lo = 0.2f;
+    cfg.ratio_hi = 0.1f;
+    hallu_params ps;
+    hallu_params_init(&ps);
+    hallu_ssl *ssl = (hallu_ssl *)&ps;
+    CHECK(hallu_ssl_create(&ssl, &cfg, &ps, &err) == HALLU_ERR_INVALID_ARG && ssl == NULL);
+    CHECK(strstr(err.msg, "ratio") != NULL);
+    hallu_params_free(&ps);
+}
+
+/* SimSiam / SimCLR build, names, one step, eval-mode loss without state change. */
+static void test_method(hallu_backend *be, hallu_method_kind method)
+{
+    hallu_error err = { 0 };
+    hallu_ssl_config cfg;
+    hallu_ssl_config_default(&cfg, method);
+    cfg.hal_init = HALLU_HAL_INIT_RESIDUAL;
+    hallu_params ps;
+    hallu_params_init(&ps);
+    hallu_ssl *ssl = NULL;
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    if (!ssl || !ps.param)
+        return;
+    if (method == HALLU_METHOD_SIMSIAM) {
+        CHECK(hallu_params_find(&ps, "predictor.3.bias", NULL) != NULL);
+        CHECK(hallu_params_find(&ps, "projector.7.weight", NULL) == NULL);   /* affine-free output BN */
+        CHECK(hallu_params_find(&ps, "projector.7.running_mean", NULL) != NULL);
+    }
+    CHECK(hallu_ssl_key_params(ssl) == NULL && hallu_ssl_state_count(ssl) == 1);
+    hallu_ssl_init_weights(ssl, &ps, 9);
+    CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
+    CHECK(hallu_ssl_plan(ssl, be, N, H, H, &err) == HALLU_ERR_INVALID_ARG);
+    size_t nv = (size_t)N * H * H * 3;
+    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
+    fill_views(v1, nv, 3);
+    fill_views(v2, nv, 4);
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    hallu_ssl_stats st;
+    hallu_params_zero_grad(&ps);
+    CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+    CHECK(isfinite(st.loss) && st.collapse_std > 0);
+    double g2 = 0;
+    for (int64_t i = 0; i < ps.trainable_numel; i++)
+        g2 += (double)ps.grad[i] * ps.grad[i];
+    CHECK(g2 > 0 && isfinite(g2));
+    CHECK(hallu_ssl_step(ssl, &ctx, v1, v2, N + 1, &st, &err) == HALLU_ERR_INVALID_ARG);
+    ctx.training = 0;
+    float *before = malloc((size_t)ps.state_numel * sizeof(float));
+    memcpy(before, ps.buffer, (size_t)ps.state_numel * sizeof(float));
+    CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+    CHECK(memcmp(before, ps.buffer, (size_t)ps.state_numel * sizeof(float)) == 0);
+    free(before);
+    free(v1);
+    free(v2);
+    hallu_ssl_free(ssl);
+    hallu_params_free(&ps);
+}
+
+int main(void)
+{
+    hallu_error err = { 0 };
+    hallu_backend *be = NULL;
+    CHECK_OK(hallu_backend_cpu_create(&be, 1, &err), &err);
+    if (!be)
+        return check_summary();
+    test_bad_config();
+    test_moco(be, 0);
+    test_moco(be, 1);
+    test_method(be, HALLU_METHOD_SIMSIAM);
+    test_method(be, HALLU_METHOD_SIMCLR);
+    hallu_backend_free(be);
+    return check_summary();
+}
