@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Interrupt-and-resume must equal an uninterrupted run, bit for bit.
+
+Runs `hallu train` four ways with the same seed and threads:
+  A  uninterrupted;
+  B  --stop-after-steps (the internal interrupt path) then --resume;
+  C  SIGKILL in the second epoch (no chance to save), then --resume from the
+     epoch-1 checkpoint;
+  D  SIGINT in the middle of a run (saves a checkpoint mid-epoch), then --resume.
+and checks that every model/optimizer/method tensor of the final checkpoint and
+every metrics line (loss, lr, collapse std, kNN; not the timing fields) equal A's.
+Usage: resume_check.py HALLU WORKDIR"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from safetensors_io import load_file  # noqa: E402
+
+HALLU, WORK = sys.argv[1], sys.argv[2]
+ARGS = ["train", "--method", "simclr", "--data", "synthetic:160", "--batch-size", "32", "--epochs", "2",
+        "--lr", "0.05", "--threads", "2", "--workers", "2", "--seed", "3", "--log-every", "1",
+        "--knn-k", "20", "--no-knn-floor"]
+TIMING = {"images_per_s", "data_wait"}
+failures = []
+
+
+def run(out, *extra, expect=0):
+    p = subprocess.run([HALLU] + ARGS + ["--out", out] + list(extra), capture_output=True, text=True)
+    if p.returncode != expect:
+        failures.append(f"{out} {' '.join(extra)}: exit {p.returncode}, expected {expect}\n{p.stderr[-2000:]}")
+    return p
+
+
+def steps_logged(out):
+    try:
+        with open(os.path.join(out, "metrics.jsonl")) as f:
+            return [json.loads(line)["step"] for line in f if '"loss"' in line]
+    except (OSError, ValueError):
+        return []
+
+
+def start_and_signal(out, sig, min_step):
+    p = subprocess.Popen([HALLU] + ARGS + ["--out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        if any(s >= min_step for s in steps_logged(out)):
+            p.send_signal(sig)
+            break
+        time.sleep(0.05)
+    p.communicate()
+    return p.returncode
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
+
+
+def compare(name, out, ref):
+    a, b = load_file(os.path.join(ref, "checkpoint.hlu")), load_file(os.path.join(out, "checkpoint.hlu"))
+    if sorted(a) != sorted(b):
+        failures.append(f"{name}: checkpoint tensor names differ")
+    diff = [k for k in a if k in b and not (a[k].shape == b[k].shape and bool((a[k] == b[k]).all()))]
+    if diff:
+        failures.append(f"{name}: {len(diff)} tensors differ, e.g. {diff[:3]}")
+    ma, mb = metrics(ref), metrics(out)
+    if ma != mb:
+        failures.append(f"{name}: metrics differ ({len(ma)} vs {len(mb)} lines)")
+    print(f"{name}: {len(a)} tensors, {len(ma)} metrics lines: "
+          f"{'identical' if not diff and ma == mb else 'DIFFERENT'}")
+
+
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+A, B, C, D = (os.path.join(WORK, n) for n in "ABCD")
+run(A)
+steps_per_epoch = 160 // 32
+run(B, "--stop-after-steps", "7", expect=130)
+run(B, "--resume")
+code = start_and_signal(C, signal.SIGKILL, steps_per_epoch + 2)
+if code != -signal.SIGKILL:
+    failures.append(f"C: expected death by SIGKILL, got exit {code}")
+run(C, "--resume")
+code = start_and_signal(D, signal.SIGINT, 2)
+if code != 130:
+    failures.append(f"D: expected exit 130 after SIGINT, got {code}")
+run(D, "--resume")
+p = run(A, expect=1)   # a finished run directory is never overwritten without --resume
+if "not empty" not in p.stderr:
+    failures.append("re-running into a used --out did not refuse with 'not empty'")
+for name, out in (("B stop-after-steps", B), ("C SIGKILL", C), ("D SIGINT", D)):
+    compare(name, out, A)
+for f in failures:
+    print("FAIL", f)
+print(f"{4 - min(len(failures), 4)} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
