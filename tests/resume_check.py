@@ -95,7 +95,20 @@ if "not empty" not in p.stderr:
     failures.append("re-running into a used --out did not refuse with 'not empty'")
 for name, out in (("B stop-after-steps", B), ("C SIGKILL", C), ("D SIGINT", D)):
     compare(name, out, A)
+# hallu export: the trained backbone loads into torchvision strictly.
+exported = os.path.join(WORK, "A.safetensors")
+p = subprocess.run([HALLU, "export", "--checkpoint", os.path.join(A, "checkpoint.hlu"), "--out", exported],
+                   capture_output=True, text=True)
+try:
+    import torch.nn as nn
+    import torchvision
+    model = torchvision.models.resnet18()
+    model.conv1, model.maxpool, model.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
+    model.load_state_dict(load_file(exported), strict=True)
+    print("export: loads into torchvision resnet18 (cifar stem) with strict=True")
+except Exception as e:  # noqa: BLE001 - any failure to load is the finding
+    failures.append(f"export: {p.returncode} {p.stderr.strip()} / {e}")
 for f in failures:
     print("FAIL", f)
-print(f"{4 - min(len(failures), 4)} passed, {len(failures)} failed")
+print(f"{5 - min(len(failures), 5)} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -6,6 +6,7 @@
 
 static const cli_command commands[] = {
     { "train", cmd_train, "self-supervised pre-training (SimCLR, MoCo v1/v2, SimSiam; --hallucinator)" },
+    { "export", cmd_export, "export a checkpoint's backbone as safetensors with torchvision names" },
     { "version", cmd_version, "print the version and the compiled-in backends" },
     { "data", cmd_data, "inspect, verify or pack a dataset (info, pack)" },
     { "knn", cmd_knn, "kNN accuracy of a frozen backbone (k=200, T=0.1, cosine)" },
