@@ -53,9 +53,10 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
     return t < 1 ? 1 : t < max ? (int)t : (int)max;
 }
 
-/* Hot loops get an AVX2/FMA clone picked at load time (the build targets baseline x86-64). */
+/* Hot loops get an AVX2 clone picked at load time by CPU feature (the build
+ * targets baseline x86-64; "arch=" clones would dispatch on CPU model instead). */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define CPU_HOT __attribute__((target_clones("arch=haswell", "default")))
+#define CPU_HOT __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_HOT
 #endif
