@@ -256,10 +256,10 @@ static hallu_status run_epoch(train_run *run, const volatile int *stop, const ha
         run->step_in_epoch++;
         clk->steps_this_process++;
         clk->window_steps++;
+        double now = hallu_now(), waited = hallu_loader_wait_seconds(run->loader);
+        ips = (double)clk->window_steps * run->cfg->batch_size / (now - clk->window_start);
+        wait = (waited - clk->window_wait) / (now - clk->window_start);
         if (run->global_step % run->cfg->log_every == 0 || run->step_in_epoch == run->steps_per_epoch) {
-            double now = hallu_now(), waited = hallu_loader_wait_seconds(run->loader);
-            ips = (double)clk->window_steps * run->cfg->batch_size / (now - clk->window_start);
-            wait = (waited - clk->window_wait) / (now - clk->window_start);
             s = log_metrics(run, st, lr, ips, wait, err);
             clk->window_start = now;
             clk->window_wait = waited;
