@@ -1,0 +1,227 @@
+/* PyTorch parity of the self-supervised methods (tools/ref_ssl.py): for each
+ * configuration, load the reference weights and views, run one hallu_ssl_step
+ * and compare the loss and EVERY parameter gradient, then run 3 SGD steps
+ * (momentum 0.9, lr 0.05, wd 5e-4, written here over the flat block; MoCo with
+ * hallu_ssl_after_step) and compare the losses.
+ * Error = ||hallu - torch|| / max(||torch||, floor): floor 1e-12 for gradients,
+ * 1 for losses (a loss is a mean of O(1) terms, log-probabilities or cosines;
+ * SimSiam's sits near 0 by cancellation, where a relative error says nothing).
+ * Every tensor must be within 1e-4. The reference is float64 on seeds where
+ * PyTorch's float32 agrees with it (tools/ref_ssl.py), so a ReLU that sits
+ * within rounding of its kink does not decide the outcome.
+ * Usage: parity_ssl DIR (holding ref_ssl_<name>.safetensors) */
+#include "check.h"
+#include "hallu/io.h"
+#include "hallu/ssl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-4
+
+static const char *const configs[] = {
+    "simclr", "simclr_hal", "mocov1", "mocov1_hal", "mocov2", "mocov2_hal", "simsiam", "simsiam_hal",
+    "simclr_hal_residual_mask", "mocov2_hal_enqdup", "simsiam_hal_residual",
+};
+
+static double worst;
+
+static int compare(const char *cfg, const char *name, const float *got, const float *want, int64_t n, double floor)
+{
+    double d2 = 0, w2 = 0, maxabs = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        d2 += d * d;
+        w2 += (double)want[i] * want[i];
+        maxabs = fabs(d) > maxabs ? fabs(d) : maxabs;
+    }
+    double denom = sqrt(w2) > floor ? sqrt(w2) : floor;
+    double rel = sqrt(d2) / denom;
+    int ok = rel <= TOL && isfinite(rel);
+    worst = rel > worst ? rel : worst;
+    printf("  %-24s %-52s rel %.2e  maxabs %.2e%s\n", cfg, name, rel, maxabs, ok ? "" : "  FAIL");
+    return ok;
+}
+
+static double meta_num(const hallu_safetensors *st, const char *key)
+{
+    const char *v = hallu_safetensors_meta(st, key);
+    return v ? atof(v) : NAN;
+}
+
+static hallu_status configure(hallu_ssl_config *cfg, const hallu_safetensors *st, hallu_error *err)
+{
+    hallu_method_kind method;
+    hallu_status s = hallu_method_parse(hallu_safetensors_meta(st, "method"), &method, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_ssl_config_default(cfg, method);
+    cfg->hallucinator = (int)meta_num(st, "hallucinator");
+    cfg->hal_init = meta_num(st, "residual") > 0 ? HALLU_HAL_INIT_RESIDUAL : HALLU_HAL_INIT_REFERENCE;
+    cfg->mask_duplicates = (int)meta_num(st, "mask_duplicates");
+    cfg->enqueue_duplicates = (int)meta_num(st, "enqueue_duplicates");
+    cfg->fixed_ratio = (float)meta_num(st, "ratio");
+    cfg->queue_size = (int)meta_num(st, "queue_size");
+    cfg->momentum = (float)meta_num(st, "momentum");
+    cfg->temperature = (float)meta_num(st, "temperature");
+    cfg->proj_dim = (int)meta_num(st, "proj_dim");
+    cfg->pred_hidden = (int)meta_num(st, "pred_hidden");
+    return HALLU_OK;
+}
+
+/* MoCo: the reference's initial queue replaces ours. */
+static hallu_status load_queue(hallu_ssl *ssl, const hallu_safetensors *st, hallu_error *err)
+{
+    for (int i = 0; i < hallu_ssl_state_count(ssl); i++) {
+        hallu_ssl_blob b;
+        hallu_status s = hallu_ssl_state_get(ssl, i, &b, err);
+        if (s == HALLU_OK && strcmp(b.name, "ssl.queue") == 0)
+            s = hallu_safetensors_copy(st, "queue", HALLU_DTYPE_F32, b.data, (int64_t)(b.nbytes / 4), err);
+        if (s != HALLU_OK)
+            return s;
+    }
+    return hallu_ssl_state_commit(ssl, err);
+}
+
+typedef struct run {
+    hallu_params ps;
+    hallu_ssl *ssl;
+    float *view1, *view2, *velocity;
+    int n;
+} run;
+
+static hallu_status setup(run *r, hallu_backend *be, const hallu_safetensors *st, hallu_error *err)
+{
+    hallu_ssl_config cfg;
+    hallu_status s = configure(&cfg, st, err);
+    if (s == HALLU_OK)
+        s = hallu_ssl_create(&r->ssl, &cfg, &r->ps, err);
+    if (s == HALLU_OK)
+        s = hallu_params_alloc(&r->ps, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_ssl_init_weights(r->ssl, &r->ps, 7);
+    s = hallu_params_load(&r->ps, st, "", "init.", 1, err);
+    if (s == HALLU_OK && hallu_ssl_key_params(r->ssl)) {
+        s = hallu_params_load(hallu_ssl_key_params(r->ssl), st, "", "init.", 0, err);
+        if (s == HALLU_OK)
+            s = load_queue(r->ssl, st, err);
+    }
+    const hallu_st_tensor *v = hallu_safetensors_find(st, "view1");
+    if (s == HALLU_OK && (!v || v->ndim != 4 || v->shape[3] != 3))
+        s = hallu_error_set(err, HALLU_ERR_FORMAT, "view1 missing or not [n][h][w][3]");
+    if (s != HALLU_OK)
+        return s;
+    r->n = (int)v->shape[0];
+    r->view1 = malloc((size_t)v->numel * sizeof(float));
+    r->view2 = malloc((size_t)v->numel * sizeof(float));
+    r->velocity = calloc((size_t)r->ps.trainable_numel + 1, sizeof(float));
+    if (!r->view1 || !r->view2 || !r->velocity)
+        return hallu_error_set(err, HALLU_ERR_OOM, "parity_ssl: out of memory");
+    s = hallu_safetensors_copy(st, "view1", HALLU_DTYPE_F32, r->view1, v->numel, err);
+    if (s == HALLU_OK)
+        s = hallu_safetensors_copy(st, "view2", HALLU_DTYPE_F32, r->view2, v->numel, err);
+    if (s == HALLU_OK)
+        s = hallu_ssl_plan(r->ssl, be, r->n, (int)v->shape[1], (int)v->shape[2], err);
+    return s;
+}
+
+/* PyTorch SGD: buf = momentum * buf + (g + wd * p); p -= lr * buf. */
+static void sgd(run *r, double lr, double momentum, double wd)
+{
+    hallu_params *ps = &r->ps;
+    for (int64_t i = 0; i < ps->trainable_numel; i++) {
+        float g = ps->grad[i] + (float)wd * ps->param[i];
+        r->velocity[i] = (float)momentum * r->velocity[i] + g;
+        ps->param[i] -= (float)lr * r->velocity[i];
+    }
+}
+
+static int compare_grads(const char *cfg, const run *r, const hallu_safetensors *st)
+{
+    int ok = 1;
+    for (int i = 0; i < r->ps.num_trainable; i++) {
+        const hallu_tensor_info *t = &r->ps.trainable[i];
+        char name[HALLU_NAME_MAX + 8];
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        const hallu_st_tensor *ft = hallu_safetensors_find(st, name);
+        if (!ft || ft->numel != t->numel || ft->dtype != HALLU_DTYPE_F32) {
+            printf("  %-24s %s missing or mismatched in the reference  FAIL\n", cfg, name);
+            ok = 0;
+            continue;
+        }
+        float *want = malloc((size_t)t->numel * sizeof(float));
+        memcpy(want, ft->data, (size_t)t->numel * sizeof(float));
+        ok &= compare(cfg, name, r->ps.grad + t->offset, want, t->numel, 1e-12);
+        free(want);
+    }
+    return ok;
+}
+
+static int run_config(const char *dir, const char *name, hallu_backend *be)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ref_ssl_%s.safetensors", dir, name);
+    hallu_error err = { 0 };
+    hallu_safetensors st = { 0 };
+    run r = { 0 };
+    hallu_params_init(&r.ps);
+    int ok = 0;
+    hallu_status s = hallu_safetensors_open(&st, path, &err);
+    if (s == HALLU_OK)
+        s = setup(&r, be, &st, &err);
+    float want[3] = { 0 }, got[3] = { 0 }, loss1 = 0;
+    if (s == HALLU_OK)
+        s = hallu_safetensors_copy(&st, "losses", HALLU_DTYPE_F32, want, 3, &err);
+    if (s == HALLU_OK)
+        s = hallu_safetensors_copy(&st, "loss", HALLU_DTYPE_F32, &loss1, 1, &err);
+    hallu_nn_ctx ctx = { .be = be, .ps = &r.ps, .training = 1 };
+    for (int step = 0; step < 3 && s == HALLU_OK; step++) {
+        hallu_ssl_stats stats;
+        hallu_params_zero_grad(&r.ps);
+        s = hallu_ssl_step(r.ssl, &ctx, r.view1, r.view2, r.n, &stats, &err);
+        got[step] = stats.loss;
+        if (s == HALLU_OK && step == 0) {
+            ok = compare(name, "loss", &stats.loss, &loss1, 1, 1.0);
+            ok &= compare_grads(name, &r, &st);
+        }
+        sgd(&r, meta_num(&st, "sgd_lr"), meta_num(&st, "sgd_momentum"), meta_num(&st, "sgd_weight_decay"));
+        hallu_ssl_after_step(r.ssl, &ctx);
+    }
+    if (s == HALLU_OK) {
+        printf("  %-24s losses hallu %.6f %.6f %.6f  torch %.6f %.6f %.6f\n", name, got[0], got[1], got[2],
+               want[0], want[1], want[2]);
+        ok &= compare(name, "losses (3 SGD steps)", got, want, 3, 1.0);
+    } else {
+        fprintf(stderr, "%s: %s\n", name, err.msg);
+        ok = 0;
+    }
+    hallu_ssl_free(r.ssl);
+    hallu_params_free(&r.ps);
+    free(r.view1);
+    free(r.view2);
+    free(r.velocity);
+    hallu_safetensors_close(&st);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+        return 2;
+    }
+    hallu_error err = { 0 };
+    hallu_backend *be = NULL;
+    if (hallu_backend_cpu_create(&be, 2, &err) != HALLU_OK) {
+        fprintf(stderr, "backend: %s\n", err.msg);
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
+        CHECK_MSG(run_config(argv[1], configs[i], be), "configuration %s", configs[i]);
+    printf("worst relative error %.2e (tolerance %.0e)\n", worst, TOL);
+    hallu_backend_free(be);
+    return check_summary();
+}
