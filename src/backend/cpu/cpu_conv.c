@@ -435,12 +435,32 @@ static dnnl_memory_t weights_prepare(hallu_conv2d_plan *plan, cpu_prim *reorder,
 
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
-    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, port_in(plan, &plan->in, x) },
-                                { DNNL_ARG_WEIGHTS, weights_prepare(plan, &plan->w_to_fwd, plan->w_fwd, w) },
-                                { DNNL_ARG_DST, port_out(plan, &plan->out, y) } };
+    dnnl_memory_t src = port_in(plan, &plan->in, x);
+    dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_fwd, plan->w_fwd, w);
+    dnnl_memory_t dst = port_out(plan, &plan->out, y);
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DST, dst } };
     prim_run(plan, &plan->fwd, args, 3);
     port_out_finish(plan, &plan->out);
     dnnl_stream_wait(plan->impl->stream);
+}
+
+static void backward_data(hallu_conv2d_plan *plan, float *dx, dnnl_memory_t ddst, const float *w)
+{
+    dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_bwd, plan->w_bwd, w);
+    dnnl_memory_t dsrc = port_out(plan, &plan->in_grad, dx);
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_DIFF_DST, ddst }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DIFF_SRC, dsrc } };
+    prim_run(plan, &plan->bwd_data, args, 3);
+    port_out_finish(plan, &plan->in_grad);
+}
+
+static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t ddst, const float *x)
+{
+    dnnl_memory_t src = port_in(plan, &plan->in, x);
+    set_handle(plan->dw_user, dw);
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_DIFF_DST, ddst },
+                                { DNNL_ARG_DIFF_WEIGHTS, plan->dw_prim } };
+    prim_run(plan, &plan->bwd_weights, args, 3);
+    reorder_run(plan, &plan->dw_accumulate, plan->dw_prim, plan->dw_user);
 }
 
 /* Order matters with the shared buffers: dy stays in act[1] throughout; act[0]
@@ -448,22 +468,14 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                          const float *x, const float *w)
 {
-    dnnl_memory_t ddst = port_in(plan, &plan->out, dy);
-    if (dx) {
-        dnnl_exec_arg_t args[4] = { { DNNL_ARG_DIFF_DST, ddst },
-                                    { DNNL_ARG_WEIGHTS, weights_prepare(plan, &plan->w_to_bwd, plan->w_bwd, w) },
-                                    { DNNL_ARG_DIFF_SRC, port_out(plan, &plan->in_grad, dx) } };
-        prim_run(plan, &plan->bwd_data, args, 3);
-        port_out_finish(plan, &plan->in_grad);
-    }
-    if (dw && plan->use_gemm_dw) {
-        cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);
-    } else if (dw) {
-        set_handle(plan->dw_user, dw);
-        dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, port_in(plan, &plan->in, x) }, { DNNL_ARG_DIFF_DST, ddst },
-                                    { DNNL_ARG_DIFF_WEIGHTS, plan->dw_prim } };
-        prim_run(plan, &plan->bwd_weights, args, 3);
-        reorder_run(plan, &plan->dw_accumulate, plan->dw_prim, plan->dw_user);
-    }
+    int onednn_dw = dw && !plan->use_gemm_dw;
+    dnnl_memory_t ddst = dx || onednn_dw ? port_in(plan, &plan->out, dy) : NULL;
+    if (dx)
+        backward_data(plan, dx, ddst, w);
+    if (onednn_dw)
+        backward_weights(plan, dw, ddst, x);
     dnnl_stream_wait(plan->impl->stream);
+    /* After the wait: the GEMM path runs outside oneDNN's stream. */
+    if (dw && plan->use_gemm_dw)
+        cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);
 }
