@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc)
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHALLU_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS" >/dev/null
-( cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+( cd build-asan && ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest -L unit --output-on-failure -j"$JOBS" )
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS" >/dev/null
