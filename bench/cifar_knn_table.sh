@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The CIFAR-10 accuracy table of docs/RESULTS.md: kNN top-1 on the full test split
+# for SimCLR, MoCo v2 and SimSiam, each without and with the Hallucinator (both
+# wirings for SimCLR), same seed and budget, plus the untrained network's kNN.
+# usage: bench/cifar_knn_table.sh [BUILD_DIR=build]
+#   env: SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
+#        THREADS (2), SEED (0), OUT (runs/cifar-table)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+SUBSET=${SUBSET:-10000} EPOCHS=${EPOCHS:-2} BATCH=${BATCH:-256} LR=${LR:-0.06}
+THREADS=${THREADS:-2} SEED=${SEED:-0} OUT=${OUT:-runs/cifar-table}
+DATA=$BUILD/bench_data
+HALLU=$BUILD/hallu
+if [ ! -d "$DATA/cifar10/train" ]; then
+  mkdir -p "$DATA" && tar xzf ../shared/data/cifar10-jpeg.tar.gz -C "$DATA"
+fi
+for split in train test; do
+  [ -f "$DATA/packed/$split.hpk" ] || { mkdir -p "$DATA/packed";
+    "$HALLU" data pack --data "imagefolder:$DATA/cifar10" --split "$split" --out "$DATA/packed/$split.hpk"; }
+done
+mkdir -p "$OUT"
+common=(--data "packed:$DATA/packed" --train-subset "$SUBSET" --epochs "$EPOCHS" --batch-size "$BATCH"
+        --lr "$LR" --threads "$THREADS" --seed "$SEED" --knn-every 0)
+run() {   # name, flags...
+  local name=$1; shift
+  [ -f "$OUT/$name/checkpoint.hlu" ] && [ -n "$(grep knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null)" ] && return 0
+  rm -rf "${OUT:?}/$name"
+  "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name"
+}
+run simclr            --method simclr  --no-hallucinator
+run simclr-hal        --method simclr  --hallucinator --hal-init residual
+run simclr-hal-ref    --method simclr  --hallucinator --hal-init reference
+run mocov2            --method mocov2  --no-hallucinator --queue-size 4096
+run mocov2-hal        --method mocov2  --hallucinator --hal-init residual --queue-size 4096
+run simsiam           --method simsiam --no-hallucinator
+run simsiam-hal       --method simsiam --hallucinator --hal-init residual
+printf '| run | untrained kNN | kNN top-1 | final loss | collapse std |\n|---|---|---|---|---|\n'
+for d in "$OUT"/*/; do
+  /usr/bin/python3 - "$d" <<'PY'
+import json, os, sys
+d = sys.argv[1]
+rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+floor = next((r["knn_floor_top1"] for r in rows if "knn_floor_top1" in r), float("nan"))
+knn = [r["knn_top1"] for r in rows if "knn_top1" in r]
+loss = [r for r in rows if "loss" in r]
+print(f"| {os.path.basename(d.rstrip('/'))} | {floor:.2f} | {knn[-1] if knn else float('nan'):.2f} | "
+      f"{loss[-1]['loss'] if loss else float('nan'):.3f} | {loss[-1]['collapse_std'] if loss else float('nan'):.4f} |")
+PY
+done
