@@ -12,7 +12,7 @@ void hallu_train_config_default(hallu_train_config *c)
     *c = (hallu_train_config){
         .method = "simclr", .hallucinator = 1, .hal_init = "residual", .hal_ratio_max = 0.1,
         .hal_fixed_ratio = -1.0, .data = "synthetic:400", .arch = "resnet18", .stem = "cifar",
-        .optimizer = "sgd", .epochs = 2, .batch_size = 100, .lr = 0.06, .momentum = 0.9,
+        .optimizer = "sgd", .epochs = 2, .batch_size = 100, .lr = 0.02, .momentum = 0.9,
         .weight_decay = 5e-4, .seed = 0, .threads = 0, .workers = 2, .knn_every = 0, .knn_k = 200,
         .knn_temperature = 0.1, .knn_at_start = 1, .log_every = 10, .out = "runs/latest",
         .queue_size = 4096, .moco_momentum = 0.99,
