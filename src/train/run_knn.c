@@ -10,8 +10,12 @@ static hallu_status split_features(train_run *run, const char *spec, hallu_split
 {
     hallu_dataset *ds = NULL;
     hallu_status s = hallu_dataset_open(&ds, spec, split, err);
-    if (s != HALLU_OK)
+    if (s == HALLU_OK && hallu_dataset_image_height(ds) <= 0)
+        s = hallu_dataset_probe_sizes(ds, err);
+    if (s != HALLU_OK) {
+        hallu_dataset_close(ds);
         return s;
+    }
     hallu_source src;
     hallu_source_from_dataset(&src, ds);
     train_subset sub;

@@ -79,6 +79,8 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
 {
     const hallu_train_config *c = run->cfg;
     hallu_status s = hallu_dataset_open(&run->train_ds, c->data, HALLU_SPLIT_TRAIN, err);
+    if (s == HALLU_OK && hallu_dataset_image_height(run->train_ds) <= 0)
+        s = hallu_dataset_probe_sizes(run->train_ds, err);   /* folders: learn the common size */
     if (s != HALLU_OK)
         return s;
     hallu_source_from_dataset(&run->train_src, run->train_ds);
