@@ -3,7 +3,7 @@
 # for SimCLR, MoCo v2 and SimSiam, each without and with the Hallucinator (both
 # wirings for SimCLR), same seed and budget, plus the untrained network's kNN.
 # usage: bench/cifar_knn_table.sh [BUILD_DIR=build]
-#   env: SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
+#   env: RUNS (names of the runs to do; default all), EXTRA (more train flags), SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
 #        THREADS (2), SEED (0), OUT (runs/cifar-table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +21,11 @@ for split in train test; do
 done
 mkdir -p "$OUT"
 common=(--data "packed:$DATA/packed" --train-subset "$SUBSET" --epochs "$EPOCHS" --batch-size "$BATCH"
-        --lr "$LR" --threads "$THREADS" --seed "$SEED" --knn-every 0)
+        --lr "$LR" --threads "$THREADS" --seed "$SEED" --knn-every 0 ${EXTRA:-})
+RUNS=${RUNS:-simclr simclr-hal simclr-hal-ref mocov2 mocov2-hal simsiam simsiam-hal}
 run() {   # name, flags...
   local name=$1; shift
+  case " $RUNS " in *" $name "*) ;; *) return 0 ;; esac
   [ -f "$OUT/$name/checkpoint.hlu" ] && [ -n "$(grep knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null)" ] && return 0
   rm -rf "${OUT:?}/$name"
   "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name"

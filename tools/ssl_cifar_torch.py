@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of `hallu train` for the CIFAR-10 table (docs/RESULTS.md).
+
+An independent PyTorch implementation of the same recipe hallu runs: ResNet-18
+with the CIFAR stem (torchvision), the method's head, the Hallucinator
+(reference or residual wiring, r ~ U(0, max) drawn once per forward, as hallu),
+METHOD.md's two views (view 1 ContrastiveCrop with the fixed centre box, view 2
+RandomResizedCrop; flip, colour jitter p 0.8, grayscale p 0.2, CIFAR
+normalisation), SGD with momentum and weight decay on every tensor, cosine decay
+per step to 0 with no warm-up, shuffled batches with the last partial batch
+dropped, the evenly spaced training subset (image floor(j * n / N)), and the kNN
+monitor (k 200, T 0.1, cosine, weighted vote) on the encoder's 512-d features of
+the subset against the full test split, before training (the floor) and after.
+
+Runs on the CPU (Debian's torch 1.13) or a GPU (--device cuda; TF32 is turned
+off so the arithmetic stays float32). Prints one JSON line per run.
+
+usage: ssl_cifar_torch.py --data DIR [--method simclr] [--hallucinator] ...
+  DIR: an ImageFolder tree with train/ and test/ (the unpacked cifar10-jpeg.tar.gz)
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+TEMPERATURE = {"simclr": 0.5, "mocov1": 0.07, "mocov2": 0.2}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="ImageFolder root with train/ and test/")
+    p.add_argument("--method", default="simclr", choices=["simclr", "mocov1", "mocov2", "simsiam"])
+    p.add_argument("--hallucinator", action="store_true")
+    p.add_argument("--hal-init", default="residual", choices=["reference", "residual"])
+    p.add_argument("--hal-ratio-max", type=float, default=0.1)
+    p.add_argument("--train-subset", type=int, default=10000)
+    p.add_argument("--test-subset", type=int, default=0, help="0 = the full test split")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.06)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--queue-size", type=int, default=4096)
+    p.add_argument("--moco-momentum", type=float, default=0.99)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-knn-floor", action="store_true")
+    p.add_argument("--tag", default="", help="copied into the JSON line")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- data
+
+def list_images(root):
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    items = []
+    for c, name in enumerate(classes):
+        folder = os.path.join(root, name)
+        items += [(os.path.join(folder, f), c) for f in sorted(os.listdir(folder))]
+    return items
+
+
+def load_split(root, subset):
+    items = list_images(root)
+    if 0 < subset < len(items):
+        items = [items[j * len(items) // subset] for j in range(subset)]
+    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path, _ in items])
+    return images, np.array([c for _, c in items], dtype=np.int64)
+
+
+class ContrastiveCrop:
+    """RandomResizedCrop's size draw; the crop's start drawn Beta(a, a) inside the
+    range that keeps its centre within the fixed box (METHOD.md, hallu's ccrop)."""
+
+    def __init__(self, size, scale=(0.2, 1.0), box=(0.25, 0.75), alpha=0.1):
+        self.size, self.scale, self.box, self.alpha = size, scale, box, alpha
+        self.ratio = (3.0 / 4.0, 4.0 / 3.0)
+
+    def offset(self, n, length):
+        c0 = min(max(int(math.floor(n * self.box[0])) - length // 2, 0), n - length)
+        c1 = min(max(int(math.floor(n * self.box[1])) - length // 2, 0), n - length)
+        return c0 + int(math.floor((c1 - c0) * np.random.beta(self.alpha, self.alpha)))
+
+    def __call__(self, img):
+        w_img, h_img = img.size
+        top, left, h, w = T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
+        if not (h == h_img and w == w_img and top == 0 and left == 0):
+            top, left = self.offset(h_img, h), self.offset(w_img, w)
+        return T.functional.resized_crop(img, top, left, h, w, [self.size, self.size])
+
+
+def view_transform(size, ccrop):
+    crop = ContrastiveCrop(size) if ccrop else T.RandomResizedCrop(size, scale=(0.2, 1.0))
+    return T.Compose([crop, T.RandomHorizontalFlip(), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                      T.RandomGrayscale(p=0.2), T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+class TwoViews(torch.utils.data.Dataset):
+    def __init__(self, images):
+        size = images.shape[1]
+        self.images, self.t1, self.t2 = images, view_transform(size, True), view_transform(size, False)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.images[i])
+        return self.t1(img), self.t2(img)
+
+
+def seed_worker(worker_id):
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+
+
+# ---------------------------------------------------------------- model
+
+def resnet18_cifar():
+    net = torchvision.models.resnet18()
+    net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+def projector(method, feat, dim):
+    if method == "mocov1":
+        return nn.Sequential(nn.Linear(feat, dim))
+    if method == "simsiam":
+        return nn.Sequential(nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(),
+                             nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(),
+                             nn.Linear(feat, dim, bias=False), nn.BatchNorm1d(dim, affine=False))
+    return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(), nn.Linear(feat, dim))
+
+
+class Hallucinator(nn.Module):
+    """h = MLP([x, g]) (reference) or g + MLP([x, g]) with a zero last layer
+    (residual), g = (1 + r) x - r k; returns concat_rows(x, h)."""
+
+    def __init__(self, dim, residual, ratio_max):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, 2 * dim), nn.ReLU(),
+                                 nn.Linear(2 * dim, dim))
+        self.residual, self.ratio_max = residual, ratio_max
+        if residual:
+            nn.init.zeros_(self.mlp[4].weight)
+            nn.init.zeros_(self.mlp[4].bias)
+
+    def forward(self, x, k):
+        r = float(torch.empty(()).uniform_(0.0, self.ratio_max))
+        g = (1 + r) * x - r * k
+        h = self.mlp(torch.cat([x, g], dim=1))
+        return torch.cat([x, g + h if self.residual else h], dim=0)
+
+
+class Method(nn.Module):
+    def __init__(self, a):
+        super().__init__()
+        self.method = a.method
+        dim = 512 if a.method == "simsiam" else 128
+        self.encoder = resnet18_cifar()
+        self.projector = projector(a.method, 512, dim)
+        if a.method == "simsiam":
+            self.predictor = nn.Sequential(nn.Linear(dim, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
+                                           nn.Linear(128, dim))
+        self.hal = Hallucinator(dim, a.hal_init == "residual", a.hal_ratio_max) if a.hallucinator else None
+        if a.method.startswith("moco"):
+            self.key_encoder, self.key_projector = resnet18_cifar(), projector(a.method, 512, dim)
+            self.key_encoder.load_state_dict(self.encoder.state_dict())
+            self.key_projector.load_state_dict(self.projector.state_dict())
+            for p in list(self.key_encoder.parameters()) + list(self.key_projector.parameters()):
+                p.requires_grad = False
+            self.register_buffer("queue", F.normalize(torch.randn(a.queue_size, dim), dim=1))
+            self.ptr, self.m, self.t = 0, a.moco_momentum, TEMPERATURE[a.method]
+
+    def embed(self, x):
+        return self.projector(self.encoder(x))
+
+    def loss(self, v1, v2):
+        if self.method == "simclr":
+            return self.simclr(v1, v2)
+        if self.method == "simsiam":
+            return self.simsiam(v1, v2)
+        return self.moco(v1, v2)
+
+    def simclr(self, v1, v2):
+        n = v1.shape[0]
+        z = self.embed(torch.cat([v1, v2]))
+        a, b = z[:n], z[n:]
+        z1 = a
+        if self.hal is not None:
+            a, b = self.hal(a, b), torch.cat([b, b])
+        f = F.normalize(torch.cat([a, b]), dim=1)
+        m = f.shape[0]
+        logits = (f @ f.T / TEMPERATURE["simclr"]).masked_fill(torch.eye(m, dtype=torch.bool, device=f.device),
+                                                              float("-inf"))
+        pos = (torch.arange(m, device=f.device) + m // 2) % m
+        return F.cross_entropy(logits, pos), z1
+
+    def simsiam(self, v1, v2):
+        z1, z2 = self.embed(v1), self.embed(v2)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        t1, t2 = z1.detach(), z2.detach()
+        if self.hal is not None:
+            p1, p2 = self.hal(p1, p2), self.hal(p2, p1)
+            t1, t2 = torch.cat([t1, t1]), torch.cat([t2, t2])
+        loss = -0.5 * (F.cosine_similarity(p1, t2, dim=1).mean() + F.cosine_similarity(p2, t1, dim=1).mean())
+        return loss, z1
+
+    @torch.no_grad()
+    def momentum_update(self):
+        q = list(self.encoder.parameters()) + list(self.projector.parameters())
+        k = list(self.key_encoder.parameters()) + list(self.key_projector.parameters())
+        for pq, pk in zip(q, k):
+            pk.mul_(self.m).add_(pq.detach(), alpha=1.0 - self.m)
+
+    def moco(self, v1, v2):
+        q = self.embed(v1)
+        with torch.no_grad():
+            self.momentum_update()
+            k = F.normalize(self.key_projector(self.key_encoder(v2)), dim=1)
+        z, kpos = q, k
+        if self.hal is not None:
+            q, kpos = self.hal(q, k), torch.cat([k, k])
+        q = F.normalize(q, dim=1)
+        logits = torch.cat([(q * kpos).sum(1, keepdim=True), q @ self.queue.clone().T], dim=1) / self.t
+        loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+        with torch.no_grad():
+            n, K = k.shape[0], self.queue.shape[0]
+            idx = (torch.arange(n, device=k.device) + self.ptr) % K
+            self.queue[idx] = k
+            self.ptr = (self.ptr + n) % K
+        return loss, z
+
+
+def collapse_std(z):
+    return F.normalize(z.detach(), dim=1).std(dim=0).mean().item()
+
+
+# ---------------------------------------------------------------- kNN
+
+@torch.no_grad()
+def features(encoder, images, device, batch=500):
+    encoder.eval()
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i:i + batch]).to(device).permute(0, 3, 1, 2).float() / 255.0
+        out.append(F.normalize(encoder((x - mean) / std), dim=1))
+    encoder.train()
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def knn_top1(encoder, train, test, device, k=200, t=0.1, classes=10):
+    bank, queries = features(encoder, train[0], device), features(encoder, test[0], device)
+    bank_labels = torch.from_numpy(train[1]).to(device)
+    test_labels = torch.from_numpy(test[1]).to(device)
+    hits = 0
+    for i in range(0, len(queries), 1000):
+        sims, idx = (queries[i:i + 1000] @ bank.T).topk(min(k, len(bank)), dim=1)
+        votes = torch.zeros(sims.shape[0], classes, device=device)
+        votes.scatter_add_(1, bank_labels[idx], (sims / t).exp())
+        hits += (votes.argmax(1) == test_labels[i:i + 1000]).sum().item()
+    return 100.0 * hits / len(queries)
+
+
+# ---------------------------------------------------------------- training
+
+def train(a, model, train_images, device, log):
+    data = TwoViews(train_images)
+    g = torch.Generator().manual_seed(a.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=a.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=a.workers, generator=g, worker_init_fn=seed_worker,
+                                         persistent_workers=a.workers > 0, pin_memory=device.type == "cuda")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    total, step, loss, std = a.epochs * len(loader), 0, float("nan"), float("nan")
+    for epoch in range(a.epochs):
+        for v1, v2 in loader:
+            for group in opt.param_groups:
+                group["lr"] = a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+            v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
+            out, z = model.loss(v1, v2)
+            opt.zero_grad(set_to_none=True)
+            out.backward()
+            opt.step()
+            step += 1
+            if step % 10 == 0 or step == total:
+                loss, std = out.item(), collapse_std(z)
+                log(f"epoch {epoch + 1} step {step}/{total} loss {loss:.4f} collapse_std {std:.4f}")
+    return loss, std
+
+
+def main(argv):
+    a = parse_args(argv)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+
+    def log(msg):
+        print(f"[{a.tag or a.method}] {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.time()
+    train_set = load_split(os.path.join(a.data, "train"), a.train_subset)
+    test_set = load_split(os.path.join(a.data, "test"), a.test_subset)
+    model = Method(a).to(device)
+    floor = None if a.no_knn_floor else knn_top1(model.encoder, train_set, test_set, device)
+    if floor is not None:
+        log(f"untrained kNN top-1 {floor:.2f}%")
+    loss, std = train(a, model, train_set[0], device, log)
+    top1 = knn_top1(model.encoder, train_set, test_set, device)
+    log(f"kNN top-1 {top1:.2f}%")
+    print(json.dumps({"tag": a.tag, "method": a.method, "hallucinator": a.hallucinator, "hal_init": a.hal_init,
+                      "subset": a.train_subset, "epochs": a.epochs, "batch": a.batch_size, "lr": a.lr,
+                      "queue": a.queue_size, "moco_m": a.moco_momentum, "seed": a.seed, "knn_floor": floor,
+                      "knn_top1": top1, "final_loss": loss, "collapse_std": std, "device": str(device),
+                      "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
