@@ -2,6 +2,7 @@
  * every parameter gradient, BN running statistics, and the loss over 5 SGD
  * steps. Fails when any tensor's ||hallu - torch|| / ||torch|| exceeds 1e-4. */
 #include "check.h"
+#include "testutil.h"
 #include "hallu/models.h"
 #include "hallu/optim.h"
 
@@ -13,15 +14,8 @@ static const double TOLERANCE = 1e-4;
 /* floor: a norm below which ||torch|| is treated as zero (see below); 0 = none. */
 static int compare_floor(const char *what, const float *got, const float *want, int64_t n, double floor)
 {
-    double diff2 = 0, ref2 = 0, maxabs = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)got[i] - want[i];
-        diff2 += d * d;
-        ref2 += (double)want[i] * want[i];
-        maxabs = fabs(d) > maxabs ? fabs(d) : maxabs;
-    }
-    double denom = sqrt(ref2) > floor ? sqrt(ref2) : floor;
-    double rel = denom > 0 ? sqrt(diff2) / denom : sqrt(diff2);
+    tu_diff d = tu_compare_ff(got, want, (size_t)n, floor);
+    double rel = d.rel, maxabs = d.maxabs;
     int ok = rel <= TOLERANCE;
     printf("%-4s %-48s rel %.3e  max|diff| %.3e\n", ok ? "ok" : "FAIL", what, rel, maxabs);
     CHECK_MSG(ok, "%s: relative error %.3e > %.0e", what, rel, TOLERANCE);

@@ -11,6 +11,7 @@
  * within rounding of its kink does not decide the outcome.
  * Usage: parity_ssl DIR (holding ref_ssl_<name>.safetensors) */
 #include "check.h"
+#include "testutil.h"
 #include "hallu/io.h"
 #include "hallu/ssl.h"
 
@@ -30,15 +31,8 @@ static double worst;
 
 static int compare(const char *cfg, const char *name, const float *got, const float *want, int64_t n, double floor)
 {
-    double d2 = 0, w2 = 0, maxabs = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = (double)got[i] - want[i];
-        d2 += d * d;
-        w2 += (double)want[i] * want[i];
-        maxabs = fabs(d) > maxabs ? fabs(d) : maxabs;
-    }
-    double denom = sqrt(w2) > floor ? sqrt(w2) : floor;
-    double rel = sqrt(d2) / denom;
+    tu_diff d = tu_compare_ff(got, want, (size_t)n, floor);
+    double rel = d.rel, maxabs = d.maxabs;
     int ok = rel <= TOL && isfinite(rel);
     worst = rel > worst ? rel : worst;
     printf("  %-24s %-52s rel %.2e  maxabs %.2e%s\n", cfg, name, rel, maxabs, ok ? "" : "  FAIL");

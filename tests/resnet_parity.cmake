@@ -5,6 +5,6 @@ set_tests_properties(ref_resnet_generate PROPERTIES FIXTURES_SETUP ref_resnet LA
 
 add_executable(parity_resnet ${CMAKE_CURRENT_SOURCE_DIR}/parity_resnet.c)
 target_include_directories(parity_resnet PRIVATE ${CMAKE_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
-target_link_libraries(parity_resnet PRIVATE hallu)
+target_link_libraries(parity_resnet PRIVATE hallu_testsupport hallu)
 add_test(NAME parity_resnet COMMAND parity_resnet ${CMAKE_BINARY_DIR}/ref/resnet)
 set_tests_properties(parity_resnet PROPERTIES FIXTURES_REQUIRED ref_resnet LABELS parity TIMEOUT 600)

@@ -9,6 +9,6 @@ set_tests_properties(ssl_parity_ref PROPERTIES FIXTURES_SETUP ssl_ref LABELS par
 add_executable(parity_ssl ${CMAKE_CURRENT_SOURCE_DIR}/parity_ssl.c)
 target_include_directories(parity_ssl PRIVATE ${CMAKE_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
 target_compile_definitions(parity_ssl PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_SOURCE)
-target_link_libraries(parity_ssl PRIVATE hallu)
+target_link_libraries(parity_ssl PRIVATE hallu_testsupport hallu)
 add_test(NAME parity_ssl COMMAND parity_ssl ${_ssl_dir})
 set_tests_properties(parity_ssl PROPERTIES FIXTURES_REQUIRED ssl_ref LABELS parity TIMEOUT 600)

@@ -16,7 +16,8 @@ static void print_default(const cli_arg *a)
     }
     case CLI_ARG_INT: printf(" (default: %d)", *(int *)a->dest); break;
     case CLI_ARG_FLOAT: printf(" (default: %g)", *(double *)a->dest); break;
-    case CLI_ARG_BOOL: break;
+    case CLI_ARG_BOOL:
+    case CLI_ARG_CLEAR: break;
     }
 }
 
@@ -58,6 +59,7 @@ static int parse_value(const cli_arg *a, const char *text)
         return 0;
     }
     case CLI_ARG_BOOL: *(int *)a->dest = 1; return 0;
+    case CLI_ARG_CLEAR: *(int *)a->dest = 0; return 0;
     }
     return -1;
 }
@@ -93,7 +95,7 @@ cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg
             return CLI_PARSE_ERROR;
         }
         const char *value = NULL;
-        if (a->kind == CLI_ARG_BOOL) {
+        if (a->kind == CLI_ARG_BOOL || a->kind == CLI_ARG_CLEAR) {
             if (eq) {
                 fprintf(stderr, "error: --%s takes no value\n", a->name);
                 return CLI_PARSE_ERROR;

@@ -4,12 +4,14 @@
 #ifndef HALLU_CLI_ARGS_H
 #define HALLU_CLI_ARGS_H
 
-typedef enum { CLI_ARG_STR, CLI_ARG_INT, CLI_ARG_FLOAT, CLI_ARG_BOOL } cli_arg_kind;
+/* CLI_ARG_BOOL sets *dest to 1, CLI_ARG_CLEAR (a "--no-x" flag) sets it to 0:
+ * the later of the two on a command line wins. */
+typedef enum { CLI_ARG_STR, CLI_ARG_INT, CLI_ARG_FLOAT, CLI_ARG_BOOL, CLI_ARG_CLEAR } cli_arg_kind;
 
 typedef struct cli_arg {
     const char *name;     /* without the leading "--" */
     cli_arg_kind kind;
-    void *dest;           /* const char **, int *, double *, or int * (bool) */
+    void *dest;           /* const char **, int *, double *, or int * (bool, clear) */
     const char *help;
 } cli_arg;
 

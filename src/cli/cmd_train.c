@@ -1,11 +1,13 @@
 /* hallu train: flags -> hallu_train_config, a progress bar (or plain lines when
  * not a terminal), SIGINT/SIGTERM -> checkpoint and exit. */
 #include "cli/args.h"
+#include "cli/config_file.h"
 #include "cli/commands.h"
 #include "hallu/train.h"
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -68,16 +70,37 @@ static void on_message(void *user, const char *line)
     fprintf(stderr, "%s\n", line);
 }
 
+static int run_training(hallu_train_config *c, int seed, int stop_after);
+
+/* Flags from --config go first, so the command line's own flags override them. */
+static char **with_config_file(const cli_arg *args, int nargs, int argc, char **argv, cli_config_argv *file,
+                               int *merged_argc)
+{
+    const char *path = cli_find_flag(argc, argv, "config");
+    if (!path)
+        return NULL;
+    static const char *const derived[] = { "image-size", NULL };   /* recorded, not a flag */
+    char msg[700];
+    if (cli_config_load(path, args, nargs, derived, file, msg, sizeof msg) != 0) {
+        fprintf(stderr, "error: %s\n", msg);
+        return NULL;
+    }
+    char **merged = cli_config_merge(file, argc, argv, merged_argc);
+    if (!merged)
+        fprintf(stderr, "error: --config %s: out of memory\n", path);
+    return merged;
+}
+
 int cmd_train(int argc, char **argv)
 {
     hallu_train_config c;
     hallu_train_config_default(&c);
-    int seed = (int)c.seed, no_hal = 0, no_knn_floor = 0, stop_after = 0;
+    int seed = (int)c.seed, stop_after = 0;
     const char *config_file = NULL;
     cli_arg args[] = {
         { "method", CLI_ARG_STR, &c.method, "simclr | mocov1 | mocov2 | simsiam" },
         { "hallucinator", CLI_ARG_BOOL, &c.hallucinator, "add the Hallucinator (on by default)" },
-        { "no-hallucinator", CLI_ARG_BOOL, &no_hal, "train without the Hallucinator" },
+        { "no-hallucinator", CLI_ARG_CLEAR, &c.hallucinator, "train without the Hallucinator" },
         { "hal-init", CLI_ARG_STR, &c.hal_init, "reference (h = MLP([x,g]), the authors' wiring) | residual "
                                                 "(h = g + MLP([x,g]), last layer zero; see docs/METHOD.md)" },
         { "hal-ratio-max", CLI_ARG_FLOAT, &c.hal_ratio_max, "extrapolation ratio r ~ U(0, max)" },
@@ -108,29 +131,33 @@ int cmd_train(int argc, char **argv)
         { "knn-every", CLI_ARG_INT, &c.knn_every, "kNN monitor every E epochs (0 = at the end only)" },
         { "knn-k", CLI_ARG_INT, &c.knn_k, "kNN neighbours" },
         { "knn-temperature", CLI_ARG_FLOAT, &c.knn_temperature, "kNN vote temperature" },
-        { "no-knn-floor", CLI_ARG_BOOL, &no_knn_floor, "skip the kNN of the untrained network" },
+        { "no-knn-floor", CLI_ARG_CLEAR, &c.knn_at_start, "skip the kNN of the untrained network" },
         { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines" },
         { "save-every", CLI_ARG_INT, &c.save_every, "also keep checkpoint_epochN.hlu every N epochs (0 = off)" },
         { "out", CLI_ARG_STR, &c.out, "run directory (must be new or empty unless --resume)" },
         { "resume", CLI_ARG_BOOL, &c.resume, "continue the run in --out from its checkpoint.hlu" },
-        { "config", CLI_ARG_STR, &config_file, "(reserved) read flags from a file" },
+        { "config", CLI_ARG_STR, &config_file, "read flags from a JSON object, e.g. a run's config.json (flags given "
+                                                "on the command line win)" },
         { "stop-after-steps", CLI_ARG_INT, &stop_after, "act as if interrupted after N steps (testing resume)" },
     };
+    int nargs = (int)(sizeof args / sizeof args[0]), merged_argc = argc;
+    cli_config_argv file = { NULL, 0 };
+    char **merged = with_config_file(args, nargs, argc, argv, &file, &merged_argc);
+    if (!merged && cli_find_flag(argc, argv, "config"))
+        return 2;
     cli_parse_result r = cli_parse("hallu train [options]",
                                    "Self-supervised pre-training with optional Hallucinator; with no options, a short "
                                    "SimCLR + Hallucinator run on the built-in synthetic set, then kNN accuracy.",
-                                   args, (int)(sizeof args / sizeof args[0]), argc, argv, NULL, 0, NULL);
-    if (r != CLI_PARSE_OK)
-        return r == CLI_PARSE_HELP ? 0 : 2;
-    if (config_file) {
-        fprintf(stderr, "error: --config is not supported yet; pass flags (the resolved config is written to "
-                        "RUNDIR/config.json)\n");
-        return 2;
-    }
-    if (no_hal)
-        c.hallucinator = 0;
-    if (no_knn_floor)
-        c.knn_at_start = 0;
+                                   args, nargs, merged_argc, merged ? merged : argv, NULL, 0, NULL);
+    int rc = r == CLI_PARSE_OK ? run_training(&c, seed, stop_after) : r == CLI_PARSE_HELP ? 0 : 2;
+    free(merged);
+    cli_config_free(&file);   /* after the run: string flags point into it */
+    return rc;
+}
+
+static int run_training(hallu_train_config *cp, int seed, int stop_after)
+{
+    hallu_train_config c = *cp;
     if (seed < 0) {
         fprintf(stderr, "error: --seed %d: expected a non-negative integer\n", seed);
         return 2;

@@ -63,10 +63,9 @@ static hallu_status validate(const hallu_train_config *c, hallu_error *err)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--batch-size %d: expected at least 2", c->batch_size);
     if (!(c->lr > 0))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--lr %g: expected a positive number", c->lr);
-    if (c->warmup_epochs < 0 || c->warmup_epochs >= c->epochs)
-        if (c->warmup_epochs != 0)
-            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--warmup-epochs %d: expected 0..%d", c->warmup_epochs,
-                                   c->epochs - 1);
+    if (c->warmup_epochs < 0 || (c->warmup_epochs > 0 && c->warmup_epochs >= c->epochs))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--warmup-epochs %d: expected 0..%d", c->warmup_epochs,
+                               c->epochs - 1);
     if (c->hal_ratio_max < 0 || c->hal_ratio_max > 1)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--hal-ratio-max %g: expected 0..1", c->hal_ratio_max);
     if (c->log_every <= 0 || c->knn_k <= 0 || c->workers <= 0)

@@ -176,3 +176,17 @@ float *tu_falloc(size_t n)
     }
     return p;
 }
+
+tu_diff tu_compare_ff(const float *got, const float *want, size_t n, double floor)
+{
+    double d2 = 0, w2 = 0, maxabs = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        d2 += d * d;
+        w2 += (double)want[i] * want[i];
+        maxabs = fabs(d) > maxabs ? fabs(d) : maxabs;
+    }
+    double denom = sqrt(w2) > floor ? sqrt(w2) : floor;
+    tu_diff r = { denom > 0 ? sqrt(d2) / denom : sqrt(d2), maxabs };
+    return r;
+}

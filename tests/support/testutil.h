@@ -38,6 +38,14 @@ double tu_rel_error_dd(const double *a, const double *b, size_t n);
 double tu_max_abs_diff_fd(const float *a, const double *b, size_t n);
 double tu_max_abs_diff_dd(const double *a, const double *b, size_t n);
 
+/* A float tensor against a float reference: rel = ||got - want|| /
+ * max(||want||, floor) (the absolute error when both are 0), and max|diff|.
+ * floor stands in for the norm of a reference that is analytically ~0. */
+typedef struct tu_diff {
+    double rel, maxabs;
+} tu_diff;
+tu_diff tu_compare_ff(const float *got, const float *want, size_t n, double floor);
+
 /* Returns 1 when rel_error(got, want) <= tol; otherwise prints name, rel error
  * and max abs diff to stderr and returns 0. Wrap in CHECK(). */
 int tu_close_fd(const char *name, const float *got, const double *want, size_t n, double tol);
