@@ -53,6 +53,12 @@ if not failures:
     if got["epochs"] != 2 or got["hallucinator"] != 1 or got["seed"] != 5 or got["batch_size"] != 20:
         failures.append(f"command-line flags did not override the file: {got}")
 
+run(["train", "--config", cfg_a, "--fix-pred-lr", "--out", os.path.join(WORK, "never")], expect=1)
+d = os.path.join(WORK, "d")
+run(["train", "--config", cfg_a, "--method", "simsiam", "--fix-pred-lr", "--out", d] + EXTRA)
+if not failures and config(d).get("fix_pred_lr") != 1:
+    failures.append(f"--fix-pred-lr not recorded: {config(d)}")
+
 bad = {"unknown.json": ('{"method": "simclr", "bogus_key": 1}', "bogus_key"),
        "type.json": ('{"epochs": "two"}', "epochs"),
        "broken.json": ('{"method": "simclr",', "broken.json"),

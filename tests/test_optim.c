@@ -91,6 +91,42 @@ static void test_ranges(void)
     hallu_optim_free(&o);   /* zeroed by the failed init */
 }
 
+/* A FIXED_LR range steps exactly as an optimizer of its own at fixed_lr would,
+ * for every kind; without fixed_lr the flag changes nothing. */
+static void test_fixed_lr(void)
+{
+    hallu_error err = {0};
+    for (int kind = HALLU_OPTIM_SGD; kind <= HALLU_OPTIM_ADAMW; kind++) {
+        hallu_optim_config c = cfg_of((hallu_optim_kind)kind, kind == HALLU_OPTIM_ADAMW ? 0 : 0.9, 0.01);
+        c.fixed_lr = 0.05;
+        hallu_param_range r[2] = {{0, 3, 0}, {3, 2, HALLU_RANGE_FIXED_LR}};
+        float p[5] = {1, -2, 3, 0.5f, -1}, g[5] = {0.3f, 0.1f, -0.2f, 0.4f, -0.6f};
+        float q[5], gq[5];
+        memcpy(q, p, sizeof p);
+        memcpy(gq, g, sizeof g);
+        hallu_optimizer o, a, b;
+        hallu_optim_config plain = c;
+        plain.fixed_lr = 0;
+        CHECK_OK(hallu_optim_init(&o, &c, 5, r, 2, &err), &err);
+        CHECK_OK(hallu_optim_init(&a, &plain, 3, NULL, 0, &err), &err);
+        CHECK_OK(hallu_optim_init(&b, &plain, 2, NULL, 0, &err), &err);
+        for (int step = 0; step < 3; step++) {
+            double lr = 0.2 / (step + 1);
+            hallu_optim_step(&o, p, g, lr);
+            hallu_optim_step(&a, q, gq, lr);
+            hallu_optim_step(&b, q + 3, gq + 3, 0.05);
+        }
+        CHECK_MSG(memcmp(p, q, sizeof p) == 0, "%s: fixed-lr range differs from a separate optimizer",
+                  hallu_optim_kind_name((hallu_optim_kind)kind));
+        hallu_optim_free(&o);
+        hallu_optim_free(&a);
+        hallu_optim_free(&b);
+    }
+    hallu_optim_config c = cfg_of(HALLU_OPTIM_SGD, 0, 0);
+    c.fixed_lr = -1;
+    CHECK(hallu_optim_config_check(&c, &err) == HALLU_ERR_INVALID_ARG && strstr(err.msg, "fixed_lr"));
+}
+
 static void test_lars(void)
 {
     hallu_error err = {0};
@@ -267,6 +303,7 @@ int main(void)
 {
     test_sgd();
     test_ranges();
+    test_fixed_lr();
     test_lars();
     test_adamw();
     test_schedules();

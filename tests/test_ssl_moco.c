@@ -140,6 +140,7 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     hallu_ssl_config cfg;
     hallu_ssl_config_default(&cfg, method);
     cfg.hal_init = HALLU_HAL_INIT_RESIDUAL;
+    cfg.fix_pred_lr = 1;
     hallu_params ps;
     hallu_params_init(&ps);
     hallu_ssl *ssl = NULL;
@@ -147,6 +148,14 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     CHECK_OK(hallu_params_alloc(&ps, &err), &err);
     if (!ssl || !ps.param)
         return;
+    int fixed = 0, predictor = 0;   /* --fix-pred-lr flags exactly the predictor's tensors */
+    for (int i = 0; i < ps.num_trainable; i++) {
+        int is_pred = strncmp(ps.trainable[i].name, "predictor.", 10) == 0;
+        predictor += is_pred;
+        fixed += is_pred == !!(ps.trainable[i].flags & HALLU_TENSOR_FIXED_LR);
+    }
+    CHECK_MSG(fixed == ps.num_trainable && (predictor > 0) == (method == HALLU_METHOD_SIMSIAM),
+              "fixed-lr flags: %d of %d tensors right, %d predictor tensors", fixed, ps.num_trainable, predictor);
     if (method == HALLU_METHOD_SIMSIAM) {
         CHECK(hallu_params_find(&ps, "predictor.3.bias", NULL) != NULL);
         CHECK(hallu_params_find(&ps, "projector.7.weight", NULL) == NULL);   /* affine-free output BN */

@@ -50,8 +50,11 @@
 extern "C" {
 #endif
 
-/* Same bit as HALLU_TENSOR_NO_DECAY, so a tensor's flags can be copied over. */
-enum { HALLU_RANGE_NO_DECAY = 1 << 0 };
+/* Same bits as HALLU_TENSOR_NO_DECAY / HALLU_TENSOR_FIXED_LR, so a tensor's
+ * flags can be copied over. A FIXED_LR range steps with cfg.fixed_lr instead of
+ * the step's lr when cfg.fixed_lr > 0 (SimSiam's constant predictor lr: a
+ * PyTorch param group whose lr the schedule leaves alone). */
+enum { HALLU_RANGE_NO_DECAY = 1 << 0, HALLU_RANGE_FIXED_LR = 1 << 2 };
 
 typedef struct hallu_param_range {
     int64_t offset, count;
@@ -73,6 +76,7 @@ typedef struct hallu_optim_config {
     double lars_eps;          /* 1e-8 */
     int lars_clip_lr;         /* solo-learn's clip_lr */
     double beta1, beta2, eps; /* AdamW: 0.9, 0.999, 1e-8 */
+    double fixed_lr;          /* > 0: the lr of HALLU_RANGE_FIXED_LR ranges; 0 = off */
 } hallu_optim_config;
 
 /* Defaults per kind: SGD momentum 0.9; LARS momentum 0.9, eta 0.02, eps 1e-8,

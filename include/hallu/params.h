@@ -20,6 +20,7 @@ enum { HALLU_NAME_MAX = 96, HALLU_MAX_DIMS = 4 };
 typedef enum hallu_tensor_flags {
     HALLU_TENSOR_NO_DECAY = 1 << 0,  /* bias or norm parameter: excluded from decay/LARS when asked */
     HALLU_TENSOR_COUNTER = 1 << 1,   /* integer counter kept as float, exported as I64 */
+    HALLU_TENSOR_FIXED_LR = 1 << 2,  /* trained at the optimizer's fixed_lr, not the schedule's (SimSiam) */
 } hallu_tensor_flags;
 
 typedef struct hallu_tensor_info {

@@ -93,6 +93,7 @@ typedef struct hallu_ssl_config {
     hallu_hal_init hal_init;
     int enqueue_duplicates; /* MoCo + Hallucinator: enqueue [k; k] (2n rows) like the reference */
     int mask_duplicates;    /* SimCLR: drop same-source rows other than the positive from negatives */
+    int fix_pred_lr;        /* SimSiam: flag the predictor's tensors HALLU_TENSOR_FIXED_LR */
     uint64_t seed;          /* Hallucinator RNG and the initial queue */
 } hallu_ssl_config;
 

@@ -21,6 +21,7 @@ typedef struct hallu_train_config {
     double hal_fixed_ratio;      /* >= 0: fixed r (ablations, tests) */
     int hal_hidden;              /* 0 = 2 * embedding width */
     int enqueue_duplicates, mask_duplicates;
+    int fix_pred_lr;           /* SimSiam: predictor at the constant base lr (the paper's option) */
     double temperature;          /* <= 0: the method's default */
     int queue_size;
     double moco_momentum;

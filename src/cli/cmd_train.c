@@ -108,6 +108,8 @@ int cmd_train(int argc, char **argv)
         { "hal-hidden", CLI_ARG_INT, &c.hal_hidden, "Hallucinator MLP width (0 = 2 x embedding width)" },
         { "enqueue-duplicates", CLI_ARG_BOOL, &c.enqueue_duplicates, "MoCo: enqueue the duplicated 2N keys (reference)" },
         { "mask-duplicates", CLI_ARG_BOOL, &c.mask_duplicates, "SimCLR: mask same-source duplicates from negatives" },
+        { "fix-pred-lr", CLI_ARG_BOOL, &c.fix_pred_lr, "SimSiam: keep the predictor at the base lr (no cosine decay), "
+                                                       "as the SimSiam paper's option" },
         { "temperature", CLI_ARG_FLOAT, &c.temperature, "loss temperature (0 = the method's default)" },
         { "queue-size", CLI_ARG_INT, &c.queue_size, "MoCo queue length K (a multiple of the keys per step)" },
         { "moco-momentum", CLI_ARG_FLOAT, &c.moco_momentum, "MoCo key-encoder momentum m" },

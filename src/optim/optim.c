@@ -55,6 +55,8 @@ hallu_status hallu_optim_config_check(const hallu_optim_config *c, hallu_error *
     const char *k = hallu_optim_kind_name(c->kind);
     if (!(c->weight_decay >= 0) || !isfinite(c->weight_decay))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: weight_decay %g must be >= 0", k, c->weight_decay);
+    if (!(c->fixed_lr >= 0) || !isfinite(c->fixed_lr))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: fixed_lr %g must be >= 0", k, c->fixed_lr);
     if (c->kind == HALLU_OPTIM_ADAMW) {
         if (!in_unit(c->beta1, 0) || !in_unit(c->beta2, 0))
             return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "adamw: betas (%g, %g) must be in [0, 1)", c->beta1,
@@ -176,7 +178,7 @@ hallu_status hallu_optimizer_create(hallu_optimizer **out, const hallu_optim_con
     for (int i = 0; i < nr; i++) {
         r[i].offset = ps->trainable[i].offset;
         r[i].count = ps->trainable[i].numel;
-        r[i].flags = ps->trainable[i].flags & HALLU_TENSOR_NO_DECAY ? HALLU_RANGE_NO_DECAY : 0;
+        r[i].flags = ps->trainable[i].flags & (HALLU_TENSOR_NO_DECAY | HALLU_TENSOR_FIXED_LR);
     }
     /* With no tensors, an empty range list must not mean "everything". */
     hallu_param_range none = {0, 0, 0};

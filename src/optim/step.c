@@ -52,6 +52,11 @@ static int lars_ratio(const hallu_optim_config *c, const float *p, const float *
     return 1;
 }
 
+static double range_lr(const hallu_optim_config *c, const hallu_param_range *r, double lr)
+{
+    return (r->flags & HALLU_RANGE_FIXED_LR) && c->fixed_lr > 0 ? c->fixed_lr : lr;
+}
+
 static void sgd_lars_step(hallu_optimizer *o, float *param, const float *grad, double lr)
 {
     const hallu_optim_config *c = &o->cfg;
@@ -63,12 +68,13 @@ static void sgd_lars_step(hallu_optimizer *o, float *param, const float *grad, d
         float *p = param + r->offset;
         const float *g = grad + r->offset;
         int excluded = c->exclude_bias_norm && (r->flags & HALLU_RANGE_NO_DECAY);
+        double lr_r = range_lr(c, r, lr);
         sgd_coef k = {.wd = excluded ? 0.0f : (float)c->weight_decay, .scale = 1.0f, .momentum = (float)c->momentum,
-                      .damp1 = (float)(1.0 - c->dampening), .neg_lr = (float)(-lr), .nesterov = c->nesterov,
+                      .damp1 = (float)(1.0 - c->dampening), .neg_lr = (float)(-lr_r), .nesterov = c->nesterov,
                       .first = o->step == 0};
         if (c->kind == HALLU_OPTIM_LARS) {
             /* Unadapted ranges take the raw gradient: no decay either (solo-learn). */
-            k.scaled = !excluded && lars_ratio(c, p, g, r->count, k.wd, lr, &k.scale);
+            k.scaled = !excluded && lars_ratio(c, p, g, r->count, k.wd, lr_r, &k.scale);
             if (!k.scaled)
                 k.wd = 0.0f;
         }
@@ -107,11 +113,11 @@ static void adamw_step(hallu_optimizer *o, float *param, const float *grad, doub
         if (r->count == 0)
             continue;
         int excluded = c->exclude_bias_norm && (r->flags & HALLU_RANGE_NO_DECAY);
-        double wd = excluded ? 0.0 : c->weight_decay;
-        adamw_coef k = {.decay = (float)(1.0 - lr * wd), .beta1 = (float)c->beta1,
+        double wd = excluded ? 0.0 : c->weight_decay, lr_r = range_lr(c, r, lr);
+        adamw_coef k = {.decay = (float)(1.0 - lr_r * wd), .beta1 = (float)c->beta1,
                         .one_m_beta1 = (float)(1.0 - c->beta1), .beta2 = (float)c->beta2,
                         .one_m_beta2 = (float)(1.0 - c->beta2), .bc2_sqrt = (float)sqrt(bc2),
-                        .eps = (float)c->eps, .neg_step = (float)(-(lr / bc1))};
+                        .eps = (float)c->eps, .neg_step = (float)(-(lr_r / bc1))};
         adamw_range(&k, param + r->offset, grad + r->offset, m + r->offset, v + r->offset, r->count);
     }
 }

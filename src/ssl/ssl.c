@@ -126,7 +126,10 @@ static hallu_status build_heads(hallu_ssl *ssl, hallu_params *ps, hallu_error *e
             { HALLU_MLP_RELU, 0, 0, 0 }, { HALLU_MLP_LINEAR, c->proj_dim, 1, 0 },
         };
         ssl->has_predictor = 1;
+        int first = ps->num_trainable;
         s = hallu_mlp_init(&ssl->predictor, ps, "predictor", c->proj_dim, pred, 4, err);
+        for (int i = first; s == HALLU_OK && c->fix_pred_lr && i < ps->num_trainable; i++)
+            ps->trainable[i].flags |= HALLU_TENSOR_FIXED_LR;
     }
     return s;
 }

@@ -52,13 +52,13 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
     const hallu_train_config *c = run->cfg;
     int n = snprintf(run->config_json, sizeof run->config_json,
         "{\"method\": \"%s\", \"hallucinator\": %d, \"hal_init\": \"%s\", \"hal_ratio_max\": %.9g, "
-        "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, "
+        "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, \"fix_pred_lr\": %d, "
         "\"temperature\": %.9g, \"queue_size\": %d, \"moco_momentum\": %.9g, \"proj_dim\": %d, "
         "\"data\": \"%s\", \"train_subset\": %d, \"arch\": \"%s\", \"stem\": \"%s\", \"optimizer\": \"%s\", "
         "\"epochs\": %d, \"batch_size\": %d, \"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, "
         "\"weight_decay\": %.9g, \"seed\": %llu, \"threads\": %d, \"image_size\": [%d, %d]}",
         c->method, c->hallucinator, c->hal_init, c->hal_ratio_max, c->hal_fixed_ratio, run->ssl_cfg.hal_hidden,
-        c->enqueue_duplicates, c->mask_duplicates, run->ssl_cfg.temperature, run->ssl_cfg.queue_size,
+        c->enqueue_duplicates, c->mask_duplicates, c->fix_pred_lr, run->ssl_cfg.temperature, run->ssl_cfg.queue_size,
         run->ssl_cfg.momentum, run->ssl_cfg.proj_dim, c->data, c->train_subset, c->arch, c->stem,
         c->optimizer, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);

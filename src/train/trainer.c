@@ -40,6 +40,10 @@ static hallu_status build_ssl_config(train_run *run, hallu_error *err)
     if (c->hal_hidden > 0) sc->hal_hidden = c->hal_hidden;
     sc->enqueue_duplicates = c->enqueue_duplicates;
     sc->mask_duplicates = c->mask_duplicates;
+    sc->fix_pred_lr = c->fix_pred_lr;
+    if (c->fix_pred_lr && kind != HALLU_METHOD_SIMSIAM)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--fix-pred-lr applies to simsiam only (--method %s has no "
+                               "predictor)", c->method);
     if (c->temperature > 0) sc->temperature = (float)c->temperature;
     if (c->proj_dim > 0) sc->proj_dim = c->proj_dim;
     sc->queue_size = c->queue_size;
@@ -131,6 +135,7 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
         return s;
     oc.momentum = c->momentum;
     oc.weight_decay = c->weight_decay;
+    oc.fixed_lr = c->fix_pred_lr ? c->lr : 0.0;
     return hallu_optimizer_create(&run->opt, &oc, &run->ps, err);
 }
 
