@@ -33,6 +33,9 @@ import torchvision
 import torchvision.transforms as T
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ref_ssl import projector  # noqa: E402  (the heads, shared with the parity reference)
+
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 TEMPERATURE = {"simclr": 0.5, "mocov1": 0.07, "mocov2": 0.2}
 
@@ -137,16 +140,6 @@ def resnet18_cifar():
     return net
 
 
-def projector(method, feat, dim):
-    if method == "mocov1":
-        return nn.Sequential(nn.Linear(feat, dim))
-    if method == "simsiam":
-        return nn.Sequential(nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(),
-                             nn.Linear(feat, feat, bias=False), nn.BatchNorm1d(feat), nn.ReLU(),
-                             nn.Linear(feat, dim, bias=False), nn.BatchNorm1d(dim, affine=False))
-    return nn.Sequential(nn.Linear(feat, feat), nn.ReLU(), nn.Linear(feat, dim))
-
-
 class Hallucinator(nn.Module):
     """h = MLP([x, g]) (reference) or g + MLP([x, g]) with a zero last layer
     (residual), g = (1 + r) x - r k; returns concat_rows(x, h)."""
@@ -173,13 +166,13 @@ class Method(nn.Module):
         self.method = a.method
         dim = 512 if a.method == "simsiam" else 128
         self.encoder = resnet18_cifar()
-        self.projector = projector(a.method, 512, dim)
+        self.projector = projector(a.method)
         if a.method == "simsiam":
             self.predictor = nn.Sequential(nn.Linear(dim, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
                                            nn.Linear(128, dim))
         self.hal = Hallucinator(dim, a.hal_init == "residual", a.hal_ratio_max) if a.hallucinator else None
         if a.method.startswith("moco"):
-            self.key_encoder, self.key_projector = resnet18_cifar(), projector(a.method, 512, dim)
+            self.key_encoder, self.key_projector = resnet18_cifar(), projector(a.method)
             self.key_encoder.load_state_dict(self.encoder.state_dict())
             self.key_projector.load_state_dict(self.projector.state_dict())
             for p in list(self.key_encoder.parameters()) + list(self.key_projector.parameters()):
