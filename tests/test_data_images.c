@@ -342,6 +342,16 @@ static void test_decode_memory(void)
     CHECK(hallu_image_probe((const uint8_t *)"\x89PNG\r\n\x1a\n", 8, "mem.png", &h, &w, &err) ==
               HALLU_ERR_FORMAT &&
           tdu_contains(err.msg, "corrupt PNG"));
+
+    /* A header claiming 20000x300 pixels is refused before any buffer is sized. */
+    static const uint8_t huge_jpeg[] = {
+        0xff, 0xd8,                                                       /* SOI */
+        0xff, 0xc0, 0, 11, 8, 0x4e, 0x20, 0x01, 0x2c, 1, 1, 0x11, 0,      /* SOF0 20000x300, 1 comp */
+        0xff, 0xda, 0, 8, 1, 1, 0x00, 0, 63, 0,                           /* SOS */
+        0x00, 0xff, 0xd9,
+    };
+    CHECK(hallu_image_probe(huge_jpeg, sizeof huge_jpeg, "huge.jpg", &h, &w, &err) == HALLU_ERR_FORMAT);
+    CHECK_MSG(tdu_contains(err.msg, "huge.jpg") && tdu_contains(err.msg, "20000x300"), "got: %s", err.msg);
 }
 
 int main(void)

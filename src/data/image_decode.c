@@ -64,6 +64,17 @@ static void jpeg_read_rows(struct jpeg_decompress_struct *cinfo, hallu_image *im
     }
 }
 
+/* A corrupt or hostile header must not size buffers: training images are small. */
+enum { IMAGE_MAX_SIDE = 16384 };
+
+static hallu_status check_side(const char *name, unsigned long h, unsigned long w, hallu_error *err)
+{
+    if (h > 0 && w > 0 && h <= IMAGE_MAX_SIDE && w <= IMAGE_MAX_SIDE)
+        return HALLU_OK;
+    return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: header says %lux%lu pixels; expected 1..%d per side", name,
+                           h, w, IMAGE_MAX_SIDE);
+}
+
 static hallu_status jpeg_decode(const uint8_t *bytes, size_t len, const char *name,
                                 hallu_image *img, int *ph, int *pw, hallu_error *err)
 {
@@ -82,9 +93,10 @@ static hallu_status jpeg_decode(const uint8_t *bytes, size_t len, const char *na
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, bytes, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
-    *ph = (int)cinfo.image_height;
-    *pw = (int)cinfo.image_width;
-    if (img)
+    st = check_side(name, cinfo.image_height, cinfo.image_width, err);
+    *ph = st == HALLU_OK ? (int)cinfo.image_height : 0;
+    *pw = st == HALLU_OK ? (int)cinfo.image_width : 0;
+    if (img && st == HALLU_OK)
         st = image_prepare(img, *ph, *pw, name, err);
     if (!img || st != HALLU_OK) {
         jpeg_destroy_decompress(&cinfo);
@@ -166,9 +178,11 @@ static hallu_status png_decode(const uint8_t *bytes, size_t len, const char *nam
     }
     png_set_read_fn(png, &src, png_on_read);
     png_read_info(png, info);
-    *ph = (int)png_get_image_height(png, info);
-    *pw = (int)png_get_image_width(png, info);
-    if (img)
+    png_uint_32 ph32 = png_get_image_height(png, info), pw32 = png_get_image_width(png, info);
+    st = check_side(name, ph32, pw32, err);
+    *ph = st == HALLU_OK ? (int)ph32 : 0;
+    *pw = st == HALLU_OK ? (int)pw32 : 0;
+    if (img && st == HALLU_OK)
         st = image_prepare(img, *ph, *pw, name, err);
     if (img && st == HALLU_OK) {
         png_to_rgb8(png, info);
