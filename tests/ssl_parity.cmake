@@ -4,7 +4,7 @@
 # loss, every gradient and a 3-step SGD loss trajectory.
 set(_ssl_dir ${CMAKE_BINARY_DIR}/ssl_parity)
 add_test(NAME ssl_parity_ref COMMAND ${HALLU_PY} ${CMAKE_SOURCE_DIR}/tools/ref_ssl.py ${_ssl_dir})
-set_tests_properties(ssl_parity_ref PROPERTIES FIXTURES_SETUP ssl_ref LABELS parity TIMEOUT 900)
+set_tests_properties(ssl_parity_ref PROPERTIES FIXTURES_SETUP ssl_ref LABELS parity TIMEOUT 2400)
 
 add_executable(parity_ssl ${CMAKE_CURRENT_SOURCE_DIR}/parity_ssl.c)
 target_include_directories(parity_ssl PRIVATE ${CMAKE_SOURCE_DIR}/src ${CMAKE_CURRENT_SOURCE_DIR})
