@@ -54,10 +54,15 @@ if not failures:
         failures.append(f"command-line flags did not override the file: {got}")
 
 run(["train", "--config", cfg_a, "--fix-pred-lr", "--out", os.path.join(WORK, "never")], expect=1)
-d = os.path.join(WORK, "d")
-run(["train", "--config", cfg_a, "--method", "simsiam", "--fix-pred-lr", "--out", d] + EXTRA)
-if not failures and config(d).get("fix_pred_lr") != 1:
-    failures.append(f"--fix-pred-lr not recorded: {config(d)}")
+d, cfg_d = os.path.join(WORK, "d"), os.path.join(WORK, "simsiam.json")
+with open(cfg_d, "w") as f:   # hand-written: true/false, a \u escape, keys in any order
+    f.write('{"method": "simsiam", "fix_pred_lr": true, "hallucinator": false, "data": "synth\\u0065tic:40",\n'
+            ' "epochs": 1, "batch_size": 20, "lr": 0.05, "threads": 2, "seed": 5}\n')
+run(["train", "--config", cfg_d, "--out", d] + EXTRA)
+if not failures:
+    got = config(d)
+    if got.get("fix_pred_lr") != 1 or got["method"] != "simsiam" or got["data"] != "synthetic:40":
+        failures.append(f"hand-written config not applied: {got}")
 
 bad = {"unknown.json": ('{"method": "simclr", "bogus_key": 1}', "bogus_key"),
        "type.json": ('{"epochs": "two"}', "epochs"),

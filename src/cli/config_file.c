@@ -43,7 +43,34 @@ static int accept_char(cfg_parser *ps, char c)
     return 0;
 }
 
-/* A JSON string into a new buffer; \uXXXX is not needed by flag values. */
+/* The escape after a backslash at ps->p: one of \" \\ \/ \b \f \n \r \t, or
+ * \u0001..\u007f (hallu's own JSON writer escapes control characters so). */
+static int parse_escape(cfg_parser *ps, char *out)
+{
+    static const char esc[] = "\"\\/bfnrt", val[] = "\"\\/\b\f\n\r\t";
+    if (ps->p < ps->end && *ps->p == 'u') {
+        unsigned v = 0;
+        int ok = ps->end - ps->p >= 5;
+        for (int i = 1; ok && i <= 4; i++) {
+            char h = ps->p[i];
+            ok = isxdigit((unsigned char)h) != 0;
+            v = v * 16 + (unsigned)(isdigit((unsigned char)h) ? h - '0' : tolower((unsigned char)h) - 'a' + 10);
+        }
+        if (!ok || v == 0 || v > 0x7f)
+            return fail(ps, "only \\u0001..\\u007f escapes are supported in a string");
+        *out = (char)v;
+        ps->p += 5;
+        return 0;
+    }
+    const char *k = ps->p < ps->end && *ps->p ? strchr(esc, *ps->p) : NULL;
+    if (!k)
+        return fail(ps, "unsupported escape in a string");
+    *out = val[k - esc];
+    ps->p++;
+    return 0;
+}
+
+/* A JSON string into a new buffer. */
 static int parse_string(cfg_parser *ps, char **out)
 {
     if (!accept_char(ps, '"'))
@@ -54,15 +81,9 @@ static int parse_string(cfg_parser *ps, char **out)
     size_t n = 0;
     while (ps->p < ps->end && *ps->p != '"') {
         char c = *ps->p++;
-        if (c == '\\') {
-            static const char esc[] = "\"\\/bfnrt", val[] = "\"\\/\b\f\n\r\t";
-            const char *k = ps->p < ps->end && *ps->p ? strchr(esc, *ps->p) : NULL;
-            if (!k) {
-                free(s);
-                return fail(ps, "unsupported escape in a string");
-            }
-            c = val[k - esc];
-            ps->p++;
+        if (c == '\\' && parse_escape(ps, &c) != 0) {
+            free(s);
+            return -1;
         }
         s[n++] = c;
     }
