@@ -64,6 +64,14 @@ static int parse_value(const cli_arg *a, const char *text)
     return -1;
 }
 
+const cli_arg *cli_arg_find(const cli_arg *args, int nargs, const char *name, size_t len)
+{
+    for (int j = 0; j < nargs; j++)
+        if (strlen(args[j].name) == len && strncmp(args[j].name, name, len) == 0)
+            return &args[j];
+    return NULL;
+}
+
 cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg *args, int nargs,
                            int argc, char **argv, const char **positional, int max_positional,
                            int *npositional)
@@ -85,10 +93,7 @@ cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg
         }
         const char *name = tok + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_arg *a = NULL;
-        for (int j = 0; j < nargs && !a; j++)
-            if (strlen(args[j].name) == len && strncmp(args[j].name, name, len) == 0)
-                a = &args[j];
+        const cli_arg *a = cli_arg_find(args, nargs, name, len);
         if (!a) {
             fprintf(stderr, "error: unknown flag '--%.*s' for '%s' (see '%s --help')\n", (int)len, name,
                     argv[0], argv[0]);

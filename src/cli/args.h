@@ -4,6 +4,8 @@
 #ifndef HALLU_CLI_ARGS_H
 #define HALLU_CLI_ARGS_H
 
+#include <stddef.h>
+
 /* CLI_ARG_BOOL sets *dest to 1, CLI_ARG_CLEAR (a "--no-x" flag) sets it to 0:
  * the later of the two on a command line wins. */
 typedef enum { CLI_ARG_STR, CLI_ARG_INT, CLI_ARG_FLOAT, CLI_ARG_BOOL, CLI_ARG_CLEAR } cli_arg_kind;
@@ -21,6 +23,9 @@ typedef enum { CLI_PARSE_OK = 0, CLI_PARSE_HELP = 1, CLI_PARSE_ERROR = 2 } cli_p
  * errors (naming the flag and the expected value) to stderr. Positional
  * arguments are rejected unless positional != NULL, which receives them
  * (at most max_positional). */
+/* The flag named by the first len characters of name, or NULL. */
+const cli_arg *cli_arg_find(const cli_arg *args, int nargs, const char *name, size_t len);
+
 cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg *args, int nargs,
                            int argc, char **argv, const char **positional, int max_positional,
                            int *npositional);

@@ -72,23 +72,27 @@ static void on_message(void *user, const char *line)
 
 static int run_training(hallu_train_config *c, int seed, int stop_after);
 
-/* Flags from --config go first, so the command line's own flags override them. */
-static char **with_config_file(const cli_arg *args, int nargs, int argc, char **argv, cli_config_argv *file,
-                               int *merged_argc)
+/* Flags from --config go first, so the command line's own flags override them.
+ * *merged stays NULL without --config; returns -1 (message printed) on a bad file. */
+static int with_config_file(const cli_arg *args, int nargs, int argc, char **argv, cli_config_argv *file,
+                            char ***merged, int *merged_argc)
 {
     const char *path = cli_find_flag(argc, argv, "config");
+    *merged = NULL;
     if (!path)
-        return NULL;
+        return 0;
     static const char *const derived[] = { "image-size", NULL };   /* recorded, not a flag */
     char msg[700];
     if (cli_config_load(path, args, nargs, derived, file, msg, sizeof msg) != 0) {
         fprintf(stderr, "error: %s\n", msg);
-        return NULL;
+        return -1;
     }
-    char **merged = cli_config_merge(file, argc, argv, merged_argc);
-    if (!merged)
+    if (!(*merged = cli_config_merge(file, argc, argv, merged_argc))) {
         fprintf(stderr, "error: --config %s: out of memory\n", path);
-    return merged;
+        cli_config_free(file);
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_train(int argc, char **argv)
@@ -144,8 +148,8 @@ int cmd_train(int argc, char **argv)
     };
     int nargs = (int)(sizeof args / sizeof args[0]), merged_argc = argc;
     cli_config_argv file = { NULL, 0 };
-    char **merged = with_config_file(args, nargs, argc, argv, &file, &merged_argc);
-    if (!merged && cli_find_flag(argc, argv, "config"))
+    char **merged = NULL;
+    if (with_config_file(args, nargs, argc, argv, &file, &merged, &merged_argc) != 0)
         return 2;
     cli_parse_result r = cli_parse("hallu train [options]",
                                    "Self-supervised pre-training with optional Hallucinator; with no options, a short "

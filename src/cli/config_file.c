@@ -119,14 +119,6 @@ static int parse_scalar(cfg_parser *ps, char **out)
     return *out ? 0 : fail(ps, "out of memory");
 }
 
-static const cli_arg *find_arg(const cli_arg *args, int nargs, const char *name)
-{
-    for (int i = 0; i < nargs; i++)
-        if (strcmp(args[i].name, name) == 0)
-            return &args[i];
-    return NULL;
-}
-
 static int is_ignored(const char *key, const char *const *ignored)
 {
     for (int i = 0; ignored && ignored[i]; i++)
@@ -162,7 +154,7 @@ static int add_pair(cfg_parser *ps, const cli_arg *args, int nargs, const char *
     for (char *q = flag_name; *q; q++)
         if (*q == '_')
             *q = '-';
-    const cli_arg *a = find_arg(args, nargs, flag_name);
+    const cli_arg *a = cli_arg_find(args, nargs, flag_name, strlen(flag_name));
     if (!a)
         return is_ignored(flag_name, ignored) ? 0 : fail(ps, "unknown key \"%s\" (not a flag of this command)", key);
     if (!value)
@@ -172,7 +164,7 @@ static int add_pair(cfg_parser *ps, const cli_arg *args, int nargs, const char *
             return fail(ps, "key \"%s\": expected true/false or 1/0, got \"%s\"", key, value);
         char negated[300];
         snprintf(negated, sizeof negated, "no-%s", flag_name);
-        const char *flag = is_true(value) ? a->name : a->kind == CLI_ARG_BOOL && find_arg(args, nargs, negated)
+        const char *flag = is_true(value) ? a->name : a->kind == CLI_ARG_BOOL && cli_arg_find(args, nargs, negated, strlen(negated))
                                                           ? negated : NULL;
         return flag && push(out, "--", flag) ? fail(ps, "out of memory") : 0;
     }
@@ -192,13 +184,11 @@ static int parse_object(cfg_parser *ps, const cli_arg *args, int nargs, const ch
         return 0;
     do {
         char *key = NULL, *value = NULL;
-        skip_ws(ps);
-        int is_string = ps->p < ps->end && *ps->p == '"';
         int rc = parse_string(ps, &key);
         if (rc == 0 && !accept_char(ps, ':'))
             rc = fail(ps, "expected ':' after \"%s\"", key);
         skip_ws(ps);
-        is_string = ps->p < ps->end && *ps->p == '"';
+        int is_string = ps->p < ps->end && *ps->p == '"';
         if (rc == 0)
             rc = is_string ? parse_string(ps, &value) : parse_scalar(ps, &value);
         if (rc == 0)

@@ -67,12 +67,18 @@ static void jpeg_read_rows(struct jpeg_decompress_struct *cinfo, hallu_image *im
 /* A corrupt or hostile header must not size buffers: training images are small. */
 enum { IMAGE_MAX_SIDE = 16384 };
 
-static hallu_status check_side(const char *name, unsigned long h, unsigned long w, hallu_error *err)
+/* The header's size into *ph, *pw (0 when refused) and, with img, the buffer
+ * checked for it. */
+static hallu_status accept_size(const char *name, unsigned long h, unsigned long w, hallu_image *img, int *ph,
+                                int *pw, hallu_error *err)
 {
-    if (h > 0 && w > 0 && h <= IMAGE_MAX_SIDE && w <= IMAGE_MAX_SIDE)
-        return HALLU_OK;
-    return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: header says %lux%lu pixels; expected 1..%d per side", name,
-                           h, w, IMAGE_MAX_SIDE);
+    int ok = h > 0 && w > 0 && h <= IMAGE_MAX_SIDE && w <= IMAGE_MAX_SIDE;
+    *ph = ok ? (int)h : 0;
+    *pw = ok ? (int)w : 0;
+    if (!ok)
+        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: header says %lux%lu pixels; expected 1..%d per side",
+                               name, h, w, IMAGE_MAX_SIDE);
+    return img ? image_prepare(img, *ph, *pw, name, err) : HALLU_OK;
 }
 
 static hallu_status jpeg_decode(const uint8_t *bytes, size_t len, const char *name,
@@ -93,11 +99,7 @@ static hallu_status jpeg_decode(const uint8_t *bytes, size_t len, const char *na
     jpeg_create_decompress(&cinfo);
     jpeg_mem_src(&cinfo, bytes, (unsigned long)len);
     jpeg_read_header(&cinfo, TRUE);
-    st = check_side(name, cinfo.image_height, cinfo.image_width, err);
-    *ph = st == HALLU_OK ? (int)cinfo.image_height : 0;
-    *pw = st == HALLU_OK ? (int)cinfo.image_width : 0;
-    if (img && st == HALLU_OK)
-        st = image_prepare(img, *ph, *pw, name, err);
+    st = accept_size(name, cinfo.image_height, cinfo.image_width, img, ph, pw, err);
     if (!img || st != HALLU_OK) {
         jpeg_destroy_decompress(&cinfo);
         return st;
@@ -178,12 +180,7 @@ static hallu_status png_decode(const uint8_t *bytes, size_t len, const char *nam
     }
     png_set_read_fn(png, &src, png_on_read);
     png_read_info(png, info);
-    png_uint_32 ph32 = png_get_image_height(png, info), pw32 = png_get_image_width(png, info);
-    st = check_side(name, ph32, pw32, err);
-    *ph = st == HALLU_OK ? (int)ph32 : 0;
-    *pw = st == HALLU_OK ? (int)pw32 : 0;
-    if (img && st == HALLU_OK)
-        st = image_prepare(img, *ph, *pw, name, err);
+    st = accept_size(name, png_get_image_height(png, info), png_get_image_width(png, info), img, ph, pw, err);
     if (img && st == HALLU_OK) {
         png_to_rgb8(png, info);
         if (png_get_rowbytes(png, info) != (size_t)*pw * 3)
