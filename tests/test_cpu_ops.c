@@ -472,16 +472,17 @@ static void run_conv_bn_once(hallu_backend *be, hallu_conv2d_plan *plan, const h
     be->ops->conv2d_backward(plan, dx, dw, dz, x, w);
 }
 
-static void test_determinism(hallu_backend *be)
+/* cin 8 runs oneDNN, cin 16 Winograd (see the conv tests in main). */
+static void test_determinism(hallu_backend *be, int cin)
 {
     hallu_error err;
     hallu_conv2d_geom g;
     hallu_conv2d_plan *plan = NULL;
-    CHECK_OK(hallu_conv2d_geom_init(&g, 2, 16, 16, 8, 16, 3, 1, 1, &err), &err);
+    CHECK_OK(hallu_conv2d_geom_init(&g, 2, 16, 16, cin, 16, 3, 1, 1, &err), &err);
     CHECK_OK(be->ops->conv2d_plan_create(be, &g, &plan, &err), &err);
     if (!plan)
         return;
-    size_t nx = 2 * 16 * 16 * 8, nw = 16 * 8 * 9, ny = 2 * 16 * 16 * 16;
+    size_t nx = 2 * 16 * 16 * (size_t)cin, nw = 16 * (size_t)cin * 9, ny = 2 * 16 * 16 * 16;
     size_t total = ny + nx + nw + ny + 4 * 16 + ny;
     hallu_rng rng;
     hallu_rng_init(&rng, 1100, 0);
@@ -492,7 +493,8 @@ static void test_determinism(hallu_backend *be)
     float *a = tu_falloc(total), *b = tu_falloc(total);
     run_conv_bn_once(be, plan, &g, x, w, dy, a);
     run_conv_bn_once(be, plan, &g, x, w, dy, b);
-    CHECK_MSG(memcmp(a, b, total * sizeof(float)) == 0, "conv+bn forward/backward not bit-identical across runs");
+    CHECK_MSG(memcmp(a, b, total * sizeof(float)) == 0,
+              "conv+bn forward/backward not bit-identical across runs (cin %d)", cin);
     be->ops->conv2d_plan_free(plan);
     free(x), free(w), free(dy), free(a), free(b);
 }
@@ -538,6 +540,13 @@ int main(void)
     test_conv(be, 2, 16, 16, 8, 16, 1, 2, 0);
     test_conv(be, 2, 20, 20, 3, 16, 7, 2, 3);
     test_conv(be, 1, 9, 7, 5, 6, 3, 1, 0);
+    /* 3x3 stride-1 pad-1 with >= 16 channels each side runs Winograd F(2x2, 3x3):
+     * odd edges; 20 images of 32x32 = two chunks of the shared buffers (16 + 4);
+     * unequal channels both ways. The 8->16 geometry above stays on oneDNN. */
+    test_conv(be, 3, 7, 5, 16, 16, 3, 1, 1);
+    test_conv(be, 20, 32, 32, 16, 16, 3, 1, 1);
+    test_conv(be, 2, 4, 4, 32, 24, 3, 1, 1);
+    test_conv(be, 2, 6, 6, 17, 40, 3, 1, 1);
     test_batchnorm(be, "batchnorm2d rows 2x8x8 c16", 128, 16, 1);
     test_batchnorm(be, "batchnorm1d 32x8", 32, 8, 1);
     test_batchnorm(be, "batchnorm1d 32x8 affine=false", 32, 8, 0);
@@ -553,7 +562,8 @@ int main(void)
     test_l2norm(be, 1e-1f, 1e-3);
     test_softmax_xent(be);
     test_copy_slice_cols(be);
-    test_determinism(be);
+    test_determinism(be, 8);
+    test_determinism(be, 16);
     test_invalid_geometry(be);
     hallu_backend_free(be);
     return check_summary();

@@ -11,6 +11,7 @@ on 64x64) on fixed weights and a fixed batch, in training mode:
   losses        the loss at each of 5 SGD steps (momentum 0.9, wd 5e-4, lr 0.01)
 Usage: ref_resnet.py OUT_DIR
 """
+import copy
 import os
 import sys
 
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import save_file  # noqa: E402
 
 SGD = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+MARGIN = 1e-5
 
 
 def build(name):
@@ -48,13 +50,59 @@ def build(name):
                 m.bias.copy_(sign * torch.empty_like(m.bias).uniform_(1.2, 1.6))
             nn.init.normal_(m.running_mean, 0.0, 0.1)
             nn.init.uniform_(m.running_var, 0.5, 1.5)
+    align_residual_signs(model)
     y = torch.randint(0, 10, (x.shape[0],))
     return model, x, y
 
 
+def align_residual_signs(model):
+    """A residual sum (last BN of a block + identity) of opposite-signed biases
+    cancels to ~0, where rounding decides the ReLU (one such value per ~10^5 was
+    within 1e-6 of the kink). One sign per channel and stage for every BN that
+    feeds the stage's sums (each block's last BN, the downsample BN, and the stem
+    BN when the first block has no downsample) keeps the sums at >= 1.2 or at
+    ~-1.4 + 0."""
+    prev = model.bn1
+    for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+        last = [b.bn3 if hasattr(b, "bn3") else b.bn2 for b in stage]
+        feeds = last + ([stage[0].downsample[1]] if stage[0].downsample is not None else [prev])
+        sign = torch.randint(0, 2, last[0].bias.shape).float() * 2 - 1
+        with torch.no_grad():
+            for bn in feeds:
+                bn.bias.copy_(sign * bn.bias.abs())
+        prev = last[-1]
+
+
+def relu_margin(model, x):
+    """The smallest |ReLU input| / RMS of that input over one training forward
+    (on a copy: the forward updates BN running stats)."""
+    model, worst = copy.deepcopy(model).train(), []
+
+    def pre_hook(module, inp):   # before the in-place ReLU overwrites its input
+        v = inp[0].detach()
+        worst.append((v.abs() / v.pow(2).mean().sqrt()).min().item())
+
+    for m in model.modules():
+        if isinstance(m, nn.ReLU):
+            m.register_forward_pre_hook(pre_hook)
+    with torch.no_grad():
+        model(x)
+    return min(worst)
+
+
+def build_well_conditioned(name):
+    """The first seed whose every ReLU input stays MARGIN x RMS away from 0:
+    30x float32 convolution rounding (~3e-7 relative, Winograd or direct)."""
+    for seed in range(1234, 1334):
+        torch.manual_seed(seed)
+        model, x, y = build(name)
+        if relu_margin(model, x) > MARGIN:
+            return model, x, y
+    raise SystemExit(f"ref_resnet.py: no seed keeps {name}'s ReLU inputs {MARGIN} away from 0")
+
+
 def reference(name):
-    torch.manual_seed(1234)
-    model, x, y = build(name)
+    model, x, y = build_well_conditioned(name)
     out = {"init." + k: v.clone() for k, v in model.state_dict().items()}
     out["input"] = x
     out["target"] = y

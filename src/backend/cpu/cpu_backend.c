@@ -24,6 +24,11 @@ static void cpu_destroy(hallu_backend *be)
         hallu_free(impl->act[0]);
         hallu_free(impl->act[1]);
         hallu_free(impl->col);
+        hallu_free(impl->wino_v);
+        hallu_free(impl->wino_m);
+        hallu_free(impl->wino_u);
+        hallu_free(impl->wino_zero);
+        hallu_free(impl->wino_spill);
         hallu_free(impl->red);
         hallu_free(impl);
     }

@@ -37,6 +37,8 @@ struct hallu_conv2d_plan {
     void *w_fwd_buf, *w_bwd_buf, *dw_buf;
     int use_gemm_dw;               /* weight gradient by im2col + sgemm instead */
     cpu_conv_gemm gemm;
+    int use_wino;                  /* all three passes by Winograd, no oneDNN primitives */
+    cpu_wino wino;
 };
 
 typedef struct conv_mds {
@@ -324,6 +326,9 @@ static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_m
 
 static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
 {
+    plan->use_wino = cpu_wino_wanted(&plan->g);
+    if (plan->use_wino)
+        return cpu_wino_init(plan->impl, &plan->g, &plan->wino, err);
     conv_mds md;
     hallu_status s = mds_init(plan, &md, err);
     if (s == HALLU_OK)
@@ -435,6 +440,10 @@ static dnnl_memory_t weights_prepare(hallu_conv2d_plan *plan, cpu_prim *reorder,
 
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
+    if (plan->use_wino) {
+        cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, x, w);
+        return;
+    }
     dnnl_memory_t src = port_in(plan, &plan->in, x);
     dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_fwd, plan->w_fwd, w);
     dnnl_memory_t dst = port_out(plan, &plan->out, y);
@@ -468,6 +477,10 @@ static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t d
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                          const float *x, const float *w)
 {
+    if (plan->use_wino) {
+        cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
+        return;
+    }
     int onednn_dw = dw && !plan->use_gemm_dw;
     dnnl_memory_t ddst = dx || onednn_dw ? port_in(plan, &plan->out, dy) : NULL;
     if (dx)

@@ -26,6 +26,11 @@ typedef struct cpu_impl {
     /* im2col rows of the GEMM weight-gradient path, shared by all plans. */
     float *col;
     size_t col_bytes;
+    /* Winograd transforms, products and weights (cpu_conv_wino.c), shared by
+     * all plans; the zero row is never written, the spill rows (one per thread)
+     * take outputs past an odd edge. */
+    float *wino_v, *wino_m, *wino_u, *wino_zero, *wino_spill;
+    size_t wino_v_bytes, wino_m_bytes, wino_u_bytes, wino_zero_bytes, wino_spill_bytes;
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
@@ -89,6 +94,19 @@ hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_
 void cpu_conv_gemm_free(cpu_conv_gemm *cg);
 void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
                                     const float *dy, const float *x);
+
+/* Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions with >= 16 channels
+ * each side and outputs of at least 4x4 (cpu_conv_wino.c): all three passes on NHWC,
+ * the GEMMs through oneDNN's sgemm. */
+typedef struct cpu_wino {
+    int chunk;   /* images per pass through the shared buffers */
+} cpu_wino;
+int cpu_wino_wanted(const hallu_conv2d_geom *g);
+hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err);
+void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
+                      const float *w);
+void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
+                       const float *dy, const float *x, const float *w);
 
 /* batch norm (cpu_norm.c) */
 void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,

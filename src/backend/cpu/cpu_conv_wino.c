@@ -1,0 +1,314 @@
+/* 3x3 stride-1 pad-1 convolutions by Winograd F(2x2, 3x3), forward and both
+ * backward passes, on the caller's NHWC buffers with OpenBLAS sgemm.
+ *
+ * Why: oneDNN 2.6 has Winograd kernels only for AVX-512 cores; on AVX2 its
+ * direct 3x3 kernels already run near sgemm speed, so the only way left to a
+ * faster step is fewer multiplications. F(2x2, 3x3) does a 2x2 output tile with
+ * 16 products per channel pair instead of 36 (2.25x fewer), and its transforms
+ * use only 0, +-1 and +-1/2, so float32 results stay within ~1e-6 of direct.
+ * On ResNet-18's CIFAR layers it is 1.3-2.6x faster than oneDNN's direct
+ * kernels (bench/bench_ops), most where maps are small and channels many.
+ *
+ * Notation (Lavin & Gray 2016): per tile t and channel pair,
+ *   forward          Y_t = A^T [ (G g G^T) . (B^T d_t B) ] A
+ *   backward data    the forward pass of dY with g rotated 180 degrees and its
+ *                    channel axes swapped
+ *   backward weights dg = G^T [ sum_t (A dY_t A^T) . (B^T d_t B) ] G
+ * where "." is the element-wise product of 4x4 matrices; summed over channels
+ * the element-wise products become 16 GEMMs, one per matrix element e.
+ * Buffers: V [16][tiles][c], M [16][tiles][c], U [16][c][c'] (shared by all
+ * plans, grown at plan creation; plans run one at a time). Tiles are processed
+ * in chunks of whole images to bound the buffers. */
+#include "backend/cpu/cpu_internal.h"
+
+#include <omp.h>
+#include <string.h>
+
+enum { WINO_ROWS = 4096 };   /* tiles per chunk: GEMMs this tall run near sgemm peak */
+
+/* Few channels make the GEMMs too thin to pay for the transforms. Outputs under
+ * 4x4 are mostly tile padding (a 1x1 output costs 16 products instead of 9),
+ * and there the transforms' extra rounding (2-4x direct's, ~3e-7 relative) was
+ * amplified past 1e-4 by SimSiam's parity test (batch 8 through 1x1 maps). */
+int cpu_wino_wanted(const hallu_conv2d_geom *g)
+{
+    return g->k == 3 && g->stride == 1 && g->pad == 1 && g->cin >= 16 && g->cout >= 16 && g->oh >= 4 && g->ow >= 4;
+}
+
+static int tiles_per_image(const hallu_conv2d_geom *g)
+{
+    return ((g->oh + 1) / 2) * ((g->ow + 1) / 2);
+}
+
+static hallu_status grow(float **buf, size_t *have, size_t need, const char *what, hallu_error *err)
+{
+    if (need <= *have)
+        return HALLU_OK;
+    float *p = hallu_calloc(need, what, err);
+    if (!p)
+        return HALLU_ERR_OOM;
+    hallu_free(*buf);
+    *buf = p;
+    *have = need;
+    return HALLU_OK;
+}
+
+hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)
+{
+    int per_image = tiles_per_image(g);
+    cw->chunk = WINO_ROWS / per_image < 1 ? 1 : WINO_ROWS / per_image > g->n ? g->n : WINO_ROWS / per_image;
+    size_t cmax = (size_t)(g->cin > g->cout ? g->cin : g->cout);
+    size_t vm = 16 * (size_t)cw->chunk * per_image * cmax * sizeof(float);
+    hallu_status s = grow(&impl->wino_v, &impl->wino_v_bytes, vm, "winograd input transforms", err);
+    if (s == HALLU_OK)
+        s = grow(&impl->wino_m, &impl->wino_m_bytes, vm, "winograd products", err);
+    if (s == HALLU_OK)
+        s = grow(&impl->wino_u, &impl->wino_u_bytes, 16 * (size_t)g->cin * g->cout * sizeof(float),
+                 "winograd weights", err);
+    if (s == HALLU_OK)
+        s = grow(&impl->wino_zero, &impl->wino_zero_bytes, cmax * sizeof(float), "winograd zero row", err);
+    if (s == HALLU_OK)
+        s = grow(&impl->wino_spill, &impl->wino_spill_bytes, (size_t)impl->num_threads * 4 * cmax * sizeof(float),
+                 "winograd spill rows", err);
+    return s;
+}
+
+/* ---- transforms ---- */
+
+/* u[4][4] = G g G^T for one 3x3 kernel g (row-major, element stride gs). */
+static void weight_tf(float u[16], const float *g, int gs, int flip)
+{
+    float k[9], t[12];
+    for (int i = 0; i < 9; i++)
+        k[i] = g[(flip ? 8 - i : i) * gs];
+    for (int c = 0; c < 3; c++) {   /* t = G k: 4x3 */
+        t[0 * 3 + c] = k[c];
+        t[1 * 3 + c] = 0.5f * (k[c] + k[3 + c] + k[6 + c]);
+        t[2 * 3 + c] = 0.5f * (k[c] - k[3 + c] + k[6 + c]);
+        t[3 * 3 + c] = k[6 + c];
+    }
+    for (int r = 0; r < 4; r++) {   /* u = t G^T: 4x4 */
+        const float *a = t + r * 3;
+        u[r * 4 + 0] = a[0];
+        u[r * 4 + 1] = 0.5f * (a[0] + a[1] + a[2]);
+        u[r * 4 + 2] = 0.5f * (a[0] - a[1] + a[2]);
+        u[r * 4 + 3] = a[2];
+    }
+}
+
+/* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co).
+ * Forward: i = cin, o = cout, kernel w[o][i]. Backward data (flip): i = cout,
+ * o = cin, kernel w[i][o] rotated by 180 degrees. */
+static void weights_transform(float *U, const float *w, int cin, int cout, int flip, int nt)
+{
+    int ni = flip ? cout : cin, no = flip ? cin : cout;
+    size_t plane = (size_t)ni * no;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < ni; i++)
+        for (int o = 0; o < no; o++) {
+            const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
+            float u[16];
+            weight_tf(u, k, 1, flip);
+            for (int e = 0; e < 16; e++)
+                U[e * plane + (size_t)i * no + o] = u[e];
+        }
+}
+
+/* One 4-point transform of each Winograd matrix, on named scalars so that the
+ * per-channel loops around them vectorise (arrays there end up on the stack). */
+#define BT4(a0, a1, a2, a3, o0, o1, o2, o3) \
+    do { o0 = a0 - a2; o1 = a1 + a2; o2 = a2 - a1; o3 = a1 - a3; } while (0)
+#define AT4(a0, a1, a2, a3, o0, o1) do { o0 = a0 + a1 + a2; o1 = a1 - a2 - a3; } while (0)
+#define A2(a0, a1, o0, o1, o2, o3) do { o0 = a0; o1 = a0 + a1; o2 = a0 - a1; o3 = -a1; } while (0)
+
+/* V[e][t][0..c) = (B^T d B)[e] for the 4x4 patch d at rows 2ty-1.., cols 2tx-1..
+ * of image img; pixels outside the image read the zero row. */
+CPU_HOT static void input_tile(float *restrict V, size_t es, const float *x, const float *zero, int h, int w,
+                               int c, int img, int ty, int tx)
+{
+    const float *p[16];
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++) {
+            int iy = 2 * ty - 1 + r, ix = 2 * tx - 1 + q;
+            p[r * 4 + q] = iy < 0 || iy >= h || ix < 0 || ix >= w ? zero
+                         : x + (((size_t)img * h + iy) * w + ix) * c;
+        }
+    const float *restrict d0 = p[0], *restrict d1 = p[1], *restrict d2 = p[2], *restrict d3 = p[3];
+    const float *restrict d4 = p[4], *restrict d5 = p[5], *restrict d6 = p[6], *restrict d7 = p[7];
+    const float *restrict d8 = p[8], *restrict d9 = p[9], *restrict d10 = p[10], *restrict d11 = p[11];
+    const float *restrict d12 = p[12], *restrict d13 = p[13], *restrict d14 = p[14], *restrict d15 = p[15];
+#pragma omp simd
+    for (int ci = 0; ci < c; ci++) {
+        float t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15;
+        BT4(d0[ci], d4[ci], d8[ci], d12[ci], t0, t4, t8, t12);     /* B^T d, column by column */
+        BT4(d1[ci], d5[ci], d9[ci], d13[ci], t1, t5, t9, t13);
+        BT4(d2[ci], d6[ci], d10[ci], d14[ci], t2, t6, t10, t14);
+        BT4(d3[ci], d7[ci], d11[ci], d15[ci], t3, t7, t11, t15);
+        BT4(t0, t1, t2, t3, V[0 * es + ci], V[1 * es + ci], V[2 * es + ci], V[3 * es + ci]);   /* (.) B */
+        BT4(t4, t5, t6, t7, V[4 * es + ci], V[5 * es + ci], V[6 * es + ci], V[7 * es + ci]);
+        BT4(t8, t9, t10, t11, V[8 * es + ci], V[9 * es + ci], V[10 * es + ci], V[11 * es + ci]);
+        BT4(t12, t13, t14, t15, V[12 * es + ci], V[13 * es + ci], V[14 * es + ci], V[15 * es + ci]);
+    }
+}
+
+/* y (2x2 tile at 2ty, 2tx of image img) = A^T M A; pixels past the edge go to
+ * spill rows (4 x c, one per position so that the output pointers never alias). */
+CPU_HOT static void output_tile(float *y, const float *restrict M, size_t es, int oh, int ow, int c,
+                                int img, int ty, int tx, float *spill)
+{
+    float *p[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            int oy = 2 * ty + i, ox = 2 * tx + j;
+            p[i * 2 + j] = oy < oh && ox < ow ? y + (((size_t)img * oh + oy) * ow + ox) * c : spill + (i * 2 + j) * c;
+        }
+    float *restrict y0 = p[0], *restrict y1 = p[1], *restrict y2 = p[2], *restrict y3 = p[3];
+#pragma omp simd
+    for (int co = 0; co < c; co++) {
+        float t0, t1, t2, t3, t4, t5, t6, t7;
+        AT4(M[0 * es + co], M[4 * es + co], M[8 * es + co], M[12 * es + co], t0, t4);   /* A^T m */
+        AT4(M[1 * es + co], M[5 * es + co], M[9 * es + co], M[13 * es + co], t1, t5);
+        AT4(M[2 * es + co], M[6 * es + co], M[10 * es + co], M[14 * es + co], t2, t6);
+        AT4(M[3 * es + co], M[7 * es + co], M[11 * es + co], M[15 * es + co], t3, t7);
+        AT4(t0, t1, t2, t3, y0[co], y1[co]);   /* (.) A */
+        AT4(t4, t5, t6, t7, y2[co], y3[co]);
+    }
+}
+
+/* dM[e][t] = (A dY_t A^T)[e] for the 2x2 output-gradient tile (zero past the edge). */
+CPU_HOT static void grad_tile(float *restrict M, size_t es, const float *dy, const float *zero, int oh, int ow,
+                              int c, int img, int ty, int tx)
+{
+    const float *p[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            int oy = 2 * ty + i, ox = 2 * tx + j;
+            p[i * 2 + j] = oy < oh && ox < ow ? dy + (((size_t)img * oh + oy) * ow + ox) * c : zero;
+        }
+    const float *restrict g0 = p[0], *restrict g1 = p[1], *restrict g2 = p[2], *restrict g3 = p[3];
+#pragma omp simd
+    for (int co = 0; co < c; co++) {
+        float t0, t1, t2, t3, t4, t5, t6, t7;
+        A2(g0[co], g2[co], t0, t2, t4, t6);   /* A dY, column by column */
+        A2(g1[co], g3[co], t1, t3, t5, t7);
+        A2(t0, t1, M[0 * es + co], M[1 * es + co], M[2 * es + co], M[3 * es + co]);   /* (.) A^T */
+        A2(t2, t3, M[4 * es + co], M[5 * es + co], M[6 * es + co], M[7 * es + co]);
+        A2(t4, t5, M[8 * es + co], M[9 * es + co], M[10 * es + co], M[11 * es + co]);
+        A2(t6, t7, M[12 * es + co], M[13 * es + co], M[14 * es + co], M[15 * es + co]);
+    }
+}
+
+/* ---- passes over chunks of images ---- */
+
+typedef struct chunk {
+    int img0, cnt, th, tw;
+    size_t tiles;
+} chunk;
+
+static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
+{
+    chunk ch = { img0, g->n - img0 < cw->chunk ? g->n - img0 : cw->chunk, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
+    ch.tiles = (size_t)ch.cnt * ch.th * ch.tw;
+    return ch;
+}
+
+static void inputs_transform(cpu_impl *impl, const chunk *ch, const float *x, int h, int w, int c)
+{
+    int per = ch->th * ch->tw;
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+    for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
+        int img = ch->img0 + (int)(t / per), r = (int)(t % per);
+        input_tile(impl->wino_v + t * c, ch->tiles * c, x, impl->wino_zero, h, w, c, img, r / ch->tw, r % ch->tw);
+    }
+}
+
+/* out (NHWC, c_out channels) = conv(in, U) for one chunk: transform, 16 GEMMs, inverse. */
+static void conv_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, float *out, const float *in,
+                       int c_in, int c_out)
+{
+    inputs_transform(impl, ch, in, g->h, g->w, c_in);
+    size_t vs = ch->tiles * c_in, ms = ch->tiles * c_out, us = (size_t)c_in * c_out;
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+    for (int e = 0; e < 16; e++)
+        dnnl_sgemm('N', 'N', (dnnl_dim_t)ch->tiles, c_out, c_in, 1.0f, impl->wino_v + e * vs, c_in,
+                   impl->wino_u + e * us, c_out, 0.0f, impl->wino_m + e * ms, c_out);
+    int per = ch->th * ch->tw, nt = impl->num_threads;
+#pragma omp parallel num_threads(nt)
+    {
+        /* Pixels past an odd edge go to this thread's spill row. */
+        float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c_out;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
+            int img = ch->img0 + (int)(t / per), r = (int)(t % per);
+            output_tile(out, impl->wino_m + t * c_out, ms, g->oh, g->ow, c_out, img, r / ch->tw, r % ch->tw, spill);
+        }
+    }
+}
+
+void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
+                      const float *w)
+{
+    weights_transform(impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
+    for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
+        chunk ch = chunk_at(g, cw, img0);
+        conv_chunk(impl, g, &ch, y, x, g->cin, g->cout);
+    }
+}
+
+/* dU[e] (cout x cin) += dM[e]^T V[e] over all chunks, then dw += G^T dU G. */
+static void backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dw,
+                             const float *dy, const float *x)
+{
+    size_t us = (size_t)g->cin * g->cout;
+    for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
+        chunk ch = chunk_at(g, cw, img0);
+        inputs_transform(impl, &ch, x, g->h, g->w, g->cin);
+        int per = ch.th * ch.tw, c = g->cout;
+        size_t ms = ch.tiles * c, vs = ch.tiles * g->cin;
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+        for (int64_t t = 0; t < (int64_t)ch.tiles; t++) {
+            int img = ch.img0 + (int)(t / per), r = (int)(t % per);
+            grad_tile(impl->wino_m + t * c, ms, dy, impl->wino_zero, g->oh, g->ow, c, img, r / ch.tw, r % ch.tw);
+        }
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+        for (int e = 0; e < 16; e++)
+            dnnl_sgemm('T', 'N', g->cout, g->cin, (dnnl_dim_t)ch.tiles, 1.0f, impl->wino_m + e * ms, c,
+                       impl->wino_v + e * vs, g->cin, img0 == 0 ? 0.0f : 1.0f, impl->wino_u + e * us, g->cin);
+    }
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+    for (int64_t oi = 0; oi < (int64_t)us; oi++) {
+        float u[16], t[12];
+        for (int e = 0; e < 16; e++)
+            u[e] = impl->wino_u[e * us + oi];
+        for (int q = 0; q < 4; q++) {   /* t = G^T u: 3x4 */
+            t[q] = u[q] + 0.5f * (u[4 + q] + u[8 + q]);
+            t[4 + q] = 0.5f * (u[4 + q] - u[8 + q]);
+            t[8 + q] = 0.5f * (u[4 + q] + u[8 + q]) + u[12 + q];
+        }
+        float *d = dw + oi * 9;   /* oi = co * cin + ci, as OIHW */
+        for (int r = 0; r < 3; r++) {   /* (G^T u) G: 3x3 */
+            const float *a = t + r * 4;
+            d[r * 3 + 0] += a[0] + 0.5f * (a[1] + a[2]);
+            d[r * 3 + 1] += 0.5f * (a[1] - a[2]);
+            d[r * 3 + 2] += 0.5f * (a[1] + a[2]) + a[3];
+        }
+    }
+}
+
+void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
+                       const float *dy, const float *x, const float *w)
+{
+    if (dx) {
+        /* stride 1, pad 1, 3x3: dx is the same convolution of dy with w rotated
+         * and its channel axes swapped */
+        hallu_conv2d_geom gt = *g;
+        gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
+        weights_transform(impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
+        for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
+            chunk ch = chunk_at(&gt, cw, img0);
+            conv_chunk(impl, &gt, &ch, dx, dy, g->cout, g->cin);
+        }
+    }
+    if (dw)
+        backward_weights(impl, g, cw, dw, dy, x);
+}
