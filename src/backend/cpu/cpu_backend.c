@@ -67,6 +67,19 @@ static const hallu_backend_ops cpu_ops = {
     .slice_cols = cpu_slice_cols,
 };
 
+hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err)
+{
+    if (need <= *have)
+        return HALLU_OK;
+    void *grown = hallu_calloc(need, what, err);
+    if (!grown)
+        return HALLU_ERR_OOM;
+    hallu_free(*buf);
+    *buf = grown;
+    *have = need;
+    return HALLU_OK;
+}
+
 static hallu_status cpu_impl_init(cpu_impl *impl, int num_threads, hallu_error *err)
 {
     impl->num_threads = num_threads;

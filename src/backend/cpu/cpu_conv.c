@@ -108,20 +108,6 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     hallu_free(plan);
 }
 
-/* Grows a backend-shared buffer at plan creation (never during a step). */
-static hallu_status shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err)
-{
-    if (need <= *have)
-        return HALLU_OK;
-    void *grown = hallu_alloc(need, what, err);
-    if (!grown)
-        return HALLU_ERR_OOM;
-    hallu_free(*buf);
-    *buf = grown;
-    *have = need;
-    return HALLU_OK;
-}
-
 /* Creates the primitive of `pd` and its scratchpad memory object, growing the
  * shared scratchpad to fit. Takes ownership of pd. */
 static hallu_status prim_create(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_primitive_desc_t pd,
@@ -129,8 +115,8 @@ static hallu_status prim_create(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_primi
 {
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    hallu_status s = shared_reserve(&plan->impl->dnnl_scratch, &plan->impl->dnnl_scratch_bytes, need,
-                                    "oneDNN scratchpad", err);
+    hallu_status s = cpu_shared_reserve(&plan->impl->dnnl_scratch, &plan->impl->dnnl_scratch_bytes, need,
+                                        "oneDNN scratchpad", err);
     dnnl_status_t st = dnnl_success;
     if (s == HALLU_OK && need > 0)
         st = dnnl_memory_create(&p->scratch, smd, plan->impl->engine, DNNL_MEMORY_NONE);
@@ -214,8 +200,8 @@ static hallu_status port_init(hallu_conv2d_plan *plan, act_port *p, int side, co
     if (s != HALLU_OK || dnnl_memory_desc_equal(user_md, prim_md))
         return s;
     cpu_impl *impl = plan->impl;
-    if ((s = shared_reserve(&impl->act[side], &impl->act_bytes[side], dnnl_memory_desc_get_size(prim_md),
-                            "conv2d blocked activations", err)) != HALLU_OK ||
+    if ((s = cpu_shared_reserve(&impl->act[side], &impl->act_bytes[side], dnnl_memory_desc_get_size(prim_md),
+                                "conv2d blocked activations", err)) != HALLU_OK ||
         (s = mem_create(plan, &p->prim, prim_md, NULL, err)) != HALLU_OK ||
         (s = reorder_create(plan, &p->to_prim, user_md, prim_md, 0, err)) != HALLU_OK)
         return s;

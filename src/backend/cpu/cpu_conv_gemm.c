@@ -23,16 +23,11 @@ hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_
     cg->dw_ohwi = hallu_alloc((size_t)g->cout * kkc * sizeof(float), "conv2d weight gradient", err);
     if (!cg->dw_ohwi)
         return HALLU_ERR_OOM;
-    size_t need = (size_t)cg->chunk * pix * kkc * sizeof(float);
-    if (need > impl->col_bytes) {
-        float *grown = hallu_alloc(need, "conv2d im2col buffer", err);
-        if (!grown)
-            return HALLU_ERR_OOM;
-        hallu_free(impl->col);
-        impl->col = grown;
-        impl->col_bytes = need;
-    }
-    return HALLU_OK;
+    void *col = impl->col;
+    hallu_status s = cpu_shared_reserve(&col, &impl->col_bytes, (size_t)cg->chunk * pix * kkc * sizeof(float),
+                                        "conv2d im2col buffer", err);
+    impl->col = col;
+    return s;
 }
 
 void cpu_conv_gemm_free(cpu_conv_gemm *cg)

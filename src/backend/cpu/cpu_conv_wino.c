@@ -40,17 +40,13 @@ static int tiles_per_image(const hallu_conv2d_geom *g)
     return ((g->oh + 1) / 2) * ((g->ow + 1) / 2);
 }
 
+/* cpu_shared_reserve for a float buffer. */
 static hallu_status grow(float **buf, size_t *have, size_t need, const char *what, hallu_error *err)
 {
-    if (need <= *have)
-        return HALLU_OK;
-    float *p = hallu_calloc(need, what, err);
-    if (!p)
-        return HALLU_ERR_OOM;
-    hallu_free(*buf);
+    void *p = *buf;
+    hallu_status s = cpu_shared_reserve(&p, have, need, what, err);
     *buf = p;
-    *have = need;
-    return HALLU_OK;
+    return s;
 }
 
 hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)

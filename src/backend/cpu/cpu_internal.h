@@ -38,6 +38,10 @@ typedef struct cpu_impl {
 
 static inline cpu_impl *cpu_impl_of(hallu_backend *be) { return (cpu_impl *)be->impl; }
 
+/* Grows a backend-shared buffer to `need` bytes (zeroed; the old contents are
+ * dropped) at plan creation, never during a step. */
+hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err);
+
 /* Per-thread scratch block: 4 double arrays and 4 float arrays of CPU_SLAB. */
 static inline size_t cpu_red_block_bytes(void) { return (size_t)CPU_SLAB * (4 * sizeof(double) + 4 * sizeof(float)); }
 
