@@ -57,8 +57,8 @@ def build(name):
 
 def align_residual_signs(model):
     """A residual sum (last BN of a block + identity) of opposite-signed biases
-    cancels to ~0, where rounding decides the ReLU (one such value per ~10^5 was
-    within 1e-6 of the kink). One sign per channel and stage for every BN that
+    cancels to ~0, where rounding decides the ReLU (about one value in 10^5 lay
+    within 1e-5 x RMS of the kink). One sign per channel and stage for every BN that
     feeds the stage's sums (each block's last BN, the downsample BN, and the stem
     BN when the first block has no downsample) keeps the sums at >= 1.2 or at
     ~-1.4 + 0."""

@@ -18,16 +18,13 @@ int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g)
 hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, hallu_error *err)
 {
     int pix = g->oh * g->ow;
-    cg->chunk = GEMM_ROWS / pix < 1 ? 1 : GEMM_ROWS / pix > g->n ? g->n : GEMM_ROWS / pix;
+    cg->chunk = cpu_images_per_chunk(GEMM_ROWS, pix, g->n);
     size_t kkc = (size_t)g->k * g->k * g->cin;
     cg->dw_ohwi = hallu_alloc((size_t)g->cout * kkc * sizeof(float), "conv2d weight gradient", err);
     if (!cg->dw_ohwi)
         return HALLU_ERR_OOM;
-    void *col = impl->col;
-    hallu_status s = cpu_shared_reserve(&col, &impl->col_bytes, (size_t)cg->chunk * pix * kkc * sizeof(float),
-                                        "conv2d im2col buffer", err);
-    impl->col = col;
-    return s;
+    return cpu_shared_reserve_floats(&impl->col, &impl->col_bytes, (size_t)cg->chunk * pix * kkc * sizeof(float),
+                                     "conv2d im2col buffer", err);
 }
 
 void cpu_conv_gemm_free(cpu_conv_gemm *cg)

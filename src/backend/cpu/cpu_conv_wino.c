@@ -1,5 +1,7 @@
 /* 3x3 stride-1 pad-1 convolutions by Winograd F(2x2, 3x3), forward and both
- * backward passes, on the caller's NHWC buffers with OpenBLAS sgemm.
+ * backward passes, on the caller's NHWC buffers. The 16 GEMMs of a pass go to
+ * oneDNN's sgemm, one per OpenMP thread at a time (nested inside our parallel
+ * region it runs single-threaded), so no second thread pool competes for cores.
  *
  * Why: oneDNN 2.6 has Winograd kernels only for AVX-512 cores; on AVX2 its
  * direct 3x3 kernels already run near sgemm speed, so the only way left to a
@@ -40,43 +42,34 @@ static int tiles_per_image(const hallu_conv2d_geom *g)
     return ((g->oh + 1) / 2) * ((g->ow + 1) / 2);
 }
 
-/* cpu_shared_reserve for a float buffer. */
-static hallu_status grow(float **buf, size_t *have, size_t need, const char *what, hallu_error *err)
-{
-    void *p = *buf;
-    hallu_status s = cpu_shared_reserve(&p, have, need, what, err);
-    *buf = p;
-    return s;
-}
-
 hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)
 {
     int per_image = tiles_per_image(g);
-    cw->chunk = WINO_ROWS / per_image < 1 ? 1 : WINO_ROWS / per_image > g->n ? g->n : WINO_ROWS / per_image;
+    cw->chunk = cpu_images_per_chunk(WINO_ROWS, per_image, g->n);
     size_t cmax = (size_t)(g->cin > g->cout ? g->cin : g->cout);
     size_t vm = 16 * (size_t)cw->chunk * per_image * cmax * sizeof(float);
-    hallu_status s = grow(&impl->wino_v, &impl->wino_v_bytes, vm, "winograd input transforms", err);
+    hallu_status s = cpu_shared_reserve_floats(&impl->wino_v, &impl->wino_v_bytes, vm, "winograd input transforms", err);
     if (s == HALLU_OK)
-        s = grow(&impl->wino_m, &impl->wino_m_bytes, vm, "winograd products", err);
+        s = cpu_shared_reserve_floats(&impl->wino_m, &impl->wino_m_bytes, vm, "winograd products", err);
     if (s == HALLU_OK)
-        s = grow(&impl->wino_u, &impl->wino_u_bytes, 16 * (size_t)g->cin * g->cout * sizeof(float),
+        s = cpu_shared_reserve_floats(&impl->wino_u, &impl->wino_u_bytes, 16 * (size_t)g->cin * g->cout * sizeof(float),
                  "winograd weights", err);
     if (s == HALLU_OK)
-        s = grow(&impl->wino_zero, &impl->wino_zero_bytes, cmax * sizeof(float), "winograd zero row", err);
+        s = cpu_shared_reserve_floats(&impl->wino_zero, &impl->wino_zero_bytes, cmax * sizeof(float), "winograd zero row", err);
     if (s == HALLU_OK)
-        s = grow(&impl->wino_spill, &impl->wino_spill_bytes, (size_t)impl->num_threads * 4 * cmax * sizeof(float),
+        s = cpu_shared_reserve_floats(&impl->wino_spill, &impl->wino_spill_bytes, (size_t)impl->num_threads * 4 * cmax * sizeof(float),
                  "winograd spill rows", err);
     return s;
 }
 
 /* ---- transforms ---- */
 
-/* u[4][4] = G g G^T for one 3x3 kernel g (row-major, element stride gs). */
-static void weight_tf(float u[16], const float *g, int gs, int flip)
+/* u[4][4] = G g G^T for one 3x3 kernel g (row-major; rotated by 180 degrees if flip). */
+static void weight_tf(float u[16], const float *g, int flip)
 {
     float k[9], t[12];
     for (int i = 0; i < 9; i++)
-        k[i] = g[(flip ? 8 - i : i) * gs];
+        k[i] = g[flip ? 8 - i : i];
     for (int c = 0; c < 3; c++) {   /* t = G k: 4x3 */
         t[0 * 3 + c] = k[c];
         t[1 * 3 + c] = 0.5f * (k[c] + k[3 + c] + k[6 + c]);
@@ -104,7 +97,7 @@ static void weights_transform(float *U, const float *w, int cin, int cout, int f
         for (int o = 0; o < no; o++) {
             const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
             float u[16];
-            weight_tf(u, k, 1, flip);
+            weight_tf(u, k, flip);
             for (int e = 0; e < 16; e++)
                 U[e * plane + (size_t)i * no + o] = u[e];
         }
@@ -201,6 +194,15 @@ typedef struct chunk {
     size_t tiles;
 } chunk;
 
+/* Image and tile row/column of tile t of the chunk. */
+static void tile_at(const chunk *ch, int64_t t, int *img, int *ty, int *tx)
+{
+    int per = ch->th * ch->tw, r = (int)(t % per);
+    *img = ch->img0 + (int)(t / per);
+    *ty = r / ch->tw;
+    *tx = r % ch->tw;
+}
+
 static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
 {
     chunk ch = { img0, g->n - img0 < cw->chunk ? g->n - img0 : cw->chunk, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
@@ -210,11 +212,11 @@ static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
 
 static void inputs_transform(cpu_impl *impl, const chunk *ch, const float *x, int h, int w, int c)
 {
-    int per = ch->th * ch->tw;
 #pragma omp parallel for num_threads(impl->num_threads) schedule(static)
     for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
-        int img = ch->img0 + (int)(t / per), r = (int)(t % per);
-        input_tile(impl->wino_v + t * c, ch->tiles * c, x, impl->wino_zero, h, w, c, img, r / ch->tw, r % ch->tw);
+        int img, ty, tx;
+        tile_at(ch, t, &img, &ty, &tx);
+        input_tile(impl->wino_v + t * c, ch->tiles * c, x, impl->wino_zero, h, w, c, img, ty, tx);
     }
 }
 
@@ -228,15 +230,16 @@ static void conv_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *
     for (int e = 0; e < 16; e++)
         dnnl_sgemm('N', 'N', (dnnl_dim_t)ch->tiles, c_out, c_in, 1.0f, impl->wino_v + e * vs, c_in,
                    impl->wino_u + e * us, c_out, 0.0f, impl->wino_m + e * ms, c_out);
-    int per = ch->th * ch->tw, nt = impl->num_threads;
+    int nt = impl->num_threads;
 #pragma omp parallel num_threads(nt)
     {
         /* Pixels past an odd edge go to this thread's spill row. */
         float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c_out;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
-            int img = ch->img0 + (int)(t / per), r = (int)(t % per);
-            output_tile(out, impl->wino_m + t * c_out, ms, g->oh, g->ow, c_out, img, r / ch->tw, r % ch->tw, spill);
+            int img, ty, tx;
+            tile_at(ch, t, &img, &ty, &tx);
+            output_tile(out, impl->wino_m + t * c_out, ms, g->oh, g->ow, c_out, img, ty, tx, spill);
         }
     }
 }
@@ -258,13 +261,15 @@ static void backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, const c
     size_t us = (size_t)g->cin * g->cout;
     for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
         chunk ch = chunk_at(g, cw, img0);
+        /* V of x again: keeping the forward pass's would hold 4x each layer's input */
         inputs_transform(impl, &ch, x, g->h, g->w, g->cin);
-        int per = ch.th * ch.tw, c = g->cout;
+        int c = g->cout;
         size_t ms = ch.tiles * c, vs = ch.tiles * g->cin;
 #pragma omp parallel for num_threads(impl->num_threads) schedule(static)
         for (int64_t t = 0; t < (int64_t)ch.tiles; t++) {
-            int img = ch.img0 + (int)(t / per), r = (int)(t % per);
-            grad_tile(impl->wino_m + t * c, ms, dy, impl->wino_zero, g->oh, g->ow, c, img, r / ch.tw, r % ch.tw);
+            int img, ty, tx;
+            tile_at(&ch, t, &img, &ty, &tx);
+            grad_tile(impl->wino_m + t * c, ms, dy, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
         }
 #pragma omp parallel for num_threads(impl->num_threads) schedule(static)
         for (int e = 0; e < 16; e++)

@@ -42,6 +42,23 @@ static inline cpu_impl *cpu_impl_of(hallu_backend *be) { return (cpu_impl *)be->
  * dropped) at plan creation, never during a step. */
 hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err);
 
+/* cpu_shared_reserve for a float buffer. */
+static inline hallu_status cpu_shared_reserve_floats(float **buf, size_t *have, size_t need, const char *what,
+                                                     hallu_error *err)
+{
+    void *p = *buf;
+    hallu_status s = cpu_shared_reserve(&p, have, need, what, err);
+    *buf = p;
+    return s;
+}
+
+/* Images per pass so that a pass covers about `rows` GEMM rows (1..n). */
+static inline int cpu_images_per_chunk(int rows, int rows_per_image, int n)
+{
+    int c = rows / rows_per_image;
+    return c < 1 ? 1 : c > n ? n : c;
+}
+
 /* Per-thread scratch block: 4 double arrays and 4 float arrays of CPU_SLAB. */
 static inline size_t cpu_red_block_bytes(void) { return (size_t)CPU_SLAB * (4 * sizeof(double) + 4 * sizeof(float)); }
 
