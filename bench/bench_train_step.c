@@ -1,17 +1,23 @@
 /* Training-step benchmark: ResNet-18 (CIFAR stem), 32x32, batch B, fp32,
  * forward + cross-entropy + backward + SGD (momentum, weight decay), T threads.
- * Runs hallu, then the same step in PyTorch (bench_train_torch.py: NCHW and
- * channels_last) in this one invocation, and prints images/s and the ratios,
+ * Runs hallu and the same step in PyTorch (bench_train_torch.py --serve, NCHW
+ * and channels_last, in a child process) in this one invocation, step by step
+ * in turn (hallu, NCHW, channels_last, hallu, ...), so that a neighbour's load
+ * on a shared host falls on all three alike; prints images/s and the ratios,
  * plus hallu's fraction of this machine's fp32 GEMM peak (OpenBLAS sgemm
  * measured here, same threads). FLOPs are counted as for direct convolution
  * (the work PyTorch does); hallu's Winograd layers multiply 2.25x less, so the
  * fraction is an effective one and can pass 100%.
+ * Images/s are batch / median step time, on every side.
  * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
 #include "hallu/models.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
 
 #include <cblas.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,77 +62,196 @@ static double resnet18_cifar_flops_per_image(void)
     return 2.0 * macs;                                          /* flops */
 }
 
-static double hallu_images_per_s(int batch, int threads, int steps)
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* hallu's side: a ResNet-18 classifier with SGD on one fixed random batch. */
+typedef struct hallu_side {
+    hallu_backend *be;
+    hallu_params ps;
+    hallu_classifier clf;
+    hallu_optimizer *opt;
+    float *x;
+    int32_t *y;
+    int batch;
+} hallu_side;
+
+static void hallu_side_create(hallu_side *h, int batch, int threads)
 {
     hallu_error err;
-    hallu_backend *be = NULL;
     hallu_resnet_config cfg;
-    hallu_params ps;
-    hallu_params_init(&ps);
-    hallu_classifier clf;
-    hallu_optimizer *opt = NULL;
     hallu_optim_config oc;
+    memset(h, 0, sizeof *h);
+    h->batch = batch;
+    hallu_params_init(&h->ps);
     hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);
     oc.momentum = 0.9;
     oc.weight_decay = 5e-4;
-    if (hallu_backend_cpu_create(&be, threads, &err) || hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
-        hallu_classifier_create(&clf, &cfg, 10, &ps, &err) || hallu_params_alloc(&ps, &err) ||
-        hallu_classifier_plan(&clf, be, batch, 32, 32, &err) || hallu_optimizer_create(&opt, &oc, &ps, &err)) {
+    if (hallu_backend_cpu_create(&h->be, threads, &err) || hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
+        hallu_classifier_create(&h->clf, &cfg, 10, &h->ps, &err) || hallu_params_alloc(&h->ps, &err) ||
+        hallu_classifier_plan(&h->clf, h->be, batch, 32, 32, &err) ||
+        hallu_optimizer_create(&h->opt, &oc, &h->ps, &err)) {
         fprintf(stderr, "bench: %s\n", err.msg);
         exit(1);
     }
-    hallu_classifier_init_weights(&clf, &ps, 0);
-    float *x = malloc(sizeof(float) * batch * 32 * 32 * 3);
-    int32_t *y = malloc(sizeof(int32_t) * batch);
+    hallu_classifier_init_weights(&h->clf, &h->ps, 0);
+    h->x = malloc(sizeof(float) * batch * 32 * 32 * 3);
+    h->y = malloc(sizeof(int32_t) * batch);
     hallu_rng rng;
     hallu_rng_init(&rng, 0, 0);
     for (int i = 0; i < batch * 32 * 32 * 3; i++)
-        x[i] = (float)hallu_rng_normal(&rng);
+        h->x[i] = (float)hallu_rng_normal(&rng);
     for (int i = 0; i < batch; i++)
-        y[i] = (int32_t)hallu_rng_below(&rng, 10);
-    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
-    double t0 = 0;
+        h->y[i] = (int32_t)hallu_rng_below(&rng, 10);
+}
+
+/* One training step; returns its wall time in seconds. */
+static double hallu_side_step(hallu_side *h)
+{
+    hallu_error err;
+    hallu_nn_ctx ctx = { .be = h->be, .ps = &h->ps, .training = 1 };
     float loss;
-    for (int s = 0; s < steps + 1; s++) {
-        if (s == 1)
-            t0 = hallu_now();   /* step 0 is warm-up */
-        hallu_params_zero_grad(&ps);
-        hallu_classifier_step(&clf, &ctx, x, y, batch, &loss, &err);
-        hallu_optimizer_step(opt, &ps, 0.01);
+    double t0 = hallu_now();
+    hallu_params_zero_grad(&h->ps);
+    if (hallu_classifier_step(&h->clf, &ctx, h->x, h->y, h->batch, &loss, &err) != HALLU_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
     }
-    double ips = (double)batch * steps / (hallu_now() - t0);
-    free(x);
-    free(y);
-    hallu_optimizer_free(opt);
-    hallu_classifier_free(&clf, be);
-    hallu_params_free(&ps);
-    hallu_backend_free(be);
-    return ips;
+    hallu_optimizer_step(h->opt, &h->ps, 0.01);
+    return hallu_now() - t0;
+}
+
+static void hallu_side_free(hallu_side *h)
+{
+    free(h->x);
+    free(h->y);
+    hallu_optimizer_free(h->opt);
+    hallu_classifier_free(&h->clf, h->be);
+    hallu_params_free(&h->ps);
+    hallu_backend_free(h->be);
+}
+
+/* PyTorch's side: bench_train_torch.py --serve in a child process; each request
+ * line names a layout, each reply line is that step's wall time in seconds. */
+typedef struct torch_side {
+    pid_t pid;
+    FILE *to, *from;
+} torch_side;
+
+static int torch_side_start(torch_side *t, int batch, int threads)
+{
+    int down[2], up[2];
+    if (pipe(down) || pipe(up))
+        return -1;
+    char script[1024], b[16], th[16];
+    snprintf(script, sizeof script, "%s/bench/bench_train_torch.py", HALLU_SOURCE_DIR);
+    snprintf(b, sizeof b, "%d", batch);
+    snprintf(th, sizeof th, "%d", threads);
+    t->pid = fork();
+    if (t->pid < 0)
+        return -1;
+    if (t->pid == 0) {
+        dup2(down[0], 0);
+        dup2(up[1], 1);
+        close(down[1]);
+        close(up[0]);
+        execl("/usr/bin/python3", "python3", script, "--serve", b, th, (char *)NULL);
+        _exit(127);
+    }
+    close(down[0]);
+    close(up[1]);
+    t->to = fdopen(down[1], "w");
+    t->from = fdopen(up[0], "r");
+    return t->to && t->from ? 0 : -1;
+}
+
+static double torch_side_step(torch_side *t, const char *layout)
+{
+    char line[128];
+    double secs;
+    fprintf(t->to, "%s\n", layout);
+    fflush(t->to);
+    if (!fgets(line, sizeof line, t->from) || sscanf(line, "%lf", &secs) != 1) {
+        fprintf(stderr, "bench: no step time from bench_train_torch.py (is /usr/bin/python3 with torch installed?)\n");
+        exit(1);
+    }
+    return secs;
+}
+
+static int torch_side_stop(torch_side *t)
+{
+    int status = 0;
+    fclose(t->to);
+    fclose(t->from);
+    waitpid(t->pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+/* Lets the side that just ran park its thread pools (OpenMP and OpenBLAS spin
+ * for a while after work) before the other side's step starts. */
+static void settle(void)
+{
+    struct timespec ts = { 0, 300 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
 }
 
 int main(int argc, char **argv)
 {
     int batch = argc > 1 ? atoi(argv[1]) : 256, threads = argc > 2 ? atoi(argv[2]) : 2;
     int steps = argc > 3 ? atoi(argv[3]) : 5, torch = !(argc > 4 && strcmp(argv[4], "--no-torch") == 0);
+    if (batch < 1 || threads < 1 || steps < 1) {
+        fprintf(stderr, "usage: bench_train_step [BATCH>=1] [THREADS>=1] [STEPS>=1] [--no-torch]\n");
+        return 2;
+    }
     hallu_set_num_threads(threads);
     double peak = sgemm_gflops(threads);
-    double ips = hallu_images_per_s(batch, threads, steps);
+    hallu_side h;
+    hallu_side_create(&h, batch, threads);
+    torch_side t = { 0, NULL, NULL };
+    if (torch && torch_side_start(&t, batch, threads) != 0) {
+        perror("bench: starting bench_train_torch.py");
+        return 1;
+    }
+    static const char *layouts[2] = { "nchw", "channels_last" };
+    double *secs = malloc(sizeof(double) * 3 * steps);
+    for (int s = -1; s < steps; s++) {   /* round -1 is warm-up */
+        double sh = hallu_side_step(&h), st[2] = { 0, 0 };
+        for (int l = 0; torch && l < 2; l++) {
+            settle();
+            st[l] = torch_side_step(&t, layouts[l]);
+        }
+        settle();
+        if (s >= 0) {
+            secs[s] = sh;
+            secs[steps + s] = st[0];
+            secs[2 * steps + s] = st[1];
+        }
+    }
+    double ips = batch / median(secs, steps);
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
     printf("machine fp32 sgemm (OpenBLAS, %d threads): %.1f GFLOP/s\n", threads, peak);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);
-    if (!torch)
-        return 0;
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/bench_train_torch.py %d %d %d 1", HALLU_SOURCE_DIR, batch,
-             threads, steps);
-    FILE *p = popen(cmd, "r");
-    char line[256], layout[64];
-    double tips;
-    while (p && fgets(line, sizeof line, p))
-        if (sscanf(line, "torch %63s %lf", layout, &tips) == 2)
-            printf("torch  %-13s %.1f images/s = %.0f%% of sgemm peak; hallu / torch = %.2fx\n", layout, tips,
+    int rc = 0;
+    if (torch) {
+        for (int l = 0; l < 2; l++) {
+            double tips = batch / median(secs + (l + 1) * steps, steps);
+            printf("torch  %-13s %.1f images/s = %.0f%% of sgemm peak; hallu / torch = %.2fx\n", layouts[l], tips,
                    100.0 * tips * step_flops / 1e9 / peak, ips / tips);
-    return p && pclose(p) == 0 ? 0 : 1;
+        }
+        rc = torch_side_stop(&t);
+    }
+    free(secs);
+    hallu_side_free(&h);
+    return rc;
 }

@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
 """PyTorch peer of bench_train_step: one training step of ResNet-18 (CIFAR stem,
 32x32, batch B, fp32) = forward + cross-entropy + backward + SGD, at T threads,
-in the default NCHW layout and in channels_last. Prints one line per layout:
+in the default NCHW layout and in channels_last; images/s = batch / median step
+time, as bench_train_step computes hallu's. Prints one line per layout:
   torch <layout> <images/s>
-Usage: bench_train_torch.py BATCH THREADS STEPS WARMUP"""
+Usage: bench_train_torch.py BATCH THREADS STEPS WARMUP
+       bench_train_torch.py --serve BATCH THREADS   (bench_train_step's peer: reads
+       a layout per line, runs one step of it, prints the step's seconds)"""
+import statistics
 import sys
 import time
 
 import torch
 import torch.nn as nn
 import torchvision
+
+
+LAYOUTS = ("nchw", "channels_last")
 
 
 def model_cifar():
@@ -19,31 +26,48 @@ def model_cifar():
     return m
 
 
-def run(layout, batch, steps, warmup):
-    torch.manual_seed(0)
-    model = model_cifar()
-    x = torch.randn(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
-    if layout == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    model.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
+class Peer:
+    """One layout's model, optimizer and fixed batch."""
+
+    def __init__(self, layout, batch):
+        torch.manual_seed(0)
+        self.model = model_cifar()
+        self.x = torch.randn(batch, 3, 32, 32)
+        self.y = torch.randint(0, 10, (batch,))
+        if layout == "channels_last":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.model.train()
+
+    def step(self):
+        """One training step; returns its wall time in seconds."""
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
         loss.backward()
-        opt.step()
-    return batch * steps / (time.perf_counter() - t0)
+        self.opt.step()
+        return time.perf_counter() - t0
+
+
+def serve(batch):
+    """bench_train_step's peer: one step of the named layout per stdin line."""
+    peers = {layout: Peer(layout, batch) for layout in LAYOUTS}
+    for line in sys.stdin:
+        print(f"{peers[line.strip()].step():.6f}", flush=True)
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        torch.set_num_threads(int(sys.argv[3]))
+        serve(int(sys.argv[2]))
+        return
     batch, threads, steps, warmup = (int(a) for a in sys.argv[1:5])
     torch.set_num_threads(threads)
-    for layout in ("nchw", "channels_last"):
-        print(f"torch {layout} {run(layout, batch, steps, warmup):.2f}", flush=True)
+    for layout in LAYOUTS:
+        peer = Peer(layout, batch)
+        secs = [peer.step() for _ in range(warmup + steps)][warmup:]
+        print(f"torch {layout} {batch / statistics.median(secs):.2f}", flush=True)
 
 
 if __name__ == "__main__":
