@@ -542,12 +542,15 @@ int main(void)
     test_conv(be, 1, 9, 7, 5, 6, 3, 1, 0);
     /* 3x3 stride-1 pad-1 with >= 16 channels each side runs Winograd F(2x2, 3x3):
      * odd edges; 21 images of 32x32 = eleven chunks of the shared buffers (512
-     * tiles = 2 images each, the last one partial);
+     * tiles = 2 images each, the last one partial); the GEMMs split by tiles
+     * between threads up to 1 MiB of transformed weights, by matrices above
+     * (136 -> 128 channels);
      * unequal channels both ways. The 8->16 geometry above stays on oneDNN. */
     test_conv(be, 3, 7, 5, 16, 16, 3, 1, 1);
     test_conv(be, 21, 32, 32, 16, 16, 3, 1, 1);
     test_conv(be, 2, 4, 4, 32, 24, 3, 1, 1);
     test_conv(be, 2, 6, 6, 17, 40, 3, 1, 1);
+    test_conv(be, 2, 5, 4, 136, 128, 3, 1, 1);
     test_batchnorm(be, "batchnorm2d rows 2x8x8 c16", 128, 16, 1);
     test_batchnorm(be, "batchnorm1d 32x8", 32, 8, 1);
     test_batchnorm(be, "batchnorm1d 32x8 affine=false", 32, 8, 0);
