@@ -287,8 +287,8 @@ static void conv_chunk_by_tiles(cpu_impl *impl, const hallu_conv2d_geom *g, cons
 
 /* out (NHWC, c_out channels) = conv(in, U) for one chunk: transform, 16 GEMMs,
  * inverse. Splitting by tiles was 1.0-1.4x faster up to 128 channels (U = 1 MiB
- * in all); at 512 channels, where U is 16 MiB, splitting by matrices was 1.2-1.5x
- * faster (bench/bench_ops). */
+ * in all; the whole training step ~5% faster); at 512 channels, where U is 16 MiB,
+ * splitting by matrices was 1.2-1.5x faster (bench/bench_ops). */
 static void conv_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, float *out, const float *in,
                        int c_in, int c_out)
 {
