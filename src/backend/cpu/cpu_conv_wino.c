@@ -220,13 +220,44 @@ static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
     return ch;
 }
 
-static void inputs_transform(cpu_impl *impl, const chunk *ch, const float *x, int h, int w, int c)
+/* This thread's contiguous share [t0, t1) of the chunk's tiles, inside a parallel region. */
+static void my_tiles(const chunk *ch, int64_t *t0, int64_t *t1)
 {
-#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
-    for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
+    int me = omp_get_thread_num(), team = omp_get_num_threads();
+    *t0 = (int64_t)ch->tiles * me / team;
+    *t1 = (int64_t)ch->tiles * (me + 1) / team;
+}
+
+/* V rows [t0, t1) of the chunk from x (h x w, c channels). */
+static void input_tiles(cpu_impl *impl, const chunk *ch, const float *x, int h, int w, int c, int64_t t0, int64_t t1)
+{
+    for (int64_t t = t0; t < t1; t++) {
         int img, ty, tx;
         tile_at(ch, t, &img, &ty, &tx);
         input_tile(impl->wino_v + t * c, ch->tiles * c, x, impl->wino_zero, h, w, c, img, ty, tx);
+    }
+}
+
+/* Output tiles [t0, t1) of the chunk from M; pixels past an odd edge go to the
+ * calling thread's spill rows. */
+static void output_tiles(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, float *out, int c,
+                         int64_t t0, int64_t t1)
+{
+    float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c;
+    for (int64_t t = t0; t < t1; t++) {
+        int img, ty, tx;
+        tile_at(ch, t, &img, &ty, &tx);
+        output_tile(out, impl->wino_m + t * c, ch->tiles * c, g->oh, g->ow, c, img, ty, tx, spill);
+    }
+}
+
+static void inputs_transform(cpu_impl *impl, const chunk *ch, const float *x, int h, int w, int c)
+{
+#pragma omp parallel num_threads(impl->num_threads)
+    {
+        int64_t t0, t1;
+        my_tiles(ch, &t0, &t1);
+        input_tiles(impl, ch, x, h, w, c, t0, t1);
     }
 }
 
@@ -241,17 +272,11 @@ static void conv_chunk_by_matrices(cpu_impl *impl, const hallu_conv2d_geom *g, c
     for (int e = 0; e < 16; e++)
         dnnl_sgemm('N', 'N', (dnnl_dim_t)ch->tiles, c_out, c_in, 1.0f, impl->wino_v + e * vs, c_in,
                    impl->wino_u + e * us, c_out, 0.0f, impl->wino_m + e * ms, c_out);
-    int nt = impl->num_threads;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(impl->num_threads)
     {
-        /* Pixels past an odd edge go to this thread's spill row. */
-        float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c_out;
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < (int64_t)ch->tiles; t++) {
-            int img, ty, tx;
-            tile_at(ch, t, &img, &ty, &tx);
-            output_tile(out, impl->wino_m + t * c_out, ms, g->oh, g->ow, c_out, img, ty, tx, spill);
-        }
+        int64_t t0, t1;
+        my_tiles(ch, &t0, &t1);
+        output_tiles(impl, g, ch, out, c_out, t0, t1);
     }
 }
 
@@ -262,26 +287,15 @@ static void conv_chunk_by_tiles(cpu_impl *impl, const hallu_conv2d_geom *g, cons
                                 const float *in, int c_in, int c_out)
 {
     size_t vs = ch->tiles * c_in, ms = ch->tiles * c_out, us = (size_t)c_in * c_out;
-    int nt = impl->num_threads;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(impl->num_threads)
     {
-        int me = omp_get_thread_num(), team = omp_get_num_threads();
-        int64_t t0 = (int64_t)ch->tiles * me / team, t1 = (int64_t)ch->tiles * (me + 1) / team;
-        /* Pixels past an odd edge go to this thread's spill row. */
-        float *spill = impl->wino_spill + (size_t)me * 4 * c_out;
-        for (int64_t t = t0; t < t1; t++) {
-            int img, ty, tx;
-            tile_at(ch, t, &img, &ty, &tx);
-            input_tile(impl->wino_v + t * c_in, vs, in, impl->wino_zero, g->h, g->w, c_in, img, ty, tx);
-        }
+        int64_t t0, t1;
+        my_tiles(ch, &t0, &t1);
+        input_tiles(impl, ch, in, g->h, g->w, c_in, t0, t1);
         for (int e = 0; e < 16 && t1 > t0; e++)
             dnnl_sgemm('N', 'N', (dnnl_dim_t)(t1 - t0), c_out, c_in, 1.0f, impl->wino_v + e * vs + t0 * c_in, c_in,
                        impl->wino_u + e * us, c_out, 0.0f, impl->wino_m + e * ms + t0 * c_out, c_out);
-        for (int64_t t = t0; t < t1; t++) {
-            int img, ty, tx;
-            tile_at(ch, t, &img, &ty, &tx);
-            output_tile(out, impl->wino_m + t * c_out, ms, g->oh, g->ow, c_out, img, ty, tx, spill);
-        }
+        output_tiles(impl, g, ch, out, c_out, t0, t1);
     }
 }
 
