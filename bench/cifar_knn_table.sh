@@ -3,6 +3,7 @@
 # for SimCLR, MoCo v2 and SimSiam, each without and with the Hallucinator (both
 # wirings for SimCLR), same seed and budget, plus the untrained network's kNN.
 # usage: bench/cifar_knn_table.sh [BUILD_DIR=build]
+#   A run that was interrupted (Ctrl-C, SIGTERM, a lost session) continues from its checkpoint on the next call.
 #   env: RUNS (names of the runs to do; default all), EXTRA (more train flags), SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
 #        THREADS (2), SEED (0), OUT (runs/cifar-table)
 set -euo pipefail
@@ -26,9 +27,13 @@ RUNS=${RUNS:-simclr simclr-hal simclr-hal-ref mocov2 mocov2-hal simsiam simsiam-
 run() {   # name, flags...
   local name=$1; shift
   case " $RUNS " in *" $name "*) ;; *) return 0 ;; esac
-  [ -f "$OUT/$name/checkpoint.hlu" ] && [ -n "$(grep knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null)" ] && return 0
-  rm -rf "${OUT:?}/$name"
-  "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name"
+  if [ -f "$OUT/$name/checkpoint.hlu" ]; then   # done, or interrupted: continue it bit for bit
+    grep -q knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null && return 0
+    "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name" --resume
+  else
+    rm -rf "${OUT:?}/$name"
+    "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name"
+  fi
 }
 run simclr            --method simclr  --no-hallucinator
 run simclr-hal        --method simclr  --hallucinator --hal-init residual

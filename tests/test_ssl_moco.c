@@ -1,6 +1,7 @@
 /* Method object bookkeeping: MoCo queue (enqueue order, wrap-around,
  * duplicates), momentum update, checkpoint state blobs and their validation,
- * Hallucinator RNG save/restore, parameter names, bad configuration errors. */
+ * Hallucinator RNG save/restore, parameter names, bad configuration errors,
+ * the SimCLR loss scale (base temperature) and zero-initialised residuals. */
 #include "check.h"
 #include "hallu/ssl.h"
 #include "ssl/ssl_internal.h"
@@ -191,6 +192,79 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     hallu_params_free(&ps);
 }
 
+/* One SimCLR + Hallucinator step (fixed r) from the same weights and views;
+ * returns the loss and a malloc'ed copy of every gradient. */
+static float simclr_step(hallu_backend *be, float base_temperature, int zero_init_residual, float **grad,
+                         int64_t *numel, float *bn2_weight_max)
+{
+    hallu_error err = { 0 };
+    hallu_ssl_config cfg;
+    hallu_ssl_config_default(&cfg, HALLU_METHOD_SIMCLR);
+    cfg.base_temperature = base_temperature;
+    cfg.backbone.zero_init_residual = zero_init_residual;
+    cfg.fixed_ratio = 0.05f;
+    hallu_params ps;
+    hallu_params_init(&ps);
+    hallu_ssl *ssl = NULL;
+    float loss = NAN;
+    *grad = NULL;
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    if (!ssl || !ps.param)
+        return loss;
+    hallu_ssl_init_weights(ssl, &ps, 9);
+    const hallu_tensor_info *bn2 = hallu_params_find(&ps, "encoder.layer1.0.bn2.weight", NULL);
+    const hallu_tensor_info *bn1 = hallu_params_find(&ps, "encoder.layer1.0.bn1.weight", NULL);
+    CHECK(bn1 && bn2 && ps.param[bn1->offset] == 1.0f);
+    *bn2_weight_max = 0.0f;
+    for (int64_t i = 0; bn2 && i < bn2->numel; i++)
+        *bn2_weight_max = fmaxf(*bn2_weight_max, fabsf(ps.param[bn2->offset + i]));
+    CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
+    size_t nv = (size_t)N * H * H * 3;
+    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
+    fill_views(v1, nv, 5);
+    fill_views(v2, nv, 6);
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    hallu_ssl_stats st;
+    hallu_params_zero_grad(&ps);
+    CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+    loss = st.loss;
+    *numel = ps.trainable_numel;
+    *grad = malloc((size_t)ps.trainable_numel * sizeof(float));
+    memcpy(*grad, ps.grad, (size_t)ps.trainable_numel * sizeof(float));
+    free(v1);
+    free(v2);
+    hallu_ssl_free(ssl);
+    hallu_params_free(&ps);
+    return loss;
+}
+
+/* base_temperature 0.25 at T 0.5 scales the loss and every gradient by exactly 2
+ * (a power of two: the same roundings, doubled); zero_init_residual zeroes the
+ * last BN weight of each block and nothing else changes shape. */
+static void test_simclr_scale_and_zero_init(hallu_backend *be)
+{
+    float *g1 = NULL, *g2 = NULL, *g3 = NULL, w1 = -1, w2 = -1, w3 = -1;
+    int64_t n1 = 0, n2 = 0, n3 = 0;
+    float l1 = simclr_step(be, 0.0f, 0, &g1, &n1, &w1);
+    float l2 = simclr_step(be, 0.25f, 0, &g2, &n2, &w2);
+    float l3 = simclr_step(be, 0.0f, 1, &g3, &n3, &w3);
+    CHECK_MSG(isfinite(l1) && l2 == 2.0f * l1, "loss %.9g with base 0.25, %.9g without", l2, l1);
+    int64_t bad = 0;
+    double g2sum = 0;
+    for (int64_t i = 0; g1 && g2 && n1 == n2 && i < n1; i++) {
+        bad += g2[i] != 2.0f * g1[i];
+        g2sum += fabs(g1[i]);
+    }
+    CHECK_MSG(g1 && g2 && n1 == n2 && bad == 0 && g2sum > 0, "%lld of %lld gradients not doubled", (long long)bad,
+              (long long)n1);
+    CHECK_MSG(w1 == 1.0f && w3 == 0.0f, "layer1.0.bn2.weight max |w|: %g default, %g zero-init", w1, w3);
+    CHECK(isfinite(l3) && n3 == n1 && l3 != l1);
+    free(g1);
+    free(g2);
+    free(g3);
+}
+
 int main(void)
 {
     hallu_error err = { 0 };
@@ -203,6 +277,7 @@ int main(void)
     test_moco(be, 1);
     test_method(be, HALLU_METHOD_SIMSIAM);
     test_method(be, HALLU_METHOD_SIMCLR);
+    test_simclr_scale_and_zero_init(be);
     hallu_backend_free(be);
     return check_summary();
 }

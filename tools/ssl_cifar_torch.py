@@ -54,6 +54,9 @@ def parse_args(argv):
     p.add_argument("--lr", type=float, default=0.06)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--base-temperature", type=float, default=0.0,
+                   help="SimCLR: scale the loss by T / base (the authors' NT_Xent_dist: 0.07); 0 = plain")
+    p.add_argument("--zero-init-residual", action="store_true", help="last BN of each block starts at weight 0")
     p.add_argument("--queue-size", type=int, default=4096)
     p.add_argument("--moco-momentum", type=float, default=0.99)
     p.add_argument("--seed", type=int, default=0)
@@ -131,8 +134,8 @@ def seed_worker(worker_id):
 
 # ---------------------------------------------------------------- model
 
-def resnet18_cifar():
-    net = torchvision.models.resnet18()
+def resnet18_cifar(zero_init_residual=False):
+    net = torchvision.models.resnet18(zero_init_residual=zero_init_residual)
     net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     net.maxpool = nn.Identity()
@@ -165,14 +168,15 @@ class Method(nn.Module):
         super().__init__()
         self.method = a.method
         dim = 512 if a.method == "simsiam" else 128
-        self.encoder = resnet18_cifar()
+        self.encoder = resnet18_cifar(a.zero_init_residual)
+        self.loss_scale = TEMPERATURE["simclr"] / a.base_temperature if a.base_temperature > 0 else 1.0
         self.projector = projector(a.method)
         if a.method == "simsiam":
             self.predictor = nn.Sequential(nn.Linear(dim, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
                                            nn.Linear(128, dim))
         self.hal = Hallucinator(dim, a.hal_init == "residual", a.hal_ratio_max) if a.hallucinator else None
         if a.method.startswith("moco"):
-            self.key_encoder, self.key_projector = resnet18_cifar(), projector(a.method)
+            self.key_encoder, self.key_projector = resnet18_cifar(a.zero_init_residual), projector(a.method)
             self.key_encoder.load_state_dict(self.encoder.state_dict())
             self.key_projector.load_state_dict(self.projector.state_dict())
             for p in list(self.key_encoder.parameters()) + list(self.key_projector.parameters()):
@@ -202,7 +206,7 @@ class Method(nn.Module):
         logits = (f @ f.T / TEMPERATURE["simclr"]).masked_fill(torch.eye(m, dtype=torch.bool, device=f.device),
                                                               float("-inf"))
         pos = (torch.arange(m, device=f.device) + m // 2) % m
-        return F.cross_entropy(logits, pos), z1
+        return self.loss_scale * F.cross_entropy(logits, pos), z1
 
     def simsiam(self, v1, v2):
         z1, z2 = self.embed(v1), self.embed(v2)

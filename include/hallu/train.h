@@ -23,6 +23,8 @@ typedef struct hallu_train_config {
     int enqueue_duplicates, mask_duplicates;
     int fix_pred_lr;           /* SimSiam: predictor at the constant base lr (the paper's option) */
     double temperature;          /* <= 0: the method's default */
+    double base_temperature;     /* SimCLR: > 0 scales the loss by temperature / base (the authors'
+                                    NT_Xent_dist uses 0.07); 0 = plain NT-Xent */
     int queue_size;
     double moco_momentum;
     int proj_dim;                /* 0: the method's default */
@@ -32,6 +34,7 @@ typedef struct hallu_train_config {
     const char *knn_test_data;   /* held-out set (default: data, test split) */
     int train_subset;            /* > 0: use the first N training images */
     const char *arch, *stem;
+    int zero_init_residual;      /* last BN of each residual block starts at weight 0 */
     /* optimisation */
     const char *optimizer;       /* sgd | lars | adamw */
     int epochs, batch_size, warmup_epochs;

@@ -115,6 +115,8 @@ int cmd_train(int argc, char **argv)
         { "fix-pred-lr", CLI_ARG_BOOL, &c.fix_pred_lr, "SimSiam: keep the predictor at the base lr (no cosine decay), "
                                                        "as the SimSiam paper's option" },
         { "temperature", CLI_ARG_FLOAT, &c.temperature, "loss temperature (0 = the method's default)" },
+        { "base-temperature", CLI_ARG_FLOAT, &c.base_temperature, "SimCLR: scale the loss by temperature / base, "
+                                                                  "as the authors' NT_Xent_dist (0.07); 0 = plain NT-Xent" },
         { "queue-size", CLI_ARG_INT, &c.queue_size, "MoCo queue length K (a multiple of the keys per step)" },
         { "moco-momentum", CLI_ARG_FLOAT, &c.moco_momentum, "MoCo key-encoder momentum m" },
         { "proj-dim", CLI_ARG_INT, &c.proj_dim, "embedding width (0 = the method's default)" },
@@ -124,6 +126,8 @@ int cmd_train(int argc, char **argv)
         { "train-subset", CLI_ARG_INT, &c.train_subset, "use N evenly spaced training images (0 = all)" },
         { "arch", CLI_ARG_STR, &c.arch, "resnet18 | resnet34 | resnet50" },
         { "stem", CLI_ARG_STR, &c.stem, "cifar (3x3, no max-pool) | imagenet (7x7/2 + max-pool)" },
+        { "zero-init-residual", CLI_ARG_BOOL, &c.zero_init_residual, "start the last batch norm of each residual "
+                                                                      "block at weight 0 (the authors' SimSiam config)" },
         { "optimizer", CLI_ARG_STR, &c.optimizer, "sgd | lars | adamw" },
         { "epochs", CLI_ARG_INT, &c.epochs, "training epochs" },
         { "batch-size", CLI_ARG_INT, &c.batch_size, "images per step" },

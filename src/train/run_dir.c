@@ -64,15 +64,16 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
     int n = snprintf(run->config_json, sizeof run->config_json,
         "{\"method\": %s, \"hallucinator\": %d, \"hal_init\": %s, \"hal_ratio_max\": %.9g, "
         "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, "
-        "\"fix_pred_lr\": %d, \"temperature\": %.9g, \"queue_size\": %d, \"moco_momentum\": %.9g, "
-        "\"proj_dim\": %d, \"data\": %s, \"train_subset\": %d, \"arch\": %s, \"stem\": %s, \"optimizer\": %s, "
-        "\"epochs\": %d, \"batch_size\": %d, \"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, "
-        "\"weight_decay\": %.9g, \"seed\": %llu, \"threads\": %d, \"image_size\": [%d, %d]}",
+        "\"fix_pred_lr\": %d, \"temperature\": %.9g, \"base_temperature\": %.9g, \"queue_size\": %d, "
+        "\"moco_momentum\": %.9g, \"proj_dim\": %d, \"data\": %s, \"train_subset\": %d, \"arch\": %s, "
+        "\"stem\": %s, \"zero_init_residual\": %d, \"optimizer\": %s, \"epochs\": %d, \"batch_size\": %d, "
+        "\"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, \"weight_decay\": %.9g, \"seed\": %llu, "
+        "\"threads\": %d, \"image_size\": [%d, %d]}",
         method, c->hallucinator, init, c->hal_ratio_max, c->hal_fixed_ratio, run->ssl_cfg.hal_hidden,
-        c->enqueue_duplicates, c->mask_duplicates, c->fix_pred_lr, run->ssl_cfg.temperature, run->ssl_cfg.queue_size,
-        run->ssl_cfg.momentum, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem, opt, c->epochs,
-        c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay, (unsigned long long)c->seed,
-        c->threads, run->image_h, run->image_w);
+        c->enqueue_duplicates, c->mask_duplicates, c->fix_pred_lr, run->ssl_cfg.temperature, c->base_temperature,
+        run->ssl_cfg.queue_size, run->ssl_cfg.momentum, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem,
+        c->zero_init_residual, opt, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
+        (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
     if (n < 0 || (size_t)n >= sizeof run->config_json)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
     if (c->resume)

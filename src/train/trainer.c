@@ -45,6 +45,11 @@ static hallu_status build_ssl_config(train_run *run, hallu_error *err)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--fix-pred-lr applies to simsiam only (--method %s has no "
                                "predictor)", c->method);
     if (c->temperature > 0) sc->temperature = (float)c->temperature;
+    if (c->base_temperature < 0 || (c->base_temperature > 0 && kind != HALLU_METHOD_SIMCLR))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--base-temperature %g: expected >= 0, and for simclr only "
+                               "(--method %s)", c->base_temperature, c->method);
+    sc->base_temperature = (float)c->base_temperature;
+    sc->backbone.zero_init_residual = c->zero_init_residual;
     if (c->proj_dim > 0) sc->proj_dim = c->proj_dim;
     sc->queue_size = c->queue_size;
     sc->momentum = (float)c->moco_momentum;
