@@ -29,6 +29,25 @@ static void fill_views(float *v, size_t n, uint64_t stream)
         v[i] = (float)hallu_rng_normal(&rng);
 }
 
+/* N random NHWC images of H x H x 3 (malloc'ed; caller frees). */
+static float *random_views(uint64_t stream)
+{
+    size_t nv = (size_t)N * H * H * 3;
+    float *v = malloc(nv * sizeof(float));
+    if (v)
+        fill_views(v, nv, stream);
+    return v;
+}
+
+/* One training step from zeroed gradients. */
+static hallu_status train_step(hallu_ssl *ssl, hallu_backend *be, hallu_params *ps, const float *v1,
+                               const float *v2, hallu_ssl_stats *st, hallu_error *err)
+{
+    hallu_nn_ctx ctx = { .be = be, .ps = ps, .training = 1 };
+    hallu_params_zero_grad(ps);
+    return hallu_ssl_step(ssl, &ctx, v1, v2, N, st, err);
+}
+
 static void test_moco(hallu_backend *be, int enqueue_duplicates)
 {
     hallu_error err = { 0 };
@@ -63,17 +82,13 @@ static void test_moco(hallu_backend *be, int enqueue_duplicates)
         norm += (double)ssl->queue[j] * ssl->queue[j];
     CHECK_NEAR(norm, 1.0, 1e-5);   /* initial rows are unit vectors */
 
-    size_t nv = (size_t)N * H * H * 3;
-    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
-    fill_views(v1, nv, 1);
-    fill_views(v2, nv, 2);
+    float *v1 = random_views(1), *v2 = random_views(2);
     hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
     int per_step = enqueue_duplicates ? 2 * N : N;
     int64_t expect_ptr = 0;
     for (int step = 0; step < 3; step++) {
         hallu_ssl_stats st;
-        hallu_params_zero_grad(&ps);
-        CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+        CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
         CHECK(isfinite(st.loss) && st.loss > 0 && st.ratio[0] >= 0 && st.ratio[0] < 0.1f);
         CHECK(ssl->pending_rows == per_step);
         memcpy(row0, ssl->pending, 128 * sizeof(float));   /* the first key of this step */
@@ -166,19 +181,15 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     hallu_ssl_init_weights(ssl, &ps, 9);
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
     CHECK(hallu_ssl_plan(ssl, be, N, H, H, &err) == HALLU_ERR_INVALID_ARG);
-    size_t nv = (size_t)N * H * H * 3;
-    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
-    fill_views(v1, nv, 3);
-    fill_views(v2, nv, 4);
-    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    float *v1 = random_views(3), *v2 = random_views(4);
     hallu_ssl_stats st;
-    hallu_params_zero_grad(&ps);
-    CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+    CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
     CHECK(isfinite(st.loss) && st.collapse_std > 0);
     double g2 = 0;
     for (int64_t i = 0; i < ps.trainable_numel; i++)
         g2 += (double)ps.grad[i] * ps.grad[i];
     CHECK(g2 > 0 && isfinite(g2));
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
     CHECK(hallu_ssl_step(ssl, &ctx, v1, v2, N + 1, &st, &err) == HALLU_ERR_INVALID_ARG);
     ctx.training = 0;
     float *before = malloc((size_t)ps.state_numel * sizeof(float));
@@ -220,14 +231,9 @@ static float simclr_step(hallu_backend *be, float base_temperature, int zero_ini
     for (int64_t i = 0; bn2 && i < bn2->numel; i++)
         *bn2_weight_max = fmaxf(*bn2_weight_max, fabsf(ps.param[bn2->offset + i]));
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
-    size_t nv = (size_t)N * H * H * 3;
-    float *v1 = malloc(nv * sizeof(float)), *v2 = malloc(nv * sizeof(float));
-    fill_views(v1, nv, 5);
-    fill_views(v2, nv, 6);
-    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    float *v1 = random_views(5), *v2 = random_views(6);
     hallu_ssl_stats st;
-    hallu_params_zero_grad(&ps);
-    CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
+    CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
     loss = st.loss;
     *numel = ps.trainable_numel;
     *grad = malloc((size_t)ps.trainable_numel * sizeof(float));
