@@ -5,12 +5,13 @@
 # usage: bench/cifar_knn_table.sh [BUILD_DIR=build]
 #   A run that was interrupted (Ctrl-C, SIGTERM, a lost session) continues from its checkpoint on the next call.
 #   env: RUNS (names of the runs to do; default all), EXTRA (more train flags), SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
-#        THREADS (2), SEED (0), OUT (runs/cifar-table)
+#        THREADS (2), WORKERS (2), SEED (0), OUT (runs/cifar-table)
+#   SimSiam rows use the authors' CIFAR predictor setting (--fix-pred-lr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 SUBSET=${SUBSET:-10000} EPOCHS=${EPOCHS:-2} BATCH=${BATCH:-256} LR=${LR:-0.06}
-THREADS=${THREADS:-2} SEED=${SEED:-0} OUT=${OUT:-runs/cifar-table}
+THREADS=${THREADS:-2} WORKERS=${WORKERS:-2} SEED=${SEED:-0} OUT=${OUT:-runs/cifar-table}
 DATA=$BUILD/bench_data
 HALLU=$BUILD/hallu
 if [ ! -d "$DATA/cifar10/train" ]; then
@@ -22,7 +23,7 @@ for split in train test; do
 done
 mkdir -p "$OUT"
 common=(--data "packed:$DATA/packed" --train-subset "$SUBSET" --epochs "$EPOCHS" --batch-size "$BATCH"
-        --lr "$LR" --threads "$THREADS" --seed "$SEED" --knn-every 0 ${EXTRA:-})
+        --lr "$LR" --threads "$THREADS" --workers "$WORKERS" --seed "$SEED" --knn-every 0 ${EXTRA:-})
 RUNS=${RUNS:-simclr simclr-hal simclr-hal-ref mocov2 mocov2-hal simsiam simsiam-hal}
 run() {   # name, flags...
   local name=$1; shift
@@ -40,8 +41,8 @@ run simclr-hal        --method simclr  --hallucinator --hal-init residual
 run simclr-hal-ref    --method simclr  --hallucinator --hal-init reference
 run mocov2            --method mocov2  --no-hallucinator --queue-size 4096
 run mocov2-hal        --method mocov2  --hallucinator --hal-init residual --queue-size 4096
-run simsiam           --method simsiam --no-hallucinator
-run simsiam-hal       --method simsiam --hallucinator --hal-init residual
+run simsiam           --method simsiam --no-hallucinator --fix-pred-lr
+run simsiam-hal       --method simsiam --hallucinator --hal-init residual --fix-pred-lr
 printf '| run | untrained kNN | kNN top-1 | final loss | collapse std |\n|---|---|---|---|---|\n'
 for d in "$OUT"/*/; do
   /usr/bin/python3 - "$d" <<'PY'
