@@ -2,7 +2,10 @@
  * configuration, load the reference weights and views, run one hallu_ssl_step
  * and compare the loss and EVERY parameter gradient, then run 3 SGD steps
  * (momentum 0.9, lr 0.05, wd 5e-4, written here over the flat block; MoCo with
- * hallu_ssl_after_step) and compare the losses.
+ * hallu_ssl_after_step) and compare the losses. Steps 2 and 3 start from the
+ * reference's weights, the first after checking that ours agree (a ReLU flipped
+ * by rounding would otherwise grow through the updates; the momentum encoder,
+ * queue and pointer stay ours, so their bookkeeping is what is tested).
  * Error = ||hallu - torch|| / max(||torch||, floor): floor 1e-12 for gradients,
  * 1 for losses (a loss is a mean of O(1) terms, log-probabilities or cosines;
  * SimSiam's sits near 0 by cancellation, where a relative error says nothing).
@@ -133,13 +136,16 @@ static void sgd(run *r, double lr, double momentum, double wd)
     }
 }
 
-static int compare_grads(const char *cfg, const run *r, const hallu_safetensors *st)
+/* Every trainable tensor of `flat` (ps.grad or ps.param) against the
+ * reference's prefix + name. */
+static int compare_trainable(const char *cfg, const run *r, const float *flat, const char *prefix,
+                             const hallu_safetensors *st)
 {
     int ok = 1;
     for (int i = 0; i < r->ps.num_trainable; i++) {
         const hallu_tensor_info *t = &r->ps.trainable[i];
-        char name[HALLU_NAME_MAX + 8];
-        snprintf(name, sizeof name, "grad.%s", t->name);
+        char name[HALLU_NAME_MAX + 16];
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
         const hallu_st_tensor *ft = hallu_safetensors_find(st, name);
         if (!ft || ft->numel != t->numel || ft->dtype != HALLU_DTYPE_F32) {
             printf("  %-24s %s missing or mismatched in the reference  FAIL\n", cfg, name);
@@ -148,7 +154,7 @@ static int compare_grads(const char *cfg, const run *r, const hallu_safetensors 
         }
         float *want = malloc((size_t)t->numel * sizeof(float));
         memcpy(want, ft->data, (size_t)t->numel * sizeof(float));
-        ok &= compare(cfg, name, r->ps.grad + t->offset, want, t->numel, 1e-12);
+        ok &= compare(cfg, name, flat + t->offset, want, t->numel, 1e-12);
         free(want);
     }
     return ok;
@@ -162,7 +168,7 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
     hallu_safetensors st = { 0 };
     run r = { 0 };
     hallu_params_init(&r.ps);
-    int ok = 0;
+    int ok = 1;
     hallu_status s = hallu_safetensors_open(&st, path, &err);
     if (s == HALLU_OK)
         s = setup(&r, be, &st, &err);
@@ -174,12 +180,26 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
     hallu_nn_ctx ctx = { .be = be, .ps = &r.ps, .training = 1 };
     for (int step = 0; step < 3 && s == HALLU_OK; step++) {
         hallu_ssl_stats stats;
+        if (step > 0) {
+            /* Start from the reference's weights (see tools/ref_ssl.py:
+             * step<s>), keeping our own momentum encoder, queue and pointer.
+             * After the first step (screened gradients) ours must agree with
+             * them; after the second, an unscreened ReLU flip may move them
+             * by lr x its gradient, so only the losses are compared. */
+            char prefix[16];
+            snprintf(prefix, sizeof prefix, "step%d.", step);
+            if (step == 1)
+                ok &= compare_trainable(name, &r, r.ps.param, prefix, &st);
+            s = hallu_params_load(&r.ps, &st, "", prefix, 1, &err);
+            if (s != HALLU_OK)
+                break;
+        }
         hallu_params_zero_grad(&r.ps);
         s = hallu_ssl_step(r.ssl, &ctx, r.view1, r.view2, r.n, &stats, &err);
         got[step] = stats.loss;
         if (s == HALLU_OK && step == 0) {
-            ok = compare(name, "loss", &stats.loss, &loss1, 1, 1.0);
-            ok &= compare_grads(name, &r, &st);
+            ok &= compare(name, "loss", &stats.loss, &loss1, 1, 1.0);
+            ok &= compare_trainable(name, &r, r.ps.grad, "grad.", &st);
         }
         sgd(&r, meta_num(&st, "sgd_lr"), meta_num(&st, "sgd_momentum"), meta_num(&st, "sgd_weight_decay"));
         hallu_ssl_after_step(r.ssl, &ctx);

@@ -15,8 +15,18 @@ training mode, one file ref_ssl_<name>.safetensors holds:
   grad.<name>    the gradient of every trainable tensor at the first step
   losses         the loss of 3 SGD steps (momentum 0.9, lr 0.05, wd 5e-4;
                  MoCo with its momentum update and queue)
+  step<s>.<name> every tensor as init.<name>, before step s (1, 2): the test
+                 starts steps 2 and 3 from these (see below)
 Results are computed in float64 from the float32 weights and inputs, on the
 first seed where a float32 run agrees with them to TOL_F32 (see well_conditioned).
+Why step<s>: about 1.7 million ReLUs run per step, and the weights two SGD steps
+on can put one within another implementation's rounding of its kink, however
+the seed was screened; its flip changes the gradient, and the next loss, by
+~1e-4 to 1e-3 (seen: a SimSiam loss off by 1.2e-4 on one CPU, fine on
+another). Starting each step from
+the reference's weights keeps the loss a smooth function of what is compared,
+while the momentum encoder, queue and Hallucinator still carry over from the
+implementation's own previous steps.
 Existing outputs newer than this script are kept (the search is slow).
 and metadata describing the configuration (method, hallucinator, ratio, ...).
 The Hallucinator ratio r is fixed so the run is deterministic.
@@ -37,6 +47,13 @@ from safetensors_io import save_file  # noqa: E402
 SGD = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
 N, SIZE, K, MOMENTUM, RATIO, STEPS = 8, 8, 32, 0.99, 0.07, 3
 TOL_F32 = 5e-5   # SimSiam's near-zero loss costs float32 ~3e-5; a flipped ReLU costs ~1e-3
+# PyTorch's float32 agreeing is one sample of rounding; another implementation's
+# (hallu's Winograd convolutions, another CPU's kernels) can flip a ReLU that
+# PyTorch's did not: seen, an input 1.0 and one 1.2 times PyTorch's float32 error
+# from the kink, each costing ~1e-3 in a dozen gradients. So every ReLU input of
+# the first step must also sit at least KINK_MARGIN times PyTorch's float32 error
+# (the RMS over that call) from 0.
+KINK_MARGIN = 5.0
 
 # name -> (method, hallucinator, residual, mask_duplicates, enqueue_duplicates)
 CONFIGS = {
@@ -197,7 +214,30 @@ def randomize_bn(model):
             nn.init.uniform_(m.running_var, 0.5, 1.5)
 
 
-def reference(cfg, seed, dtype, steps=STEPS):
+class ReluProbe:
+    """Hooks every ReLU of a model and records, in call order, the inputs of the
+    calls that carry gradients."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def attach(self, model):
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                m.register_forward_pre_hook(self.hook)
+
+    def hook(self, module, args):
+        if torch.is_grad_enabled():
+            self.inputs.append(args[0].detach().double().clone())
+
+
+def kink_margin(inputs32, inputs64):
+    """The smallest |ReLU input| in units of float32's RMS error over its call."""
+    return min((b.abs().min() / (a - b).pow(2).mean().sqrt().clamp_min(1e-300)).item()
+               for a, b in zip(inputs32, inputs64))
+
+
+def reference(cfg, seed, dtype, steps=STEPS, probe=None):
     """One configuration on seed, computed in dtype from float32 weights and inputs."""
     torch.manual_seed(seed)
     method, hal, residual, mask, enqdup = cfg
@@ -206,6 +246,8 @@ def reference(cfg, seed, dtype, steps=STEPS):
     model.train()
     v1, v2 = torch.randn(N, 3, SIZE, SIZE), torch.randn(N, 3, SIZE, SIZE)
     moco = MoCoState(model, seed, v2) if method.startswith("moco") else None
+    if probe:   # after the key encoder's copy: it runs without gradients
+        probe.attach(model)
     out = {"init." + k: v.clone() for k, v in model.state_dict().items()}
     if moco:
         out["queue"] = moco.queue.clone()
@@ -220,6 +262,8 @@ def reference(cfg, seed, dtype, steps=STEPS):
     opt = torch.optim.SGD(model.parameters(), **SGD)
     losses = []
     for s in range(steps):
+        if s > 0 and dtype == torch.float64:
+            out.update({f"step{s}." + k: v.detach().clone() for k, v in model.state_dict().items()})
         opt.zero_grad()
         loss = step_loss(model, cfg, v1, v2, moco)
         loss.backward()
@@ -249,17 +293,23 @@ def well_conditioned(out32, out64):
 
 
 def build_reference(index, cfg):
-    """The first seed whose float32 run matches float64 to TOL_F32 (screened on
-    one step, then confirmed on all steps); the float64 results (the exact
-    answer for these float32 weights and inputs) are saved."""
+    """The first seed whose first step (loss and gradients) matches float64 to
+    TOL_F32 in float32, with no ReLU near its kink (KINK_MARGIN); the float64
+    results (the exact answer for these float32 weights and inputs) are saved.
+    Later steps start from the reference's weights (step<s>.*), so their losses
+    need no screening."""
     for attempt in range(40):
         seed = 1000 + 100 * index + attempt
-        worst = well_conditioned(reference(cfg, seed, torch.float32, 1), reference(cfg, seed, torch.float64, 1))
+        p32, p64 = ReluProbe(), ReluProbe()
+        first64 = reference(cfg, seed, torch.float64, 1, p64)
+        worst = well_conditioned(reference(cfg, seed, torch.float32, 1, p32), first64)
         if worst <= TOL_F32:
-            out64 = reference(cfg, seed, torch.float64)
-            worst = max(worst, well_conditioned(reference(cfg, seed, torch.float32), out64))
-            if worst <= TOL_F32:
+            margin = kink_margin(p32.inputs, p64.inputs)
+            if margin >= KINK_MARGIN:
+                out64 = reference(cfg, seed, torch.float64)
                 break
+            print(f"  seed {seed}: a ReLU input {margin:.2f} x float32's error from its kink, trying the next seed")
+            continue
         print(f"  seed {seed}: float32 vs float64 rel error {worst:.2e}, trying the next seed")
     else:
         raise SystemExit(f"no well-conditioned seed for {cfg}")
