@@ -15,6 +15,14 @@ the subset against the full test split, before training (the floor) and after.
 Runs on the CPU (Debian's torch 1.13) or a GPU (--device cuda; TF32 is turned
 off so the arithmetic stays float32). Prints one JSON line per run.
 
+--checkpoint FILE makes a long CPU run resumable: the model, optimizer, MoCo queue
+pointer, RNG states, step and floor are saved there (atomically) every
+--checkpoint-every steps, and a later call with the same FILE and recipe continues
+from the last save. Each epoch's shuffle is a permutation drawn from (seed, epoch),
+so a resumed run sees the same batches; the augmentation draws after a resume differ
+from an uninterrupted run's (the loader's workers are new), which a peer run can
+afford.
+
 usage: ssl_cifar_torch.py --data DIR [--method simclr] [--hallucinator] ...
   DIR: an ImageFolder tree with train/ and test/ (the unpacked cifar10-jpeg.tar.gz)
 """
@@ -65,6 +73,8 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-knn-floor", action="store_true")
     p.add_argument("--tag", default="", help="copied into the JSON line")
+    p.add_argument("--checkpoint", default="", help="save/resume the run here (see above)")
+    p.add_argument("--checkpoint-every", type=int, default=20, help="steps between saves")
     return p.parse_args(argv)
 
 
@@ -279,16 +289,60 @@ def knn_top1(encoder, train, test, device, k=200, t=0.1, classes=10):
 
 # ---------------------------------------------------------------- training
 
-def train(a, model, train_images, device, log):
+RECIPE_IGNORES = ("device", "threads", "workers", "tag", "checkpoint", "checkpoint_every", "no_knn_floor")
+
+
+def recipe(a):
+    return {k: v for k, v in sorted(vars(a).items()) if k not in RECIPE_IGNORES}
+
+
+def save_checkpoint(a, model, opt, step, loss, std, floor):
+    state = {"recipe": recipe(a), "model": model.state_dict(), "ptr": getattr(model, "ptr", 0),
+             "opt": opt.state_dict(), "step": step, "loss": loss, "std": std, "floor": floor,
+             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    tmp = a.checkpoint + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, a.checkpoint)
+
+
+def load_checkpoint(a):
+    if not a.checkpoint or not os.path.exists(a.checkpoint):
+        return None
+    state = torch.load(a.checkpoint, map_location="cpu")
+    if state.get("recipe") != recipe(a):
+        sys.exit(f"ssl_cifar_torch.py: {a.checkpoint} holds another recipe: {state.get('recipe')}")
+    return state
+
+
+def epoch_batches(a, n, epoch, skip):
+    """Epoch `epoch`'s shuffled full batches, from batch `skip` on."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(a.seed * 1_000_003 + epoch)).tolist()
+    return [perm[i:i + a.batch_size] for i in range(0, n - a.batch_size + 1, a.batch_size)][skip:]
+
+
+def train(a, model, train_images, device, log, resumed, floor):
     data = TwoViews(train_images)
-    g = torch.Generator().manual_seed(a.seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=a.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=a.workers, generator=g, worker_init_fn=seed_worker,
-                                         persistent_workers=a.workers > 0, pin_memory=device.type == "cuda")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
-    total, step, loss, std = a.epochs * len(loader), 0, float("nan"), float("nan")
-    for epoch in range(a.epochs):
+    per_epoch = len(data) // a.batch_size
+    total, step, loss, std = a.epochs * per_epoch, 0, float("nan"), float("nan")
+    if resumed is not None:
+        opt.load_state_dict(resumed["opt"])
+        step, loss, std = resumed["step"], resumed["loss"], resumed["std"]
+        torch.set_rng_state(resumed["torch_rng"])   # after the model's init drew its weights
+        np.random.set_state(resumed["numpy_rng"])
+        if resumed["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(resumed["cuda_rng"])
+        log(f"resumed at step {step}/{total}")
+    while step < total:
+        epoch, skip = divmod(step, per_epoch)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=epoch_batches(a, len(data), epoch, skip),
+                                             num_workers=a.workers, worker_init_fn=seed_worker,
+                                             pin_memory=device.type == "cuda")
         for v1, v2 in loader:
             for group in opt.param_groups:
                 group["lr"] = a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
@@ -301,6 +355,8 @@ def train(a, model, train_images, device, log):
             if step % 10 == 0 or step == total:
                 loss, std = out.item(), collapse_std(z)
                 log(f"epoch {epoch + 1} step {step}/{total} loss {loss:.4f} collapse_std {std:.4f}")
+            if a.checkpoint and (step % a.checkpoint_every == 0 or step == total):
+                save_checkpoint(a, model, opt, step, loss, std, floor)
     return loss, std
 
 
@@ -321,11 +377,20 @@ def main(argv):
     t0 = time.time()
     train_set = load_split(os.path.join(a.data, "train"), a.train_subset)
     test_set = load_split(os.path.join(a.data, "test"), a.test_subset)
-    model = Method(a).to(device)
-    floor = None if a.no_knn_floor else knn_top1(model.encoder, train_set, test_set, device)
+    resumed = load_checkpoint(a)
+    model = Method(a)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        if a.method.startswith("moco"):
+            model.ptr = resumed["ptr"]
+    model = model.to(device)
+    if resumed is not None:
+        floor = resumed["floor"]
+    else:
+        floor = None if a.no_knn_floor else knn_top1(model.encoder, train_set, test_set, device)
     if floor is not None:
         log(f"untrained kNN top-1 {floor:.2f}%")
-    loss, std = train(a, model, train_set[0], device, log)
+    loss, std = train(a, model, train_set[0], device, log, resumed, floor)
     top1 = knn_top1(model.encoder, train_set, test_set, device)
     log(f"kNN top-1 {top1:.2f}%")
     print(json.dumps({"tag": a.tag, "method": a.method, "hallucinator": a.hallucinator, "hal_init": a.hal_init,
