@@ -77,7 +77,8 @@ def compare(name, out, ref):
 
 shutil.rmtree(WORK, ignore_errors=True)
 os.makedirs(WORK)
-A, B, C, D = (os.path.join(WORK, n) for n in "ABCD")
+A, B, C = (os.path.join(WORK, n) for n in "ABC")
+D = os.path.join(WORK, "nested", "runs", "D")   # a fresh --out whose parent folders do not exist yet
 run(A)
 steps_per_epoch = 160 // 32
 run(B, "--stop-after-steps", "7", expect=130)

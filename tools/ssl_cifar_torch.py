@@ -67,6 +67,8 @@ def parse_args(argv):
     p.add_argument("--zero-init-residual", action="store_true", help="last BN of each block starts at weight 0")
     p.add_argument("--queue-size", type=int, default=4096)
     p.add_argument("--moco-momentum", type=float, default=0.99)
+    p.add_argument("--bn-splits", type=int, default=1,
+                   help="MoCo Shuffle BN on one process: BN per group of consecutive images, keys shuffled")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -144,8 +146,34 @@ def seed_worker(worker_id):
 
 # ---------------------------------------------------------------- model
 
-def resnet18_cifar(zero_init_residual=False):
-    net = torchvision.models.resnet18(zero_init_residual=zero_init_residual)
+class GroupedBatchNorm2d(nn.BatchNorm2d):
+    """Training-mode statistics per group of consecutive images (one process standing
+    in for `groups` data-parallel devices); the running statistics move by the mean of
+    the groups' updates."""
+
+    def __init__(self, channels, groups):
+        super().__init__(channels)
+        self.groups = groups
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        outs, means, variances = [], [], []
+        for chunk in x.chunk(self.groups):
+            rm, rv = self.running_mean.clone(), self.running_var.clone()
+            outs.append(F.batch_norm(chunk, rm, rv, self.weight, self.bias, True, self.momentum, self.eps))
+            means.append(rm)
+            variances.append(rv)
+        with torch.no_grad():
+            self.running_mean.copy_(torch.stack(means).mean(0))
+            self.running_var.copy_(torch.stack(variances).mean(0))
+            self.num_batches_tracked += 1
+        return torch.cat(outs)
+
+
+def resnet18_cifar(zero_init_residual=False, bn_splits=1):
+    norm = (lambda c: GroupedBatchNorm2d(c, bn_splits)) if bn_splits > 1 else None
+    net = torchvision.models.resnet18(zero_init_residual=zero_init_residual, norm_layer=norm)
     net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
     net.maxpool = nn.Identity()
@@ -178,7 +206,8 @@ class Method(nn.Module):
         super().__init__()
         self.method = a.method
         dim = 512 if a.method == "simsiam" else 128
-        self.encoder = resnet18_cifar(a.zero_init_residual)
+        self.bn_splits = a.bn_splits if a.method.startswith("moco") else 1
+        self.encoder = resnet18_cifar(a.zero_init_residual, self.bn_splits)
         self.loss_scale = TEMPERATURE["simclr"] / a.base_temperature if a.base_temperature > 0 else 1.0
         self.projector = projector(a.method)
         if a.method == "simsiam":
@@ -186,7 +215,8 @@ class Method(nn.Module):
                                            nn.Linear(128, dim))
         self.hal = Hallucinator(dim, a.hal_init == "residual", a.hal_ratio_max) if a.hallucinator else None
         if a.method.startswith("moco"):
-            self.key_encoder, self.key_projector = resnet18_cifar(a.zero_init_residual), projector(a.method)
+            self.key_encoder = resnet18_cifar(a.zero_init_residual, self.bn_splits)
+            self.key_projector = projector(a.method)
             self.key_encoder.load_state_dict(self.encoder.state_dict())
             self.key_projector.load_state_dict(self.projector.state_dict())
             for p in list(self.key_encoder.parameters()) + list(self.key_projector.parameters()):
@@ -239,7 +269,11 @@ class Method(nn.Module):
         q = self.embed(v1)
         with torch.no_grad():
             self.momentum_update()
-            k = F.normalize(self.key_projector(self.key_encoder(v2)), dim=1)
+            if self.bn_splits > 1:   # Shuffle BN: the key's BN group holds other images than its query's
+                order = torch.randperm(v2.shape[0], device=v2.device)
+                k = F.normalize(self.key_projector(self.key_encoder(v2[order])), dim=1)[torch.argsort(order)]
+            else:
+                k = F.normalize(self.key_projector(self.key_encoder(v2)), dim=1)
         z, kpos = q, k
         if self.hal is not None:
             q, kpos = self.hal(q, k), torch.cat([k, k])
@@ -395,7 +429,7 @@ def main(argv):
     log(f"kNN top-1 {top1:.2f}%")
     print(json.dumps({"tag": a.tag, "method": a.method, "hallucinator": a.hallucinator, "hal_init": a.hal_init,
                       "subset": a.train_subset, "epochs": a.epochs, "batch": a.batch_size, "lr": a.lr,
-                      "queue": a.queue_size, "moco_m": a.moco_momentum, "seed": a.seed, "knn_floor": floor,
+                      "queue": a.queue_size, "moco_m": a.moco_momentum, "bn_splits": a.bn_splits, "seed": a.seed, "knn_floor": floor,
                       "knn_top1": top1, "final_loss": loss, "collapse_std": std, "device": str(device),
                       "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}), flush=True)
 

@@ -17,12 +17,14 @@
 extern "C" {
 #endif
 
-enum { HALLU_MAX_INSTANCES = 4, HALLU_CONV_PLAN_CACHE = 4 };
+enum { HALLU_MAX_INSTANCES = 4, HALLU_CONV_PLAN_CACHE = 4, HALLU_BN_MAX_GROUPS = 16 };
 
 typedef struct hallu_nn_ctx {
     hallu_backend *be;
     hallu_params *ps;
     int training;            /* BN uses batch statistics and updates running ones */
+    int bn_groups;           /* training BN: statistics per group of consecutive samples, as data-parallel
+                                BN sees its per-device share (MoCo's Shuffle BN); 0 or 1 = the whole batch */
 } hallu_nn_ctx;
 
 /* ---- conv2d (no bias) ---- */
@@ -56,7 +58,7 @@ typedef struct hallu_batchnorm {
     float momentum, eps;
     int64_t weight, bias;                         /* trainable offsets (-1 when !affine) */
     int64_t running_mean, running_var, num_batches_tracked;   /* state offsets */
-    float *save_mean, *save_invstd;               /* [HALLU_MAX_INSTANCES][c], owned */
+    float *save_mean, *save_invstd;               /* [HALLU_MAX_INSTANCES][HALLU_BN_MAX_GROUPS][c], owned */
 } hallu_batchnorm;
 
 hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const char *prefix, int c,
@@ -64,6 +66,9 @@ hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const ch
 void hallu_batchnorm_free(hallu_batchnorm *m);
 /* Sets weight 1 (or `gamma`), bias 0, running mean 0, var 1. */
 void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma);
+/* With ctx->bn_groups = G > 1 in training, the rows form G equal groups (rows % G == 0),
+ * each normalised by its own statistics; the running statistics move by the mean of
+ * the groups' updates (as SplitBatchNorm / per-device BN followed by averaging). */
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
                              const float *x, int64_t rows);
 void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,

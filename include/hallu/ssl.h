@@ -86,6 +86,9 @@ typedef struct hallu_ssl_config {
                                0.07); 0 = plain NT-Xent */
     int queue_size;         /* MoCo K (65536) */
     float momentum;         /* MoCo m (0.99: suits short runs; the CIFAR recipe uses 0.999) */
+    int bn_splits;          /* MoCo Shuffle BN on one process: G > 1 normalises queries in G groups of
+                               consecutive images and keys in G groups of a random permutation
+                               (as G data-parallel devices); 1 = whole-batch BN (default) */
     int hallucinator;       /* 1: use the Hallucinator */
     float ratio_lo, ratio_hi;   /* r ~ U(lo, hi): (0, 0.1) */
     float fixed_ratio;      /* >= 0 forces r (tests, ablations); < 0 draws */

@@ -27,6 +27,7 @@ typedef struct hallu_train_config {
                                     NT_Xent_dist uses 0.07); 0 = plain NT-Xent */
     int queue_size;
     double moco_momentum;
+    int bn_splits;               /* MoCo Shuffle BN groups (1 = whole-batch BN) */
     int proj_dim;                /* 0: the method's default */
     /* data and model */
     const char *data;            /* training spec (train split) */

@@ -119,6 +119,8 @@ int cmd_train(int argc, char **argv)
                                                                   "as the authors' NT_Xent_dist (0.07); 0 = plain NT-Xent" },
         { "queue-size", CLI_ARG_INT, &c.queue_size, "MoCo queue length K (a multiple of the keys per step)" },
         { "moco-momentum", CLI_ARG_FLOAT, &c.moco_momentum, "MoCo key-encoder momentum m" },
+        { "bn-splits", CLI_ARG_INT, &c.bn_splits, "MoCo Shuffle BN on one process: batch norm in G groups, the keys' "
+          "groups drawn from a shuffled batch (as G devices); 1 = whole-batch BN" },
         { "proj-dim", CLI_ARG_INT, &c.proj_dim, "embedding width (0 = the method's default)" },
         { "data", CLI_ARG_STR, &c.data, "training data spec: synthetic[:N], cifar10:DIR, imagefolder:DIR, packed:FILE, ..." },
         { "knn-train-data", CLI_ARG_STR, &c.knn_train_data, "kNN reference set (default: --data, train split)" },

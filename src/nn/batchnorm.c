@@ -28,10 +28,11 @@ hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const ch
         : hallu_params_add_state(ps, prefix, "num_batches_tracked", HALLU_TENSOR_COUNTER, 0, NULL, err);
     if (m->num_batches_tracked < 0)
         return err->code;
-    m->save_mean = hallu_calloc((size_t)HALLU_MAX_INSTANCES * c * 2 * sizeof(float), "batchnorm statistics", err);
+    size_t per_side = (size_t)HALLU_MAX_INSTANCES * HALLU_BN_MAX_GROUPS * c;
+    m->save_mean = hallu_calloc(per_side * 2 * sizeof(float), "batchnorm statistics", err);
     if (!m->save_mean)
         return err->code;
-    m->save_invstd = m->save_mean + (size_t)HALLU_MAX_INSTANCES * c;
+    m->save_invstd = m->save_mean + per_side;
     return HALLU_OK;
 }
 
@@ -54,17 +55,56 @@ void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma)
     ps->buffer[m->num_batches_tracked] = 0.0f;
 }
 
+static int bn_groups(const hallu_nn_ctx *ctx)
+{
+    return ctx->bn_groups > 1 ? ctx->bn_groups : 1;
+}
+
+static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
+{
+    return ((size_t)inst * HALLU_BN_MAX_GROUPS + (size_t)group) * (size_t)m->c;
+}
+
+/* Each group's update starts from the same running statistics; the result is their
+ * mean, computed from the groups' saved batch statistics. */
+static void update_running_grouped(hallu_batchnorm *m, hallu_params *ps, int inst, int groups, int64_t rows_per)
+{
+    float *rm = ps->buffer + m->running_mean, *rv = ps->buffer + m->running_var;
+    for (int j = 0; j < m->c; j++) {
+        double mean = 0.0, var = 0.0;
+        for (int g = 0; g < groups; g++) {
+            double mu = m->save_mean[stats_at(m, inst, g) + j], is = m->save_invstd[stats_at(m, inst, g) + j];
+            double biased = 1.0 / (is * is) - (double)m->eps;
+            mean += mu;
+            var += rows_per > 1 ? biased * (double)rows_per / (double)(rows_per - 1) : biased;
+        }
+        rm[j] = (float)((1.0 - m->momentum) * rm[j] + m->momentum * mean / groups);
+        rv[j] = (float)((1.0 - m->momentum) * rv[j] + m->momentum * var / groups);
+    }
+}
+
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
                              const float *x, int64_t rows)
 {
-    const hallu_params *ps = ctx->ps;
+    hallu_params *ps = ctx->ps;
     const float *gamma = m->affine ? ps->param + m->weight : NULL;
     const float *beta = m->affine ? ps->param + m->bias : NULL;
-    if (ctx->training) {
-        ctx->be->ops->batchnorm_forward_train(ctx->be, y, m->save_mean + (size_t)inst * m->c,
-                                              m->save_invstd + (size_t)inst * m->c,
+    int groups = ctx->training ? bn_groups(ctx) : 1;
+    if (ctx->training && groups == 1) {
+        ctx->be->ops->batchnorm_forward_train(ctx->be, y, m->save_mean + stats_at(m, inst, 0),
+                                              m->save_invstd + stats_at(m, inst, 0),
                                               ps->buffer + m->running_mean, ps->buffer + m->running_var,
                                               x, gamma, beta, rows, m->c, m->momentum, m->eps);
+        ps->buffer[m->num_batches_tracked] += 1.0f;
+    } else if (ctx->training) {
+        int64_t per = rows / groups;
+        for (int g = 0; g < groups; g++) {
+            size_t off = (size_t)(g * per) * (size_t)m->c;
+            ctx->be->ops->batchnorm_forward_train(ctx->be, y + off, m->save_mean + stats_at(m, inst, g),
+                                                  m->save_invstd + stats_at(m, inst, g), NULL, NULL,
+                                                  x + off, gamma, beta, per, m->c, m->momentum, m->eps);
+        }
+        update_running_grouped(m, ps, inst, groups, per);
         ps->buffer[m->num_batches_tracked] += 1.0f;
     } else {
         ctx->be->ops->batchnorm_forward_eval(ctx->be, y, x, ps->buffer + m->running_mean,
@@ -76,8 +116,13 @@ void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int i
                               const float *dy, const float *x, int64_t rows)
 {
     hallu_params *ps = ctx->ps;
-    ctx->be->ops->batchnorm_backward(ctx->be, dx, m->affine ? ps->grad + m->weight : NULL,
-                                     m->affine ? ps->grad + m->bias : NULL, dy, x,
-                                     m->save_mean + (size_t)inst * m->c, m->save_invstd + (size_t)inst * m->c,
-                                     m->affine ? ps->param + m->weight : NULL, rows, m->c);
+    int groups = bn_groups(ctx);
+    int64_t per = rows / groups;
+    for (int g = 0; g < groups; g++) {
+        size_t off = (size_t)(g * per) * (size_t)m->c;
+        ctx->be->ops->batchnorm_backward(ctx->be, dx ? dx + off : NULL, m->affine ? ps->grad + m->weight : NULL,
+                                         m->affine ? ps->grad + m->bias : NULL, dy + off, x + off,
+                                         m->save_mean + stats_at(m, inst, g), m->save_invstd + stats_at(m, inst, g),
+                                         m->affine ? ps->param + m->weight : NULL, per, m->c);
+    }
 }

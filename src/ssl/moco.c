@@ -46,25 +46,59 @@ hallu_status ssl_moco_plan(hallu_ssl *ssl, hallu_error *err)
         [MOCO_KNORM] = n * d, [MOCO_KNORMS] = n, [MOCO_KPOS] = r * d, [MOCO_QN] = r * d, [MOCO_QNORMS] = r,
         [MOCO_DQN] = r * d, [MOCO_DQ2] = r * d, [MOCO_DQ] = n * d, [MOCO_NEG] = r * K,
         [MOCO_DFEAT] = n * ssl->feat_dim, [MOCO_PENDING] = 2 * n * d,
+        [MOCO_SHUFFLED] = ssl->cfg.bn_splits > 1 ? n * (size_t)ssl->h * ssl->w * 3 : 1,
+        [MOCO_KSHUF] = ssl->cfg.bn_splits > 1 ? n * d : 1,
     };
     for (int i = 0; i < MOCO_NBUF && s == HALLU_OK; i++)
         if (!ssl_buffer(ssl, sizes[i], "moco work buffer", err))
             s = err->code;
     if (s == HALLU_OK)
         ssl->pending = ssl->buf[MOCO_PENDING];
+    if (s == HALLU_OK && ssl->cfg.bn_splits > 1) {
+        ssl->key_order = hallu_calloc(n * sizeof *ssl->key_order, "moco key order", err);
+        if (!ssl->key_order)
+            s = err->code;
+    }
     return s;
+}
+
+/* Shuffle BN on one process: the keys' BN groups must hold other images than the
+ * queries' groups, or the positive shares its batch statistics with the query and
+ * InfoNCE can be solved from them (MoCo, section 3.3). Draws a permutation and
+ * gathers view 2 in that order into MOCO_SHUFFLED. */
+static const float *moco_shuffle_views(hallu_ssl *ssl, const float *v2, int n)
+{
+    uint32_t *order = ssl->key_order;
+    for (int i = 0; i < n; i++)
+        order[i] = (uint32_t)i;
+    for (int i = n - 1; i > 0; i--) {
+        uint32_t j = hallu_rng_below(&ssl->rng, (uint32_t)i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    size_t image = (size_t)ssl->h * ssl->w * 3;
+    for (int i = 0; i < n; i++)
+        memcpy(ssl->buf[MOCO_SHUFFLED] + i * image, v2 + order[i] * image, image * sizeof(float));
+    return ssl->buf[MOCO_SHUFFLED];
 }
 
 /* Normalised keys of view 2 into MOCO_KNORM (training-mode BN, no gradient). */
 static hallu_status moco_keys(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *v2, int n, hallu_error *err)
 {
-    hallu_nn_ctx kctx = { .be = ctx->be, .ps = &ssl->key_ps, .training = ctx->training };
+    int shuffle = ssl->cfg.bn_splits > 1 && ctx->training;
+    hallu_nn_ctx kctx = { .be = ctx->be, .ps = &ssl->key_ps, .training = ctx->training,
+                          .bn_groups = shuffle ? ssl->cfg.bn_splits : 1 };
     const float *kf = NULL;
-    hallu_status s = hallu_resnet_forward(ssl->key_encoder, &kctx, 0, v2, n, &kf, err);
+    hallu_status s = hallu_resnet_forward(ssl->key_encoder, &kctx, 0, shuffle ? moco_shuffle_views(ssl, v2, n) : v2,
+                                          n, &kf, err);
     if (s != HALLU_OK)
         return s;
     const float *kz = hallu_mlp_forward(&ssl->key_projector, &kctx, 0, kf, n);
-    ctx->be->ops->l2norm_rows_forward(ctx->be, ssl->buf[MOCO_KNORM], ssl->buf[MOCO_KNORMS], kz, n, ssl->dim, 1e-12f);
+    size_t d = (size_t)ssl->dim;
+    float *keys = shuffle ? ssl->buf[MOCO_KSHUF] : ssl->buf[MOCO_KNORM];
+    ctx->be->ops->l2norm_rows_forward(ctx->be, keys, ssl->buf[MOCO_KNORMS], kz, n, (int)d, 1e-12f);
+    for (int i = 0; shuffle && i < n; i++)   /* back to the images' order */
+        memcpy(ssl->buf[MOCO_KNORM] + ssl->key_order[i] * d, keys + i * d, d * sizeof(float));
     return HALLU_OK;
 }
 
@@ -85,6 +119,9 @@ hallu_status ssl_moco_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float 
     int d = ssl->dim;
     size_t nd = (size_t)n * d;
     hallu_status s = moco_keys(ssl, ctx, v2, n, err);
+    hallu_nn_ctx qctx = *ctx;   /* queries: BN per group of consecutive images, keys' groups are shuffled */
+    qctx.bn_groups = ssl->cfg.bn_splits;
+    ctx = &qctx;
     const float *qf = NULL;
     if (s == HALLU_OK)
         s = hallu_resnet_forward(ssl->encoder, ctx, 0, v1, n, &qf, err);

@@ -53,6 +53,7 @@ void hallu_ssl_config_default(hallu_ssl_config *cfg, hallu_method_kind method)
     cfg->base_temperature = 0.0f;
     cfg->queue_size = 65536;
     cfg->momentum = 0.99f;
+    cfg->bn_splits = 1;
     cfg->hallucinator = 1;
     cfg->ratio_lo = 0.0f;
     cfg->ratio_hi = 0.1f;
@@ -72,6 +73,9 @@ static hallu_status validate(const hallu_ssl_config *c, hallu_error *err)
     else if (c->base_temperature < 0.0f) bad = "base_temperature";
     else if ((c->method == HALLU_METHOD_MOCOV1 || c->method == HALLU_METHOD_MOCOV2) && c->queue_size <= 0) bad = "queue_size";
     else if (!(c->momentum >= 0.0f && c->momentum <= 1.0f)) bad = "momentum";
+    else if (c->bn_splits < 1 || c->bn_splits > HALLU_BN_MAX_GROUPS ||
+             (c->bn_splits > 1 && c->method != HALLU_METHOD_MOCOV1 && c->method != HALLU_METHOD_MOCOV2))
+        bad = "bn_splits (1..16, and > 1 for MoCo only)";
     else if (!(c->ratio_lo >= 0.0f && c->ratio_hi >= c->ratio_lo)) bad = "ratio range";
     else if (c->hal_hidden < 0) bad = "hal_hidden";
     else if ((unsigned)c->hal_init > HALLU_HAL_INIT_RESIDUAL) bad = "hal_init";
@@ -278,6 +282,7 @@ void hallu_ssl_free(hallu_ssl *ssl)
         hallu_resnet_free(ssl->key_encoder, be);
         hallu_params_free(&ssl->key_ps);
         hallu_free(ssl->queue);
+        hallu_free(ssl->key_order);
     }
     free(ssl);
 }
@@ -299,6 +304,9 @@ hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float
                                n, ssl->max_batch);
     if (ctx->be != ssl->be)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "ssl step: backend differs from the planned one");
+    if (ctx->training && n % ssl->cfg.bn_splits != 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "ssl step: batch %d is not a multiple of the %d BN splits",
+                               n, ssl->cfg.bn_splits);
     hallu_ssl_stats local;
     hallu_ssl_stats *st = stats ? stats : &local;
     memset(st, 0, sizeof *st);

@@ -76,9 +76,10 @@ struct hallu_ssl {
     int64_t queue_ptr;
     float *pending;                    /* keys of the last step, [2 max_batch][dim] */
     int pending_rows;
+    uint32_t *key_order;               /* Shuffle BN: image key_order[i] is row i of the key batch */
 
     /* planned work buffers (sizes in the method files) */
-    float *buf[12];
+    float *buf[14];
     int num_buf;
 };
 
@@ -107,7 +108,7 @@ enum {
 };
 enum {
     MOCO_KNORM = 0, MOCO_KNORMS, MOCO_KPOS, MOCO_QN, MOCO_QNORMS, MOCO_DQN, MOCO_DQ2, MOCO_DQ,
-    MOCO_NEG, MOCO_DFEAT, MOCO_PENDING, MOCO_NBUF
+    MOCO_NEG, MOCO_DFEAT, MOCO_PENDING, MOCO_SHUFFLED, MOCO_KSHUF, MOCO_NBUF
 };
 enum {
     SIMSIAM_T1 = 0, SIMSIAM_T2, SIMSIAM_DP1H, SIMSIAM_DP2H, SIMSIAM_DP1, SIMSIAM_DP2, SIMSIAM_DZ,

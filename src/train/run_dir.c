@@ -23,6 +23,27 @@ static int dir_is_empty(const char *path)
     return empty;
 }
 
+/* mkdir -p: a user naming runs/2026/exp1 expects the folders to appear. */
+static int make_dir_and_parents(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
+}
+
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
 {
     const char *out = run->cfg->out;
@@ -42,7 +63,7 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
                                "--out %s is not empty: it holds a previous run; pass --resume to continue it "
                                "or choose another --out (nothing was overwritten)", out);
-    if (!exists && mkdir(out, 0755) != 0)
+    if (!exists && make_dir_and_parents(out) != 0)
         return hallu_error_set(err, HALLU_ERR_IO, "cannot create run directory %s: %s", out, strerror(errno));
     return HALLU_OK;
 }
@@ -65,13 +86,13 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
         "{\"method\": %s, \"hallucinator\": %d, \"hal_init\": %s, \"hal_ratio_max\": %.9g, "
         "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, "
         "\"fix_pred_lr\": %d, \"temperature\": %.9g, \"base_temperature\": %.9g, \"queue_size\": %d, "
-        "\"moco_momentum\": %.9g, \"proj_dim\": %d, \"data\": %s, \"train_subset\": %d, \"arch\": %s, "
+        "\"moco_momentum\": %.9g, \"bn_splits\": %d, \"proj_dim\": %d, \"data\": %s, \"train_subset\": %d, \"arch\": %s, "
         "\"stem\": %s, \"zero_init_residual\": %d, \"optimizer\": %s, \"epochs\": %d, \"batch_size\": %d, "
         "\"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, \"weight_decay\": %.9g, \"seed\": %llu, "
         "\"threads\": %d, \"image_size\": [%d, %d]}",
         method, c->hallucinator, init, c->hal_ratio_max, c->hal_fixed_ratio, run->ssl_cfg.hal_hidden,
         c->enqueue_duplicates, c->mask_duplicates, c->fix_pred_lr, run->ssl_cfg.temperature, c->base_temperature,
-        run->ssl_cfg.queue_size, run->ssl_cfg.momentum, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem,
+        run->ssl_cfg.queue_size, run->ssl_cfg.momentum, run->ssl_cfg.bn_splits, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem,
         c->zero_init_residual, opt, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
     if (n < 0 || (size_t)n >= sizeof run->config_json)

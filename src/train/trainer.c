@@ -15,7 +15,7 @@ void hallu_train_config_default(hallu_train_config *c)
         .optimizer = "sgd", .epochs = 2, .batch_size = 100, .lr = 0.02, .momentum = 0.9,
         .weight_decay = 5e-4, .seed = 0, .threads = 0, .workers = 2, .knn_every = 0, .knn_k = 200,
         .knn_temperature = 0.1, .knn_at_start = 1, .log_every = 10, .out = "runs/latest",
-        .queue_size = 4096, .moco_momentum = 0.99,
+        .queue_size = 4096, .moco_momentum = 0.99, .bn_splits = 1,
     };
 }
 
@@ -53,6 +53,12 @@ static hallu_status build_ssl_config(train_run *run, hallu_error *err)
     if (c->proj_dim > 0) sc->proj_dim = c->proj_dim;
     sc->queue_size = c->queue_size;
     sc->momentum = (float)c->moco_momentum;
+    sc->bn_splits = c->bn_splits;
+    if (c->bn_splits < 1 || c->bn_splits > HALLU_BN_MAX_GROUPS || c->batch_size % c->bn_splits != 0 ||
+        (c->bn_splits > 1 && kind != HALLU_METHOD_MOCOV1 && kind != HALLU_METHOD_MOCOV2))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--bn-splits %d: expected 1..%d dividing --batch-size %d, "
+                               "and > 1 for mocov1/mocov2 only (--method %s)", c->bn_splits, HALLU_BN_MAX_GROUPS,
+                               c->batch_size, c->method);
     sc->seed = c->seed;
     if ((kind == HALLU_METHOD_MOCOV1 || kind == HALLU_METHOD_MOCOV2)) {
         int keys = c->batch_size * (c->hallucinator && c->enqueue_duplicates ? 2 : 1);
