@@ -68,14 +68,8 @@ hallu_status ssl_moco_plan(hallu_ssl *ssl, hallu_error *err)
  * gathers view 2 in that order into MOCO_SHUFFLED. */
 static const float *moco_shuffle_views(hallu_ssl *ssl, const float *v2, int n)
 {
-    uint32_t *order = ssl->key_order;
-    for (int i = 0; i < n; i++)
-        order[i] = (uint32_t)i;
-    for (int i = n - 1; i > 0; i--) {
-        uint32_t j = hallu_rng_below(&ssl->rng, (uint32_t)i + 1), t = order[i];
-        order[i] = order[j];
-        order[j] = t;
-    }
+    const uint32_t *order = ssl->key_order;
+    hallu_rng_permutation(&ssl->rng, ssl->key_order, (uint32_t)n);
     size_t image = (size_t)ssl->h * ssl->w * 3;
     for (int i = 0; i < n; i++)
         memcpy(ssl->buf[MOCO_SHUFFLED] + i * image, v2 + order[i] * image, image * sizeof(float));
