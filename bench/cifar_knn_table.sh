@@ -5,7 +5,7 @@
 # usage: bench/cifar_knn_table.sh [BUILD_DIR=build]
 #   A run that was interrupted (Ctrl-C, SIGTERM, a lost session) continues from its checkpoint on the next call.
 #   env: RUNS (names of the runs to do; default all), EXTRA (more train flags), SUBSET (10000 training images), EPOCHS (2), BATCH (256), LR (0.06),
-#        THREADS (2), WORKERS (2), SEED (0), OUT (runs/cifar-table)
+#        THREADS (2), WORKERS (2), SEED (0), OUT (runs/cifar-table), MOCO_EXTRA (more flags for the MoCo v2 rows only, e.g. --bn-splits 8)
 #   SimSiam rows use the authors' CIFAR predictor setting (--fix-pred-lr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,8 @@ run() {   # name, flags...
   local name=$1; shift
   case " $RUNS " in *" $name "*) ;; *) return 0 ;; esac
   if [ -f "$OUT/$name/checkpoint.hlu" ]; then   # done, or interrupted: continue it bit for bit
-    grep -q knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null && return 0
+    # done = the kNN line of the last epoch is there (--knn-every also writes earlier ones)
+    grep knn_top1 "$OUT/$name/metrics.jsonl" 2>/dev/null | tail -n 1 | grep -q "\"epoch\":$((EPOCHS - 1))," && return 0
     "$HALLU" train "${common[@]}" "$@" --out "$OUT/$name" --resume
   else
     rm -rf "${OUT:?}/$name"
@@ -39,8 +40,8 @@ run() {   # name, flags...
 run simclr            --method simclr  --no-hallucinator
 run simclr-hal        --method simclr  --hallucinator --hal-init residual
 run simclr-hal-ref    --method simclr  --hallucinator --hal-init reference
-run mocov2            --method mocov2  --no-hallucinator --queue-size 4096
-run mocov2-hal        --method mocov2  --hallucinator --hal-init residual --queue-size 4096
+run mocov2            --method mocov2  --no-hallucinator --queue-size 4096 ${MOCO_EXTRA:-}
+run mocov2-hal        --method mocov2  --hallucinator --hal-init residual --queue-size 4096 ${MOCO_EXTRA:-}
 run simsiam           --method simsiam --no-hallucinator --fix-pred-lr
 run simsiam-hal       --method simsiam --hallucinator --hal-init residual --fix-pred-lr
 printf '| run | untrained kNN | kNN top-1 | final loss | collapse std |\n|---|---|---|---|---|\n'
