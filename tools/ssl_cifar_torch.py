@@ -64,6 +64,8 @@ def parse_args(argv):
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--base-temperature", type=float, default=0.0,
                    help="SimCLR: scale the loss by T / base (the authors' NT_Xent_dist: 0.07); 0 = plain")
+    p.add_argument("--fix-pred-lr", action="store_true",
+                   help="SimSiam: the predictor keeps the base lr (no cosine decay), as hallu's --fix-pred-lr")
     p.add_argument("--zero-init-residual", action="store_true", help="last BN of each block starts at weight 0")
     p.add_argument("--queue-size", type=int, default=4096)
     p.add_argument("--moco-momentum", type=float, default=0.99)
@@ -360,8 +362,12 @@ def epoch_batches(a, n, epoch, skip):
 
 def train(a, model, train_images, device, log, resumed, floor):
     data = TwoViews(train_images)
+    fixed = set(map(id, model.predictor.parameters())) if a.fix_pred_lr and a.method == "simsiam" else set()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=a.lr, momentum=a.momentum, weight_decay=a.weight_decay)
+    groups = [{"params": [p for p in params if id(p) not in fixed], "fixed_lr": False},
+              {"params": [p for p in params if id(p) in fixed], "fixed_lr": True}]
+    opt = torch.optim.SGD([g for g in groups if g["params"]], lr=a.lr, momentum=a.momentum,
+                          weight_decay=a.weight_decay)
     per_epoch = len(data) // a.batch_size
     total, step, loss, std = a.epochs * per_epoch, 0, float("nan"), float("nan")
     if resumed is not None:
@@ -379,7 +385,7 @@ def train(a, model, train_images, device, log, resumed, floor):
                                              pin_memory=device.type == "cuda")
         for v1, v2 in loader:
             for group in opt.param_groups:
-                group["lr"] = a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+                group["lr"] = a.lr if group["fixed_lr"] else a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
             v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
             out, z = model.loss(v1, v2)
             opt.zero_grad(set_to_none=True)
@@ -429,7 +435,8 @@ def main(argv):
     log(f"kNN top-1 {top1:.2f}%")
     print(json.dumps({"tag": a.tag, "method": a.method, "hallucinator": a.hallucinator, "hal_init": a.hal_init,
                       "subset": a.train_subset, "epochs": a.epochs, "batch": a.batch_size, "lr": a.lr,
-                      "queue": a.queue_size, "moco_m": a.moco_momentum, "bn_splits": a.bn_splits, "seed": a.seed, "knn_floor": floor,
+                      "queue": a.queue_size, "moco_m": a.moco_momentum, "bn_splits": a.bn_splits, "fix_pred_lr": a.fix_pred_lr,
+                      "zero_init_residual": a.zero_init_residual, "seed": a.seed, "knn_floor": floor,
                       "knn_top1": top1, "final_loss": loss, "collapse_std": std, "device": str(device),
                       "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}), flush=True)
 
