@@ -4,7 +4,7 @@
  * and channels_last, in a child process) in this one invocation, step by step
  * in turn (hallu, NCHW, channels_last, hallu, ...), so that a neighbour's load
  * on a shared host falls on all three alike; prints images/s and the ratios,
- * plus hallu's fraction of this machine's fp32 GEMM peak (OpenBLAS sgemm
+ * plus hallu's fraction of this machine's fp32 GEMM peak (oneDNN sgemm
  * measured here, same threads). FLOPs are counted as for direct convolution
  * (the work PyTorch does); hallu's Winograd layers multiply 2.25x less, so the
  * fraction is an effective one and can pass 100%.
@@ -14,7 +14,7 @@
 #include "hallu/optim.h"
 #include "hallu/rng.h"
 
-#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double sgemm_gflops(int threads)
+static double sgemm_gflops(void)
 {
     const int n = 2048;
     float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
@@ -30,12 +30,11 @@ static double sgemm_gflops(int threads)
         a[i] = (float)(i % 13) * 0.01f;
         b[i] = (float)(i % 7) * 0.01f;
     }
-    openblas_set_num_threads(threads);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
     double best = 0;
     for (int r = 0; r < 3; r++) {
         double t0 = hallu_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         double g = 2.0 * n * n * (double)n / (hallu_now() - t0) / 1e9;
         best = g > best ? g : best;
     }
@@ -196,7 +195,7 @@ static int torch_side_stop(torch_side *t)
     return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }
 
-/* Lets the side that just ran park its thread pools (OpenMP and OpenBLAS spin
+/* Lets the side that just ran park its thread pools (OpenMP's spin
  * for a while after work) before the other side's step starts. */
 static void settle(void)
 {
@@ -213,7 +212,7 @@ int main(int argc, char **argv)
         return 2;
     }
     hallu_set_num_threads(threads);
-    double peak = sgemm_gflops(threads);
+    double peak = sgemm_gflops();   /* oneDNN runs on the OpenMP threads set above */
     hallu_side h;
     hallu_side_create(&h, batch, threads);
     torch_side t = { 0, NULL, NULL };
@@ -238,7 +237,7 @@ int main(int argc, char **argv)
     }
     double ips = batch / median(secs, steps);
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
-    printf("machine fp32 sgemm (OpenBLAS, %d threads): %.1f GFLOP/s\n", threads, peak);
+    printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages hallu needs to build and test, when any is missing.
 set -euo pipefail
-PKGS=(build-essential cmake pkg-config libdnnl-dev libopenblas-dev libjpeg62-turbo-dev libpng-dev
+PKGS=(build-essential cmake pkg-config libdnnl-dev libjpeg62-turbo-dev libpng-dev
       python3-torch python3-torchvision python3-numpy clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do

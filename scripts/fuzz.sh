@@ -16,9 +16,9 @@ mkdir -p "$OUT/obj" "$OUT/corpus" "$OUT/findings"
 
 SAN=(-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 CFLAGS=(-std=c11 -g -O1 "${SAN[@]}" -Iinclude -Isrc -Itests
-        -I/usr/include/x86_64-linux-gnu/openblas-pthread -D_POSIX_C_SOURCE=200809L
+        -D_POSIX_C_SOURCE=200809L
         -D_DEFAULT_SOURCE '-DHALLU_VERSION="fuzz"' -fopenmp -Wall -Wextra -Wno-unused-parameter)
-LIBS=(-ljpeg -lpng -lopenblas -lm -fopenmp)
+LIBS=(-ljpeg -lpng -lm -fopenmp)
 LIB_SRCS=(src/core/*.c src/io/*.c src/data/dataset*.c src/data/reader_*.c src/data/packed.c
           src/data/synthetic.c src/data/image_decode.c)
 

@@ -1,4 +1,4 @@
-/* The CPU backend (fp32, oneDNN/OpenBLAS/OpenMP) against the double-precision
+/* The CPU backend (fp32, oneDNN/OpenMP) against the double-precision
  * reference in tests/support/ref_ops.c, op by op: forward outputs and every
  * gradient within a relative error of 1e-5. Inputs are rounded to float first,
  * so both sides see identical values and only the arithmetic differs.

@@ -135,7 +135,7 @@ struct hallu_backend {
     void *impl;                 /* backend-private state (engine, stream, ...) */
 };
 
-/* Creates the CPU backend (oneDNN + OpenBLAS + OpenMP). Free with hallu_backend_free. */
+/* Creates the CPU backend (oneDNN + OpenMP). Free with hallu_backend_free. */
 hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hallu_error *err);
 void hallu_backend_free(hallu_backend *be);
 

@@ -47,7 +47,7 @@ void hallu_free(void *p);
 const char *hallu_version(void);
 const char *hallu_backends_compiled(void);
 
-/* Sets the thread count used by OpenMP, OpenBLAS and oneDNN. n <= 0 keeps the default. */
+/* Sets the thread count used by OpenMP and oneDNN. n <= 0 keeps the default. */
 void hallu_set_num_threads(int n);
 int hallu_get_num_threads(void);
 

@@ -1,6 +1,5 @@
 #include "hallu/core.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +39,7 @@ const char *hallu_version(void) { return HALLU_VERSION; }
 
 const char *hallu_backends_compiled(void)
 {
-    return "cpu (oneDNN " "+ OpenBLAS + OpenMP)";
+    return "cpu (oneDNN + OpenMP)";
 }
 
 void hallu_set_num_threads(int n)
@@ -48,7 +47,6 @@ void hallu_set_num_threads(int n)
     if (n <= 0)
         return;
     omp_set_num_threads(n);
-    openblas_set_num_threads(n);
 }
 
 int hallu_get_num_threads(void) { return omp_get_max_threads(); }

@@ -3,7 +3,7 @@
  * row keeps the k best, and exp(sim / T) votes per class. */
 #include "eval_internal.h"
 
-#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,8 +133,7 @@ static void knn_chunk(const knn_work *w, int64_t r0, int rows, int32_t *pred, in
         for (int j = 0; j < dim; j++)
             w->q[(size_t)i * dim + j] = x[j] * inv;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, (int)nt, dim, 1.0f, w->q, dim,
-                w->train->x, dim, 0.0f, w->sims, (int)nt);
+    dnnl_sgemm('N', 'T', rows, nt, dim, 1.0f, w->q, dim, w->train->x, dim, 0.0f, w->sims, nt);
     int64_t h1 = 0, h5 = 0;
 #pragma omp parallel for schedule(dynamic, 4) reduction(+ : h1, h5)
     for (int i = 0; i < rows; i++) {

@@ -1,10 +1,9 @@
-/* Convolution weight gradient as im2col + OpenBLAS sgemm, for layers with few
+/* Convolution weight gradient as im2col + oneDNN's sgemm, for layers with few
  * output pixels (ResNet's last stages): there oneDNN 2.6's direct AVX2
  * backward-weights kernel reaches under half of sgemm's throughput.
  * Works on the caller's NHWC buffers directly, so it needs no reorders. */
 #include "backend/cpu/cpu_internal.h"
 
-#include <cblas.h>
 #include <omp.h>
 #include <string.h>
 
@@ -79,9 +78,8 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
         int cnt = g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
         im2col(impl->col, x, g, img0, cnt, impl->num_threads);
         /* ohwi[cout][kkc] (+)= dy[rows][cout]^T col[rows][kkc] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->cout, (int)kkc, (int)(cnt * pix), 1.0f,
-                    dy + img0 * pix * g->cout, g->cout, impl->col, (int)kkc, img0 == 0 ? 0.0f : 1.0f,
-                    cg->dw_ohwi, (int)kkc);
+        dnnl_sgemm('T', 'N', g->cout, kkc, cnt * pix, 1.0f, dy + img0 * pix * g->cout, g->cout, impl->col, kkc,
+                   img0 == 0 ? 0.0f : 1.0f, cg->dw_ohwi, kkc);
     }
     add_ohwi(dw, cg->dw_ohwi, g, impl->num_threads);
 }

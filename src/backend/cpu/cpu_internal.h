@@ -1,4 +1,4 @@
-/* Private state and op prototypes of the CPU backend (oneDNN + OpenBLAS + OpenMP). */
+/* Private state and op prototypes of the CPU backend (oneDNN + OpenMP). */
 #ifndef HALLU_CPU_INTERNAL_H
 #define HALLU_CPU_INTERNAL_H
 
@@ -105,7 +105,7 @@ void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const fl
 
 /* GEMM weight gradient for convolutions with small outputs (cpu_conv_gemm.c),
  * where oneDNN's direct AVX2 kernel is slow: im2col over chunks of images, then
- * one OpenBLAS sgemm per chunk into an [cout][k*k*cin] buffer, added into dw. */
+ * one oneDNN sgemm per chunk into an [cout][k*k*cin] buffer, added into dw. */
 typedef struct cpu_conv_gemm {
     int chunk;         /* images per sgemm */
     float *dw_ohwi;    /* [cout][k][k][cin] */
