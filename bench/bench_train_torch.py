@@ -7,13 +7,19 @@ time, as bench_train_step computes hallu's. Prints one line per layout:
 Usage: bench_train_torch.py BATCH THREADS STEPS WARMUP
        bench_train_torch.py --serve BATCH THREADS   (bench_train_step's peer: reads
        a layout per line, runs one step of it, prints the step's seconds)"""
+import os
 import statistics
 import sys
 import time
 
-import torch
-import torch.nn as nn
-import torchvision
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import openblas_kernels  # noqa: E402
+
+openblas_kernels.use_fast_kernels()   # before torch loads OpenBLAS
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torchvision  # noqa: E402
 
 
 LAYOUTS = ("nchw", "channels_last")

@@ -33,15 +33,19 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openblas_kernels  # noqa: E402
+
+openblas_kernels.use_fast_kernels()   # before numpy and torch load OpenBLAS
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_ssl import projector  # noqa: E402  (the heads, shared with the parity reference)
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
