@@ -9,7 +9,12 @@ Runs `hallu train` four ways with the same seed and threads:
   D  SIGINT in the middle of a run (saves a checkpoint mid-epoch), then --resume.
 and checks that every model/optimizer/method tensor of the final checkpoint and
 every metrics line (loss, lr, collapse std, kNN; not the timing fields) equal A's.
-Usage: resume_check.py HALLU WORKDIR"""
+METHOD simclr (default) also checks `hallu export`; mocov2 runs MoCo v2 + Hallucinator
+with shuffled BN groups and a queue that wraps several times, so the key encoder,
+queue, pointer and shuffle RNG must all survive the interruptions (run under the
+sanitizers too: an interrupted MoCo run once aborted in glibc at shutdown).
+With --sigint-only, only A and D (for the slow sanitizer build).
+Usage: resume_check.py HALLU WORKDIR [METHOD] [--sigint-only]"""
 import json
 import os
 import shutil
@@ -22,7 +27,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from safetensors_io import load_file  # noqa: E402
 
 HALLU, WORK = sys.argv[1], sys.argv[2]
-ARGS = ["train", "--method", "simclr", "--data", "synthetic:160", "--batch-size", "32", "--epochs", "2",
+METHOD = sys.argv[3] if len(sys.argv) > 3 else "simclr"
+SIGINT_ONLY = "--sigint-only" in sys.argv[4:]
+IMAGES, BATCH = (160, 32) if METHOD == "simclr" else (96, 16)   # MoCo: small, it also runs under the sanitizers
+METHOD_ARGS = {
+    "simclr": ["--method", "simclr"],
+    "mocov2": ["--method", "mocov2", "--hallucinator", "--queue-size", "32", "--bn-splits", "4"],
+}[METHOD]
+ARGS = ["train", *METHOD_ARGS, "--data", f"synthetic:{IMAGES}", "--batch-size", str(BATCH), "--epochs", "2",
         "--lr", "0.05", "--threads", "2", "--workers", "2", "--seed", "3", "--log-every", "1",
         "--knn-k", "20", "--no-knn-floor"]
 TIMING = {"images_per_s", "data_wait"}
@@ -52,8 +64,8 @@ def start_and_signal(out, sig, min_step):
             p.send_signal(sig)
             break
         time.sleep(0.05)
-    p.communicate()
-    return p.returncode
+    _, stderr = p.communicate()
+    return p.returncode, stderr.decode(errors="replace")[-2000:]
 
 
 def metrics(out):
@@ -62,6 +74,9 @@ def metrics(out):
 
 
 def compare(name, out, ref):
+    if not os.path.exists(os.path.join(out, "checkpoint.hlu")):
+        failures.append(f"{name}: no checkpoint in {out}")
+        return
     a, b = load_file(os.path.join(ref, "checkpoint.hlu")), load_file(os.path.join(out, "checkpoint.hlu"))
     if sorted(a) != sorted(b):
         failures.append(f"{name}: checkpoint tensor names differ")
@@ -80,36 +95,48 @@ os.makedirs(WORK)
 A, B, C = (os.path.join(WORK, n) for n in "ABC")
 D = os.path.join(WORK, "nested", "runs", "D")   # a fresh --out whose parent folders do not exist yet
 run(A)
-steps_per_epoch = 160 // 32
-run(B, "--stop-after-steps", "7", expect=130)
-run(B, "--resume")
-code = start_and_signal(C, signal.SIGKILL, steps_per_epoch + 2)
-if code != -signal.SIGKILL:
-    failures.append(f"C: expected death by SIGKILL, got exit {code}")
-run(C, "--resume")
-code = start_and_signal(D, signal.SIGINT, 2)
+steps_per_epoch = IMAGES // BATCH
+interrupted = [("D SIGINT", D)]
+if not SIGINT_ONLY:
+    run(B, "--stop-after-steps", "7", expect=130)
+    run(B, "--resume")
+    code, log = start_and_signal(C, signal.SIGKILL, steps_per_epoch + 2)
+    if code != -signal.SIGKILL:
+        failures.append(f"C: expected death by SIGKILL, got exit {code}\n{log}")
+    run(C, "--resume")
+    interrupted = [("B stop-after-steps", B), ("C SIGKILL", C)] + interrupted
+code, log = start_and_signal(D, signal.SIGINT, 2)
 if code != 130:
-    failures.append(f"D: expected exit 130 after SIGINT, got {code}")
+    failures.append(f"D: expected exit 130 after SIGINT, got {code}\n{log}")
 run(D, "--resume")
 p = run(A, expect=1)   # a finished run directory is never overwritten without --resume
 if "not empty" not in p.stderr:
     failures.append("re-running into a used --out did not refuse with 'not empty'")
-for name, out in (("B stop-after-steps", B), ("C SIGKILL", C), ("D SIGINT", D)):
+for name, out in interrupted:
     compare(name, out, A)
-# hallu export: the trained backbone loads into torchvision strictly.
-exported = os.path.join(WORK, "A.safetensors")
-p = subprocess.run([HALLU, "export", "--checkpoint", os.path.join(A, "checkpoint.hlu"), "--out", exported],
-                   capture_output=True, text=True)
-try:
-    import torch.nn as nn
-    import torchvision
-    model = torchvision.models.resnet18()
-    model.conv1, model.maxpool, model.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
-    model.load_state_dict(load_file(exported), strict=True)
-    print("export: loads into torchvision resnet18 (cifar stem) with strict=True")
-except Exception as e:  # noqa: BLE001 - any failure to load is the finding
-    failures.append(f"export: {p.returncode} {p.stderr.strip()} / {e}")
+
+
+def check_export():
+    """hallu export: the trained backbone loads into torchvision strictly."""
+    exported = os.path.join(WORK, "A.safetensors")
+    p = subprocess.run([HALLU, "export", "--checkpoint", os.path.join(A, "checkpoint.hlu"), "--out", exported],
+                       capture_output=True, text=True)
+    try:
+        import torch.nn as nn
+        import torchvision
+        model = torchvision.models.resnet18()
+        model.conv1, model.maxpool, model.fc = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity(), nn.Identity()
+        model.load_state_dict(load_file(exported), strict=True)
+        print("export: loads into torchvision resnet18 (cifar stem) with strict=True")
+    except Exception as e:  # noqa: BLE001 - any failure to load is the finding
+        failures.append(f"export: {p.returncode} {p.stderr.strip()} / {e}")
+
+
+checks = 1 + len(interrupted)   # + the refusal to overwrite
+if METHOD == "simclr":
+    check_export()
+    checks += 1
 for f in failures:
     print("FAIL", f)
-print(f"{5 - min(len(failures), 5)} passed, {len(failures)} failed")
+print(f"{checks - min(len(failures), checks)} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)
