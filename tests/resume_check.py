@@ -29,10 +29,10 @@ from safetensors_io import load_file  # noqa: E402
 HALLU, WORK = sys.argv[1], sys.argv[2]
 METHOD = sys.argv[3] if len(sys.argv) > 3 else "simclr"
 SIGINT_ONLY = "--sigint-only" in sys.argv[4:]
-IMAGES, BATCH = (160, 32) if METHOD == "simclr" else (96, 16)   # MoCo: small, it also runs under the sanitizers
-METHOD_ARGS = {
-    "simclr": ["--method", "simclr"],
-    "mocov2": ["--method", "mocov2", "--hallucinator", "--queue-size", "32", "--bn-splits", "4"],
+# method -> (synthetic images, batch, flags); MoCo is small: it also runs under the sanitizers
+IMAGES, BATCH, METHOD_ARGS = {
+    "simclr": (160, 32, ["--method", "simclr"]),
+    "mocov2": (96, 16, ["--method", "mocov2", "--hallucinator", "--queue-size", "32", "--bn-splits", "4"]),
 }[METHOD]
 ARGS = ["train", *METHOD_ARGS, "--data", f"synthetic:{IMAGES}", "--batch-size", str(BATCH), "--epochs", "2",
         "--lr", "0.05", "--threads", "2", "--workers", "2", "--seed", "3", "--log-every", "1",
