@@ -1,8 +1,14 @@
 /* The self-supervised training loop behind `hallu train`: data -> two views ->
  * method step -> optimizer -> (MoCo hooks) -> metrics, kNN monitor, atomic
- * checkpoints, bit-exact resume. The CLI supplies the config, a stop flag (set
- * by its signal handler) and callbacks for progress and messages; the library
- * prints nothing itself. */
+ * checkpoints, bit-exact resume. The CLI supplies the config and callbacks for
+ * progress, messages and stopping; the library prints nothing itself.
+ *
+ * Signals: oneDNN 2.x's JIT sgemm (jit_avx512_common_gemm_f32) points rsp into
+ * the heap while it runs, so a signal handler that runs on a thread inside
+ * hallu_train_run writes its signal frame into the heap (oneDNN issue #4845,
+ * fixed in 3.11). Block signals in the calling thread before the first call, so
+ * that the threads hallu starts inherit the mask, and take them in a thread of
+ * your own (sigwait), as `hallu train` does. */
 #ifndef HALLU_TRAIN_H
 #define HALLU_TRAIN_H
 
@@ -66,6 +72,7 @@ typedef struct hallu_train_progress {
 typedef struct hallu_train_callbacks {
     void (*progress)(void *user, const hallu_train_progress *p);   /* after every step */
     void (*message)(void *user, const char *line);                 /* kNN results, warnings */
+    int (*should_stop)(void *user);   /* polled after every step; non-zero: checkpoint and stop */
     void *user;
 } hallu_train_callbacks;
 
@@ -78,9 +85,9 @@ typedef struct hallu_train_result {
 } hallu_train_result;
 
 /* Runs (or resumes) training. Returns HALLU_ERR_INTERRUPTED after saving a
- * checkpoint when *stop becomes non-zero. */
-hallu_status hallu_train_run(const hallu_train_config *cfg, const volatile int *stop,
-                             const hallu_train_callbacks *cb, hallu_train_result *res, hallu_error *err);
+ * checkpoint when cb->should_stop returns non-zero. cb and its members may be NULL. */
+hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_callbacks *cb,
+                             hallu_train_result *res, hallu_error *err);
 
 #ifdef __cplusplus
 }

@@ -5,24 +5,73 @@
 #include "cli/commands.h"
 #include "hallu/train.h"
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
-/* The one piece of global state: a signal handler can reach nothing else. */
-static volatile int train_stop_requested;
+/* SIGINT/SIGTERM are taken by a thread of their own with sigwait, never by a
+ * handler: oneDNN 2.x's JIT sgemm points rsp into the heap while it runs, and a
+ * handler run on that thread writes its signal frame there (oneDNN issue #4845;
+ * seen here as glibc aborts after Ctrl-C). The signals are blocked before any
+ * thread exists, so every thread hallu starts inherits the mask. */
+typedef struct signal_watch {
+    sigset_t set;
+    atomic_int stop;
+    pthread_t thread;
+    int running;
+} signal_watch;
 
-static void on_signal(int sig)
+static void *watch_signals(void *arg)
 {
-    (void)sig;
-    train_stop_requested = 1;
+    signal_watch *w = arg;
+#ifdef __linux__
+    prctl(PR_SET_NAME, "hallu-signals");   /* named for top/gdb and for tests/resume_check.py */
+#endif
+    for (;;) {
+        int sig;
+        if (sigwait(&w->set, &sig) == 0)
+            atomic_store(&w->stop, 1);
+    }
+    return NULL;
+}
+
+static int signal_watch_start(signal_watch *w)
+{
+    atomic_init(&w->stop, 0);
+    w->running = 0;
+    sigemptyset(&w->set);
+    sigaddset(&w->set, SIGINT);
+    sigaddset(&w->set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &w->set, NULL) != 0 || pthread_create(&w->thread, NULL, watch_signals, w) != 0) {
+        fprintf(stderr, "error: cannot set up SIGINT/SIGTERM handling (pthread_sigmask/pthread_create failed)\n");
+        return -1;
+    }
+    w->running = 1;
+    return 0;
+}
+
+/* The signals stay blocked: one arriving after this point is ignored rather
+ * than killing a process that is only printing its summary. */
+static void signal_watch_stop(signal_watch *w)
+{
+    if (!w->running)
+        return;
+    pthread_cancel(w->thread);   /* sigwait is a cancellation point */
+    pthread_join(w->thread, NULL);
+    w->running = 0;
 }
 
 typedef struct progress_view {
     int tty;
     double last_print;
+    const atomic_int *stop;
 } progress_view;
 
 static void format_eta(double s, char *buf, size_t n)
@@ -68,6 +117,12 @@ static void on_message(void *user, const char *line)
 {
     (void)user;
     fprintf(stderr, "%s\n", line);
+}
+
+static int on_should_stop(void *user)
+{
+    const progress_view *v = user;
+    return atomic_load(v->stop);
 }
 
 static int run_training(hallu_train_config *c, int seed, int stop_after);
@@ -176,22 +231,21 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
     }
     c.seed = (uint64_t)seed;
     c.stop_after_steps = stop_after;
+    signal_watch watch;
+    if (signal_watch_start(&watch) != 0)
+        return 1;
     hallu_set_num_threads(c.threads);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-
-    progress_view view = { .tty = isatty(STDERR_FILENO) };
-    hallu_train_callbacks cb = { .progress = on_progress, .message = on_message, .user = &view };
+    progress_view view = { .tty = isatty(STDERR_FILENO), .stop = &watch.stop };
+    hallu_train_callbacks cb = { .progress = on_progress, .message = on_message, .should_stop = on_should_stop,
+                                 .user = &view };
     hallu_train_result res;
     hallu_error err;
     hallu_error_clear(&err);
     fprintf(stderr, "hallu train: %s%s on %s, %s/%s, %d epochs x batch %d -> %s\n", c.method,
             c.hallucinator ? " + Hallucinator" : "", c.data, c.arch, c.stem, c.epochs, c.batch_size, c.out);
-    hallu_status s = hallu_train_run(&c, &train_stop_requested, &cb, &res, &err);
+    hallu_status s = hallu_train_run(&c, &cb, &res, &err);
+    signal_watch_stop(&watch);
     if (s == HALLU_ERR_INTERRUPTED) {
         fprintf(stderr, "\n%s\n", err.msg);
         return 130;

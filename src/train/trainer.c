@@ -253,7 +253,14 @@ static void report_progress(train_run *run, const hallu_train_callbacks *cb, con
     cb->progress(cb->user, &p);
 }
 
-static hallu_status run_epoch(train_run *run, const volatile int *stop, const hallu_train_callbacks *cb,
+static int stop_requested(const train_run *run, const hallu_train_callbacks *cb)
+{
+    if (run->cfg->stop_after_steps > 0 && run->global_step == run->cfg->stop_after_steps)
+        return 1;
+    return cb && cb->should_stop && cb->should_stop(cb->user);
+}
+
+static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
                               step_clock *clk, hallu_ssl_stats *st, hallu_error *err)
 {
     hallu_status s = hallu_loader_start_epoch(run->loader, (uint32_t)run->epoch, err);
@@ -283,8 +290,7 @@ static hallu_status run_epoch(train_run *run, const volatile int *stop, const ha
             clk->window_steps = 0;
         }
         report_progress(run, cb, st, lr, clk, ips, wait);
-        int stop_now = (stop && *stop) || (run->cfg->stop_after_steps > 0 && run->global_step == run->cfg->stop_after_steps);
-        if (s == HALLU_OK && stop_now) {
+        if (s == HALLU_OK && stop_requested(run, cb)) {
             s = train_save_checkpoint(run, run->path_checkpoint, err);
             return s == HALLU_OK ? hallu_error_set(err, HALLU_ERR_INTERRUPTED, "interrupted at step %lld (epoch %d); "
                                                    "checkpoint saved to %s: continue with --resume",
@@ -323,8 +329,8 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     return s;
 }
 
-hallu_status hallu_train_run(const hallu_train_config *cfg, const volatile int *stop,
-                             const hallu_train_callbacks *cb, hallu_train_result *res, hallu_error *err)
+hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_callbacks *cb,
+                             hallu_train_result *res, hallu_error *err)
 {
     train_run run;
     memset(&run, 0, sizeof run);
@@ -349,7 +355,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const volatile int *
     hallu_ssl_stats st;
     memset(&st, 0, sizeof st);
     while (s == HALLU_OK && run.epoch < cfg->epochs) {
-        s = run_epoch(&run, stop, cb, &clk, &st, err);
+        s = run_epoch(&run, cb, &clk, &st, err);
         if (s == HALLU_OK)
             s = end_of_epoch(&run, cb, res, &st, err);
     }
