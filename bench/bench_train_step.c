@@ -139,6 +139,20 @@ static void hallu_side_free(hallu_side *h)
     hallu_backend_free(h->be);
 }
 
+/* The GLIBC_TUNABLES the PyTorch child runs with (NULL: unset). glibc's
+ * default malloc gives PyTorch's large activations fresh mmap'd pages every
+ * step: at batch 256 the page faults cost it ~60% of its speed here.
+ * Transparent huge pages for malloc (glibc >= 2.35) are what a tuned PyTorch
+ * setup gets from jemalloc/tcmalloc; HALLU_BENCH_TORCH_MALLOC=default measures
+ * the untuned peer instead. A GLIBC_TUNABLES of the user's own wins. */
+static const char *torch_glibc_tunables(void)
+{
+    const char *own = getenv("GLIBC_TUNABLES"), *mode = getenv("HALLU_BENCH_TORCH_MALLOC");
+    if (own)
+        return own;
+    return mode && strcmp(mode, "default") == 0 ? NULL : "glibc.malloc.hugetlb=1";
+}
+
 /* PyTorch's side: bench_train_torch.py --serve in a child process; each request
  * line names a layout, each reply line is that step's wall time in seconds. */
 typedef struct torch_side {
@@ -159,14 +173,9 @@ static int torch_side_start(torch_side *t, int batch, int threads)
     if (t->pid < 0)
         return -1;
     if (t->pid == 0) {
-        /* glibc's default malloc gives PyTorch's large activations fresh mmap'd
-         * pages every step: at batch 256 the page faults cost it ~60% of its
-         * speed here. Transparent huge pages for malloc (glibc >= 2.35) are
-         * what a tuned PyTorch setup gets from jemalloc/tcmalloc; HALLU_BENCH_TORCH_MALLOC=default
-         * measures the untuned peer instead. A GLIBC_TUNABLES of the user's own wins. */
-        const char *mode = getenv("HALLU_BENCH_TORCH_MALLOC");
-        if (!getenv("GLIBC_TUNABLES") && !(mode && strcmp(mode, "default") == 0))
-            setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1);
+        const char *tunables = torch_glibc_tunables();
+        if (tunables)
+            setenv("GLIBC_TUNABLES", tunables, 1);
         dup2(down[0], 0);
         dup2(up[1], 1);
         close(down[1]);
@@ -251,9 +260,8 @@ int main(int argc, char **argv)
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);
     int rc = 0;
     if (torch) {
-        const char *tun = getenv("GLIBC_TUNABLES"), *mode = getenv("HALLU_BENCH_TORCH_MALLOC");
-        printf("torch  malloc: GLIBC_TUNABLES=%s\n", tun ? tun : mode && strcmp(mode, "default") == 0
-                                                            ? "(unset: glibc defaults)" : "glibc.malloc.hugetlb=1");
+        const char *tunables = torch_glibc_tunables();
+        printf("torch  malloc: GLIBC_TUNABLES=%s\n", tunables ? tunables : "(unset: glibc defaults)");
         for (int l = 0; l < 2; l++) {
             double tips = batch / median(secs + (l + 1) * steps, steps);
             printf("torch  %-13s %.1f images/s = %.0f%% of sgemm peak; hallu / torch = %.2fx\n", layouts[l], tips,

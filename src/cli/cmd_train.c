@@ -25,7 +25,6 @@ typedef struct signal_watch {
     sigset_t set;
     atomic_int stop;
     pthread_t thread;
-    int running;
 } signal_watch;
 
 static void *watch_signals(void *arg)
@@ -45,7 +44,6 @@ static void *watch_signals(void *arg)
 static int signal_watch_start(signal_watch *w)
 {
     atomic_init(&w->stop, 0);
-    w->running = 0;
     sigemptyset(&w->set);
     sigaddset(&w->set, SIGINT);
     sigaddset(&w->set, SIGTERM);
@@ -53,19 +51,16 @@ static int signal_watch_start(signal_watch *w)
         fprintf(stderr, "error: cannot set up SIGINT/SIGTERM handling (pthread_sigmask/pthread_create failed)\n");
         return -1;
     }
-    w->running = 1;
     return 0;
 }
 
-/* The signals stay blocked: one arriving after this point is ignored rather
- * than killing a process that is only printing its summary. */
+/* Only called after a successful signal_watch_start. The signals stay
+ * blocked: one arriving after this point is ignored rather than killing a
+ * process that is only printing its summary. */
 static void signal_watch_stop(signal_watch *w)
 {
-    if (!w->running)
-        return;
     pthread_cancel(w->thread);   /* sigwait is a cancellation point */
     pthread_join(w->thread, NULL);
-    w->running = 0;
 }
 
 typedef struct progress_view {
