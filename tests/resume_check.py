@@ -6,7 +6,9 @@ Runs `hallu train` four ways with the same seed and threads:
   B  --stop-after-steps (the internal interrupt path) then --resume;
   C  SIGKILL in the second epoch (no chance to save), then --resume from the
      epoch-1 checkpoint;
-  D  SIGINT in the middle of a run (saves a checkpoint mid-epoch), then --resume.
+  D  SIGINT in the middle of a run (saves a checkpoint mid-epoch), then --resume;
+  E  a second stop signal in the first epoch, while the first is being honoured:
+     quits at once with no checkpoint saved yet, so --resume starts from step 0.
 and checks that every model/optimizer/method tensor of the final checkpoint and
 every metrics line (loss, lr, collapse std, kNN; not the timing fields) equal A's.
 METHOD simclr (default) also checks `hallu export`; mocov2 runs MoCo v2 + Hallucinator
@@ -75,7 +77,8 @@ def threads_taking_stop_signals(pid):
     return open_to
 
 
-def start_and_signal(out, sig, min_step):
+def start_and_signal(out, sigs, min_step):
+    """Start a run and, once it has logged min_step, send it sigs in order."""
     p = subprocess.Popen([HALLU] + ARGS + ["--out", out], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     while time.time() < deadline and p.poll() is None:
@@ -83,7 +86,8 @@ def start_and_signal(out, sig, min_step):
             exposed = threads_taking_stop_signals(p.pid)
             if exposed:
                 failures.append(f"{out}: threads {exposed} do not block SIGINT/SIGTERM")
-            p.send_signal(sig)
+            for sig in sigs:
+                p.send_signal(sig)
             break
         time.sleep(0.05)
     _, stderr = p.communicate()
@@ -114,7 +118,7 @@ def compare(name, out, ref):
 
 shutil.rmtree(WORK, ignore_errors=True)
 os.makedirs(WORK)
-A, B, C = (os.path.join(WORK, n) for n in "ABC")
+A, B, C, E = (os.path.join(WORK, n) for n in "ABCE")
 D = os.path.join(WORK, "nested", "runs", "D")   # a fresh --out whose parent folders do not exist yet
 run(A)
 steps_per_epoch = IMAGES // BATCH
@@ -122,18 +126,32 @@ interrupted = [("D SIGINT", D)]
 if not SIGINT_ONLY:
     run(B, "--stop-after-steps", "7", expect=130)
     run(B, "--resume")
-    code, log = start_and_signal(C, signal.SIGKILL, steps_per_epoch + 2)
+    code, log = start_and_signal(C, [signal.SIGKILL], steps_per_epoch + 2)
     if code != -signal.SIGKILL:
         failures.append(f"C: expected death by SIGKILL, got exit {code}\n{log}")
     run(C, "--resume")
-    interrupted = [("B stop-after-steps", B), ("C SIGKILL", C)] + interrupted
-code, log = start_and_signal(D, signal.SIGINT, 2)
+    # Stopped, two distinct signals stay pending (a repeated SIGINT would merge into
+    # one); on SIGCONT the signal thread takes both before the step can end.
+    code, log = start_and_signal(E, [signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT], 2)
+    if code != 130 or "no checkpoint had been saved yet" not in log:
+        failures.append(f"E: expected exit 130 without saving after a second signal, got {code}\n{log}")
+    if "starting the run again" not in run(E, "--resume").stderr:
+        failures.append("E: --resume with no checkpoint yet did not say it starts the run again")
+    interrupted = [("B stop-after-steps", B), ("C SIGKILL", C), ("E second signal", E)] + interrupted
+code, log = start_and_signal(D, [signal.SIGINT], 2)
 if code != 130:
     failures.append(f"D: expected exit 130 after SIGINT, got {code}\n{log}")
 run(D, "--resume")
 p = run(A, expect=1)   # a finished run directory is never overwritten without --resume
 if "not empty" not in p.stderr:
     failures.append("re-running into a used --out did not refuse with 'not empty'")
+foreign = os.path.join(WORK, "foreign")   # --resume never starts a run in a folder of someone else's files
+os.makedirs(foreign)
+with open(os.path.join(foreign, "notes.txt"), "w") as f:
+    f.write("not a run\n")
+p = run(foreign, "--resume", expect=1)
+if "files other than a run's" not in p.stderr or os.listdir(foreign) != ["notes.txt"]:
+    failures.append(f"--resume into a folder without a run: {p.stderr.strip()[-300:]} / {os.listdir(foreign)}")
 for name, out in interrupted:
     compare(name, out, A)
 
@@ -154,7 +172,7 @@ def check_export():
         failures.append(f"export: {p.returncode} {p.stderr.strip()} / {e}")
 
 
-checks = 1 + len(interrupted)   # + the refusal to overwrite
+checks = 2 + len(interrupted)   # + the refusals to overwrite and to resume a non-run
 if METHOD == "simclr":
     check_export()
     checks += 1

@@ -56,7 +56,9 @@ typedef struct hallu_train_config {
     int log_every;               /* steps between metrics lines */
     int save_every;              /* > 0: also keep checkpoint_epochN.hlu every N epochs */
     const char *out;             /* run directory */
-    int resume;
+    int resume;                  /* continue from out/checkpoint.hlu; with none yet, a run directory
+                                  * holding only config/metrics (stopped before its first
+                                  * checkpoint) starts again from step 0 */
     int64_t stop_after_steps;    /* > 0: behave as if interrupted after this many steps (tests) */
 } hallu_train_config;
 

@@ -23,6 +23,7 @@
  * thread exists, so every thread hallu starts inherits the mask. */
 typedef struct signal_watch {
     sigset_t set;
+    char checkpoint[1100];   /* out/checkpoint.hlu, named when quitting without saving */
     atomic_int stop;
     pthread_t thread;
 } signal_watch;
@@ -35,15 +36,28 @@ static void *watch_signals(void *arg)
 #endif
     for (;;) {
         int sig;
-        if (sigwait(&w->set, &sig) == 0)
-            atomic_store(&w->stop, 1);
+        if (sigwait(&w->set, &sig) != 0)
+            continue;
+        if (!atomic_exchange(&w->stop, 1)) {
+            fprintf(stderr, "\nhallu train: %s: stopping after this step and saving a checkpoint"
+                            " (again: quit at once without saving)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            continue;
+        }
+        /* A user who asks twice does not want to wait for the step and the save.
+         * Checkpoints are replaced by rename, so the last one saved stays whole. */
+        int saved = access(w->checkpoint, F_OK) == 0;
+        fprintf(stderr, "\nhallu train: %s again: quitting without saving; %s %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                saved ? "the last checkpoint saved is intact:" : "no checkpoint had been saved yet:",
+                saved ? w->checkpoint : "--resume starts the run again");
+        _exit(130);
     }
     return NULL;
 }
 
-static int signal_watch_start(signal_watch *w)
+static int signal_watch_start(signal_watch *w, const char *out)
 {
     atomic_init(&w->stop, 0);
+    snprintf(w->checkpoint, sizeof w->checkpoint, "%s/checkpoint.hlu", out);
     sigemptyset(&w->set);
     sigaddset(&w->set, SIGINT);
     sigaddset(&w->set, SIGTERM);
@@ -197,7 +211,7 @@ int cmd_train(int argc, char **argv)
         { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines" },
         { "save-every", CLI_ARG_INT, &c.save_every, "also keep checkpoint_epochN.hlu every N epochs (0 = off)" },
         { "out", CLI_ARG_STR, &c.out, "run directory (must be new or empty unless --resume)" },
-        { "resume", CLI_ARG_BOOL, &c.resume, "continue the run in --out from its checkpoint.hlu" },
+        { "resume", CLI_ARG_BOOL, &c.resume, "continue the run in --out from its checkpoint.hlu (one stopped before its first checkpoint starts again)" },
         { "config", CLI_ARG_STR, &config_file, "read flags from a JSON object, e.g. a run's config.json (flags given "
                                                 "on the command line win)" },
         { "stop-after-steps", CLI_ARG_INT, &stop_after, "act as if interrupted after N steps (testing resume)" },
@@ -227,7 +241,7 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
     c.seed = (uint64_t)seed;
     c.stop_after_steps = stop_after;
     signal_watch watch;
-    if (signal_watch_start(&watch) != 0)
+    if (signal_watch_start(&watch, c.out) != 0)
         return 1;
     hallu_set_num_threads(c.threads);
 

@@ -44,6 +44,24 @@ static int make_dir_and_parents(const char *path)
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* What a run leaves before its first checkpoint: its config, its metrics and
+ * the temp files of an atomic write cut short. */
+static int holds_only_unsaved_run(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return 1;
+    struct dirent *e;
+    int only = 1;
+    while ((e = readdir(d)) && only) {
+        const char *n = e->d_name;
+        only = strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strcmp(n, "config.json") == 0 ||
+               strcmp(n, "metrics.jsonl") == 0 || strstr(n, ".tmp.") != NULL;
+    }
+    closedir(d);
+    return only;
+}
+
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
 {
     const char *out = run->cfg->out;
@@ -55,9 +73,17 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
     snprintf(run->path_metrics, sizeof run->path_metrics, "%s/metrics.jsonl", out);
     snprintf(run->path_config, sizeof run->path_config, "%s/config.json", out);
     if (run->cfg->resume) {
-        if (stat(run->path_checkpoint, &sb) != 0)
-            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s", run->path_checkpoint);
-        return HALLU_OK;
+        run->resuming = stat(run->path_checkpoint, &sb) == 0;
+        if (run->resuming)
+            return HALLU_OK;
+        /* A run killed before its first checkpoint saved nothing to continue:
+         * start it again rather than leave the user between "no checkpoint"
+         * and "not empty". Its old metrics go; every step will be rerun. */
+        if (!exists || !holds_only_unsaved_run(out))
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s%s", run->path_checkpoint,
+                                   exists ? " and the directory holds files other than a run's" : "");
+        run->restarting = 1;
+        return hallu_atomic_write(run->path_metrics, "", 0, err);
     }
     if (exists && !dir_is_empty(out))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
@@ -97,7 +123,7 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
     if (n < 0 || (size_t)n >= sizeof run->config_json)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
-    if (c->resume)
+    if (run->resuming)
         return HALLU_OK;
     char line[2100];
     snprintf(line, sizeof line, "%s\n", run->config_json);

@@ -343,11 +343,14 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     if (s == HALLU_OK) s = setup_data(&run, err);
     if (s == HALLU_OK) s = setup_model(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);
-    if (s == HALLU_OK && cfg->resume)
+    if (s == HALLU_OK && run.restarting && cb && cb->message)
+        cb->message(cb->user, "--resume: no checkpoint was saved before the earlier attempt stopped: "
+                              "starting the run again from step 0");
+    if (s == HALLU_OK && run.resuming)
         s = train_load_checkpoint(&run, err);
-    if (s == HALLU_OK && cfg->resume)
+    if (s == HALLU_OK && run.resuming)
         s = train_truncate_metrics(run.path_metrics, run.global_step, err);
-    if (s == HALLU_OK && !cfg->resume && cfg->knn_at_start)
+    if (s == HALLU_OK && !run.resuming && cfg->knn_at_start)
         s = knn_checkpoint(&run, cb, res, 1, err);
     step_clock clk = { .start = hallu_now() };
     clk.window_start = clk.start;
