@@ -10,17 +10,31 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int dir_is_empty(const char *path)
+static int is_dot_entry(const char *name)
+{
+    return strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+}
+
+/* What a run leaves before its first checkpoint: its config, its metrics and
+ * the temp files of an atomic write cut short. */
+static int is_unsaved_run_entry(const char *name)
+{
+    return is_dot_entry(name) || strcmp(name, "config.json") == 0 || strcmp(name, "metrics.jsonl") == 0 ||
+           strstr(name, ".tmp.") != NULL;
+}
+
+/* 1 when every entry of the directory passes allowed (or it cannot be read). */
+static int dir_holds_only(const char *path, int (*allowed)(const char *name))
 {
     DIR *d = opendir(path);
     if (!d)
         return 1;
     struct dirent *e;
-    int empty = 1;
-    while ((e = readdir(d)) && empty)
-        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    int only = 1;
+    while ((e = readdir(d)) && only)
+        only = allowed(e->d_name);
     closedir(d);
-    return empty;
+    return only;
 }
 
 /* mkdir -p: a user naming runs/2026/exp1 expects the folders to appear. */
@@ -44,24 +58,6 @@ static int make_dir_and_parents(const char *path)
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* What a run leaves before its first checkpoint: its config, its metrics and
- * the temp files of an atomic write cut short. */
-static int holds_only_unsaved_run(const char *path)
-{
-    DIR *d = opendir(path);
-    if (!d)
-        return 1;
-    struct dirent *e;
-    int only = 1;
-    while ((e = readdir(d)) && only) {
-        const char *n = e->d_name;
-        only = strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strcmp(n, "config.json") == 0 ||
-               strcmp(n, "metrics.jsonl") == 0 || strstr(n, ".tmp.") != NULL;
-    }
-    closedir(d);
-    return only;
-}
-
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
 {
     const char *out = run->cfg->out;
@@ -79,13 +75,13 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
         /* A run killed before its first checkpoint saved nothing to continue:
          * start it again rather than leave the user between "no checkpoint"
          * and "not empty". Its old metrics go; every step will be rerun. */
-        if (!exists || !holds_only_unsaved_run(out))
+        if (!exists || !dir_holds_only(out, is_unsaved_run_entry))
             return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s%s", run->path_checkpoint,
                                    exists ? " and the directory holds files other than a run's" : "");
         run->restarting = 1;
         return hallu_atomic_write(run->path_metrics, "", 0, err);
     }
-    if (exists && !dir_is_empty(out))
+    if (exists && !dir_holds_only(out, is_dot_entry))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
                                "--out %s is not empty: it holds a previous run; pass --resume to continue it "
                                "or choose another --out (nothing was overwritten)", out);
