@@ -38,15 +38,16 @@ static void *watch_signals(void *arg)
         int sig;
         if (sigwait(&w->set, &sig) != 0)
             continue;
+        const char *name = sig == SIGINT ? "SIGINT" : "SIGTERM";
         if (!atomic_exchange(&w->stop, 1)) {
             fprintf(stderr, "\nhallu train: %s: stopping after this step and saving a checkpoint"
-                            " (again: quit at once without saving)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+                            " (again: quit at once without saving)\n", name);
             continue;
         }
         /* A user who asks twice does not want to wait for the step and the save.
          * Checkpoints are replaced by rename, so the last one saved stays whole. */
         int saved = access(w->checkpoint, F_OK) == 0;
-        fprintf(stderr, "\nhallu train: %s again: quitting without saving; %s %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+        fprintf(stderr, "\nhallu train: %s again: quitting without saving; %s %s\n", name,
                 saved ? "the last checkpoint saved is intact:" : "no checkpoint had been saved yet:",
                 saved ? w->checkpoint : "--resume starts the run again");
         _exit(130);

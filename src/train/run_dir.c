@@ -78,7 +78,6 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
         if (!exists || !dir_holds_only(out, is_unsaved_run_entry))
             return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s%s", run->path_checkpoint,
                                    exists ? " and the directory holds files other than a run's" : "");
-        run->restarting = 1;
         return hallu_atomic_write(run->path_metrics, "", 0, err);
     }
     if (exists && !dir_holds_only(out, is_dot_entry))

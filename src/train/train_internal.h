@@ -33,9 +33,8 @@ typedef struct train_run {
     int64_t step_in_epoch, global_step;
     char path_checkpoint[1024], path_metrics[1024], path_config[1024];
     char config_json[2048];
-    /* --resume found a checkpoint (resuming) or only an earlier attempt that
-     * stopped before saving one (restarting from step 0) */
-    int resuming, restarting;
+    /* --resume found a checkpoint; with --resume and none, the run restarts from step 0 */
+    int resuming;
 } train_run;
 
 /* run_dir.c */

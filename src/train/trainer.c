@@ -343,7 +343,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     if (s == HALLU_OK) s = setup_data(&run, err);
     if (s == HALLU_OK) s = setup_model(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);
-    if (s == HALLU_OK && run.restarting && cb && cb->message)
+    if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message)
         cb->message(cb->user, "--resume: no checkpoint was saved before the earlier attempt stopped: "
                               "starting the run again from step 0");
     if (s == HALLU_OK && run.resuming)
