@@ -18,6 +18,12 @@
 extern "C" {
 #endif
 
+/* The files a run writes into its --out directory; the trainer, the CLI and
+ * `hallu plot` all name them through these, so they cannot drift apart. */
+#define HALLU_RUN_CHECKPOINT_FILE "checkpoint.hlu"
+#define HALLU_RUN_METRICS_FILE "metrics.jsonl"
+#define HALLU_RUN_CONFIG_FILE "config.json"
+
 typedef struct hallu_train_config {
     /* method */
     const char *method;          /* simclr | mocov1 | mocov2 | simsiam */

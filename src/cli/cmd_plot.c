@@ -2,6 +2,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "hallu/eval.h"
+#include "hallu/train.h"
 
 #include <stdio.h>
 
@@ -24,7 +25,7 @@ int cmd_plot(int argc, char **argv)
         return 2;
     }
     char metrics_buf[4096], out_buf[4096];
-    int n1 = snprintf(metrics_buf, sizeof metrics_buf, "%s/metrics.jsonl", pos[0]);
+    int n1 = snprintf(metrics_buf, sizeof metrics_buf, "%s/" HALLU_RUN_METRICS_FILE, pos[0]);
     int n2 = snprintf(out_buf, sizeof out_buf, "%s/training.svg", pos[0]);
     if (n1 < 0 || n2 < 0 || (size_t)n1 >= sizeof metrics_buf || (size_t)n2 >= sizeof out_buf) {
         fprintf(stderr, "error: run directory path too long: %s\n", pos[0]);

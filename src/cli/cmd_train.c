@@ -58,7 +58,7 @@ static void *watch_signals(void *arg)
 static int signal_watch_start(signal_watch *w, const char *out)
 {
     atomic_init(&w->stop, 0);
-    snprintf(w->checkpoint, sizeof w->checkpoint, "%s/checkpoint.hlu", out);
+    snprintf(w->checkpoint, sizeof w->checkpoint, "%s/" HALLU_RUN_CHECKPOINT_FILE, out);
     sigemptyset(&w->set);
     sigaddset(&w->set, SIGINT);
     sigaddset(&w->set, SIGTERM);
@@ -265,7 +265,7 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
         return 1;
     }
     if (res.collapsed)
-        fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/metrics.jsonl)\n", c.out);
+        fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/" HALLU_RUN_METRICS_FILE ")\n", c.out);
     if (res.knn_floor_top1 >= 0)
         printf("untrained kNN top-1: %.2f%%\n", res.knn_floor_top1);
     printf("kNN top-1 accuracy: %.2f%% (top-5 %.2f%%) after %d epochs, %lld steps; run in %s\n", res.knn_top1,

@@ -19,7 +19,7 @@ static int is_dot_entry(const char *name)
  * the temp files of an atomic write cut short. */
 static int is_unsaved_run_entry(const char *name)
 {
-    return is_dot_entry(name) || strcmp(name, "config.json") == 0 || strcmp(name, "metrics.jsonl") == 0 ||
+    return is_dot_entry(name) || strcmp(name, HALLU_RUN_CONFIG_FILE) == 0 || strcmp(name, HALLU_RUN_METRICS_FILE) == 0 ||
            strstr(name, ".tmp.") != NULL;
 }
 
@@ -65,9 +65,9 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
     int exists = stat(out, &sb) == 0;
     if (exists && !S_ISDIR(sb.st_mode))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--out %s exists and is not a directory", out);
-    snprintf(run->path_checkpoint, sizeof run->path_checkpoint, "%s/checkpoint.hlu", out);
-    snprintf(run->path_metrics, sizeof run->path_metrics, "%s/metrics.jsonl", out);
-    snprintf(run->path_config, sizeof run->path_config, "%s/config.json", out);
+    snprintf(run->path_checkpoint, sizeof run->path_checkpoint, "%s/" HALLU_RUN_CHECKPOINT_FILE, out);
+    snprintf(run->path_metrics, sizeof run->path_metrics, "%s/" HALLU_RUN_METRICS_FILE, out);
+    snprintf(run->path_config, sizeof run->path_config, "%s/" HALLU_RUN_CONFIG_FILE, out);
     if (run->cfg->resume) {
         run->resuming = stat(run->path_checkpoint, &sb) == 0;
         if (run->resuming)
