@@ -143,8 +143,8 @@ if code != 130:
     failures.append(f"D: expected exit 130 after SIGINT, got {code}\n{log}")
 run(D, "--resume")
 p = run(A, expect=1)   # a finished run directory is never overwritten without --resume
-if "not empty" not in p.stderr:
-    failures.append("re-running into a used --out did not refuse with 'not empty'")
+if "not empty" not in p.stderr or "--resume to continue" not in p.stderr:
+    failures.append(f"re-running into a used --out did not refuse with 'not empty', '--resume to continue': {p.stderr}")
 foreign = os.path.join(WORK, "foreign")   # --resume never starts a run in a folder of someone else's files
 os.makedirs(foreign)
 with open(os.path.join(foreign, "notes.txt"), "w") as f:
@@ -152,6 +152,9 @@ with open(os.path.join(foreign, "notes.txt"), "w") as f:
 p = run(foreign, "--resume", expect=1)
 if "files other than a run's" not in p.stderr or os.listdir(foreign) != ["notes.txt"]:
     failures.append(f"--resume into a folder without a run: {p.stderr.strip()[-300:]} / {os.listdir(foreign)}")
+p = run(foreign, expect=1)   # nor does a new run, and it does not suggest --resume there
+if "files other than a run's" not in p.stderr or "--resume" in p.stderr or os.listdir(foreign) != ["notes.txt"]:
+    failures.append(f"a new run into a folder without a run: {p.stderr.strip()[-300:]} / {os.listdir(foreign)}")
 for name, out in interrupted:
     compare(name, out, A)
 

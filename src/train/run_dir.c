@@ -58,6 +58,26 @@ static int make_dir_and_parents(const char *path)
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* Why a new run will not start in a non-empty --out, and what would work:
+ * --resume helps only where a run of ours is. */
+static hallu_status refuse_used_out(const train_run *run, hallu_error *err)
+{
+    const char *out = run->cfg->out, *what, *advice;
+    struct stat sb;
+    if (stat(run->path_checkpoint, &sb) == 0) {
+        what = "it holds a run (" HALLU_RUN_CHECKPOINT_FILE ")";
+        advice = "pass --resume to continue it or choose another --out";
+    } else if (dir_holds_only(out, is_unsaved_run_entry)) {
+        what = "it holds a run stopped before its first checkpoint";
+        advice = "pass --resume to start it again or choose another --out";
+    } else {
+        what = "it holds files other than a run's";
+        advice = "choose another --out";
+    }
+    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--out %s is not empty: %s; %s (nothing was overwritten)", out,
+                           what, advice);
+}
+
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
 {
     const char *out = run->cfg->out;
@@ -81,9 +101,7 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
         return hallu_atomic_write(run->path_metrics, "", 0, err);
     }
     if (exists && !dir_holds_only(out, is_dot_entry))
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
-                               "--out %s is not empty: it holds a previous run; pass --resume to continue it "
-                               "or choose another --out (nothing was overwritten)", out);
+        return refuse_used_out(run, err);
     if (!exists && make_dir_and_parents(out) != 0)
         return hallu_error_set(err, HALLU_ERR_IO, "cannot create run directory %s: %s", out, strerror(errno));
     return HALLU_OK;
