@@ -68,8 +68,8 @@ hallu_status ssl_moco_plan(hallu_ssl *ssl, hallu_error *err)
  * gathers view 2 in that order into MOCO_SHUFFLED. */
 static const float *moco_shuffle_views(hallu_ssl *ssl, const float *v2, int n)
 {
-    const uint32_t *order = ssl->key_order;
     hallu_rng_permutation(&ssl->rng, ssl->key_order, (uint32_t)n);
+    const uint32_t *order = ssl->key_order;
     size_t image = (size_t)ssl->h * ssl->w * 3;
     for (int i = 0; i < n; i++)
         memcpy(ssl->buf[MOCO_SHUFFLED] + i * image, v2 + order[i] * image, image * sizeof(float));
