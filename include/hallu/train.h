@@ -23,6 +23,8 @@ extern "C" {
 #define HALLU_RUN_CHECKPOINT_FILE "checkpoint.hlu"
 #define HALLU_RUN_METRICS_FILE "metrics.jsonl"
 #define HALLU_RUN_CONFIG_FILE "config.json"
+#define HALLU_RUN_BEST_CHECKPOINT_FILE "checkpoint_best.hlu"
+#define HALLU_RUN_EPOCH_CHECKPOINT_FORMAT "checkpoint_epoch%d.hlu"   /* %d: epochs done */
 
 typedef struct hallu_train_config {
     /* method */
@@ -61,6 +63,9 @@ typedef struct hallu_train_config {
     int knn_at_start;            /* also evaluate the untrained network (the floor) */
     int log_every;               /* steps between metrics lines */
     int save_every;              /* > 0: also keep checkpoint_epochN.hlu every N epochs */
+    int keep_best;               /* also keep checkpoint_best.hlu: the end of the epoch whose kNN
+                                  * top-1 beat every earlier one (kNN runs every knn_every
+                                  * epochs and after the last) */
     const char *out;             /* run directory */
     int resume;                  /* continue from out/checkpoint.hlu; with none yet, a run directory
                                   * holding only config/metrics (stopped before its first

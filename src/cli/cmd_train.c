@@ -211,6 +211,8 @@ int cmd_train(int argc, char **argv)
         { "no-knn-floor", CLI_ARG_CLEAR, &c.knn_at_start, "skip the kNN of the untrained network" },
         { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines" },
         { "save-every", CLI_ARG_INT, &c.save_every, "also keep checkpoint_epochN.hlu every N epochs (0 = off)" },
+        { "keep-best", CLI_ARG_BOOL, &c.keep_best, "also keep checkpoint_best.hlu, saved after each epoch whose kNN "
+          "top-1 beats every earlier one (kNN runs every --knn-every epochs and after the last)" },
         { "out", CLI_ARG_STR, &c.out, "run directory (must be new or empty unless --resume)" },
         { "resume", CLI_ARG_BOOL, &c.resume, "continue the run in --out from its checkpoint.hlu (one stopped before its first checkpoint starts again)" },
         { "config", CLI_ARG_STR, &config_file, "read flags from a JSON object, e.g. a run's config.json (flags given "

@@ -68,12 +68,13 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
     int64_t position[3] = { run->epoch, run->step_in_epoch, run->global_step }, three = 3;
     if (s == HALLU_OK)
         entry_add(&l, "", "train.position", HALLU_DTYPE_I64, 1, &three, position);
-    char epoch[32], step[32];
+    char epoch[32], step[32], best[40];
     snprintf(epoch, sizeof epoch, "%d", run->epoch);
     snprintf(step, sizeof step, "%lld", (long long)run->global_step);
+    snprintf(best, sizeof best, "%.17g", run->best_knn_top1);
     hallu_st_meta meta[] = {
         { "config", run->config_json }, { "arch", run->cfg->arch }, { "stem", run->cfg->stem },
-        { "method", run->cfg->method }, { "epoch", epoch }, { "step", step },
+        { "method", run->cfg->method }, { "epoch", epoch }, { "step", step }, { "best_knn_top1", best },
     };
     if (s == HALLU_OK)
         s = hallu_checkpoint_write(path, l.items, l.count, meta, (int)(sizeof meta / sizeof meta[0]), err);
@@ -116,6 +117,22 @@ static hallu_status restore_extra(train_run *run, const hallu_safetensors *st, c
     return s;
 }
 
+/* The best kNN top-1 so far, so that --keep-best after a resume only replaces a
+ * better checkpoint_best.hlu; checkpoints from before it was recorded have none. */
+static hallu_status restore_best(train_run *run, const char *text, const char *path, hallu_error *err)
+{
+    if (!text) {
+        run->best_knn_top1 = -1;
+        return HALLU_OK;
+    }
+    char *end = NULL;
+    double best = strtod(text, &end);
+    if (end == text || *end != '\0' || !(best >= -1 && best <= 100))
+        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: best_knn_top1 '%.40s' is not a percentage", path, text);
+    run->best_knn_top1 = best;
+    return HALLU_OK;
+}
+
 hallu_status train_load_checkpoint(train_run *run, hallu_error *err)
 {
     const char *path = run->path_checkpoint;
@@ -133,6 +150,8 @@ hallu_status train_load_checkpoint(train_run *run, hallu_error *err)
         s = hallu_params_load(&run->ps, &st, NULL, "model.", 1, err);
     if (s == HALLU_OK)
         s = restore_extra(run, &st, path, err);
+    if (s == HALLU_OK)
+        s = restore_best(run, hallu_safetensors_meta(&st, "best_knn_top1"), path, err);
     hallu_safetensors_close(&st);
     return s;
 }

@@ -88,6 +88,7 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
     snprintf(run->path_checkpoint, sizeof run->path_checkpoint, "%s/" HALLU_RUN_CHECKPOINT_FILE, out);
     snprintf(run->path_metrics, sizeof run->path_metrics, "%s/" HALLU_RUN_METRICS_FILE, out);
     snprintf(run->path_config, sizeof run->path_config, "%s/" HALLU_RUN_CONFIG_FILE, out);
+    snprintf(run->path_best, sizeof run->path_best, "%s/" HALLU_RUN_BEST_CHECKPOINT_FILE, out);
     if (run->cfg->resume) {
         run->resuming = stat(run->path_checkpoint, &sb) == 0;
         if (run->resuming)

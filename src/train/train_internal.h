@@ -31,7 +31,9 @@ typedef struct train_run {
     /* position: the next step to run is (epoch, step_in_epoch) */
     int epoch;
     int64_t step_in_epoch, global_step;
-    char path_checkpoint[1024], path_metrics[1024], path_config[1024];
+    char path_checkpoint[1024], path_metrics[1024], path_config[1024], path_best[1024];
+    /* the best kNN top-1 after an epoch so far (-1: none yet); saved in every checkpoint */
+    double best_knn_top1;
     char config_json[2048];
     /* --resume found a checkpoint; with --resume and none, the run restarts from step 0 */
     int resuming;

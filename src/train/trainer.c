@@ -217,6 +217,8 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     } else {
         res->knn_top1 = top1;
         res->knn_top5 = top5;
+        if (top1 > run->best_knn_top1)
+            run->best_knn_top1 = top1;
     }
     return s;
 }
@@ -305,6 +307,7 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
 {
     const hallu_train_config *c = run->cfg;
     int last = run->epoch + 1 == c->epochs;
+    double best_before = run->best_knn_top1;
     hallu_status s = HALLU_OK;
     if (last || (c->knn_every > 0 && (run->epoch + 1) % c->knn_every == 0))
         s = knn_checkpoint(run, cb, res, 0, err);
@@ -323,8 +326,16 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
         s = train_save_checkpoint(run, run->path_checkpoint, err);
     if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
         char path[1100];
-        snprintf(path, sizeof path, "%s/checkpoint_epoch%d.hlu", c->out, run->epoch);
+        snprintf(path, sizeof path, "%s/" HALLU_RUN_EPOCH_CHECKPOINT_FORMAT, c->out, run->epoch);
         s = train_save_checkpoint(run, path, err);
+    }
+    if (s == HALLU_OK && c->keep_best && run->best_knn_top1 > best_before) {
+        s = train_save_checkpoint(run, run->path_best, err);
+        if (s == HALLU_OK && cb && cb->message) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "best kNN top-1 so far (%.2f%%): saved %s", run->best_knn_top1, run->path_best);
+            cb->message(cb->user, msg);
+        }
     }
     return s;
 }
@@ -335,6 +346,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     train_run run;
     memset(&run, 0, sizeof run);
     run.cfg = cfg;
+    run.best_knn_top1 = -1;
     hallu_params_init(&run.ps);
     *res = (hallu_train_result){ .knn_top1 = -1, .knn_top5 = -1, .knn_floor_top1 = -1 };
     hallu_status s = validate(cfg, err);
