@@ -13,25 +13,19 @@ Usage: checkpoint_files_check.py HALLU WORKDIR"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from safetensors_io import load_file  # noqa: E402
+from train_checks import TrainChecks  # noqa: E402  (beside this script)
 
 HALLU, WORK = sys.argv[1], sys.argv[2]
 IMAGES, BATCH, EPOCHS = 160, 32, 3
 ARGS = ["train", "--method", "simclr", "--data", f"synthetic:{IMAGES}", "--batch-size", str(BATCH),
         "--epochs", str(EPOCHS), "--lr", "0.05", "--threads", "2", "--workers", "2", "--seed", "3",
         "--knn-k", "20", "--no-knn-floor", "--knn-every", "1", "--save-every", "1", "--keep-best"]
-failures, outcomes = [], []
-
-
-def run(out, *extra, expect=0):
-    p = subprocess.run([HALLU] + ARGS + ["--out", out] + list(extra), capture_output=True, text=True)
-    if p.returncode != expect:
-        failures.append(f"{out} {' '.join(extra)}: exit {p.returncode}, expected {expect}\n{p.stderr[-2000:]}")
-    return p
+checks = TrainChecks(HALLU, ARGS)
+failures, run, check = checks.failures, checks.run, checks.check
 
 
 def meta(path):
@@ -47,12 +41,6 @@ def knn_by_epoch(out):
     with open(os.path.join(out, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return [r["knn_top1"] for r in rows if "knn_top1" in r]
-
-
-def check(body):
-    before = len(failures)
-    body()
-    outcomes.append(len(failures) == before)
 
 
 def uninterrupted():
@@ -96,7 +84,4 @@ os.makedirs(WORK)
 U, R = os.path.join(WORK, "U"), os.path.join(WORK, "R")
 check(uninterrupted)
 check(resumed)
-for f in failures:
-    print("FAIL", f)
-print(f"{sum(outcomes)} passed, {len(outcomes) - sum(outcomes)} failed")
-sys.exit(1 if failures else 0)
+sys.exit(checks.finish())

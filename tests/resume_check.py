@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from safetensors_io import load_file  # noqa: E402
+from train_checks import TrainChecks  # noqa: E402  (beside this script)
 
 HALLU, WORK = sys.argv[1], sys.argv[2]
 METHOD = sys.argv[3] if len(sys.argv) > 3 else "simclr"
@@ -40,14 +41,8 @@ ARGS = ["train", *METHOD_ARGS, "--data", f"synthetic:{IMAGES}", "--batch-size", 
         "--lr", "0.05", "--threads", "2", "--workers", "2", "--seed", "3", "--log-every", "1",
         "--knn-k", "20", "--no-knn-floor"]
 TIMING = {"images_per_s", "data_wait"}
-failures = []
-
-
-def run(out, *extra, expect=0):
-    p = subprocess.run([HALLU] + ARGS + ["--out", out] + list(extra), capture_output=True, text=True)
-    if p.returncode != expect:
-        failures.append(f"{out} {' '.join(extra)}: exit {p.returncode}, expected {expect}\n{p.stderr[-2000:]}")
-    return p
+checks = TrainChecks(HALLU, ARGS)
+failures, run, check = checks.failures, checks.run, checks.check
 
 
 def steps_logged(out):
@@ -182,16 +177,6 @@ def check_export():
         failures.append(f"export: {p.returncode} {p.stderr.strip()} / {e}")
 
 
-outcomes = []
-
-
-def check(body):
-    """One reported check: it passes when body records no failure, however many it records."""
-    before = len(failures)
-    body()
-    outcomes.append(len(failures) == before)
-
-
 shutil.rmtree(WORK, ignore_errors=True)
 os.makedirs(WORK)
 A, B, C, E = (os.path.join(WORK, n) for n in "ABCE")
@@ -201,7 +186,4 @@ for case in ([] if SIGINT_ONLY else [case_b, case_c, case_e]) + [case_d, refusal
     check(case)
 if METHOD == "simclr":
     check(check_export)
-for f in failures:
-    print("FAIL", f)
-print(f"{sum(outcomes)} passed, {len(outcomes) - sum(outcomes)} failed")
-sys.exit(1 if failures else 0)
+sys.exit(checks.finish())
