@@ -65,7 +65,9 @@ typedef struct hallu_train_config {
     int save_every;              /* > 0: also keep checkpoint_epochN.hlu every N epochs */
     int keep_best;               /* also keep checkpoint_best.hlu: the end of the epoch whose kNN
                                   * top-1 beat every earlier one (kNN runs every knn_every
-                                  * epochs and after the last) */
+                                  * epochs and after the last); the best so far is recorded
+                                  * with or without it, so a part resumed with it saves only
+                                  * an epoch that beats the earlier parts */
     const char *out;             /* run directory */
     int resume;                  /* continue from out/checkpoint.hlu; with none yet, a run directory
                                   * holding only config/metrics (stopped before its first
