@@ -1,4 +1,4 @@
-/* Atomic writes: content, replacement, streaming, abort, no leftover temps. */
+/* Atomic writes: content, replacement, streaming, copy, abort, no leftover temps. */
 #include "hallu/io.h"
 #include "check.h"
 
@@ -86,6 +86,33 @@ static void test_streaming(void)
     free(big);
 }
 
+static void test_copy(void)
+{
+    char src[600], dst[600], missing[600];
+    snprintf(src, sizeof src, "%s/copy_src.bin", dir);
+    snprintf(dst, sizeof dst, "%s/copy_dst.bin", dir);
+    snprintf(missing, sizeof missing, "%s/no_such_file.bin", dir);
+    size_t n = 200003;   /* several read chunks plus a partial one */
+    unsigned char *data = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        data[i] = (unsigned char)(i * 13 + 1);
+    hallu_error err = {0};
+    CHECK_OK(hallu_atomic_write(src, data, n, &err), &err);
+    CHECK_OK(hallu_atomic_write(dst, "old", 3, &err), &err);
+    CHECK_OK(hallu_atomic_copy(src, dst, &err), &err);
+    CHECK(file_equals(dst, data, n));
+    CHECK(file_equals(src, data, n));
+    CHECK_OK(hallu_atomic_write(src, "", 0, &err), &err);
+    CHECK_OK(hallu_atomic_copy(src, dst, &err), &err);
+    CHECK(file_equals(dst, "", 0));
+    /* a missing source names itself and leaves the destination as it was */
+    CHECK(hallu_atomic_copy(missing, dst, &err) == HALLU_ERR_IO);
+    CHECK_MSG(strstr(err.msg, missing) != NULL, "message should name the source: %s", err.msg);
+    CHECK(file_equals(dst, "", 0));
+    CHECK(count_temps() == 0);
+    free(data);
+}
+
 static void test_abort_keeps_old(void)
 {
     char path[600];
@@ -123,6 +150,7 @@ int main(void)
     }
     test_write_and_replace();
     test_streaming();
+    test_copy();
     test_abort_keeps_old();
     test_errors();
     char cmd[700];

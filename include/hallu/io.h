@@ -41,6 +41,11 @@ hallu_status hallu_atomic_commit(hallu_atomic_file *f, hallu_error *err);
 /* Safe to call on a file that was never begun (zeroed), committed or aborted. */
 void hallu_atomic_abort(hallu_atomic_file *f);
 
+/* Copies the file src to dst atomically (dst appears whole or not at all), so a
+ * file already written once can be kept under a second name without
+ * serializing it again. */
+hallu_status hallu_atomic_copy(const char *src, const char *dst, hallu_error *err);
+
 /* ---- element types ------------------------------------------------------------ */
 
 typedef enum hallu_dtype {

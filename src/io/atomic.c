@@ -187,3 +187,34 @@ hallu_status hallu_atomic_write(const char *path, const void *data, size_t n, ha
     }
     return hallu_atomic_commit(&f, err);
 }
+
+hallu_status hallu_atomic_copy(const char *src, const char *dst, hallu_error *err)
+{
+    int in = open(src, O_RDONLY);
+    if (in < 0)
+        return hallu_error_set(err, HALLU_ERR_IO, "copy %s to %s: cannot open %s: %s", src, dst, src,
+                               strerror(errno));
+    hallu_atomic_file f;
+    hallu_status s = hallu_atomic_begin(&f, dst, err);
+    unsigned char *chunk = s == HALLU_OK ? malloc(ATOMIC_BUF_CAP) : NULL;
+    if (s == HALLU_OK && !chunk)
+        s = hallu_error_set(err, HALLU_ERR_OOM, "copy %s to %s: out of memory", src, dst);
+    while (s == HALLU_OK) {
+        ssize_t got = read(in, chunk, ATOMIC_BUF_CAP);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            s = hallu_error_set(err, HALLU_ERR_IO, "copy %s to %s: read failed: %s", src, dst, strerror(errno));
+        else if (got == 0)
+            break;
+        else
+            s = hallu_atomic_append(&f, chunk, (size_t)got, err);
+    }
+    free(chunk);
+    close(in);
+    if (s != HALLU_OK) {
+        hallu_atomic_abort(&f);
+        return s;
+    }
+    return hallu_atomic_commit(&f, err);
+}

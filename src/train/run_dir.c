@@ -78,6 +78,11 @@ static hallu_status refuse_used_out(const train_run *run, hallu_error *err)
                            what, advice);
 }
 
+void train_epoch_checkpoint_path(const train_run *run, int epoch, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/" HALLU_RUN_EPOCH_CHECKPOINT_FORMAT, run->cfg->out, epoch);
+}
+
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
 {
     const char *out = run->cfg->out;

@@ -42,6 +42,8 @@ typedef struct train_run {
 /* run_dir.c */
 hallu_status train_prepare_dir(train_run *run, hallu_error *err);
 hallu_status train_write_config(train_run *run, hallu_error *err);
+/* The periodic (--save-every) checkpoint's path for the run after `epoch` epochs. */
+void train_epoch_checkpoint_path(const train_run *run, int epoch, char *path, size_t cap);
 /* Keeps only metrics lines whose "step" is <= last_step (resume after a crash). */
 hallu_status train_truncate_metrics(const char *path, int64_t last_step, hallu_error *err);
 

@@ -324,13 +324,14 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     run->step_in_epoch = 0;
     if (s == HALLU_OK)
         s = train_save_checkpoint(run, run->path_checkpoint, err);
+    /* The other kept checkpoints are copies of this one: serialize the state once. */
     if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
         char path[1100];
-        snprintf(path, sizeof path, "%s/" HALLU_RUN_EPOCH_CHECKPOINT_FORMAT, c->out, run->epoch);
-        s = train_save_checkpoint(run, path, err);
+        train_epoch_checkpoint_path(run, run->epoch, path, sizeof path);
+        s = hallu_atomic_copy(run->path_checkpoint, path, err);
     }
     if (s == HALLU_OK && c->keep_best && run->best_knn_top1 > best_before) {
-        s = train_save_checkpoint(run, run->path_best, err);
+        s = hallu_atomic_copy(run->path_checkpoint, run->path_best, err);
         if (s == HALLU_OK && cb && cb->message) {
             char msg[1200];
             snprintf(msg, sizeof msg, "best kNN top-1 so far (%.2f%%): saved %s", run->best_knn_top1, run->path_best);
