@@ -159,6 +159,11 @@ def refusals():
     p = run(foreign, expect=1)   # nor does a new run, and it does not suggest --resume there
     if "files other than a run's" not in p.stderr or "--resume" in p.stderr or os.listdir(foreign) != ["notes.txt"]:
         failures.append(f"a new run into a folder without a run: {p.stderr.strip()[-300:]} / {os.listdir(foreign)}")
+    # a legal path (10 folders of 100 characters) too long for its run files' paths: refused, nothing made
+    too_long = os.path.join(WORK, "long", *["x" * 100] * 10)
+    p = run(too_long, expect=1)
+    if "characters is too long" not in p.stderr or os.path.exists(os.path.join(WORK, "long")):
+        failures.append(f"an --out too long for its run files: {p.stderr.strip()[-300:]}")
 
 
 def check_export():

@@ -78,9 +78,9 @@ static hallu_status refuse_used_out(const train_run *run, hallu_error *err)
                            what, advice);
 }
 
-void train_epoch_checkpoint_path(const train_run *run, int epoch, char *path, size_t cap)
+void train_epoch_checkpoint_path(const train_run *run, int epoch, char path[TRAIN_RUN_PATH_CAP])
 {
-    snprintf(path, cap, "%s/" HALLU_RUN_EPOCH_CHECKPOINT_FORMAT, run->cfg->out, epoch);
+    snprintf(path, TRAIN_RUN_PATH_CAP, "%s/" HALLU_RUN_EPOCH_CHECKPOINT_FORMAT, run->cfg->out, epoch);
 }
 
 hallu_status train_prepare_dir(train_run *run, hallu_error *err)
@@ -90,6 +90,12 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
     int exists = stat(out, &sb) == 0;
     if (exists && !S_ISDIR(sb.st_mode))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--out %s exists and is not a directory", out);
+    /* Refused here once so that no run file's path is ever cut short by the
+     * buffers below (a cut path would write a file under another name). */
+    size_t longest = strlen(out) + 1 + TRAIN_RUN_FILE_NAME_MAX;
+    if (longest >= sizeof run->path_checkpoint)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--out %.60s...: %zu characters is too long (at most %zu)",
+                               out, strlen(out), sizeof run->path_checkpoint - 2 - TRAIN_RUN_FILE_NAME_MAX);
     snprintf(run->path_checkpoint, sizeof run->path_checkpoint, "%s/" HALLU_RUN_CHECKPOINT_FILE, out);
     snprintf(run->path_metrics, sizeof run->path_metrics, "%s/" HALLU_RUN_METRICS_FILE, out);
     snprintf(run->path_config, sizeof run->path_config, "%s/" HALLU_RUN_CONFIG_FILE, out);

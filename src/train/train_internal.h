@@ -15,6 +15,11 @@ typedef struct train_subset {
 } train_subset;
 void train_subset_init(train_subset *s, hallu_source *src, int64_t n);
 
+/* Room for "<out>/<run file>"; the longest run file name is the periodic
+ * checkpoint's, "checkpoint_epoch" + up to 10 digits + ".hlu". */
+#define TRAIN_RUN_PATH_CAP 1024
+#define TRAIN_RUN_FILE_NAME_MAX 32
+
 typedef struct train_run {
     const hallu_train_config *cfg;
     hallu_ssl_config ssl_cfg;
@@ -31,7 +36,9 @@ typedef struct train_run {
     /* position: the next step to run is (epoch, step_in_epoch) */
     int epoch;
     int64_t step_in_epoch, global_step;
-    char path_checkpoint[1024], path_metrics[1024], path_config[1024], path_best[1024];
+    /* the run files' paths; train_prepare_dir refuses an --out too long for them */
+    char path_checkpoint[TRAIN_RUN_PATH_CAP], path_metrics[TRAIN_RUN_PATH_CAP], path_config[TRAIN_RUN_PATH_CAP],
+        path_best[TRAIN_RUN_PATH_CAP];
     /* the best kNN top-1 after an epoch so far (-1: none yet); saved in every checkpoint */
     double best_knn_top1;
     char config_json[2048];
@@ -43,7 +50,7 @@ typedef struct train_run {
 hallu_status train_prepare_dir(train_run *run, hallu_error *err);
 hallu_status train_write_config(train_run *run, hallu_error *err);
 /* The periodic (--save-every) checkpoint's path for the run after `epoch` epochs. */
-void train_epoch_checkpoint_path(const train_run *run, int epoch, char *path, size_t cap);
+void train_epoch_checkpoint_path(const train_run *run, int epoch, char path[TRAIN_RUN_PATH_CAP]);
 /* Keeps only metrics lines whose "step" is <= last_step (resume after a crash). */
 hallu_status train_truncate_metrics(const char *path, int64_t last_step, hallu_error *err);
 

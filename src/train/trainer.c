@@ -326,8 +326,8 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
         s = train_save_checkpoint(run, run->path_checkpoint, err);
     /* The other kept checkpoints are copies of this one: serialize the state once. */
     if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
-        char path[1100];
-        train_epoch_checkpoint_path(run, run->epoch, path, sizeof path);
+        char path[TRAIN_RUN_PATH_CAP];
+        train_epoch_checkpoint_path(run, run->epoch, path);
         s = hallu_atomic_copy(run->path_checkpoint, path, err);
     }
     if (s == HALLU_OK && c->keep_best && run->best_knn_top1 > best_before) {
