@@ -87,6 +87,11 @@ const char *hallu_dataset_kind(const hallu_dataset *ds);
  * images share one, and max_image_bytes the largest. A no-op for fixed-size
  * kinds. Not thread-safe: call it before sharing the dataset. */
 hallu_status hallu_dataset_probe_sizes(hallu_dataset *ds, hallu_error *err);
+/* HALLU_OK when every image has one size (always for fixed-size kinds; for
+ * variable-size kinds after hallu_dataset_probe_sizes). Otherwise
+ * HALLU_ERR_INVALID_ARG with a message naming the first image whose size
+ * differs from the first image's, and both sizes. */
+hallu_status hallu_dataset_check_uniform_size(const hallu_dataset *ds, hallu_error *err);
 
 /* ---- image decoding (JPEG via libjpeg, PNG via libpng) ---------------------- */
 

@@ -82,9 +82,11 @@ static void print_size(hallu_dataset *ds)
     if (hallu_dataset_image_height(ds) > 0)
         printf("  image size: %dx%d (HxW)\n", hallu_dataset_image_height(ds),
                hallu_dataset_image_width(ds));
-    else
-        printf("  image size: variable (largest needs %zu bytes)\n",
-               hallu_dataset_max_image_bytes(ds));
+    else {
+        hallu_dataset_check_uniform_size(ds, &err);
+        printf("  image size: variable (largest needs %zu bytes; %s)\n",
+               hallu_dataset_max_image_bytes(ds), err.msg);
+    }
 }
 
 static int print_stats(const hallu_dataset *ds, int max_images, int skip_bad)

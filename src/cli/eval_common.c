@@ -82,8 +82,13 @@ int cli_open_dataset(const char *spec, const char *split, const char *flag, cons
         fprintf(stderr, "error: --%s: %s\n", split_flag, err.msg);
         return 2;
     }
-    if (hallu_dataset_open(ds, spec, sp, &err) != HALLU_OK) {
+    /* Folders learn their images' common size (if any) from the headers, so
+     * that they are evaluated at their native size like fixed-size kinds. */
+    if (hallu_dataset_open(ds, spec, sp, &err) != HALLU_OK ||
+        (hallu_dataset_image_height(*ds) <= 0 && hallu_dataset_probe_sizes(*ds, &err) != HALLU_OK)) {
         fprintf(stderr, "error: --%s %s: %s\n", flag, spec, err.msg);
+        hallu_dataset_close(*ds);
+        *ds = NULL;
         return 1;
     }
     return 0;
@@ -103,17 +108,35 @@ int cli_open_labelled(const char *spec, const char *split, const char *flag, con
     return rc;
 }
 
-int cli_eval_view(cli_backbone *bb, const cli_backbone_args *a, const hallu_dataset *ds, hallu_view_pipeline *view)
+/* The native input side of ds's images, or 0 after printing why there is none. */
+static int native_size(const hallu_dataset *ds)
 {
-    int h = hallu_dataset_image_height(ds), w = hallu_dataset_image_width(ds);
-    int size = a->image_size > 0 ? a->image_size : h == w ? h : 0;
-    if (size <= 0) {
-        fprintf(stderr, "error: the images have no single square size (%dx%d); pass --image-size N\n", h, w);
-        return 1;
-    }
     hallu_error err;
     hallu_error_clear(&err);
-    if (hallu_eval_view(view, h, w, size, bb->mean, bb->std, &err) != HALLU_OK) {
+    if (hallu_dataset_check_uniform_size(ds, &err) != HALLU_OK) {
+        fprintf(stderr, "error: %s; pass --image-size N to resize every image (shorter side to N*8/7, then "
+                        "centre crop N x N)\n", err.msg);
+        return 0;
+    }
+    int h = hallu_dataset_image_height(ds), w = hallu_dataset_image_width(ds);
+    if (h != w) {
+        fprintf(stderr, "error: the %s images are %dx%d (HxW), not square; pass --image-size N to resize every "
+                        "image (shorter side to N*8/7, then centre crop N x N)\n", hallu_dataset_kind(ds), h, w);
+        return 0;
+    }
+    return h;
+}
+
+int cli_eval_view(cli_backbone *bb, const cli_backbone_args *a, const hallu_dataset *ds, hallu_view_pipeline *view)
+{
+    int size = a->image_size > 0 ? a->image_size : native_size(ds);
+    if (size <= 0)
+        return 1;
+    hallu_error err;
+    hallu_error_clear(&err);
+    /* Images of exactly size x size pass unchanged (normalisation only). */
+    if (hallu_eval_view(view, hallu_dataset_image_height(ds), hallu_dataset_image_width(ds), size, bb->mean,
+                        bb->std, &err) != HALLU_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;
     }

@@ -28,7 +28,9 @@ void cli_backbone_args_default(cli_backbone_args *a);
     { "weights", CLI_ARG_STR, &(a)->weights, "instead of --checkpoint: torchvision-named backbone .safetensors" },    \
     { "arch", CLI_ARG_STR, &(a)->arch, "with --weights: resnet18 | resnet34 | resnet50" },                           \
     { "stem", CLI_ARG_STR, &(a)->stem, "with --weights: cifar | imagenet" },                                         \
-    { "image-size", CLI_ARG_INT, &(a)->image_size, "input side; 0 = the dataset's native size (else resize 8/7 + centre crop)" }, \
+    { "image-size", CLI_ARG_INT, &(a)->image_size, "input side N. 0: the images' native size (they must all " \
+      "share one square size). N > 0: a dataset of NxN images passes unchanged; otherwise every image is resized " \
+      "(shorter side to N*8/7, antialiased bilinear) and centre-cropped to NxN" },                               \
     { "mean-std", CLI_ARG_STR, &(a)->mean_std, "input normalisation: cifar | imagenet (as in training)" },           \
     { "threads", CLI_ARG_INT, &(a)->threads, "compute threads (0 = all cores)" },                                    \
     { "workers", CLI_ARG_INT, &(a)->workers, "data loading threads" }

@@ -41,6 +41,7 @@ hallu_status dataset_create(hallu_dataset **out, const char *kind, const dataset
     ds->ops = ops;
     ds->impl = impl;
     ds->kind = kind;
+    ds->odd_index = -1;
     *out = ds;
     return HALLU_OK;
 }
@@ -178,7 +179,8 @@ hallu_status hallu_dataset_probe_sizes(hallu_dataset *ds, hallu_error *err)
     if (!ds->ops->probe)
         return HALLU_OK;
     int h0 = 0, w0 = 0;
-    bool uniform = true;
+    int64_t odd = -1;
+    int odd_h = 0, odd_w = 0;
     size_t max_bytes = 0;
     for (int64_t i = 0; i < ds->size; i++) {
         int h, w;
@@ -189,12 +191,35 @@ hallu_status hallu_dataset_probe_sizes(hallu_dataset *ds, hallu_error *err)
             h0 = h;
             w0 = w;
         }
-        uniform = uniform && h == h0 && w == w0;
+        if (odd < 0 && (h != h0 || w != w0)) {
+            odd = i;
+            odd_h = h;
+            odd_w = w;
+        }
         size_t b = (size_t)h * (size_t)w * 3;
         max_bytes = b > max_bytes ? b : max_bytes;
     }
-    ds->h = uniform ? h0 : 0;
-    ds->w = uniform ? w0 : 0;
+    ds->h = odd < 0 ? h0 : 0;
+    ds->w = odd < 0 ? w0 : 0;
     ds->max_bytes = max_bytes;
+    ds->odd_index = odd;
+    ds->odd_h = odd_h;
+    ds->odd_w = odd_w;
+    ds->first_h = h0;
+    ds->first_w = w0;
     return HALLU_OK;
+}
+
+hallu_status hallu_dataset_check_uniform_size(const hallu_dataset *ds, hallu_error *err)
+{
+    if (ds->h > 0 && ds->w > 0)
+        return HALLU_OK;
+    if (ds->odd_index < 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: image sizes unknown (call "
+                               "hallu_dataset_probe_sizes first)", ds->kind);
+    char odd[512], first[512];
+    hallu_dataset_describe(ds, ds->odd_index, odd, sizeof odd);
+    hallu_dataset_describe(ds, 0, first, sizeof first);
+    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "%s: images differ in size: %s is %dx%d (HxW) but %s "
+                           "is %dx%d", ds->kind, odd, ds->odd_h, ds->odd_w, first, ds->first_h, ds->first_w);
 }

@@ -27,6 +27,10 @@ struct hallu_dataset {
     char **class_names;      /* num_classes owned strings */
     int h, w;                /* 0 when variable / unknown */
     size_t max_bytes;
+    /* Set by hallu_dataset_probe_sizes: the first image whose size differs
+     * from image 0's (-1 when none) and the two sizes, for error messages. */
+    int64_t odd_index;
+    int odd_h, odd_w, first_h, first_w;
 };
 
 /* Wraps impl (taken over: destroyed on failure too). */

@@ -99,10 +99,16 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
         return s;
     hallu_source_from_dataset(&run->train_src, run->train_ds);
     train_subset_init(&run->train_subset, &run->train_src, c->train_subset);
+    if (hallu_dataset_check_uniform_size(run->train_ds, err) != HALLU_OK) {
+        char why[HALLU_ERROR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s: %s; training needs one square size: "
+                               "pack it first (hallu data pack --size N)", c->data, why);
+    }
     int size = run->train_src.image_h;
-    if (size <= 0 || run->train_src.image_w != size)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s: images of varying or non-square size; "
-                               "pack it first (hallu data pack --size N)", c->data);
+    if (run->train_src.image_w != size)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s: the images are %dx%d (HxW), not square; "
+                               "pack it first (hallu data pack --size N)", c->data, size, run->train_src.image_w);
     if (run->train_src.size < c->batch_size)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--data %s has %lld training images, fewer than "
                                "--batch-size %d", c->data, (long long)run->train_src.size, c->batch_size);
