@@ -5,7 +5,7 @@
 # runs/main-<date>-<time>/ (never overwriting an earlier run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh run
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target hallu_cli >/dev/null
 mkdir -p runs

@@ -4,7 +4,7 @@
 # release build. Ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh test
 JOBS=$(nproc)
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHALLU_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$JOBS" >/dev/null
