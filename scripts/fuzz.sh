@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz smoke run: builds every tests/fuzz/fuzz_*.c as a libFuzzer binary (clang,
 # -fsanitize=fuzzer,address,undefined) against the library sources compiled with
-# clang too (src/core, src/io and the dataset readers, as one static archive),
+# clang too (src/core, src/io, the dataset readers, hallu plot's metrics reader
+# and the CLI's --config reader, as one static archive),
 # seeds a corpus with tests/fuzz/make_seeds.c, then runs each target for
 # FUZZ_SECONDS seconds (default 20). Exits non-zero on any finding; the input
 # that triggered it is kept in $FUZZ_BUILD_DIR/findings/ (default build-fuzz/).
@@ -20,7 +21,9 @@ CFLAGS=(-std=c11 -g -O1 "${SAN[@]}" -Iinclude -Isrc -Itests
         -D_DEFAULT_SOURCE '-DHALLU_VERSION="fuzz"' -fopenmp -Wall -Wextra -Wno-unused-parameter)
 LIBS=(-ljpeg -lpng -lm -fopenmp)
 LIB_SRCS=(src/core/*.c src/io/*.c src/data/dataset*.c src/data/reader_*.c src/data/packed.c
-          src/data/synthetic.c src/data/image_decode.c)
+          src/data/synthetic.c src/data/image_decode.c
+          src/eval/plot.c src/eval/json_line.c      # fuzz_metrics: hallu plot's metrics reader
+          src/cli/config_file.c src/cli/args.c)     # fuzz_config: hallu train --config
 
 echo "fuzz: compiling ${#LIB_SRCS[@]} library sources with $CC"
 rm -f "$OUT"/obj/*.o

@@ -132,9 +132,65 @@ static void test_plot(const char *dir)
     unlink(svg);
 }
 
+/* eval_plot_svg on text[0..len): HALLU_OK and an SVG with only finite numbers. */
+static void expect_plot(const char *text, size_t len)
+{
+    char *svg = NULL;
+    size_t n = 0;
+    hallu_error err = { 0 };
+    CHECK_OK(eval_plot_svg(text, len, "m.jsonl", &svg, &n, &err), &err);
+    CHECK(svg && strlen(svg) == n && strstr(svg, "</svg>\n") == svg + n - 7);
+    CHECK_MSG(svg && !strstr(svg, "nan") && !strstr(svg, "inf"), "non-finite coordinates for %.*s", (int)len, text);
+    free(svg);
+}
+
+#define EXPECT_PLOT(lit) expect_plot(lit, sizeof(lit) - 1)
+
+/* Inputs found by (or written after) the fuzz target tests/fuzz/fuzz_metrics.c. */
+static void test_plot_extremes(void)
+{
+    /* One point at a huge epoch: x_lo + 1 == x_lo left a zero x span (NaN pixels). */
+    EXPECT_PLOT("{\"epoch\": 66666666666666666666666666666666660, \"loss\": 2, \"lr\": 0.1}\r\n"
+                "{\"epoch\": 0, \"loss#: 1.5, \"lr\": 0. \"a{\"eppoo");
+    /* Values 16 apart at 1e17: the tick loop's t += 5 did not advance t (a hang). */
+    EXPECT_PLOT("{\"epoch\": 1e17, \"loss\": 1e17}\n{\"epoch\": 1e17, \"loss\": 100000000000000016}\n");
+    /* Spans that overflow a double: magnitudes above 1e300 are left out. */
+    EXPECT_PLOT("{\"epoch\": 0, \"step\": 1, \"loss\": 1e308, \"lr\": -1.7e308}\n"
+                "{\"epoch\": -1e308, \"loss\": -1e308, \"lr\": 0.1}\n{\"epoch\": 1e-300, \"knn_top1\": 5e-324}\n");
+    /* steps per epoch 1e-300: step / spe overflowed to inf. */
+    EXPECT_PLOT("{\"epoch\": 0, \"step\": 1e-300, \"loss\": 1}\n{\"epoch\": 1, \"step\": 1e300, \"loss\": 2}\n"
+                "{\"epoch\": 1, \"step\": 3, \"lr\": 2}\n");
+    /* Nothing plottable is an error, as no values at all. */
+    char *svg = NULL;
+    size_t n = 0;
+    hallu_error err = { 0 };
+    const char *huge = "{\"epoch\": 0, \"loss\": 1e301}\n";
+    CHECK(eval_plot_svg(huge, strlen(huge), "m.jsonl", &svg, &n, &err) == HALLU_ERR_FORMAT && !svg);
+    /* The text need not end in a NUL: nothing past len is read, and a last
+     * line without its newline that does not parse is a torn line. */
+    const char text[] = "{\"epoch\": 0, \"loss\": 1}\n{\"epoch\": 1, \"loss\": 2}x";
+    expect_plot(text, sizeof text - 2);
+    expect_plot(text, sizeof text - 4);
+    CHECK(eval_plot_svg(text, sizeof text - 1, "m.jsonl", &svg, &n, &err) == HALLU_OK);
+    free(svg);
+    /* 200,000 step lines of one epoch without "step": the layout scanned the
+     * whole epoch for every line (4e10 comparisons, minutes); now one pass. */
+    enum { LINES = 200000 };
+    static const char line[] = "{\"epoch\": 0, \"loss\": 1.5}\n";
+    char *big = malloc(LINES * (sizeof line - 1));
+    CHECK(big != NULL);
+    if (!big)
+        return;
+    for (int i = 0; i < LINES; i++)
+        memcpy(big + (size_t)i * (sizeof line - 1), line, sizeof line - 1);
+    expect_plot(big, LINES * (sizeof line - 1));
+    free(big);
+}
+
 int main(void)
 {
     test_json_numbers();
+    test_plot_extremes();
     char dir[] = "/tmp/hallu_test_plot_XXXXXX";
     if (!mkdtemp(dir)) {
         CHECK(!"mkdtemp");

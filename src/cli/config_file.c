@@ -80,6 +80,10 @@ static int parse_string(cfg_parser *ps, char **out)
         return fail(ps, "out of memory");
     size_t n = 0;
     while (ps->p < ps->end && *ps->p != '"') {
+        if ((unsigned char)*ps->p < 0x20) {   /* raw NUL, newline, ...: not JSON, and a NUL would cut the text */
+            free(s);
+            return fail(ps, "a control character in a string (write it as \\u00XX)");
+        }
         char c = *ps->p++;
         if (c == '\\' && parse_escape(ps, &c) != 0) {
             free(s);
@@ -103,15 +107,24 @@ static int parse_scalar(cfg_parser *ps, char **out)
     skip_ws(ps);
     *out = NULL;
     if (ps->p < ps->end && *ps->p == '[') {
-        int depth = 0;
-        do {
-            depth += *ps->p == '[' ? 1 : *ps->p == ']' ? -1 : 0;
-            ps->p++;
+        int depth = 0, in_string = 0;
+        do {   /* brackets inside strings ("image_size": ["]"]) do not count */
+            char c = *ps->p++;
+            if (in_string) {
+                if (c == '\\' && ps->p < ps->end)
+                    ps->p++;                  /* the escaped character */
+                else if (c == '"')
+                    in_string = 0;
+            } else if (c == '"') {
+                in_string = 1;
+            } else {
+                depth += c == '[' ? 1 : c == ']' ? -1 : 0;
+            }
         } while (ps->p < ps->end && depth > 0);
         return depth == 0 ? 0 : fail(ps, "unterminated array");
     }
     const char *start = ps->p;
-    while (ps->p < ps->end && (isalnum((unsigned char)*ps->p) || strchr("+-.", *ps->p)))
+    while (ps->p < ps->end && *ps->p && (isalnum((unsigned char)*ps->p) || strchr("+-.", *ps->p)))
         ps->p++;
     if (ps->p == start)
         return fail(ps, "expected a value");
@@ -140,9 +153,17 @@ static int push(cli_config_argv *c, const char *prefix, const char *text)
     return 0;
 }
 
-static int is_true(const char *v)
+/* A boolean flag's value: true, false, null or a number (non-zero is true);
+ * -1 for anything else. */
+static int truth(const char *v)
 {
-    return strcmp(v, "true") == 0 || (strcmp(v, "false") != 0 && strcmp(v, "null") != 0 && strtod(v, NULL) != 0.0);
+    if (strcmp(v, "true") == 0)
+        return 1;
+    if (strcmp(v, "false") == 0 || strcmp(v, "null") == 0)
+        return 0;
+    char *end = NULL;
+    double d = strtod(v, &end);
+    return end != v && *end == '\0' ? d != 0.0 : -1;
 }
 
 /* One "key": value pair into argv tokens. */
@@ -160,11 +181,13 @@ static int add_pair(cfg_parser *ps, const cli_arg *args, int nargs, const char *
     if (!value)
         return fail(ps, "key \"%s\": an array is not a flag value", key);
     if (a->kind == CLI_ARG_BOOL || a->kind == CLI_ARG_CLEAR) {
-        if (value_is_string)
-            return fail(ps, "key \"%s\": expected true/false or 1/0, got \"%s\"", key, value);
+        int t = value_is_string ? -1 : truth(value);
+        if (t < 0)
+            return fail(ps, "key \"%s\": expected true/false or 1/0, got %s%s%s", key, value_is_string ? "\"" : "",
+                        value, value_is_string ? "\"" : "");
         char negated[300];
         snprintf(negated, sizeof negated, "no-%s", flag_name);
-        const char *flag = is_true(value) ? a->name : a->kind == CLI_ARG_BOOL && cli_arg_find(args, nargs, negated, strlen(negated))
+        const char *flag = t ? a->name : a->kind == CLI_ARG_BOOL && cli_arg_find(args, nargs, negated, strlen(negated))
                                                           ? negated : NULL;
         return flag && push(out, "--", flag) ? fail(ps, "out of memory") : 0;
     }
@@ -234,9 +257,18 @@ int cli_config_load(const char *path, const cli_arg *args, int nargs, const char
     char *text = read_file(path, &len, msg, msg_len);
     if (!text)
         return -1;
-    cfg_parser ps = { .base = text, .p = text, .end = text + len, .path = path, .msg = msg, .msg_len = msg_len };
-    int rc = parse_object(&ps, args, nargs, ignored, out);
+    int rc = cli_config_parse(text, len, path, args, nargs, ignored, out, msg, msg_len);
     free(text);
+    return rc;
+}
+
+int cli_config_parse(const char *text, size_t len, const char *name, const cli_arg *args, int nargs,
+                     const char *const *ignored, cli_config_argv *out, char *msg, size_t msg_len)
+{
+    out->argv = NULL;
+    out->argc = 0;
+    cfg_parser ps = { .base = text, .p = text, .end = text + len, .path = name, .msg = msg, .msg_len = msg_len };
+    int rc = parse_object(&ps, args, nargs, ignored, out);
     if (rc != 0)
         cli_config_free(out);
     return rc;
@@ -257,8 +289,10 @@ char **cli_config_merge(const cli_config_argv *file, int argc, char **argv, int 
     if (!m)
         return NULL;
     m[0] = argv[0];
-    memcpy(m + 1, file->argv, (size_t)file->argc * sizeof *m);
-    memcpy(m + 1 + file->argc, argv + 1, (size_t)(argc - 1) * sizeof *m);
+    if (file->argc > 0)   /* an empty object leaves file->argv NULL: no memcpy from NULL */
+        memcpy(m + 1, file->argv, (size_t)file->argc * sizeof *m);
+    if (argc > 1)
+        memcpy(m + 1 + file->argc, argv + 1, (size_t)(argc - 1) * sizeof *m);
     m[argc + file->argc] = NULL;
     *merged_argc = argc + file->argc;
     return m;

@@ -15,11 +15,17 @@ typedef struct cli_config_argv {
 
 /* Reads path: each key (underscores read as dashes) must name a flag in args
  * or one of the ignored keys. A string or number gives "--key value"; true or
- * a non-zero number for a boolean flag gives "--key", false or 0 gives
- * "--no-key" (when args has it). On failure writes a message naming the file
- * and the key into msg and returns -1. */
+ * a non-zero number for a boolean flag gives "--key", false, null or 0 gives
+ * "--no-key" (when args has it); any other value of a boolean flag is an
+ * error, as is a raw control character (NUL included) in a string. On failure
+ * writes a message naming the file and the key into msg and returns -1. */
 int cli_config_load(const char *path, const cli_arg *args, int nargs, const char *const *ignored,
                     cli_config_argv *out, char *msg, size_t msg_len);
+/* The same on text[0..len) (need not be NUL-terminated); name stands for the
+ * file in messages. cli_config_load reads the file and calls this (so does the
+ * fuzz target tests/fuzz/fuzz_config.c). */
+int cli_config_parse(const char *text, size_t len, const char *name, const cli_arg *args, int nargs,
+                     const char *const *ignored, cli_config_argv *out, char *msg, size_t msg_len);
 void cli_config_free(cli_config_argv *c);
 
 /* argv[0], the file's tokens, then argv[1..argc): a new array (free it; the

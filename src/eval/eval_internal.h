@@ -13,4 +13,12 @@ hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes
  * present[i] = 0). Returns 0, or -1 when the line is not a well-formed object. */
 int eval_json_numbers(const char *line, const char *const *keys, int nkeys, double *values, int *present);
 
+/* `hallu plot` in memory: metrics JSON lines text[0..len) (need not be
+ * NUL-terminated; name stands for the file in messages) to the SVG text, a new
+ * NUL-terminated buffer of *svg_len bytes (free it). hallu_plot_training reads
+ * the file, calls this and writes the result atomically; the fuzz target
+ * tests/fuzz/fuzz_metrics.c calls it directly. */
+hallu_status eval_plot_svg(const char *text, size_t len, const char *name, char **svg, size_t *svg_len,
+                           hallu_error *err);
+
 #endif

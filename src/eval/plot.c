@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,21 +80,35 @@ static hallu_status push_line(plot_data *d, const metric_line *m, hallu_error *e
     return HALLU_OK;
 }
 
-static hallu_status read_metrics(const char *path, plot_data *d, hallu_error *err)
+/* The metrics text [text, text + len) line by line; name stands for the file
+ * in messages. A line is read up to its first NUL byte, as getline + a C
+ * string reader would. */
+static hallu_status parse_metrics(const char *text, size_t len, const char *name, plot_data *d, hallu_error *err)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return hallu_error_set(err, HALLU_ERR_IO, "plot: cannot open %s", path);
     char *buf = NULL;
     size_t cap = 0;
-    ssize_t len;
     hallu_status s = HALLU_OK;
-    for (int64_t lineno = 1; s == HALLU_OK && (len = getline(&buf, &cap, f)) >= 0; lineno++) {
-        int complete = len > 0 && buf[len - 1] == '\n';
-        const char *p = buf;
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-            p++;
-        if (!*p)
+    const char *p = text, *end = text + len;
+    for (int64_t lineno = 1; s == HALLU_OK && p < end; lineno++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        int complete = nl != NULL;
+        if (n + 1 > cap) {
+            char *grown = realloc(buf, n + 1);
+            if (!grown) {
+                s = hallu_error_set(err, HALLU_ERR_OOM, "plot: out of memory at %s line %lld", name, (long long)lineno);
+                break;
+            }
+            buf = grown;
+            cap = n + 1;
+        }
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+        p = nl ? nl + 1 : end;
+        const char *q = buf;
+        while (*q == ' ' || *q == '\t' || *q == '\r')
+            q++;
+        if (!*q)
             continue;
         metric_line m;
         if (eval_json_numbers(buf, metric_keys, NUM_KEYS, m.v, m.has) != 0) {
@@ -101,17 +116,52 @@ static hallu_status read_metrics(const char *path, plot_data *d, hallu_error *er
             if (!complete)
                 break;
             s = hallu_error_set(err, HALLU_ERR_FORMAT, "plot: %s line %lld is not a JSON object: %.60s",
-                                path, (long long)lineno, buf);
+                                name, (long long)lineno, buf);
         } else if (!m.has[K_EPOCH]) {
             s = hallu_error_set(err, HALLU_ERR_FORMAT, "plot: %s line %lld has no numeric \"epoch\"",
-                                path, (long long)lineno);
+                                name, (long long)lineno);
         } else {
             s = push_line(d, &m, err);
         }
     }
     free(buf);
-    fclose(f);
     return s;
+}
+
+/* The whole file into a new buffer. */
+static hallu_status read_file(const char *path, char **text, size_t *len, hallu_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return hallu_error_set(err, HALLU_ERR_IO, "plot: cannot open %s", path);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    hallu_status s = HALLU_OK;
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, 2 * cap) : NULL;
+        if (!grown) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    if (!buf)
+        s = hallu_error_set(err, HALLU_ERR_OOM, "plot: out of memory reading %s", path);
+    else if (ferror(f))
+        s = hallu_error_set(err, HALLU_ERR_IO, "plot: read error on %s", path);
+    fclose(f);
+    if (s != HALLU_OK) {
+        free(buf);
+        return s;
+    }
+    *text = buf;
+    *len = n;
+    return HALLU_OK;
 }
 
 /* Steps per epoch from the first complete epoch (one followed by a later
@@ -131,36 +181,62 @@ static double steps_per_epoch(const plot_data *d)
     return 0;
 }
 
-/* x of line i without steps: its epoch's step lines spread over (e, e + 1]. */
-static double fallback_x(const plot_data *d, int64_t i)
+/* Lines without steps: each run of lines with one epoch e spreads its loss
+ * lines over (e, e + 1]. The cursor walks the runs once as i goes 0, 1, ...
+ * (a scan of the whole run for every line was quadratic in its length). */
+typedef struct run_cursor {
+    int64_t last;            /* last line of the current run; -1 before the first */
+    int64_t rank, count;     /* loss lines so far in the run, and in all of it */
+} run_cursor;
+
+static double fallback_x(const plot_data *d, int64_t i, run_cursor *c)
 {
     const metric_line *m = &d->lines[i];
     double e = m->v[K_EPOCH];
+    if (i > c->last) {
+        c->rank = c->count = 0;
+        for (c->last = i; c->last < d->n && d->lines[c->last].v[K_EPOCH] == e; c->last++)
+            c->count += d->lines[c->last].has[K_LOSS];
+        c->last--;
+    }
     if (!m->has[K_LOSS])
         return m->has[K_KNN] ? e + 1 : e;
-    int64_t first = i, last = i;
-    while (first > 0 && d->lines[first - 1].v[K_EPOCH] == e) first--;
-    while (last + 1 < d->n && d->lines[last + 1].v[K_EPOCH] == e) last++;
-    int64_t rank = 0, count = 0;
-    for (int64_t j = first; j <= last; j++) {
-        if (!d->lines[j].has[K_LOSS]) continue;
-        rank += j <= i;
-        count++;
+    return e + (double)++c->rank / (double)c->count;
+}
+
+/* Larger magnitudes (only a corrupt file has them) are left out of the plot:
+ * differences of plottable values stay finite. */
+static int plottable(double v)
+{
+    return fabs(v) <= 1e300;
+}
+
+/* Widens [lo, hi] (lo <= hi) around its middle to at least 1e-9 of its
+ * magnitude (and 1e-200), so that the ticks, nice_step(hi - lo) apart, advance
+ * in double precision and no pixel position divides by a zero span. */
+static void usable_range(double *lo, double *hi)
+{
+    double span = 1e-9 * fmax(fabs(*lo), fabs(*hi));
+    span = fmax(span, 1e-200);
+    if (*hi - *lo < span) {
+        double mid = *lo / 2 + *hi / 2;
+        *lo = mid - span / 2;
+        *hi = mid + span / 2;
     }
-    return e + (double)rank / (double)count;
 }
 
 static hallu_status build_series(plot_data *d, hallu_error *err)
 {
     double spe = steps_per_epoch(d);
+    run_cursor cursor = { .last = -1 };
     d->x_lo = INFINITY;
     d->x_hi = -INFINITY;
     for (int64_t i = 0; i < d->n; i++) {
         const metric_line *m = &d->lines[i];
-        double x = spe > 0 ? m->v[K_STEP] / spe : fallback_x(d, i);
+        double x = spe > 0 ? m->v[K_STEP] / spe : fallback_x(d, i, &cursor);
         static const int key_of[NUM_SERIES] = { K_LOSS, K_LR, K_KNN, K_FLOOR };
         for (int k = 0; k < NUM_SERIES; k++) {
-            if (!m->has[key_of[k]])
+            if (!m->has[key_of[k]] || !plottable(x) || !plottable(m->v[key_of[k]]))
                 continue;
             if (series_push(&d->s[k], x, m->v[key_of[k]]) != 0)
                 return hallu_error_set(err, HALLU_ERR_OOM, "plot: out of memory at line %lld", (long long)i + 1);
@@ -172,13 +248,16 @@ static hallu_status build_series(plot_data *d, hallu_error *err)
         return hallu_error_set(err, HALLU_ERR_FORMAT, "plot: no \"loss\", \"lr\" or \"knn_top1\" values found");
     if (d->x_hi <= d->x_lo)
         d->x_hi = d->x_lo + 1;
+    usable_range(&d->x_lo, &d->x_hi);
     return HALLU_OK;
 }
 
 /* ---- writing ---- */
 
+/* The SVG text, grown in memory; the first failure sticks. */
 typedef struct svg_out {
-    hallu_atomic_file f;
+    char *buf;
+    size_t len, cap;
     hallu_status status;
     hallu_error *err;
 } svg_out;
@@ -186,13 +265,29 @@ typedef struct svg_out {
 __attribute__((format(printf, 2, 3)))
 static void out(svg_out *o, const char *fmt, ...)
 {
-    char buf[512];
+    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (o->status == HALLU_OK)
-        o->status = hallu_atomic_append(&o->f, buf, n < (int)sizeof buf ? (size_t)n : sizeof buf - 1, o->err);
+    size_t k = n < 0 ? 0 : n < (int)sizeof line ? (size_t)n : sizeof line - 1;
+    if (o->status != HALLU_OK)
+        return;
+    if (o->len + k + 1 > o->cap) {
+        size_t cap = o->cap ? o->cap : 1 << 14;
+        while (cap < o->len + k + 1)
+            cap *= 2;
+        char *grown = realloc(o->buf, cap);
+        if (!grown) {
+            o->status = hallu_error_set(o->err, HALLU_ERR_OOM, "plot: out of memory writing the SVG");
+            return;
+        }
+        o->buf = grown;
+        o->cap = cap;
+    }
+    memcpy(o->buf + o->len, line, k);
+    o->len += k;
+    o->buf[o->len] = '\0';
 }
 
 enum { WIDTH = 900, PANEL_H = 260, MARGIN_L = 84, MARGIN_R = 28, MARGIN_T = 34, MARGIN_B = 44 };
@@ -237,6 +332,7 @@ static void y_range(const series *a, const series *b, double *lo, double *hi)
     double pad = *hi > *lo ? 0.05 * (*hi - *lo) : fmax(fabs(*hi) * 0.1, 1e-3);
     *lo -= pad;
     *hi += pad;
+    usable_range(lo, hi);
 }
 
 static void axes(svg_out *o, const panel *p, const char *title, const char *xlabel)
@@ -245,15 +341,19 @@ static void axes(svg_out *o, const panel *p, const char *title, const char *xlab
     out(o, "<g class=\"panel\">\n<text x=\"%d\" y=\"%d\" font-size=\"15\" font-weight=\"bold\">%s</text>\n",
         x0, p->top + 22, title);
     double xs = nice_step(p->x_hi - p->x_lo), ys = nice_step(p->y_hi - p->y_lo);
-    for (double t = ceil(p->x_lo / xs) * xs; t <= p->x_hi + 1e-9 * xs; t += xs) {
-        double x = px(p, t);
+    /* Ticks by index (t0 + k) * xs: no accumulated rounding, and at most 100
+     * even if a range were too narrow for its magnitude. */
+    double t0 = ceil(p->x_lo / xs);
+    for (int k = 0; k < 100 && (t0 + k) * xs <= p->x_hi + 1e-9 * xs; k++) {
+        double t = (t0 + k) * xs, x = px(p, t);
         out(o, "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#e4e4e4\"/>"
                "<line x1=\"%.2f\" y1=\"%d\" x2=\"%.2f\" y2=\"%d\" stroke=\"#000\"/>"
                "<text x=\"%.2f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%g</text>\n",
             x, y0, x, y1, x, y1, x, y1 + 5, x, y1 + 18, fabs(t) < 1e-12 * xs ? 0.0 : t);
     }
-    for (double t = ceil(p->y_lo / ys) * ys; t <= p->y_hi + 1e-9 * ys; t += ys) {
-        double y = py(p, t);
+    t0 = ceil(p->y_lo / ys);
+    for (int k = 0; k < 100 && (t0 + k) * ys <= p->y_hi + 1e-9 * ys; k++) {
+        double t = (t0 + k) * ys, y = py(p, t);
         out(o, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#e4e4e4\"/>"
                "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\" stroke=\"#000\"/>"
                "<text x=\"%d\" y=\"%.2f\" font-size=\"11\" text-anchor=\"end\">%.4g</text>\n",
@@ -327,24 +427,41 @@ static void write_svg(svg_out *o, const plot_data *d, const char *xlabel)
     out(o, "</g>\n</svg>\n");
 }
 
-hallu_status hallu_plot_training(const char *metrics_path, const char *svg_path, hallu_error *err)
+hallu_status eval_plot_svg(const char *text, size_t len, const char *name, char **svg, size_t *svg_len,
+                           hallu_error *err)
 {
     plot_data d;
     memset(&d, 0, sizeof d);
-    hallu_status s = read_metrics(metrics_path, &d, err);
+    *svg = NULL;
+    *svg_len = 0;
+    hallu_status s = parse_metrics(text, len, name, &d, err);
     if (s == HALLU_OK)
         s = build_series(&d, err);
     if (s == HALLU_OK) {
-        svg_out o = { .err = err };
-        s = hallu_atomic_begin(&o.f, svg_path, err);
+        svg_out o = { .status = HALLU_OK, .err = err };
+        write_svg(&o, &d, steps_per_epoch(&d) > 0 ? "epoch (from global step)" : "epoch");
+        s = o.status;
         if (s == HALLU_OK) {
-            o.status = HALLU_OK;
-            write_svg(&o, &d, steps_per_epoch(&d) > 0 ? "epoch (from global step)" : "epoch");
-            s = o.status == HALLU_OK ? hallu_atomic_commit(&o.f, err) : o.status;
-            if (s != HALLU_OK)
-                hallu_atomic_abort(&o.f);
+            *svg = o.buf;
+            *svg_len = o.len;
+        } else {
+            free(o.buf);
         }
     }
     plot_data_free(&d);
+    return s;
+}
+
+hallu_status hallu_plot_training(const char *metrics_path, const char *svg_path, hallu_error *err)
+{
+    char *text = NULL, *svg = NULL;
+    size_t len = 0, svg_len = 0;
+    hallu_status s = read_file(metrics_path, &text, &len, err);
+    if (s == HALLU_OK)
+        s = eval_plot_svg(text, len, metrics_path, &svg, &svg_len, err);
+    if (s == HALLU_OK)
+        s = hallu_atomic_write(svg_path, svg, svg_len, err);
+    free(svg);
+    free(text);
     return s;
 }

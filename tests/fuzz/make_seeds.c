@@ -1,6 +1,7 @@
 /* Writes a small seed corpus for each fuzz target (scripts/fuzz.sh runs it):
  * valid inputs of every flavour, so that a 20-second run starts deep inside
- * the parsers instead of at their magic-number checks.
+ * the parsers instead of at their magic-number checks. The JSON targets get
+ * text as hallu train writes it (config.json, metrics.jsonl lines).
  * usage: make_seeds CORPUS_DIR */
 #include "data/dataset_internal.h"
 #include "test_data_util.h"
@@ -77,6 +78,65 @@ static void binary_seeds(const char *root)
     seed(root, "fuzz_tinyimagenet", "annotations", ann, strlen(ann), NULL, 0);
 }
 
+static void seed_text(const char *root, const char *target, const char *name, const char *text)
+{
+    seed(root, target, name, text, strlen(text), NULL, 0);
+}
+
+/* config.json as src/train/run_dir.c writes it, and hand-edited variants. */
+static void config_seeds(const char *root)
+{
+    seed_text(root, "fuzz_config", "simclr.json",
+              "{\"method\": \"simclr\", \"hallucinator\": 1, \"hal_init\": \"residual\", \"hal_ratio_max\": 0.1, "
+              "\"hal_fixed_ratio\": -1, \"hal_hidden\": 0, \"enqueue_duplicates\": 0, \"mask_duplicates\": 0, "
+              "\"fix_pred_lr\": 0, \"temperature\": 0.5, \"base_temperature\": 0, \"queue_size\": 4096, "
+              "\"moco_momentum\": 0.99000001, \"bn_splits\": 1, \"proj_dim\": 128, \"data\": \"synthetic:400\", "
+              "\"train_subset\": 0, \"arch\": \"resnet18\", \"stem\": \"cifar\", \"zero_init_residual\": 0, "
+              "\"optimizer\": \"sgd\", \"epochs\": 2, \"batch_size\": 100, \"warmup_epochs\": 0, \"lr\": 0.02, "
+              "\"momentum\": 0.9, \"weight_decay\": 0.0005, \"seed\": 0, \"threads\": 0, \"image_size\": [32, 32]}\n");
+    seed_text(root, "fuzz_config", "mocov2.json",
+              "{\"method\": \"mocov2\", \"hallucinator\": 0, \"hal_init\": \"reference\", \"hal_ratio_max\": 0.25, "
+              "\"hal_fixed_ratio\": 1e-3, \"hal_hidden\": 1024, \"enqueue_duplicates\": 1, \"mask_duplicates\": 0, "
+              "\"fix_pred_lr\": 0, \"temperature\": 0.2, \"base_temperature\": 0.07, \"queue_size\": 65536, "
+              "\"moco_momentum\": 0.999, \"bn_splits\": 8, \"proj_dim\": 128, "
+              "\"data\": \"imagefolder:/data/my \\\"imgs\\\"\\\\train\\u0009x\", \"train_subset\": 50000, "
+              "\"arch\": \"resnet50\", \"stem\": \"imagenet\", \"zero_init_residual\": 1, \"crop\": \"ccrop\", "
+              "\"optimizer\": \"lars\", \"epochs\": 800, \"batch_size\": 512, \"warmup_epochs\": 10, \"lr\": 0.06, "
+              "\"momentum\": 0.9, \"weight_decay\": 5e-4, \"seed\": 18446744073709551615, \"threads\": 16, "
+              "\"image_size\": [96, 96], \"init\": \"/w/resnet50.safetensors\"}\n");
+    seed_text(root, "fuzz_config", "edited.json",
+              "{\n  \"method\": \"simsiam\",\n  \"fix-pred-lr\": true,\n  \"no_knn_floor\": true,\n"
+              "  \"hallucinator\": false,\n  \"resume\": null,\n  \"keep_best\": 1,\n  \"lr\": 5E-2,\n"
+              "  \"out\": \"runs/a\\/b\",\n  \"config\": \"other.json\"\n}\n");
+    seed_text(root, "fuzz_config", "empty.json", " { } ");
+}
+
+/* metrics.jsonl as src/train/trainer.c writes it (hallu_json_obj: %.9g numbers). */
+static void metrics_seeds(const char *root)
+{
+    char text[8192];
+    size_t n = 0;
+    n += (size_t)snprintf(text + n, sizeof text - n,
+                          "{\"epoch\":0,\"step\":0,\"knn_floor_top1\":41,\"knn_floor_top5\":89}\n");
+    for (int e = 0; e < 3; e++) {
+        for (int s = 2; s <= 4; s += 2)
+            n += (size_t)snprintf(text + n, sizeof text - n,
+                                  "{\"epoch\":%d,\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"collapse_std\":0.0374548063,"
+                                  "\"images_per_s\":43.7766116,\"data_wait\":0.00219150106}\n",
+                                  e, 4 * e + s, 5.94129848 - 0.1 * (4 * e + s), 0.013826834 / (1 + e));
+        n += (size_t)snprintf(text + n, sizeof text - n,
+                              "{\"epoch\":%d,\"step\":%d,\"knn_top1\":%.9g,\"knn_top5\":83}\n", e, 4 * e + 4, 38.5 + e);
+    }
+    seed_text(root, "fuzz_metrics", "run.jsonl", text);
+    /* A crash mid-append leaves a torn last line, which the reader skips. */
+    snprintf(text + n, sizeof text - n, "{\"epoch\":3,\"step\":14,\"loss\":5.1");
+    seed_text(root, "fuzz_metrics", "torn.jsonl", text);
+    seed_text(root, "fuzz_metrics", "nosteps.jsonl",
+              "{\"epoch\": 0, \"loss\": 2, \"lr\": 0.1}\r\n{\"epoch\": 0, \"loss\": 1.5, \"lr\": 0.1, \"note\": \"a \\\"b\\\"\"}\n"
+              "\n{\"epoch\": 0, \"knn_top1\": 40, \"extra\": [1, {\"loss\": 9}, null, true, false]}\n"
+              "{\"epoch\": 1, \"loss\": -1e-3, \"lr\": 5e-2}\n");
+}
+
 static void packed_seed(const char *root)
 {
     hallu_dataset *ds;
@@ -108,5 +168,7 @@ int main(int argc, char **argv)
     image_seeds(argv[1]);
     binary_seeds(argv[1]);
     packed_seed(argv[1]);
+    config_seeds(argv[1]);
+    metrics_seeds(argv[1]);
     return 0;
 }
