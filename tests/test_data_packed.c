@@ -18,7 +18,7 @@ static void test_synthetic(void)
     if (!a || !b || !t)
         return;
     CHECK(hallu_dataset_size(a) == 100 && hallu_dataset_size(t) == 25);
-    CHECK(hallu_dataset_num_classes(a) == 10 && strcmp(hallu_dataset_class_name(a, 4), "ring") == 0);
+    CHECK(hallu_dataset_num_classes(a) == 10 && strcmp(hallu_dataset_class_name(a, 4), "crosshatch") == 0);
     uint8_t x[3072], y[3072], z[3072];
     hallu_image ix = { x, 0, 0, sizeof x }, iy = { y, 0, 0, sizeof y }, iz = { z, 0, 0, sizeof z };
     int32_t lx, ly, lz;

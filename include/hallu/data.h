@@ -21,8 +21,9 @@
  *                    val/val_annotations.txt, in that file's order.
  *   packed:FILE      one split written by hallu_packed_write; packed:DIR reads
  *                    DIR/<split>.hpk.
- *   synthetic[:N]    procedural 10-class 32x32 shapes: N train (default 2000),
- *                    N/4 test from disjoint random streams; no file needed.
+ *   synthetic[:N]    procedural 10-class 32x32 textures (stripes, checker, dots,
+ *                    ... in random colours; docs/SYNTHETIC.md): N train (default
+ *                    2000), N/4 test from disjoint random streams; no file needed.
  * Opening a split that a kind does not have fails with HALLU_ERR_UNSUPPORTED;
  * binary files are memory-mapped and their sizes and labels checked on open. */
 #ifndef HALLU_DATA_H

@@ -87,6 +87,27 @@ hallu_status hallu_params_save(const hallu_params *ps, const char *path, const c
 hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
                                const char *add, int strict, hallu_error *err);
 
+/* Loading weights made elsewhere (a torchvision state dict, `hallu export`), with
+ * a report of everything that does not fit rather than the first problem. */
+typedef struct hallu_params_fit {
+    const char *select;        /* the model's tensors under this prefix (NULL/"" = all) ... */
+    const char *add;           /* ... read from file tensor add + (name minus select) */
+    const char *const *ignore; /* NULL-terminated prefixes of file tensor names that are skipped */
+    int allow_extra;           /* 1: any other file tensor is skipped too; 0: it is a misfit */
+    const char *what;          /* the errors' subject, e.g. "--init r18.safetensors" */
+    const char *target;        /* what the tensors must fit, e.g. "--arch resnet18 --stem cifar" */
+} hallu_params_fit;
+
+/* Every selected model tensor must be in the file with its shape and dtype F32
+ * (counters: I64 or F32; a missing counter keeps its value); every file tensor
+ * under `add` must be a model tensor unless ignored or allow_extra. Misfits
+ * (missing, unexpected, another shape or dtype) give HALLU_ERR_FORMAT naming
+ * the count and the first few, e.g. "what: 3 tensors do not fit target:
+ * layer1.0.conv3.weight unexpected, layer1.0.conv1.weight is [64,64,1,1],
+ * expected [64,64,3,3], ..."; then nothing is loaded. */
+hallu_status hallu_params_load_fit(hallu_params *ps, const hallu_safetensors *st, const hallu_params_fit *fit,
+                                   hallu_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,9 +50,24 @@ typedef struct hallu_train_config {
     int train_subset;            /* > 0: use the first N training images */
     const char *arch, *stem;
     int zero_init_residual;      /* last BN of each residual block starts at weight 0 */
+    const char *init;            /* NULL/"": torchvision init; else a safetensors file with torchvision's
+                                  * backbone names (`hallu export`, with or without --heads, or a
+                                  * torchvision ResNet state dict) loaded into the encoder before the
+                                  * first step: every parameter and BN running statistic, exact shapes;
+                                  * num_batches_tracked optional; fc.* (torchvision's classifier) and
+                                  * projector.* / predictor.* / hallucinator.* (export --heads) are
+                                  * ignored, the heads keep their fresh init. MoCo's key encoder starts
+                                  * as a copy of the loaded encoder. Recorded (absolute) in config.json
+                                  * and the checkpoint: a --resume with a checkpoint does not read it
+                                  * (if given, it must name the same file), one without a checkpoint
+                                  * (restarting at step 0) takes it from config.json when not given */
+    const char *crop;            /* view crops: "ccrop" (view 1 ContrastiveCrop with a fixed box,
+                                  * view 2 RandomResizedCrop; the authors' recipe) | "rrc"
+                                  * (RandomResizedCrop(size, scale 0.2-1) on both views, SimCLR's) */
     /* optimisation */
     const char *optimizer;       /* sgd | lars | adamw */
-    int epochs, batch_size, warmup_epochs;
+    int epochs, batch_size, warmup_epochs;   /* epochs 0: set up (and --init), measure the kNN floor,
+                                                * save the initial checkpoint.hlu; no step */
     double lr, momentum, weight_decay;
     /* run */
     uint64_t seed;
@@ -93,7 +108,8 @@ typedef struct hallu_train_callbacks {
 
 typedef struct hallu_train_result {
     double knn_top1, knn_top5;       /* last evaluation (-1 if none) */
-    double knn_floor_top1;           /* untrained network (-1 if not measured) */
+    double knn_floor_top1;           /* untrained network, before the first step (-1 if not measured;
+                                        * a resumed run takes it from its checkpoint) */
     float final_loss;
     int64_t steps;
     int collapsed;                   /* the collapse guard fired at the end */
@@ -103,6 +119,16 @@ typedef struct hallu_train_result {
  * checkpoint when cb->should_stop returns non-zero. cb and its members may be NULL. */
 hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_callbacks *cb,
                              hallu_train_result *res, hallu_error *err);
+
+/* The run's closing judgement against its untrained kNN floor, for the last
+ * lines of a report (no trailing newline):
+ *   above or level: "kNN top-1 38.00% (+12.00 over the untrained 26.00%)"      returns 0
+ *   below:          "warning: training made the kNN accuracy worse: 38.00% after training vs
+ *                   41.00% untrained (-3.00 points).\n  Short runs often do this; try more
+ *                   --epochs or steps (8 steps ran), or another --lr (now 0.02)."   returns 1
+ *                   (with "; the embeddings also collapsed: ..." when res->collapsed)
+ * Without a floor or a final kNN (--no-knn-floor, --epochs 0) out is "" and it returns -1. */
+int hallu_train_gain_summary(const hallu_train_config *cfg, const hallu_train_result *res, char *out, size_t n);
 
 #ifdef __cplusplus
 }

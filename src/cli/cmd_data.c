@@ -19,7 +19,7 @@
     "                    DIR/test (or DIR/val) as the test split\n"                           \
     "  tinyimagenet:DIR  train/<wnid>/images, val/images + val/val_annotations.txt (test)\n"  \
     "  packed:FILE       a file written by `hallu data pack` (packed:DIR reads DIR/<split>.hpk)\n" \
-    "  synthetic[:N]     procedural 10-class 32x32 shapes, N train (default 2000), N/4 test"
+    "  synthetic[:N]     procedural 10-class 32x32 textures, N train (default 2000), N/4 test"
 
 static void print_classes(const hallu_dataset *ds)
 {

@@ -137,6 +137,22 @@ static int on_should_stop(void *user)
 
 static int run_training(hallu_train_config *c, int seed, int stop_after);
 
+/* The run's last lines: what training gained over the untrained network, or
+ * plainly that it lost ground, and what usually helps. */
+static void report_gain(const hallu_train_config *c, const hallu_train_result *res)
+{
+    char text[600];
+    int worse = hallu_train_gain_summary(c, res, text, sizeof text);
+    if (worse < 0)
+        return;
+    if (!worse) {
+        printf("%s\n", text);
+        return;
+    }
+    fflush(stdout);   /* the warning comes last on a terminal too */
+    fprintf(stderr, "%s\n", text);
+}
+
 /* Flags from --config go first, so the command line's own flags override them.
  * *merged stays NULL without --config; returns -1 (message printed) on a bad file. */
 static int with_config_file(const cli_arg *args, int nargs, int argc, char **argv, cli_config_argv *file,
@@ -193,10 +209,16 @@ int cmd_train(int argc, char **argv)
         { "train-subset", CLI_ARG_INT, &c.train_subset, "use N evenly spaced training images (0 = all)" },
         { "arch", CLI_ARG_STR, &c.arch, "resnet18 | resnet34 | resnet50" },
         { "stem", CLI_ARG_STR, &c.stem, "cifar (3x3, no max-pool) | imagenet (7x7/2 + max-pool)" },
+        { "init", CLI_ARG_STR, &c.init, "start the backbone from FILE.safetensors with torchvision's names "
+          "(hallu export, also --heads, or a torchvision ResNet state dict): parameters and BN statistics; "
+          "fc.* and the heads in it are ignored (the heads start fresh); recorded in config.json, so "
+          "--resume does not need it" },
+        { "crop", CLI_ARG_STR, &c.crop, "ccrop (view 1 ContrastiveCrop with a fixed box, view 2 RandomResizedCrop: "
+          "the authors' recipe) | rrc (RandomResizedCrop(size, scale 0.2-1) on both views: SimCLR's)" },
         { "zero-init-residual", CLI_ARG_BOOL, &c.zero_init_residual, "start the last batch norm of each residual "
                                                                       "block at weight 0 (the authors' SimSiam config)" },
         { "optimizer", CLI_ARG_STR, &c.optimizer, "sgd | lars | adamw" },
-        { "epochs", CLI_ARG_INT, &c.epochs, "training epochs" },
+        { "epochs", CLI_ARG_INT, &c.epochs, "training epochs (0: no step; save the initial checkpoint, e.g. of --init)" },
         { "batch-size", CLI_ARG_INT, &c.batch_size, "images per step" },
         { "lr", CLI_ARG_FLOAT, &c.lr, "peak learning rate (cosine schedule)" },
         { "warmup-epochs", CLI_ARG_INT, &c.warmup_epochs, "linear warm-up epochs" },
@@ -270,7 +292,12 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
         fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/" HALLU_RUN_METRICS_FILE ")\n", c.out);
     if (res.knn_floor_top1 >= 0)
         printf("untrained kNN top-1: %.2f%%\n", res.knn_floor_top1);
+    if (res.knn_top1 < 0) {   /* --epochs 0 */
+        printf("no training step (--epochs 0): the initial weights are in %s/" HALLU_RUN_CHECKPOINT_FILE "\n", c.out);
+        return 0;
+    }
     printf("kNN top-1 accuracy: %.2f%% (top-5 %.2f%%) after %d epochs, %lld steps; run in %s\n", res.knn_top1,
            res.knn_top5, c.epochs, (long long)res.steps, c.out);
+    report_gain(&c, &res);
     return 0;
 }

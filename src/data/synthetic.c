@@ -1,15 +1,24 @@
 /* "synthetic[:N]": a procedural 10-class set of 32x32 images drawn on the fly
  * from (fixed seed, index) with hallu_rng, so it needs no file and is the same
- * on every machine. The class is a shape (circle, square, triangle, cross,
- * ring, horizontal stripes, vertical stripes, checker, diamond, blob) drawn in
- * a hue of its own (class k: hue k/10 +- 0.03, random saturation and value) on
- * a greyish gradient background; position, scale, rotation and pixel noise vary.
- * The class hue makes the set learnable by a short CPU run (the main job); it is
- * also a shortcut an untrained network's features partly pick up, which is why
- * `hallu train` reports the untrained kNN floor beside the trained accuracy.
- * train holds N images (default
- * 2000), test N/4 (default 500) drawn from a disjoint range of rng streams.
- * Label of image i is i % 10 (balanced). */
+ * on every machine.
+ *
+ * The class is a texture that fills the image: horizontal stripes, vertical
+ * stripes, checker, dots, diagonal cross-hatch, concentric rings, bricks, grid
+ * lines, zigzag, irregular spots. It lives where the SSL augmentations keep it,
+ * as object textures and layouts do in natural images: every crop that
+ * RandomResizedCrop (scale >= 0.2) or ContrastiveCrop takes still holds several
+ * periods of it, a horizontal flip maps each texture onto its own class (no
+ * class has a mirror twin), and colour jitter and grayscale leave its
+ * luminance pattern. Everything else is drawn independently of the class and is
+ * what a network must learn to ignore: the two colours (any hue, saturation up
+ * to 0.5, a luminance gap of 0.3-0.5 so the pattern survives grayscale), which
+ * colour is ink, the period (3.5-5.5 pixels), a small rotation, the phase and
+ * centre, an illumination gradient and pixel noise. An untrained network's
+ * features already separate some textures (its kNN "floor" is well above
+ * chance), and a short contrastive run on them (the main job) lifts the kNN
+ * accuracy far above that floor; docs/RESULTS.md has the figures.
+ * train holds N images (default 2000), test N/4 (default 500) drawn from a
+ * disjoint range of rng streams. Label of image i is i % 10 (balanced). */
 #include "data/dataset_internal.h"
 #include "hallu/rng.h"
 
@@ -23,80 +32,101 @@
 #define SYN_SEED 0x5eed5eedULL
 #define SYN_TEST_STREAM (1ULL << 40)
 #define SYN_DEFAULT_N 2000
+#define SYN_SPOT_CELLS 16        /* spots: jittered grid of up to 16x16 cells */
 
 static const char *const syn_names[SYN_CLASSES] = {
-    "circle", "square", "triangle", "cross", "ring",
-    "hstripes", "vstripes", "checker", "diamond", "blob",
+    "hstripes", "vstripes", "checker", "dots", "crosshatch",
+    "rings", "bricks", "grid", "zigzag", "spots",
 };
 
 typedef struct syn_impl {
     uint64_t stream0;
 } syn_impl;
 
-typedef struct shape {
+/* One image's texture: class, geometry and (spots) the dot offsets. */
+typedef struct texture {
     int cls;
-    double cx, cy, r, cosa, sina;
-    int period;
-    double bx[3], by[3], br[3];   /* blob circles (unit coordinates) */
-} shape;
+    double period;               /* pixels */
+    double cx, cy;               /* centre of rotation / rings */
+    double cosa, sina;           /* rotation of the texture coordinates */
+    double pu, pv;               /* phase */
+    float spot_du[SYN_SPOT_CELLS][SYN_SPOT_CELLS], spot_dv[SYN_SPOT_CELLS][SYN_SPOT_CELLS];
+} texture;
 
-static bool inside_unit(const shape *s, double u, double v, double px, double py)
+/* Position within a period: t in [0, 1). */
+static double frac_period(double t, double period)
 {
-    double d2 = u * u + v * v;
-    int p = s->period;
-    bool box = fabs(u) <= 0.85 && fabs(v) <= 0.85;
-    switch (s->cls) {
-    case 0: return d2 <= 1.0;
-    case 1: return fabs(u) <= 0.75 && fabs(v) <= 0.75;
-    case 2: return v <= 0.75 && v >= -0.95 && fabs(u) <= (v + 0.95) * 0.55;
-    case 3: return (fabs(u) <= 0.28 && fabs(v) <= 0.95) || (fabs(v) <= 0.28 && fabs(u) <= 0.95);
-    case 4: return d2 <= 1.0 && d2 >= 0.36;
-    case 5: return box && ((int)floor(py / p) & 1) == 0;
-    case 6: return box && ((int)floor(px / p) & 1) == 0;
-    case 7: return box && (((int)floor(px / p) + (int)floor(py / p)) & 1) == 0;
-    case 8: return fabs(u) + fabs(v) <= 1.0;
-    default:
-        for (int k = 0; k < 3; k++) {
-            double du = u - s->bx[k], dv = v - s->by[k];
-            if (du * du + dv * dv <= s->br[k] * s->br[k])
-                return true;
-        }
-        return false;
+    double q = t / period;
+    return q - floor(q);
+}
+
+/* 1 where the texture's ink is at texture coordinates (u, v), else 0. */
+static int ink(const texture *t, double u, double v)
+{
+    double p = t->period;
+    double fu = frac_period(u, p), fv = frac_period(v, p);
+    int iu = (int)floor(u / p), iv = (int)floor(v / p);
+    switch (t->cls) {
+    case 0: return fv < 0.5;                                        /* hstripes */
+    case 1: return fu < 0.5;                                        /* vstripes */
+    case 2: return ((iu + iv) & 1) == 0;                            /* checker */
+    case 3: {                                                       /* dots */
+        double du = fu - 0.5, dv = fv - 0.5;
+        return du * du + dv * dv < 0.09;
+    }
+    case 4: {                                                       /* crosshatch: both diagonals */
+        double a = frac_period(u + v, 1.5 * p), b = frac_period(u - v, 1.5 * p);
+        return a < 0.22 || b < 0.22;
+    }
+    case 5: return frac_period(sqrt(u * u + v * v), p) < 0.5;       /* rings */
+    case 6: {                                                       /* bricks: rows offset by half */
+        double fb = frac_period(u + ((iv & 1) ? p : 0.0), 2.0 * p);
+        return fv < 0.25 || fb < 0.125;
+    }
+    case 7: return fu < 0.25 || fv < 0.25;                          /* grid lines */
+    case 8: {                                                       /* zigzag rows */
+        double tri = fabs(frac_period(u, 2.0 * p) - 0.5) * 2.0;    /* 0..1..0 */
+        return frac_period(v + tri * p, p) < 0.4;
+    }
+    default: {                                                      /* spots: jittered grid */
+        int cu = ((iu % SYN_SPOT_CELLS) + SYN_SPOT_CELLS) % SYN_SPOT_CELLS;
+        int cv = ((iv % SYN_SPOT_CELLS) + SYN_SPOT_CELLS) % SYN_SPOT_CELLS;
+        double du = fu - t->spot_du[cv][cu], dv = fv - t->spot_dv[cv][cu];
+        return du * du + dv * dv < 0.06;
+    }
     }
 }
 
-/* Fraction of a pixel covered (2x2 supersampling softens the edges). */
-static double coverage(const shape *s, int x, int y)
+/* Ink coverage of pixel (x, y), 3x3 supersampled so that edges are soft. */
+static double coverage(const texture *t, int x, int y)
 {
     int hits = 0;
-    for (int sy = 0; sy < 2; sy++)
-        for (int sx = 0; sx < 2; sx++) {
-            double px = x + 0.25 + 0.5 * sx, py = y + 0.25 + 0.5 * sy;
-            double dx = (px - s->cx) / s->r, dy = (py - s->cy) / s->r;
-            /* Stripes and checkers stay axis-aligned: rotation would blur h vs v. */
-            bool rot = s->cls < 5 || s->cls > 7;
-            double u = rot ? s->cosa * dx + s->sina * dy : dx;
-            double v = rot ? -s->sina * dx + s->cosa * dy : dy;
-            hits += inside_unit(s, u, v, px, py);
+    for (int sy = 0; sy < 3; sy++)
+        for (int sx = 0; sx < 3; sx++) {
+            double dx = x + (sx + 0.5) / 3.0 - t->cx, dy = y + (sy + 0.5) / 3.0 - t->cy;
+            double u = t->cosa * dx + t->sina * dy + t->pu, v = -t->sina * dx + t->cosa * dy + t->pv;
+            hits += ink(t, u, v);
         }
-    return hits / 4.0;
+    return hits / 9.0;
 }
 
-static void draw_shape(shape *s, hallu_rng *rng, int cls)
+static void draw_texture(texture *t, hallu_rng *rng, int cls)
 {
-    s->cls = cls;
-    s->cx = hallu_rng_range(rng, 11, 21);
-    s->cy = hallu_rng_range(rng, 11, 21);
-    s->r = hallu_rng_range(rng, 7, 12);
-    double a = hallu_rng_range(rng, -0.35, 0.35);   /* < 45 deg: squares stay apart from diamonds */
-    s->cosa = cos(a);
-    s->sina = sin(a);
-    s->period = 2 + (int)hallu_rng_below(rng, 2);
-    for (int k = 0; k < 3; k++) {
-        s->bx[k] = hallu_rng_range(rng, -0.45, 0.45);
-        s->by[k] = hallu_rng_range(rng, -0.45, 0.45);
-        s->br[k] = hallu_rng_range(rng, 0.35, 0.6);
-    }
+    t->cls = cls;
+    t->period = hallu_rng_range(rng, 6.0, 8.0);
+    t->cx = hallu_rng_range(rng, 4, SYN_SIDE - 4);
+    t->cy = hallu_rng_range(rng, 4, SYN_SIDE - 4);
+    double a = hallu_rng_range(rng, -0.2, 0.2);    /* small: horizontal stays apart from vertical */
+    t->cosa = cos(a);
+    t->sina = sin(a);
+    /* Rings keep their centre in the image; the others shift by any phase. */
+    t->pu = cls == 5 ? 0.0 : hallu_rng_range(rng, 0, 4 * t->period);
+    t->pv = cls == 5 ? 0.0 : hallu_rng_range(rng, 0, 4 * t->period);
+    for (int i = 0; i < SYN_SPOT_CELLS; i++)
+        for (int j = 0; j < SYN_SPOT_CELLS; j++) {
+            t->spot_du[i][j] = (float)hallu_rng_range(rng, 0.25, 0.75);
+            t->spot_dv[i][j] = (float)hallu_rng_range(rng, 0.25, 0.75);
+        }
 }
 
 /* HSV (h in [0,1)) to RGB in 0..255. */
@@ -118,15 +148,15 @@ static void hsv_to_rgb(double h, double sat, double val, double rgb[3])
     rgb[2] = 255 * b;
 }
 
-static void draw_colours(hallu_rng *rng, int cls, double bg0[3], double bg1[3], double fg[3])
+/* Ink and paper colours, independent of the class: any hues, light ink on
+ * darker paper with a luminance gap of 0.3-0.5 so that the texture survives
+ * grayscale. */
+static void draw_colours(hallu_rng *rng, double ink_rgb[3], double paper_rgb[3])
 {
-    double hue = cls / (double)SYN_CLASSES + hallu_rng_range(rng, -0.03, 0.03);
-    hsv_to_rgb(hue, hallu_rng_range(rng, 0.6, 1.0), hallu_rng_range(rng, 0.6, 1.0), fg);
-    double grey = hallu_rng_range(rng, 20, 110);
-    for (int c = 0; c < 3; c++) {
-        bg0[c] = grey + hallu_rng_range(rng, -15, 15);
-        bg1[c] = bg0[c] + hallu_rng_range(rng, -40, 40);
-    }
+    double light = hallu_rng_range(rng, 0.6, 0.95);
+    double dark = light - hallu_rng_range(rng, 0.3, 0.5);
+    hsv_to_rgb(hallu_rng_uniform(rng), hallu_rng_range(rng, 0.0, 0.15), light, ink_rgb);
+    hsv_to_rgb(hallu_rng_uniform(rng), hallu_rng_range(rng, 0.0, 0.15), dark, paper_rgb);
 }
 
 static uint8_t clamp_u8(double v)
@@ -138,20 +168,20 @@ static void render(uint64_t stream, int cls, uint8_t *out)
 {
     hallu_rng rng;
     hallu_rng_init(&rng, SYN_SEED, stream);
-    shape s;
-    draw_shape(&s, &rng, cls);
-    double bg0[3], bg1[3], fg[3];
-    draw_colours(&rng, cls, bg0, bg1, fg);
-    double ga = hallu_rng_range(&rng, 0, 6.283185307179586);
-    double gx = cos(ga) / SYN_SIDE, gy = sin(ga) / SYN_SIDE;
-    double noise = hallu_rng_range(&rng, 4, 16);
+    texture t;
+    draw_texture(&t, &rng, cls);
+    double ink_rgb[3], paper_rgb[3];
+    draw_colours(&rng, ink_rgb, paper_rgb);
+    /* Illumination: brightness x (1 +- 0.25) across the image in a random direction. */
+    double ga = hallu_rng_range(&rng, 0, 6.283185307179586), gain = hallu_rng_range(&rng, 0, 0.25);
+    double gx = gain * cos(ga) / SYN_SIDE, gy = gain * sin(ga) / SYN_SIDE;
+    double noise = hallu_rng_range(&rng, 3, 10);
     for (int y = 0; y < SYN_SIDE; y++)
         for (int x = 0; x < SYN_SIDE; x++) {
-            double t = 0.5 + (x - 15.5) * gx + (y - 15.5) * gy;
-            double cov = coverage(&s, x, y);
+            double cov = coverage(&t, x, y);
+            double light = 1.0 + (x - 15.5) * gx + (y - 15.5) * gy;
             for (int c = 0; c < 3; c++) {
-                double bg = bg0[c] + (bg1[c] - bg0[c]) * t;
-                double v = bg + (fg[c] - bg) * cov + noise * hallu_rng_normal(&rng);
+                double v = (paper_rgb[c] + (ink_rgb[c] - paper_rgb[c]) * cov) * light + noise * hallu_rng_normal(&rng);
                 out[(y * SYN_SIDE + x) * 3 + c] = clamp_u8(v);
             }
         }

@@ -17,24 +17,6 @@ static const char *find_prefix(const hallu_safetensors *st)
     return NULL;
 }
 
-/* Non-strict loading skips what is absent; only the BN batch counter may be. */
-static hallu_status check_complete(const hallu_params *ps, const hallu_safetensors *st, const char *prefix,
-                                   const char *path, hallu_error *err)
-{
-    int total = ps->num_trainable + ps->num_state;
-    for (int i = 0; i < total; i++) {
-        const hallu_tensor_info *t = i < ps->num_trainable ? &ps->trainable[i] : &ps->state[i - ps->num_trainable];
-        if (t->flags & HALLU_TENSOR_COUNTER)
-            continue;
-        char name[HALLU_NAME_MAX + 32];
-        snprintf(name, sizeof name, "%s%s", prefix, t->name);
-        if (!hallu_safetensors_find(st, name))
-            return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: missing tensor '%s' (weights of another "
-                                   "architecture?)", path, name);
-    }
-    return HALLU_OK;
-}
-
 hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem,
                                      hallu_resnet_config *cfg, hallu_params *ps, hallu_resnet **net,
                                      hallu_error *err)
@@ -53,10 +35,13 @@ hallu_status hallu_eval_load_weights(const char *path, const char *arch, const c
         s = hallu_resnet_create(net, cfg, ps, "", err);
     if (s == HALLU_OK)
         s = hallu_params_alloc(ps, err);
+    /* Other tensors (a classifier's fc.*, heads) are skipped; every backbone
+     * tensor must be there with its shape (num_batches_tracked may be missing). */
+    char target[96];
+    snprintf(target, sizeof target, "--arch %s --stem %s", arch ? arch : "?", stem ? stem : "?");
+    hallu_params_fit fit = { .add = prefix, .allow_extra = 1, .what = path, .target = target };
     if (s == HALLU_OK)
-        s = check_complete(ps, &st, prefix, path, err);
-    if (s == HALLU_OK)
-        s = hallu_params_load(ps, &st, NULL, prefix, 0, err);
+        s = hallu_params_load_fit(ps, &st, &fit, err);
     hallu_safetensors_close(&st);
     return s;
 }

@@ -68,16 +68,19 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
     int64_t position[3] = { run->epoch, run->step_in_epoch, run->global_step }, three = 3;
     if (s == HALLU_OK)
         entry_add(&l, "", "train.position", HALLU_DTYPE_I64, 1, &three, position);
-    char epoch[32], step[32], best[40];
+    char epoch[32], step[32], best[40], floor[40];
     snprintf(epoch, sizeof epoch, "%d", run->epoch);
     snprintf(step, sizeof step, "%lld", (long long)run->global_step);
     snprintf(best, sizeof best, "%.17g", run->best_knn_top1);
+    snprintf(floor, sizeof floor, "%.17g", run->knn_floor_top1);
     hallu_st_meta meta[] = {
         { "config", run->config_json }, { "arch", run->cfg->arch }, { "stem", run->cfg->stem },
         { "method", run->cfg->method }, { "epoch", epoch }, { "step", step }, { "best_knn_top1", best },
+        { "knn_floor_top1", floor }, { "init", run->init_path },   /* last: only when --init was given */
     };
+    int num_meta = (int)(sizeof meta / sizeof meta[0]) - (run->init_path[0] ? 0 : 1);
     if (s == HALLU_OK)
-        s = hallu_checkpoint_write(path, l.items, l.count, meta, (int)(sizeof meta / sizeof meta[0]), err);
+        s = hallu_checkpoint_write(path, l.items, l.count, meta, num_meta, err);
     free(l.items);
     free(l.names);
     free(l.counters);
@@ -117,19 +120,23 @@ static hallu_status restore_extra(train_run *run, const hallu_safetensors *st, c
     return s;
 }
 
-/* The best kNN top-1 so far, so that --keep-best after a resume only replaces a
- * better checkpoint_best.hlu; checkpoints from before it was recorded have none. */
-static hallu_status restore_best(train_run *run, const char *text, const char *path, hallu_error *err)
+/* A recorded kNN top-1 (-1: none): the best so far, so that --keep-best after a
+ * resume only replaces a better checkpoint_best.hlu, and the untrained floor that
+ * the end of the run compares with; checkpoints from before they were recorded
+ * have none. */
+static hallu_status restore_percent(const hallu_safetensors *st, const char *key, double *out, const char *path,
+                                    hallu_error *err)
 {
+    const char *text = hallu_safetensors_meta(st, key);
     if (!text) {
-        run->best_knn_top1 = -1;
+        *out = -1;
         return HALLU_OK;
     }
     char *end = NULL;
-    double best = strtod(text, &end);
-    if (end == text || *end != '\0' || !(best >= -1 && best <= 100))
-        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: best_knn_top1 '%.40s' is not a percentage", path, text);
-    run->best_knn_top1 = best;
+    double v = strtod(text, &end);
+    if (end == text || *end != '\0' || !(v >= -1 && v <= 100))
+        return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: %s '%.40s' is not a percentage", path, key, text);
+    *out = v;
     return HALLU_OK;
 }
 
@@ -151,7 +158,11 @@ hallu_status train_load_checkpoint(train_run *run, hallu_error *err)
     if (s == HALLU_OK)
         s = restore_extra(run, &st, path, err);
     if (s == HALLU_OK)
-        s = restore_best(run, hallu_safetensors_meta(&st, "best_knn_top1"), path, err);
+        s = restore_percent(&st, "best_knn_top1", &run->best_knn_top1, path, err);
+    if (s == HALLU_OK)
+        s = restore_percent(&st, "knn_floor_top1", &run->knn_floor_top1, path, err);
+    if (s == HALLU_OK)
+        s = train_check_resumed_init(run, hallu_safetensors_meta(&st, "init"), err);
     hallu_safetensors_close(&st);
     return s;
 }

@@ -110,12 +110,21 @@ hallu_status train_prepare_dir(train_run *run, hallu_error *err)
         if (!exists || !dir_holds_only(out, is_unsaved_run_entry))
             return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: no checkpoint at %s%s", run->path_checkpoint,
                                    exists ? " and the directory holds files other than a run's" : "");
-        return hallu_atomic_write(run->path_metrics, "", 0, err);
+        return HALLU_OK;   /* train_create_dir empties its metrics */
     }
     if (exists && !dir_holds_only(out, is_dot_entry))
         return refuse_used_out(run, err);
-    if (!exists && make_dir_and_parents(out) != 0)
-        return hallu_error_set(err, HALLU_ERR_IO, "cannot create run directory %s: %s", out, strerror(errno));
+    return HALLU_OK;
+}
+
+hallu_status train_create_dir(train_run *run, hallu_error *err)
+{
+    if (run->resuming)
+        return HALLU_OK;
+    if (run->cfg->resume)   /* starting again from step 0 */
+        return hallu_atomic_write(run->path_metrics, "", 0, err);
+    if (make_dir_and_parents(run->cfg->out) != 0)
+        return hallu_error_set(err, HALLU_ERR_IO, "cannot create run directory %s: %s", run->cfg->out, strerror(errno));
     return HALLU_OK;
 }
 
@@ -128,30 +137,39 @@ static int quote(char *out, size_t size, const char *s)
 hallu_status train_write_config(train_run *run, hallu_error *err)
 {
     const hallu_train_config *c = run->cfg;
-    char method[64], init[64], data[1100], arch[64], stem[64], opt[64];
+    char method[64], init[64], data[1100], arch[64], stem[64], opt[64], crop[64];
     if (!quote(method, sizeof method, c->method) || !quote(init, sizeof init, c->hal_init) ||
         !quote(data, sizeof data, c->data) || !quote(arch, sizeof arch, c->arch) ||
-        !quote(stem, sizeof stem, c->stem) || !quote(opt, sizeof opt, c->optimizer))
+        !quote(stem, sizeof stem, c->stem) || !quote(opt, sizeof opt, c->optimizer) ||
+        !quote(crop, sizeof crop, c->crop ? c->crop : "ccrop"))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
     int n = snprintf(run->config_json, sizeof run->config_json,
         "{\"method\": %s, \"hallucinator\": %d, \"hal_init\": %s, \"hal_ratio_max\": %.9g, "
         "\"hal_fixed_ratio\": %.9g, \"hal_hidden\": %d, \"enqueue_duplicates\": %d, \"mask_duplicates\": %d, "
         "\"fix_pred_lr\": %d, \"temperature\": %.9g, \"base_temperature\": %.9g, \"queue_size\": %d, "
         "\"moco_momentum\": %.9g, \"bn_splits\": %d, \"proj_dim\": %d, \"data\": %s, \"train_subset\": %d, \"arch\": %s, "
-        "\"stem\": %s, \"zero_init_residual\": %d, \"optimizer\": %s, \"epochs\": %d, \"batch_size\": %d, "
+        "\"stem\": %s, \"zero_init_residual\": %d, \"crop\": %s, \"optimizer\": %s, \"epochs\": %d, \"batch_size\": %d, "
         "\"warmup_epochs\": %d, \"lr\": %.9g, \"momentum\": %.9g, \"weight_decay\": %.9g, \"seed\": %llu, "
         "\"threads\": %d, \"image_size\": [%d, %d]}",
         method, c->hallucinator, init, c->hal_ratio_max, c->hal_fixed_ratio, run->ssl_cfg.hal_hidden,
         c->enqueue_duplicates, c->mask_duplicates, c->fix_pred_lr, run->ssl_cfg.temperature, c->base_temperature,
         run->ssl_cfg.queue_size, run->ssl_cfg.momentum, run->ssl_cfg.bn_splits, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem,
-        c->zero_init_residual, opt, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
+        c->zero_init_residual, crop, opt, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
     if (n < 0 || (size_t)n >= sizeof run->config_json)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
     if (run->resuming)
         return HALLU_OK;
-    char line[2100];
-    snprintf(line, sizeof line, "%s\n", run->config_json);
+    /* config.json also records --init, which the checkpoint's config leaves out:
+     * a resume reads the weights from the checkpoint, not from that file. */
+    char line[sizeof run->config_json + 2 * TRAIN_RUN_PATH_CAP + 32], path[2 * TRAIN_RUN_PATH_CAP + 8];
+    if (!run->init_path[0]) {
+        snprintf(line, sizeof line, "%s\n", run->config_json);
+    } else {
+        if (!quote(path, sizeof path, run->init_path))
+            return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--init %.60s...: too long to record", run->init_path);
+        snprintf(line, sizeof line, "%.*s, \"init\": %s}\n", n - 1, run->config_json, path);
+    }
     return hallu_atomic_write(run->path_config, line, strlen(line), err);
 }
 

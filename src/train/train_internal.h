@@ -44,10 +44,19 @@ typedef struct train_run {
     char config_json[2048];
     /* --resume found a checkpoint; with --resume and none, the run restarts from step 0 */
     int resuming;
+    /* the untrained network's kNN top-1 (-1: not measured); saved in every checkpoint */
+    double knn_floor_top1;
+    /* --init's absolute path ("" = none): loaded unless resuming, recorded in config.json
+     * and every checkpoint */
+    char init_path[TRAIN_RUN_PATH_CAP];
 } train_run;
 
 /* run_dir.c */
+/* Checks --out and sets the run files' paths and run->resuming; writes nothing. */
 hallu_status train_prepare_dir(train_run *run, hallu_error *err);
+/* Then, once everything is set up: creates --out (mkdir -p), or empties the
+ * metrics of a run that restarts from step 0. */
+hallu_status train_create_dir(train_run *run, hallu_error *err);
 hallu_status train_write_config(train_run *run, hallu_error *err);
 /* The periodic (--save-every) checkpoint's path for the run after `epoch` epochs. */
 void train_epoch_checkpoint_path(const train_run *run, int epoch, char path[TRAIN_RUN_PATH_CAP]);
@@ -57,6 +66,16 @@ hallu_status train_truncate_metrics(const char *path, int64_t last_step, hallu_e
 /* run_checkpoint.c */
 hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error *err);
 hallu_status train_load_checkpoint(train_run *run, hallu_error *err);
+
+/* run_init.c */
+/* After train_prepare_dir: run->init_path from --init (absolute), or for a run
+ * restarting from step 0 without --init, from its config.json. */
+hallu_status train_resolve_init(train_run *run, hallu_error *err);
+/* Loads run->init_path into the encoder (after the fresh init) and copies it
+ * into MoCo's key encoder; names every tensor that does not fit. */
+hallu_status train_load_init(train_run *run, hallu_error *err);
+/* Resuming: a given --init must be the recorded one (NULL: none); adopts it. */
+hallu_status train_check_resumed_init(train_run *run, const char *recorded, hallu_error *err);
 
 /* run_knn.c */
 hallu_status train_knn(train_run *run, double *top1, double *top5, hallu_error *err);

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void hallu_train_config_default(hallu_train_config *c)
@@ -11,12 +12,35 @@ void hallu_train_config_default(hallu_train_config *c)
     memset(c, 0, sizeof *c);
     *c = (hallu_train_config){
         .method = "simclr", .hallucinator = 1, .hal_init = "residual", .hal_ratio_max = 0.1,
-        .hal_fixed_ratio = -1.0, .data = "synthetic:400", .arch = "resnet18", .stem = "cifar",
-        .optimizer = "sgd", .epochs = 2, .batch_size = 100, .lr = 0.02, .momentum = 0.9,
+        .hal_fixed_ratio = -1.0, .data = "synthetic:1000", .arch = "resnet18", .stem = "cifar",
+        .optimizer = "sgd", .epochs = 4, .batch_size = 100, .lr = 0.1, .momentum = 0.9,
         .weight_decay = 5e-4, .seed = 0, .threads = 0, .workers = 2, .knn_every = 0, .knn_k = 200,
         .knn_temperature = 0.1, .knn_at_start = 1, .log_every = 10, .out = "runs/latest",
-        .queue_size = 4096, .moco_momentum = 0.99, .bn_splits = 1,
+        .queue_size = 4096, .moco_momentum = 0.99, .bn_splits = 1, .crop = "ccrop",
     };
+}
+
+int hallu_train_gain_summary(const hallu_train_config *cfg, const hallu_train_result *res, char *out, size_t n)
+{
+    if (n > 0)
+        out[0] = '\0';
+    if (res->knn_floor_top1 < 0 || res->knn_top1 < 0)
+        return -1;
+    /* Compared as printed (%.2f, as the summary lines), so that "38.00% vs 38.00%" is never called worse. */
+    char a[32], b[32];
+    snprintf(a, sizeof a, "%.2f", res->knn_top1);
+    snprintf(b, sizeof b, "%.2f", res->knn_floor_top1);
+    double top1 = strtod(a, NULL), floor = strtod(b, NULL);
+    double gain = top1 - floor;
+    if (gain >= 0) {
+        snprintf(out, n, "kNN top-1 %.2f%% (+%.2f over the untrained %.2f%%)", top1, fabs(gain), floor);
+        return 0;
+    }
+    snprintf(out, n, "warning: training made the kNN accuracy worse: %.2f%% after training vs %.2f%% untrained "
+             "(%.2f points).\n  Short runs often do this; try more --epochs or steps (%lld steps ran), or another "
+             "--lr (now %g)%s.", top1, floor, gain, (long long)res->steps, cfg->lr,
+             res->collapsed ? "; the embeddings also collapsed: a lower --lr usually helps" : "");
+    return 1;
 }
 
 static hallu_status build_ssl_config(train_run *run, hallu_error *err)
@@ -72,8 +96,13 @@ static hallu_status build_ssl_config(train_run *run, hallu_error *err)
 
 static hallu_status validate(const hallu_train_config *c, hallu_error *err)
 {
-    if (c->epochs <= 0)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--epochs %d: expected a positive integer", c->epochs);
+    if (c->epochs < 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--epochs %d: expected a positive integer (or 0: save the "
+                               "initial weights and the untrained kNN without training)", c->epochs);
+    if (c->crop && strcmp(c->crop, "ccrop") != 0 && strcmp(c->crop, "rrc") != 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--crop %s: expected ccrop (view 1 ContrastiveCrop, view 2 "
+                               "RandomResizedCrop: the authors' recipe) or rrc (RandomResizedCrop on both views)",
+                               c->crop);
     if (c->batch_size < 2)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--batch-size %d: expected at least 2", c->batch_size);
     if (!(c->lr > 0))
@@ -114,6 +143,7 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
                                "--batch-size %d", c->data, (long long)run->train_src.size, c->batch_size);
     hallu_ssl_views_config vc;
     hallu_ssl_views_default(&vc, size);
+    vc.view1_ccrop = !(c->crop && strcmp(c->crop, "rrc") == 0);
     hallu_loader_config lc;
     hallu_loader_config_default(&lc);
     lc.batch_size = c->batch_size;
@@ -143,6 +173,11 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
         return s;
     hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);
     hallu_ssl_sync_key(run->ssl, &run->ps);
+    if (run->init_path[0] && !run->resuming) {   /* after the fresh init: the heads keep theirs */
+        s = train_load_init(run, err);
+        if (s != HALLU_OK)
+            return s;
+    }
     s = hallu_ssl_plan(run->ssl, run->be, c->batch_size, run->image_h, run->image_w, err);
     if (s != HALLU_OK)
         return s;
@@ -211,6 +246,8 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     hallu_json_obj_add_int(&o, "step", run->global_step);
     hallu_json_obj_add_num(&o, floor ? "knn_floor_top1" : "knn_top1", top1);
     hallu_json_obj_add_num(&o, floor ? "knn_floor_top5" : "knn_top5", top5);
+    if (!floor && run->knn_floor_top1 >= 0)   /* points over the untrained network */
+        hallu_json_obj_add_num(&o, "knn_gain_top1", top1 - run->knn_floor_top1);
     const char *line = hallu_json_obj_finish(&o, err);
     s = line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
     char msg[160];
@@ -219,7 +256,7 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     if (cb && cb->message)
         cb->message(cb->user, msg);
     if (floor) {
-        res->knn_floor_top1 = top1;
+        run->knn_floor_top1 = top1;
     } else {
         res->knn_top1 = top1;
         res->knn_top5 = top5;
@@ -354,17 +391,23 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     memset(&run, 0, sizeof run);
     run.cfg = cfg;
     run.best_knn_top1 = -1;
+    run.knn_floor_top1 = -1;
     hallu_params_init(&run.ps);
     *res = (hallu_train_result){ .knn_top1 = -1, .knn_top5 = -1, .knn_floor_top1 = -1 };
     hallu_status s = validate(cfg, err);
     if (s == HALLU_OK) s = build_ssl_config(&run, err);
     if (s == HALLU_OK) s = train_prepare_dir(&run, err);
+    if (s == HALLU_OK) s = train_resolve_init(&run, err);
     if (s == HALLU_OK) s = setup_data(&run, err);
-    if (s == HALLU_OK) s = setup_model(&run, err);
+    if (s == HALLU_OK) s = setup_model(&run, err);   /* loads --init: a file that does not fit writes nothing */
+    if (s == HALLU_OK) s = train_create_dir(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);
-    if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message)
-        cb->message(cb->user, "--resume: no checkpoint was saved before the earlier attempt stopped: "
-                              "starting the run again from step 0");
+    if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message) {
+        char msg[TRAIN_RUN_PATH_CAP + 160];
+        snprintf(msg, sizeof msg, "--resume: no checkpoint was saved before the earlier attempt stopped: "
+                 "starting the run again from step 0%s%s", run.init_path[0] ? " with --init " : "", run.init_path);
+        cb->message(cb->user, msg);
+    }
     if (s == HALLU_OK && run.resuming)
         s = train_load_checkpoint(&run, err);
     if (s == HALLU_OK && run.resuming)
@@ -381,6 +424,9 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
         if (s == HALLU_OK)
             s = end_of_epoch(&run, cb, res, &st, err);
     }
+    if (s == HALLU_OK && cfg->epochs == 0 && !run.resuming)   /* the initial weights, as they start */
+        s = train_save_checkpoint(&run, run.path_checkpoint, err);
+    res->knn_floor_top1 = run.knn_floor_top1;
     res->final_loss = st.loss;
     res->steps = run.global_step;
     teardown(&run);
