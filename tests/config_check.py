@@ -9,8 +9,8 @@ Usage: config_check.py HALLU WORKDIR"""
 import json
 import os
 import shutil
-import subprocess
 import sys
+from train_checks import run_cli  # noqa: E402
 
 HALLU, WORK = sys.argv[1], sys.argv[2]
 BASE = ["train", "--method", "simclr", "--no-hallucinator", "--data", "synthetic:40", "--batch-size", "20",
@@ -20,10 +20,7 @@ failures = []
 
 
 def run(args, expect=0):
-    p = subprocess.run([HALLU] + args, capture_output=True, text=True)
-    if p.returncode != expect:
-        failures.append(f"{' '.join(args)}: exit {p.returncode}, expected {expect}\n{p.stderr[-1500:]}")
-    return p
+    return run_cli(HALLU, args, failures, expect)
 
 
 def config(out):

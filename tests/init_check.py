@@ -17,13 +17,13 @@ Usage: init_check.py HALLU WORKDIR"""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import torch  # noqa: E402
 from safetensors_io import load_file, save_file  # noqa: E402
 import torchvision_to_safetensors as tv  # noqa: E402
+from train_checks import run_cli  # noqa: E402
 
 HALLU, WORK = sys.argv[1], os.path.realpath(sys.argv[2])
 BASE = ["train", "--data", "synthetic:64", "--batch-size", "32", "--threads", "2", "--seed", "3"]
@@ -32,10 +32,7 @@ failures = []
 
 
 def run(args, expect=0):
-    p = subprocess.run([HALLU] + args, capture_output=True, text=True)
-    if p.returncode != expect:
-        failures.append(f"{' '.join(args)}: exit {p.returncode}, expected {expect}\n{p.stderr[-1500:]}")
-    return p
+    return run_cli(HALLU, args, failures, expect)
 
 
 def bits(t):

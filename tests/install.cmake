@@ -46,6 +46,17 @@ macro(run_step what)
   message(STATUS "ok: ${what}")
 endmacro()
 
+# An example built one way (pkgconfig | cmake, its folder under WORK_DIR) links
+# libhallu.so.MAJOR, runs on synthetic:N and writes N features.
+macro(check_example exe how n)
+  run_step("readelf -d pretrain_features (${how})" readelf -d ${exe})
+  if(NOT OUT MATCHES "\\(NEEDED\\)[^\n]*\\[libhallu\\.so\\.${VERSION_MAJOR}\\]")
+    message(FATAL_ERROR "install_example: the ${how} build does not link libhallu.so.${VERSION_MAJOR}:\n${OUT}")
+  endif()
+  run_step("${how} example run" ${exe} synthetic:${n} ${WORK_DIR}/${how}/out 1)
+  check_npy(${WORK_DIR}/${how}/out ${n})
+endmacro()
+
 # The example writes DIR/features.npy as float32 [N][512] (resnet18) and
 # DIR/labels.npy; check the header's shape and the file size.
 function(check_npy dir n)
@@ -109,12 +120,7 @@ set(pc_exe ${WORK_DIR}/pkgconfig/pretrain_features)
 file(MAKE_DIRECTORY ${WORK_DIR}/pkgconfig)
 run_step("pkg-config build" ${C_COMPILER} -std=c11 -Wall -Wextra -Werror ${SAN_FLAGS} ${SOURCE_DIR}/examples/pretrain_features.c
          ${pc_flags} -Wl,-rpath,${PREFIX}/${LIBDIR} -o ${pc_exe})
-run_step("readelf -d pretrain_features" readelf -d ${pc_exe})
-if(NOT OUT MATCHES "\\(NEEDED\\)[^\n]*\\[libhallu\\.so\\.${VERSION_MAJOR}\\]")
-  message(FATAL_ERROR "install_example: the pkg-config build does not link libhallu.so.${VERSION_MAJOR}:\n${OUT}")
-endif()
-run_step("pkg-config example run" ${pc_exe} synthetic:64 ${WORK_DIR}/pkgconfig/out 1)
-check_npy(${WORK_DIR}/pkgconfig/out 64)
+check_example(${pc_exe} pkgconfig 64)
 
 # 5. CMake build with find_package(hallu) -> hallu::hallu.
 run_step("find_package configure" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples -B ${WORK_DIR}/cmake
@@ -122,10 +128,5 @@ run_step("find_package configure" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples -B 
          "-DCMAKE_C_FLAGS=-Werror ${SAN_FLAGS}")
 run_step("find_package build" ${CMAKE_COMMAND} --build ${WORK_DIR}/cmake)
 set(cm_exe ${WORK_DIR}/cmake/pretrain_features)
-run_step("readelf -d pretrain_features (cmake)" readelf -d ${cm_exe})
-if(NOT OUT MATCHES "\\(NEEDED\\)[^\n]*\\[libhallu\\.so\\.${VERSION_MAJOR}\\]")
-  message(FATAL_ERROR "install_example: the find_package build does not link libhallu.so.${VERSION_MAJOR}:\n${OUT}")
-endif()
-run_step("find_package example run" ${cm_exe} synthetic:48 ${WORK_DIR}/cmake/out 1)
-check_npy(${WORK_DIR}/cmake/out 48)
+check_example(${cm_exe} cmake 48)
 message(STATUS "install_example: all checks passed")

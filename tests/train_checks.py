@@ -4,6 +4,15 @@ directory, collecting failures, and counting named checks for the summary line
 import subprocess
 
 
+def run_cli(hallu, args, failures, expect=0):
+    """hallu ARGS; appends a failure (the command, its exit status and stderr's
+    tail) to failures unless it exits with expect. Returns the finished process."""
+    p = subprocess.run([hallu] + args, capture_output=True, text=True)
+    if p.returncode != expect:
+        failures.append(f"{' '.join(args)}: exit {p.returncode}, expected {expect}\n{p.stderr[-1500:]}")
+    return p
+
+
 class TrainChecks:
     def __init__(self, hallu, args):
         self.hallu, self.args = hallu, args

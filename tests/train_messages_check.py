@@ -18,8 +18,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
+from train_checks import run_cli  # noqa: E402
 
 HALLU, WORK = sys.argv[1], os.path.realpath(sys.argv[2])
 SMALL = ["train", "--data", "synthetic:128", "--batch-size", "32", "--epochs", "1", "--threads", "2"]
@@ -27,10 +27,7 @@ failures = []
 
 
 def run(args, expect=0):
-    p = subprocess.run([HALLU] + args, capture_output=True, text=True)
-    if p.returncode != expect:
-        failures.append(f"{' '.join(args)}: exit {p.returncode}, expected {expect}\n{p.stderr[-1500:]}")
-    return p
+    return run_cli(HALLU, args, failures, expect)
 
 
 def number(pattern, text, what):
