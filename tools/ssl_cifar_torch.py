@@ -75,6 +75,11 @@ def parse_args(argv):
     p.add_argument("--moco-momentum", type=float, default=0.99)
     p.add_argument("--bn-splits", type=int, default=1,
                    help="MoCo Shuffle BN on one process: BN per group of consecutive images, keys shuffled")
+    p.add_argument("--crop", default="ccrop", choices=["ccrop", "rrc"],
+                   help="ccrop: view 1 ContrastiveCrop (METHOD.md); rrc: RandomResizedCrop on both views "
+                        "(standard SimCLR; hallu train --crop rrc)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="SimCLR / MoCo softmax temperature (0 = the method's default: 0.5 / 0.07 / 0.2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -133,9 +138,9 @@ def view_transform(size, ccrop):
 
 
 class TwoViews(torch.utils.data.Dataset):
-    def __init__(self, images):
+    def __init__(self, images, ccrop=True):
         size = images.shape[1]
-        self.images, self.t1, self.t2 = images, view_transform(size, True), view_transform(size, False)
+        self.images, self.t1, self.t2 = images, view_transform(size, ccrop), view_transform(size, False)
 
     def __len__(self):
         return len(self.images)
@@ -214,7 +219,8 @@ class Method(nn.Module):
         dim = 512 if a.method == "simsiam" else 128
         self.bn_splits = a.bn_splits if a.method.startswith("moco") else 1
         self.encoder = resnet18_cifar(a.zero_init_residual, self.bn_splits)
-        self.loss_scale = TEMPERATURE["simclr"] / a.base_temperature if a.base_temperature > 0 else 1.0
+        self.temperature = a.temperature if a.temperature > 0 else TEMPERATURE.get(a.method, 0.5)
+        self.loss_scale = self.temperature / a.base_temperature if a.base_temperature > 0 else 1.0
         self.projector = projector(a.method)
         if a.method == "simsiam":
             self.predictor = nn.Sequential(nn.Linear(dim, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(),
@@ -228,7 +234,7 @@ class Method(nn.Module):
             for p in list(self.key_encoder.parameters()) + list(self.key_projector.parameters()):
                 p.requires_grad = False
             self.register_buffer("queue", F.normalize(torch.randn(a.queue_size, dim), dim=1))
-            self.ptr, self.m, self.t = 0, a.moco_momentum, TEMPERATURE[a.method]
+            self.ptr, self.m, self.t = 0, a.moco_momentum, self.temperature
 
     def embed(self, x):
         return self.projector(self.encoder(x))
@@ -249,7 +255,7 @@ class Method(nn.Module):
             a, b = self.hal(a, b), torch.cat([b, b])
         f = F.normalize(torch.cat([a, b]), dim=1)
         m = f.shape[0]
-        logits = (f @ f.T / TEMPERATURE["simclr"]).masked_fill(torch.eye(m, dtype=torch.bool, device=f.device),
+        logits = (f @ f.T / self.temperature).masked_fill(torch.eye(m, dtype=torch.bool, device=f.device),
                                                               float("-inf"))
         pos = (torch.arange(m, device=f.device) + m // 2) % m
         return self.loss_scale * F.cross_entropy(logits, pos), z1
@@ -365,7 +371,7 @@ def epoch_batches(a, n, epoch, skip):
 
 
 def train(a, model, train_images, device, log, resumed, floor):
-    data = TwoViews(train_images)
+    data = TwoViews(train_images, a.crop == "ccrop")
     fixed = set(map(id, model.predictor.parameters())) if a.fix_pred_lr and a.method == "simsiam" else set()
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in fixed], "fixed_lr": False},
@@ -440,7 +446,8 @@ def main(argv):
     print(json.dumps({"tag": a.tag, "method": a.method, "hallucinator": a.hallucinator, "hal_init": a.hal_init,
                       "subset": a.train_subset, "epochs": a.epochs, "batch": a.batch_size, "lr": a.lr,
                       "queue": a.queue_size, "moco_m": a.moco_momentum, "bn_splits": a.bn_splits, "fix_pred_lr": a.fix_pred_lr,
-                      "zero_init_residual": a.zero_init_residual, "seed": a.seed, "knn_floor": floor,
+                      "zero_init_residual": a.zero_init_residual, "crop": a.crop,
+                      "temperature": model.temperature, "seed": a.seed, "knn_floor": floor,
                       "knn_top1": top1, "final_loss": loss, "collapse_std": std, "device": str(device),
                       "torch": torch.__version__, "seconds": round(time.time() - t0, 1)}), flush=True)
 
