@@ -9,7 +9,8 @@ exists (60 of its test images, 6 per class), else from PIL-drawn 32x32 shapes.
            PIL-decoded images to <= 1e-5 norm-relative; --image-size 32 on 32x32
            images is the identity (bit-equal), another size resizes.
   layouts  knn / linear / features on a train/test folder, a train/val folder
-           and a single-split folder.
+           and a single-split folder; train on a single-split folder (no kNN
+           monitor, checkpoint saved).
   mixed    a folder with one 40x32 image: every command names that file and
            its size, or (--image-size N) resizes every image as documented.
 Prints "N passed, M failed" and exits non-zero on any failed check."""
@@ -225,6 +226,20 @@ def layouts():
              f"imagefolder:{root}/tv", "--epochs", "1", "--cache-features"] + COMMON)
     check("linear --cache-features on a train/val folder", p.returncode == 0 and "final top-1" in p.stdout,
           p.stdout.strip())
+    # Training on a single-split folder: no held-out set, so no kNN monitor (said at the start) and the
+    # run's checkpoint is saved; a --knn-test-data that cannot be opened fails before anything is written.
+    out = os.path.join(WORK, "single-run")
+    shutil.rmtree(out, ignore_errors=True)
+    train = ["train", "--data", f"imagefolder:{root}/single", "--epochs", "1", "--batch-size", "20", "--threads", "2",
+             "--workers", "1", "--out", out]
+    p = run(train)
+    check("train on a single-split folder: no kNN monitor, checkpoint saved", p.returncode == 0
+          and "no kNN monitor" in p.stderr and "no kNN" in p.stdout
+          and os.path.isfile(os.path.join(out, "checkpoint.hlu")), p.stdout.strip() + " | " + p.stderr.strip()[-300:])
+    shutil.rmtree(out, ignore_errors=True)
+    p = run(train + ["--knn-test-data", f"imagefolder:{root}/missing"], expect_rc=1)
+    check("train with a missing --knn-test-data fails at once, writing nothing", p.returncode == 1
+          and "--knn-test-data" in p.stderr and not os.path.exists(out), p.stderr.strip()[-300:])
     x, y = features(f"imagefolder:{root}/single", "train", os.path.join(WORK, "s.npy"))
     check("features on a single-split folder", x is not None and x.shape == (CLASSES * PER_CLASS, 512)
           and np.array_equal(y, folder_files(f"{root}/single")[1]))

@@ -292,8 +292,13 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
         fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/" HALLU_RUN_METRICS_FILE ")\n", c.out);
     if (res.knn_floor_top1 >= 0)
         printf("untrained kNN top-1: %.2f%%\n", res.knn_floor_top1);
-    if (res.knn_top1 < 0) {   /* --epochs 0 */
+    if (c.epochs == 0) {
         printf("no training step (--epochs 0): the initial weights are in %s/" HALLU_RUN_CHECKPOINT_FILE "\n", c.out);
+        return 0;
+    }
+    if (res.knn_top1 < 0) {   /* no held-out set: no kNN monitor */
+        printf("trained %d epochs, %lld steps (no kNN: no held-out set); run in %s\n", c.epochs,
+               (long long)res.steps, c.out);
         return 0;
     }
     printf("kNN top-1 accuracy: %.2f%% (top-5 %.2f%%) after %d epochs, %lld steps; run in %s\n", res.knn_top1,

@@ -3,6 +3,7 @@
 #include "train_internal.h"
 #include "hallu/eval.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static hallu_status split_features(train_run *run, const char *spec, hallu_split split, int64_t subset, hallu_feature_set *fs,
@@ -62,5 +63,38 @@ hallu_status train_knn(train_run *run, double *top1, double *top5, hallu_error *
     }
     hallu_feature_set_free(&train);
     hallu_feature_set_free(&test);
+    return s;
+}
+
+/* Opens and closes one kNN set; the error names its flag. */
+static hallu_status open_close(const char *flag, const char *spec, hallu_split split, hallu_error *err)
+{
+    hallu_dataset *ds = NULL;
+    hallu_status s = hallu_dataset_open(&ds, spec, split, err);
+    hallu_dataset_close(ds);
+    if (s != HALLU_OK && flag) {
+        char why[HALLU_ERROR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", err->msg);
+        hallu_error_set(err, s, "%s %s: %s", flag, spec, why);
+    }
+    return s;
+}
+
+hallu_status train_knn_check(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    if (c->knn_train_data) {
+        hallu_status s = open_close("--knn-train-data", c->knn_train_data, HALLU_SPLIT_TRAIN, err);
+        if (s != HALLU_OK)
+            return s;
+    }
+    if (c->knn_test_data)
+        return open_close("--knn-test-data", c->knn_test_data, HALLU_SPLIT_TEST, err);
+    hallu_status s = open_close(NULL, c->data, HALLU_SPLIT_TEST, err);
+    if (s == HALLU_ERR_UNSUPPORTED) {   /* e.g. an ImageFolder of one split */
+        run->knn_off = 1;
+        hallu_error_clear(err);
+        return HALLU_OK;
+    }
     return s;
 }

@@ -46,6 +46,7 @@ typedef struct train_run {
     int resuming;
     /* the untrained network's kNN top-1 (-1: not measured); saved in every checkpoint */
     double knn_floor_top1;
+    int knn_off;                 /* --data has no test split and no --knn-test-data: no kNN monitor */
     /* --init's absolute path ("" = none): loaded unless resuming, recorded in config.json
      * and every checkpoint */
     char init_path[TRAIN_RUN_PATH_CAP];
@@ -79,5 +80,9 @@ hallu_status train_check_resumed_init(train_run *run, const char *recorded, hall
 
 /* run_knn.c */
 hallu_status train_knn(train_run *run, double *top1, double *top5, hallu_error *err);
+/* Before the first step: opens the kNN monitor's sets so that a missing one
+ * fails at once, not after training. A --data without a test split and no
+ * --knn-test-data turns the monitor off (run->knn_off) instead. */
+hallu_status train_knn_check(train_run *run, hallu_error *err);
 
 #endif

@@ -351,9 +351,13 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     const hallu_train_config *c = run->cfg;
     int last = run->epoch + 1 == c->epochs;
     double best_before = run->best_knn_top1;
-    hallu_status s = HALLU_OK;
-    if (last || (c->knn_every > 0 && (run->epoch + 1) % c->knn_every == 0))
-        s = knn_checkpoint(run, cb, res, 0, err);
+    /* A failing kNN (e.g. an undecodable test image) is reported after the
+     * epoch's checkpoint is saved, so that it never costs the training. */
+    hallu_status knn_s = HALLU_OK;
+    hallu_error knn_err;
+    hallu_error_clear(&knn_err);
+    if (!run->knn_off && (last || (c->knn_every > 0 && (run->epoch + 1) % c->knn_every == 0)))
+        knn_s = knn_checkpoint(run, cb, res, 0, &knn_err);
     /* Collapse guard: the std of normalised embeddings is ~1/sqrt(d) when healthy. */
     double healthy = 1.0 / sqrt((double)hallu_ssl_embed_dim(run->ssl));
     res->collapsed = st->collapse_std < 0.1 * healthy;
@@ -365,8 +369,11 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     }
     run->epoch++;
     run->step_in_epoch = 0;
-    if (s == HALLU_OK)
-        s = train_save_checkpoint(run, run->path_checkpoint, err);
+    hallu_status s = train_save_checkpoint(run, run->path_checkpoint, err);
+    if (s == HALLU_OK && knn_s != HALLU_OK) {
+        *err = knn_err;
+        return knn_s;
+    }
     /* The other kept checkpoints are copies of this one: serialize the state once. */
     if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
         char path[TRAIN_RUN_PATH_CAP];
@@ -399,6 +406,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     if (s == HALLU_OK) s = train_prepare_dir(&run, err);
     if (s == HALLU_OK) s = train_resolve_init(&run, err);
     if (s == HALLU_OK) s = setup_data(&run, err);
+    if (s == HALLU_OK) s = train_knn_check(&run, err);   /* a missing kNN set fails now, not after training */
     if (s == HALLU_OK) s = setup_model(&run, err);   /* loads --init: a file that does not fit writes nothing */
     if (s == HALLU_OK) s = train_create_dir(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);
@@ -412,7 +420,13 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
         s = train_load_checkpoint(&run, err);
     if (s == HALLU_OK && run.resuming)
         s = train_truncate_metrics(run.path_metrics, run.global_step, err);
-    if (s == HALLU_OK && !run.resuming && cfg->knn_at_start)
+    if (s == HALLU_OK && run.knn_off && cb && cb->message) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "no kNN monitor: --data %s has no test split (pass --knn-test-data SPEC, a "
+                 "labelled held-out set, to measure one)", cfg->data);
+        cb->message(cb->user, msg);
+    }
+    if (s == HALLU_OK && !run.resuming && cfg->knn_at_start && !run.knn_off)
         s = knn_checkpoint(&run, cb, res, 1, err);
     step_clock clk = { .start = hallu_now() };
     clk.window_start = clk.start;
