@@ -34,6 +34,10 @@ typedef struct hallu_error {
  * `return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "conv2d: cin=%d", cin);` */
 hallu_status hallu_error_set(hallu_error *err, hallu_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Like hallu_error_set, but puts "<formatted text>: " in front of the message
+ * err already holds: `return hallu_error_prefix(err, st, "loader: image %u", i);` */
+hallu_status hallu_error_prefix(hallu_error *err, hallu_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void hallu_error_clear(hallu_error *err);
 const char *hallu_status_name(hallu_status code);
 

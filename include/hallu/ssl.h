@@ -124,8 +124,9 @@ hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hall
  * = copy of the query, queue = random unit rows; the Hallucinator RNG (seeded by
  * cfg.seed at create) is left alone. */
 void hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed);
-/* MoCo: copies the query encoder+projector parameters into the key encoder
- * (e.g. after loading weights from a file). No-op for other methods. */
+/* MoCo: copies the query encoder+projector parameters and BN running
+ * statistics into the key encoder (e.g. after loading weights from a file).
+ * No-op for other methods. */
 void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps);
 /* Plans every activation for batches up to `batch` of h x w views. Once. */
 hallu_status hallu_ssl_plan(hallu_ssl *ssl, hallu_backend *be, int batch, int h, int w, hallu_error *err);

@@ -16,6 +16,23 @@ hallu_status hallu_error_set(hallu_error *err, hallu_status code, const char *fm
     return code;
 }
 
+hallu_status hallu_error_prefix(hallu_error *err, hallu_status code, const char *fmt, ...)
+{
+    if (!err)
+        return code;
+    char msg[HALLU_ERROR_MSG_MAX];
+    memcpy(msg, err->msg, sizeof msg);
+    msg[sizeof msg - 1] = '\0';
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof err->msg)
+        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", msg);
+    err->code = code;
+    return code;
+}
+
 void hallu_error_clear(hallu_error *err)
 {
     if (err) {

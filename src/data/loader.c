@@ -112,11 +112,8 @@ static hallu_status process_sample(worker_ctx *w, const work_item *it, int pos, 
         st = hallu_view_pipeline_apply(&ld->cfg.views[v], &w->img, &rng, b->views[v] + pos * plane,
                                        ld->view_h, ld->view_w, &w->ws, err);
     }
-    if (st != HALLU_OK) {
-        char msg[HALLU_ERROR_MSG_MAX];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        return hallu_error_set(err, st, "loader: image %u: %s", index, msg);
-    }
+    if (st != HALLU_OK)
+        return hallu_error_prefix(err, st, "loader: image %u", index);
     b->labels[pos] = label;
     b->indices[pos] = index;
     return HALLU_OK;

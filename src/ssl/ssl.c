@@ -193,6 +193,14 @@ void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps)
         const hallu_tensor_info *q = &ps->trainable[ssl->q_first + i], *k = &ssl->key_ps.trainable[i];
         memcpy(ssl->key_ps.param + k->offset, ps->param + q->offset, (size_t)q->numel * sizeof(float));
     }
+    /* BN running statistics too, by name (the key's tensors are named like the query's). */
+    for (int i = 0; i < ssl->key_ps.num_state; i++) {
+        const hallu_tensor_info *k = &ssl->key_ps.state[i];
+        int is_state = 0;
+        const hallu_tensor_info *q = hallu_params_find(ps, k->name, &is_state);
+        if (q && is_state && q->numel == k->numel)
+            memcpy(ssl->key_ps.buffer + k->offset, ps->buffer + q->offset, (size_t)k->numel * sizeof(float));
+    }
 }
 
 void hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed)

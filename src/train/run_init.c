@@ -100,10 +100,8 @@ hallu_status train_load_init(train_run *run, hallu_error *err)
     memset(&st, 0, sizeof st);
     hallu_status s = hallu_safetensors_open(&st, run->init_path, err);
     if (s != HALLU_OK) {
-        char why[HALLU_ERROR_MSG_MAX];
-        snprintf(why, sizeof why, "%s", err->msg);
         hallu_safetensors_close(&st);
-        return hallu_error_set(err, s, "%s: %s", what, why);
+        return hallu_error_prefix(err, s, "%s", what);
     }
     hallu_params_fit fit = { .select = "encoder.", .add = "", .ignore = IGNORED, .allow_extra = 0,
                              .what = what, .target = target };
@@ -114,14 +112,6 @@ hallu_status train_load_init(train_run *run, hallu_error *err)
     /* MoCo: the key encoder starts as a copy of the loaded query encoder, its BN
      * running statistics included (only parameters follow by momentum later). */
     hallu_ssl_sync_key(run->ssl, &run->ps);
-    hallu_params *kp = hallu_ssl_key_params(run->ssl);
-    for (int i = 0; kp && i < kp->num_state; i++) {
-        const hallu_tensor_info *k = &kp->state[i];
-        int is_state = 0;
-        const hallu_tensor_info *q = hallu_params_find(&run->ps, k->name, &is_state);
-        if (q && is_state && q->numel == k->numel)
-            memcpy(kp->buffer + k->offset, run->ps.buffer + q->offset, (size_t)k->numel * sizeof(float));
-    }
     return HALLU_OK;
 }
 

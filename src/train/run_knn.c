@@ -72,12 +72,7 @@ static hallu_status open_close(const char *flag, const char *spec, hallu_split s
     hallu_dataset *ds = NULL;
     hallu_status s = hallu_dataset_open(&ds, spec, split, err);
     hallu_dataset_close(ds);
-    if (s != HALLU_OK && flag) {
-        char why[HALLU_ERROR_MSG_MAX];
-        snprintf(why, sizeof why, "%s", err->msg);
-        hallu_error_set(err, s, "%s %s: %s", flag, spec, why);
-    }
-    return s;
+    return s != HALLU_OK && flag ? hallu_error_prefix(err, s, "%s %s", flag, spec) : s;
 }
 
 hallu_status train_knn_check(train_run *run, hallu_error *err)

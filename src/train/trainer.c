@@ -171,8 +171,7 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
         s = hallu_params_alloc(&run->ps, err);
     if (s != HALLU_OK)
         return s;
-    hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);
-    hallu_ssl_sync_key(run->ssl, &run->ps);
+    hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);   /* MoCo: the key encoder = a copy of the query */
     if (run->init_path[0] && !run->resuming) {   /* after the fresh init: the heads keep theirs */
         s = train_load_init(run, err);
         if (s != HALLU_OK)
