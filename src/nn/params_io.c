@@ -212,19 +212,8 @@ hallu_status hallu_params_load_fit(hallu_params *ps, const hallu_safetensors *st
         return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: %d tensor%s %s not fit %s: %s", fit->what, r.count,
                                r.count == 1 ? "" : "s", r.count == 1 ? "does" : "do", fit->target, list);
     }
-    for (int i = 0; i < total; i++) {   /* everything fits: load */
-        int is_state = i >= ps->num_trainable;
-        const hallu_tensor_info *t = is_state ? &ps->state[i - ps->num_trainable] : &ps->trainable[i];
-        if (!selected(&map, t->name))
-            continue;
-        hallu_status s = file_name(name, sizeof name, &map, t->name, err);
-        const hallu_st_tensor *ft = s == HALLU_OK ? hallu_safetensors_find(st, name) : NULL;
-        if (s == HALLU_OK && ft)
-            s = load_one(t, (is_state ? ps->buffer : ps->param) + t->offset, ft, st, err);
-        if (s != HALLU_OK)
-            return s;
-    }
-    return HALLU_OK;
+    /* Everything fits: load (a missing counter keeps its value). */
+    return hallu_params_load(ps, st, map.select, map.add, 0, err);
 }
 
 hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
