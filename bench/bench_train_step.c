@@ -96,7 +96,7 @@ static void hallu_side_create(hallu_side *h, int batch, int threads)
     oc.momentum = 0.9;
     oc.weight_decay = 5e-4;
     if (hallu_backend_cpu_create(&h->be, threads, &err) || hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
-        hallu_classifier_create(&h->clf, &cfg, 10, &h->ps, &err) || hallu_params_alloc(&h->ps, &err) ||
+        hallu_classifier_create(&h->clf, &cfg, 10, &h->ps, &err) || hallu_params_alloc(&h->ps, h->be, &err) ||
         hallu_classifier_plan(&h->clf, h->be, batch, 32, 32, &err) ||
         hallu_optimizer_create(&h->opt, &oc, &h->ps, &err)) {
         fprintf(stderr, "bench: %s\n", err.msg);

@@ -69,7 +69,7 @@ static hallu_status extract(const char *data, const char *out_dir, hallu_error *
     snprintf(path, sizeof path, "%s/%s", out_dir, HALLU_RUN_CHECKPOINT_FILE);
     hallu_status s = hallu_backend_cpu_create(&be, THREADS, err);
     if (s == HALLU_OK)
-        s = hallu_checkpoint_load_backbone(path, &rcfg, &ps, &net, err);
+        s = hallu_checkpoint_load_backbone(path, be, &rcfg, &ps, &net, err);
     if (s == HALLU_OK)
         s = hallu_dataset_open(&ds, data, HALLU_SPLIT_TRAIN, err);
     if (s == HALLU_OK && hallu_dataset_image_height(ds) <= 0)   /* folders: read the image headers */

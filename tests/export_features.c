@@ -20,7 +20,7 @@ static void export_one(hallu_backend *be, const char *dir, const char *arch, con
     hallu_params_init(&ps);
     hallu_resnet *net = NULL;
     CHECK_OK(hallu_resnet_create(&net, &cfg, &ps, "", &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!net || !ps.param)
         return;
     hallu_resnet_init_weights(net, &ps, 7);

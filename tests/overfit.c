@@ -41,7 +41,7 @@ int main(void)
     hallu_params_init(&ps);
     hallu_classifier clf;
     CHECK_OK(hallu_classifier_create(&clf, &cfg, 10, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!be || !ps.param)
         return check_summary();
     hallu_classifier_init_weights(&clf, &ps, 1);

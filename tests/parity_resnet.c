@@ -98,7 +98,7 @@ static void run_model(hallu_backend *be, const char *file, const char *arch, con
     hallu_params_init(&ps);
     hallu_classifier clf;
     CHECK_OK(hallu_classifier_create(&clf, &cfg, 10, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     CHECK_OK(hallu_params_load(&ps, &st, NULL, "init.", 1, &err), &err);
     CHECK_OK(hallu_classifier_plan(&clf, be, n, h, w, &err), &err);
 

@@ -94,9 +94,9 @@ static hallu_status setup(run *r, hallu_backend *be, const hallu_safetensors *st
     hallu_ssl_config cfg;
     hallu_status s = configure(&cfg, st, err);
     if (s == HALLU_OK)
-        s = hallu_ssl_create(&r->ssl, &cfg, &r->ps, err);
+        s = hallu_ssl_create(&r->ssl, &cfg, &r->ps, be, err);
     if (s == HALLU_OK)
-        s = hallu_params_alloc(&r->ps, err);
+        s = hallu_params_alloc(&r->ps, be, err);
     if (s != HALLU_OK)
         return s;
     hallu_ssl_init_weights(r->ssl, &r->ps, 7);

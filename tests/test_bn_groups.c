@@ -22,11 +22,11 @@ static void fill(float *v, size_t n, uint64_t stream, double scale, double shift
         v[i] = (float)(shift + scale * hallu_rng_normal(&rng));
 }
 
-static void bn_setup(hallu_batchnorm *bn, hallu_params *ps, hallu_error *err)
+static void bn_setup(hallu_batchnorm *bn, hallu_params *ps, hallu_backend *be, hallu_error *err)
 {
     hallu_params_init(ps);
     CHECK_OK(hallu_batchnorm_init(bn, ps, "bn", C, 1, err), err);
-    CHECK_OK(hallu_params_alloc(ps, err), err);
+    CHECK_OK(hallu_params_alloc(ps, be, err), err);
     hallu_batchnorm_reset(bn, ps, 1.0f);
     fill(ps->param + bn->weight, C, 1, 0.3, 1.0);
     fill(ps->param + bn->bias, C, 2, 0.3, 0.0);
@@ -38,8 +38,8 @@ static void test_grouped_batchnorm(hallu_backend *be)
     hallu_error err = { 0 };
     hallu_batchnorm bn, ref;
     hallu_params ps, rps;
-    bn_setup(&bn, &ps, &err);
-    bn_setup(&ref, &rps, &err);
+    bn_setup(&bn, &ps, be, &err);
+    bn_setup(&ref, &rps, be, &err);
     if (!ps.param || !rps.param)
         return;
     float x[ROWS * C], dy[ROWS * C], y[ROWS * C], dx[ROWS * C], ry[ROWS * C], rdx[ROWS * C];
@@ -121,8 +121,8 @@ static void test_moco_shuffle_bn(hallu_backend *be)
     hallu_params ps;
     hallu_params_init(&ps);
     hallu_ssl *ssl = NULL;
-    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, be, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return;
     hallu_ssl_init_weights(ssl, &ps, 7);

@@ -172,7 +172,7 @@ int main(void)
     hallu_resnet_config rc;
     CHECK_OK(hallu_resnet_parse_arch("resnet18", "cifar", &rc, &err), &err);
     CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
-    if (be && hallu_resnet_create(&net, &rc, &ps, "", &err) == HALLU_OK && hallu_params_alloc(&ps, &err) == HALLU_OK &&
+    if (be && hallu_resnet_create(&net, &rc, &ps, "", &err) == HALLU_OK && hallu_params_alloc(&ps, be, &err) == HALLU_OK &&
         hallu_resnet_plan(net, be, MAX_BATCH, S, S, 1, &err) == HALLU_OK) {
         hallu_resnet_init_weights(net, &ps, 3);
         hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 0 };

@@ -265,7 +265,9 @@ static void test_config_and_params(void)
     int64_t wshape[2] = {2, 3}, bshape[1] = {3};
     int64_t w = hallu_params_add(&ps, "fc", "weight", 0, 2, wshape, &err);
     int64_t b = hallu_params_add(&ps, "fc", "bias", HALLU_TENSOR_NO_DECAY, 1, bshape, &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    hallu_backend *be = NULL;
+    CHECK_OK(hallu_backend_cpu_create(&be, 1, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     for (int64_t i = 0; i < ps.trainable_numel; i++) {
         ps.param[i] = 1.0f;
         ps.grad[i] = 0.0f;
@@ -297,6 +299,7 @@ static void test_config_and_params(void)
     CHECK(e.step == 1);
     hallu_optim_free(&e);
     hallu_params_free(&ps);
+    hallu_backend_free(be);
 }
 
 int main(void)

@@ -235,7 +235,7 @@ static void test_hallucinator(hallu_backend *be, int residual)
     hallu_params_init(&ps);
     ssl_hal hal;
     CHECK_OK(ssl_hal_init(&hal, &ps, "hallucinator", d, H, residual, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     CHECK_OK(ssl_hal_plan(&hal, be, rows, 1, &err), &err);
     CHECK(hallu_params_find(&ps, "hallucinator.4.bias", NULL) != NULL);
     CHECK(hallu_params_find(&ps, "hallucinator.1.weight", NULL) == NULL);

@@ -59,8 +59,8 @@ static void test_moco(hallu_backend *be, int enqueue_duplicates)
     hallu_params ps;
     hallu_params_init(&ps);
     hallu_ssl *ssl = NULL;
-    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, be, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return;
     CHECK(hallu_params_find(&ps, "encoder.layer4.1.bn2.weight", NULL) != NULL);
@@ -144,7 +144,7 @@ static void test_bad_config(void)
     hallu_params ps;
     hallu_params_init(&ps);
     hallu_ssl *ssl = (hallu_ssl *)&ps;
-    CHECK(hallu_ssl_create(&ssl, &cfg, &ps, &err) == HALLU_ERR_INVALID_ARG && ssl == NULL);
+    CHECK(hallu_ssl_create(&ssl, &cfg, &ps, NULL, &err) == HALLU_ERR_INVALID_ARG && ssl == NULL);
     CHECK(strstr(err.msg, "ratio") != NULL);
     hallu_params_free(&ps);
 }
@@ -160,8 +160,8 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     hallu_params ps;
     hallu_params_init(&ps);
     hallu_ssl *ssl = NULL;
-    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, be, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return;
     int fixed = 0, predictor = 0;   /* --fix-pred-lr flags exactly the predictor's tensors */
@@ -219,8 +219,8 @@ static float simclr_step(hallu_backend *be, float base_temperature, int zero_ini
     hallu_ssl *ssl = NULL;
     float loss = NAN;
     *grad = NULL;
-    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, &err), &err);
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, be, &err), &err);
+    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return loss;
     hallu_ssl_init_weights(ssl, &ps, 9);

@@ -12,6 +12,16 @@
  *   step serves shared weights (e.g. one encoder applied to two views).
  * - A NULL activation-gradient pointer means "not needed" (e.g. the network input).
  * - Ops never allocate per call; stateful ops (conv) use a plan created once.
+ *
+ * Memory (docs/ARCHITECTURE.md, "Ownership"): every pointer an op takes is a
+ * DEVICE address returned by the same backend's alloc (or an offset into one).
+ * Code outside src/backend/ never dereferences a device address: it moves bytes
+ * with upload/download/copy/fill only. The "cpu-isolated" backend enforces that
+ * (its addresses fault when touched from host code).
+ *
+ * Errors: ops return void; a failing op (oneDNN status, ...) records the
+ * backend's FIRST failure, and later ops may be skipped. Callers check with
+ * hallu_backend_check once per step and at every host read (download does).
  */
 #ifndef HALLU_BACKEND_H
 #define HALLU_BACKEND_H
@@ -48,8 +58,17 @@ typedef struct hallu_backend_ops {
     void (*destroy)(hallu_backend *be);   /* frees impl and be itself */
 
     /* ---- memory ---- */
+    /* Device memory, zero-filled, 64-byte aligned. NULL with err set on failure
+     * (the failure is not sticky: nothing ran). */
     void *(*alloc)(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err);
     void (*release)(hallu_backend *be, void *p);
+    /* The only ways bytes cross between host and device memory. */
+    void (*upload)(hallu_backend *be, void *dst_dev, const void *src_host, size_t nbytes);
+    void (*download)(hallu_backend *be, void *dst_host, const void *src_dev, size_t nbytes);
+    void (*copy)(hallu_backend *be, void *dst_dev, const void *src_dev, size_t nbytes);  /* may not overlap */
+    void (*fill)(hallu_backend *be, float *y, float value, int64_t n);
+    /* Test hook (hallu_backend_inject_fault); NULL where the backend has none. */
+    hallu_status (*inject_fault)(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err);
 
     /* ---- convolution (plan created once per geometry, reused every step) ---- */
     hallu_status (*conv2d_plan_create)(hallu_backend *be, const hallu_conv2d_geom *g,
@@ -127,17 +146,72 @@ typedef struct hallu_backend_ops {
     /* dst [rows][cols_dst] = columns [col0, col0+cols_dst) of src [rows][cols_src] */
     void (*slice_cols)(hallu_backend *be, float *dst, int cols_dst, const float *src,
                        int cols_src, int col0, int rows);
+
+    /* ---- nn and optimizer ops (batch norm split, parameter updates, norms) ---- */
+    /* (end of nn ops) */
+
+    /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
+    /* (end of ssl ops) */
+
+    /* ---- eval ops (kNN, linear probe) ---- */
+    /* (end of eval ops) */
 } hallu_backend_ops;
 
 struct hallu_backend {
     const hallu_backend_ops *ops;
     int num_threads;
     void *impl;                 /* backend-private state (engine, stream, ...) */
+    /* First failure of an op (HALLU_OK while none): sticky until cleared. */
+    hallu_status failed;
+    char failure[HALLU_ERROR_MSG_MAX];
 };
 
+/* Device names hallu_backend_create accepts, for help texts: "cpu, cpu-isolated". */
+const char *hallu_backend_device_names(void);
+
+/* Creates the backend named `device`:
+ *   "cpu"           oneDNN + OpenMP on host memory (the default);
+ *   "cpu-isolated"  the CPU backend behind addresses that host code cannot
+ *                   dereference, for tests (same results, bit for bit).
+ * An unknown name is HALLU_ERR_INVALID_ARG naming the accepted ones; "cuda" in
+ * a build without CUDA is HALLU_ERR_UNSUPPORTED. Free with hallu_backend_free. */
+hallu_status hallu_backend_create(const char *device, int num_threads, hallu_backend **out, hallu_error *err);
 /* Creates the CPU backend (oneDNN + OpenMP). Free with hallu_backend_free. */
 hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hallu_error *err);
 void hallu_backend_free(hallu_backend *be);
+
+/* Records a failure (the first one wins); for backend implementations. */
+void hallu_backend_fail(hallu_backend *be, hallu_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* HALLU_OK, or the first recorded failure copied into err ("backend cpu: ..."). */
+hallu_status hallu_backend_check(const hallu_backend *be, hallu_error *err);
+void hallu_backend_clear_failure(hallu_backend *be);
+
+/* Checked host <-> device transfers: run the op, then hallu_backend_check. */
+hallu_status hallu_backend_upload(hallu_backend *be, void *dst_dev, const void *src_host, size_t nbytes,
+                                  hallu_error *err);
+hallu_status hallu_backend_download(hallu_backend *be, void *dst_host, const void *src_dev, size_t nbytes,
+                                    hallu_error *err);
+
+/* A device buffer with its element type: what long-lived state is made of. */
+typedef struct hallu_buffer {
+    hallu_backend *be;   /* owner (NULL: empty) */
+    void *data;          /* device address: pass to ops, never dereference */
+    hallu_dtype dtype;
+    int64_t count;       /* elements */
+    size_t nbytes;
+} hallu_buffer;
+
+/* Zero-filled buffer of `count` elements (count 0 gives a valid 1-byte buffer). */
+hallu_status hallu_buffer_alloc(hallu_buffer *b, hallu_backend *be, hallu_dtype dtype, int64_t count,
+                                const char *what, hallu_error *err);
+void hallu_buffer_free(hallu_buffer *b);
+static inline float *hallu_buffer_f32(const hallu_buffer *b) { return (float *)b->data; }
+
+/* Test-only fault hook of the cpu-isolated backend: the `nth_op`-th op (1 =
+ * the next) or the `nth_alloc`-th allocation from now fails as a real failure
+ * would (0 = never). HALLU_ERR_UNSUPPORTED on other backends. */
+hallu_status hallu_backend_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err);
 
 #ifdef __cplusplus
 }

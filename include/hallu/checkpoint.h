@@ -29,10 +29,10 @@ hallu_status hallu_checkpoint_open(hallu_safetensors *st, const char *path, hall
 void hallu_checkpoint_checksum(const hallu_st_entry *entries, int num_entries, char out[17]);
 
 /* Creates the backbone named in a checkpoint's metadata ("arch", "stem") with
- * prefix "" in ps (which must be empty), allocates ps and loads "model.encoder.*".
+ * prefix "" in ps (which must be empty), allocates ps on be and loads "model.encoder.*".
  * The caller frees *net (hallu_resnet_free) and ps. */
-hallu_status hallu_checkpoint_load_backbone(const char *path, hallu_resnet_config *cfg, hallu_params *ps,
-                                            hallu_resnet **net, hallu_error *err);
+hallu_status hallu_checkpoint_load_backbone(const char *path, hallu_backend *be, hallu_resnet_config *cfg,
+                                            hallu_params *ps, hallu_resnet **net, hallu_error *err);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,29 @@ hallu_status hallu_error_prefix(hallu_error *err, hallu_status code, const char 
 void hallu_error_clear(hallu_error *err);
 const char *hallu_status_name(hallu_status code);
 
+/* Element types of files (safetensors) and of backend buffers. */
+
+typedef enum hallu_dtype {
+    HALLU_DTYPE_F32 = 0,
+    HALLU_DTYPE_I64,
+    HALLU_DTYPE_I32,
+    HALLU_DTYPE_F64,
+    HALLU_DTYPE_F16,
+    HALLU_DTYPE_BF16,
+    HALLU_DTYPE_I16,
+    HALLU_DTYPE_I8,
+    HALLU_DTYPE_U8,
+    HALLU_DTYPE_BOOL,
+    HALLU_DTYPE_U16,
+    HALLU_DTYPE_U32,
+    HALLU_DTYPE_U64,
+    HALLU_DTYPE_COUNT
+} hallu_dtype;
+
+/* Size in bytes (0 for an invalid value) and safetensors name ("F32", ...). */
+size_t hallu_dtype_size(hallu_dtype dt);
+const char *hallu_dtype_name(hallu_dtype dt);
+
 /* 64-byte aligned allocation (cache line / AVX-512 friendly). On failure returns
  * NULL and fills err with the requested size. Free with hallu_free. */
 void *hallu_alloc(size_t nbytes, const char *what, hallu_error *err);

@@ -72,13 +72,13 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
 /* ---- frozen backbones from plain weight files ------------------------------------- */
 
 /* Creates an arch/stem ResNet with prefix "" in ps (which must be empty),
- * allocates ps and loads torchvision-named backbone weights from a safetensors
+ * allocates ps on be and loads torchvision-named backbone weights from a safetensors
  * file (what `hallu export` writes, or a converted torchvision state dict). The
  * names may sit under "", "encoder." or "model.encoder." (the first prefix that
  * holds conv1.weight); other tensors (a classifier's fc.*, heads) are ignored,
  * and every backbone parameter and BN running statistic must be present
  * (num_batches_tracked may be missing). The caller frees *net and ps. */
-hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem,
+hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem, hallu_backend *be,
                                      hallu_resnet_config *cfg, hallu_params *ps, hallu_resnet **net,
                                      hallu_error *err);
 

@@ -46,28 +46,7 @@ void hallu_atomic_abort(hallu_atomic_file *f);
  * serializing it again. */
 hallu_status hallu_atomic_copy(const char *src, const char *dst, hallu_error *err);
 
-/* ---- element types ------------------------------------------------------------ */
-
-typedef enum hallu_dtype {
-    HALLU_DTYPE_F32 = 0,
-    HALLU_DTYPE_I64,
-    HALLU_DTYPE_I32,
-    HALLU_DTYPE_F64,
-    HALLU_DTYPE_F16,
-    HALLU_DTYPE_BF16,
-    HALLU_DTYPE_I16,
-    HALLU_DTYPE_I8,
-    HALLU_DTYPE_U8,
-    HALLU_DTYPE_BOOL,
-    HALLU_DTYPE_U16,
-    HALLU_DTYPE_U32,
-    HALLU_DTYPE_U64,
-    HALLU_DTYPE_COUNT
-} hallu_dtype;
-
-/* Size in bytes (0 for an invalid value) and safetensors name ("F32", ...). */
-size_t hallu_dtype_size(hallu_dtype dt);
-const char *hallu_dtype_name(hallu_dtype dt);
+/* Element types (hallu_dtype) are declared in core.h. */
 
 /* ---- safetensors ---------------------------------------------------------------
  * Layout: u64 little-endian N, N bytes of JSON header, then the data buffer.

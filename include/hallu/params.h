@@ -4,12 +4,17 @@
  * block makes the optimizer step, the gradient norm and an allreduce one loop.
  *
  * Lifecycle: modules register tensors (hallu_params_add*) while a model is built,
- * receiving offsets; hallu_params_alloc then allocates the blocks once. Offsets
- * stay valid forever; pointers are param + offset. Names are torchvision's. */
+ * receiving offsets; hallu_params_alloc then allocates the blocks once, on a
+ * backend. Offsets stay valid forever; device addresses are param + offset.
+ * Names are torchvision's.
+ *
+ * The blocks are device memory (backend.h): ops take param/grad/buffer, host
+ * code never dereferences them. Initialisation and files work on host copies
+ * between hallu_params_stage (download) and hallu_params_commit (upload). */
 #ifndef HALLU_PARAMS_H
 #define HALLU_PARAMS_H
 
-#include "hallu/core.h"
+#include "hallu/backend.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -38,7 +43,12 @@ typedef struct hallu_params {
     hallu_tensor_info *state;
     int num_state, cap_state;
     int64_t trainable_numel, state_numel;
-    float *param, *grad, *buffer;    /* NULL until hallu_params_alloc */
+    hallu_backend *be;                       /* owner of the blocks; NULL until hallu_params_alloc */
+    hallu_buffer param_buf, grad_buf, buffer_buf;
+    float *param, *grad, *buffer;            /* device addresses of the blocks; NULL until alloc */
+    /* Host copies of param and buffer while staged (NULL otherwise). */
+    float *host_param, *host_buffer;
+    int staged;                              /* nesting depth of hallu_params_stage */
 } hallu_params;
 
 void hallu_params_init(hallu_params *ps);
@@ -51,9 +61,19 @@ int64_t hallu_params_add(hallu_params *ps, const char *prefix, const char *name,
 int64_t hallu_params_add_state(hallu_params *ps, const char *prefix, const char *name, int flags,
                                int ndim, const int64_t *shape, hallu_error *err);
 
-/* Allocates param (zeroed), grad (zeroed) and buffer (zeroed). */
-hallu_status hallu_params_alloc(hallu_params *ps, hallu_error *err);
+/* Allocates param, grad and buffer (all zero) on backend be. */
+hallu_status hallu_params_alloc(hallu_params *ps, hallu_backend *be, hallu_error *err);
 void hallu_params_zero_grad(hallu_params *ps);
+
+/* Host staging: the first stage downloads param and buffer into host_param and
+ * host_buffer; stages nest; the matching last commit uploads them and frees the
+ * copies (unstage frees them without uploading). Init code writes host_*. */
+hallu_status hallu_params_stage(hallu_params *ps, hallu_error *err);
+hallu_status hallu_params_commit(hallu_params *ps, hallu_error *err);
+void hallu_params_unstage(hallu_params *ps);
+
+/* Host copy of the whole gradient block (trainable_numel floats), for tests and tools. */
+hallu_status hallu_params_download_grad(const hallu_params *ps, float *host, hallu_error *err);
 
 const hallu_tensor_info *hallu_params_find(const hallu_params *ps, const char *name, int *is_state);
 

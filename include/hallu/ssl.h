@@ -116,8 +116,9 @@ typedef struct hallu_ssl_stats {
 } hallu_ssl_stats;
 
 /* Registers the trainable parameters in ps (before hallu_params_alloc) and, for
- * MoCo, builds and allocates the key encoder's own parameter set. */
-hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hallu_params *ps,
+ * MoCo, builds the key encoder's own parameter set and queue on be (the backend
+ * hallu_ssl_plan must be given too). */
+hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hallu_params *ps, hallu_backend *be,
                               hallu_error *err);
 /* After hallu_params_alloc(ps): torchvision init for the encoder, PyTorch
  * defaults for the MLPs (residual Hallucinator: last layer zero), key encoder

@@ -54,8 +54,8 @@ int cli_backbone_open(cli_backbone *bb, const cli_backbone_args *a)
     hallu_error_clear(&err);
     hallu_status s = hallu_backend_cpu_create(&bb->be, a->threads, &err);
     if (s == HALLU_OK)
-        s = a->checkpoint ? hallu_checkpoint_load_backbone(a->checkpoint, &bb->cfg, &bb->ps, &bb->net, &err)
-                          : hallu_eval_load_weights(a->weights, a->arch, a->stem, &bb->cfg, &bb->ps, &bb->net, &err);
+        s = a->checkpoint ? hallu_checkpoint_load_backbone(a->checkpoint, bb->be, &bb->cfg, &bb->ps, &bb->net, &err)
+                          : hallu_eval_load_weights(a->weights, a->arch, a->stem, bb->be, &bb->cfg, &bb->ps, &bb->net, &err);
     if (s != HALLU_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;

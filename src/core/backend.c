@@ -1,6 +1,14 @@
 /* Backend-independent helpers of the backend interface. */
 #include "hallu/backend.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* The test backend of src/backend/isolated/ (declared here, not in the public
+ * header: hallu_backend_create("cpu-isolated") is its way in). */
+hallu_status hallu_backend_isolated_create(hallu_backend **out, int num_threads, hallu_error *err);
+
 hallu_status hallu_conv2d_geom_init(hallu_conv2d_geom *g, int n, int h, int w, int cin,
                                     int cout, int k, int stride, int pad, hallu_error *err)
 {
@@ -37,4 +45,100 @@ void hallu_backend_free(hallu_backend *be)
 {
     if (be && be->ops && be->ops->destroy)
         be->ops->destroy(be);
+}
+
+const char *hallu_backend_device_names(void) { return "cpu, cpu-isolated"; }
+
+hallu_status hallu_backend_create(const char *device, int num_threads, hallu_backend **out, hallu_error *err)
+{
+    if (!out)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "hallu_backend_create: out is NULL");
+    *out = NULL;
+    if (!device || strcmp(device, "cpu") == 0)
+        return hallu_backend_cpu_create(out, num_threads, err);
+    if (strcmp(device, "cpu-isolated") == 0)
+        return hallu_backend_isolated_create(out, num_threads, err);
+    if (strncmp(device, "cuda", 4) == 0)
+        return hallu_error_set(err, HALLU_ERR_UNSUPPORTED,
+                               "device '%s': this build of hallu has no CUDA backend (devices: %s)", device,
+                               hallu_backend_device_names());
+    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "device '%s' is unknown (expected one of: %s)", device,
+                           hallu_backend_device_names());
+}
+
+void hallu_backend_fail(hallu_backend *be, hallu_status code, const char *fmt, ...)
+{
+    if (!be || be->failed != HALLU_OK)
+        return;
+    be->failed = code == HALLU_OK ? HALLU_ERR_BACKEND : code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(be->failure, sizeof be->failure, fmt, ap);
+    va_end(ap);
+}
+
+hallu_status hallu_backend_check(const hallu_backend *be, hallu_error *err)
+{
+    if (!be || be->failed == HALLU_OK)
+        return HALLU_OK;
+    return hallu_error_set(err, be->failed, "backend %s: %s", be->ops->name, be->failure);
+}
+
+void hallu_backend_clear_failure(hallu_backend *be)
+{
+    if (!be)
+        return;
+    be->failed = HALLU_OK;
+    be->failure[0] = '\0';
+}
+
+hallu_status hallu_backend_upload(hallu_backend *be, void *dst_dev, const void *src_host, size_t nbytes,
+                                  hallu_error *err)
+{
+    if (nbytes)
+        be->ops->upload(be, dst_dev, src_host, nbytes);
+    return hallu_backend_check(be, err);
+}
+
+hallu_status hallu_backend_download(hallu_backend *be, void *dst_host, const void *src_dev, size_t nbytes,
+                                    hallu_error *err)
+{
+    if (nbytes)
+        be->ops->download(be, dst_host, src_dev, nbytes);
+    return hallu_backend_check(be, err);
+}
+
+hallu_status hallu_buffer_alloc(hallu_buffer *b, hallu_backend *be, hallu_dtype dtype, int64_t count,
+                                const char *what, hallu_error *err)
+{
+    memset(b, 0, sizeof *b);
+    size_t esize = hallu_dtype_size(dtype);
+    if (!be || esize == 0 || count < 0 || (uint64_t)count > SIZE_MAX / esize)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "buffer '%s': %lld elements of dtype %s",
+                               what ? what : "?", (long long)count, hallu_dtype_name(dtype));
+    size_t nbytes = (size_t)count * esize;
+    b->data = be->ops->alloc(be, nbytes ? nbytes : 1, what, err);
+    if (!b->data)
+        return err ? err->code : HALLU_ERR_OOM;
+    b->be = be;
+    b->dtype = dtype;
+    b->count = count;
+    b->nbytes = nbytes;
+    return HALLU_OK;
+}
+
+void hallu_buffer_free(hallu_buffer *b)
+{
+    if (b && b->be && b->data)
+        b->be->ops->release(b->be, b->data);
+    if (b)
+        memset(b, 0, sizeof *b);
+}
+
+hallu_status hallu_backend_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)
+{
+    if (!be || !be->ops->inject_fault)
+        return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "fault injection: backend %s has no fault hook (use cpu-isolated)",
+                               be ? be->ops->name : "(none)");
+    return be->ops->inject_fault(be, nth_op, nth_alloc, err);
 }

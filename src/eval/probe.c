@@ -100,7 +100,7 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
     h->max_rows = max_rows;
     hallu_status s = hallu_linear_init(&h->fc, h->ps, "fc", dim, classes, 1, err);
     if (s == HALLU_OK)
-        s = hallu_params_alloc(h->ps, err);
+        s = hallu_params_alloc(h->ps, be, err);
     if (s != HALLU_OK)
         return s;
     hallu_rng rng;

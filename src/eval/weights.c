@@ -17,7 +17,7 @@ static const char *find_prefix(const hallu_safetensors *st)
     return NULL;
 }
 
-hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem,
+hallu_status hallu_eval_load_weights(const char *path, const char *arch, const char *stem, hallu_backend *be,
                                      hallu_resnet_config *cfg, hallu_params *ps, hallu_resnet **net,
                                      hallu_error *err)
 {
@@ -34,7 +34,7 @@ hallu_status hallu_eval_load_weights(const char *path, const char *arch, const c
     if (s == HALLU_OK)
         s = hallu_resnet_create(net, cfg, ps, "", err);
     if (s == HALLU_OK)
-        s = hallu_params_alloc(ps, err);
+        s = hallu_params_alloc(ps, be, err);
     /* Other tensors (a classifier's fc.*, heads) are skipped; every backbone
      * tensor must be there with its shape (num_batches_tracked may be missing). */
     char target[96];

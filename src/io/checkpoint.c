@@ -101,8 +101,8 @@ hallu_status hallu_checkpoint_open(hallu_safetensors *st, const char *path, hall
     return HALLU_OK;
 }
 
-hallu_status hallu_checkpoint_load_backbone(const char *path, hallu_resnet_config *cfg, hallu_params *ps,
-                                            hallu_resnet **net, hallu_error *err)
+hallu_status hallu_checkpoint_load_backbone(const char *path, hallu_backend *be, hallu_resnet_config *cfg,
+                                            hallu_params *ps, hallu_resnet **net, hallu_error *err)
 {
     hallu_safetensors st;
     memset(&st, 0, sizeof st);
@@ -117,7 +117,7 @@ hallu_status hallu_checkpoint_load_backbone(const char *path, hallu_resnet_confi
     if (s == HALLU_OK)
         s = hallu_resnet_create(net, cfg, ps, "", err);
     if (s == HALLU_OK)
-        s = hallu_params_alloc(ps, err);
+        s = hallu_params_alloc(ps, be, err);
     if (s == HALLU_OK)
         s = hallu_params_load(ps, &st, NULL, "model.encoder.", 1, err);
     hallu_safetensors_close(&st);

@@ -10,9 +10,11 @@ void hallu_params_free(hallu_params *ps)
 {
     free(ps->trainable);
     free(ps->state);
-    hallu_free(ps->param);
-    hallu_free(ps->grad);
-    hallu_free(ps->buffer);
+    hallu_buffer_free(&ps->param_buf);
+    hallu_buffer_free(&ps->grad_buf);
+    hallu_buffer_free(&ps->buffer_buf);
+    hallu_free(ps->host_param);
+    hallu_free(ps->host_buffer);
     memset(ps, 0, sizeof *ps);
 }
 
@@ -31,7 +33,7 @@ static int64_t add_tensor(hallu_tensor_info **list, int *count, int *cap, int64_
                           const hallu_params *ps, const char *prefix, const char *name, int flags,
                           int ndim, const int64_t *shape, hallu_error *err)
 {
-    if (ps->param || ps->buffer) {
+    if (ps->be) {
         hallu_error_set(err, HALLU_ERR_INVALID_ARG, "params: cannot add '%s' after allocation", name);
         return -1;
     }
@@ -87,25 +89,79 @@ int64_t hallu_params_add_state(hallu_params *ps, const char *prefix, const char 
                       ps, prefix, name, flags, ndim, shape, err);
 }
 
-hallu_status hallu_params_alloc(hallu_params *ps, hallu_error *err)
+hallu_status hallu_params_alloc(hallu_params *ps, hallu_backend *be, hallu_error *err)
 {
-    size_t np = (size_t)ps->trainable_numel * sizeof(float);
-    size_t ns = (size_t)ps->state_numel * sizeof(float);
-    ps->param = hallu_calloc(np, "parameters", err);
-    ps->grad = ps->param ? hallu_calloc(np, "gradients", err) : NULL;
-    ps->buffer = ps->grad ? hallu_calloc(ns, "state buffers", err) : NULL;
-    if (!ps->buffer) {
-        hallu_free(ps->param);
-        hallu_free(ps->grad);
-        ps->param = ps->grad = NULL;
-        return err ? err->code : HALLU_ERR_OOM;
+    if (ps->be)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "params: allocated twice");
+    hallu_status s = hallu_buffer_alloc(&ps->param_buf, be, HALLU_DTYPE_F32, ps->trainable_numel, "parameters", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&ps->grad_buf, be, HALLU_DTYPE_F32, ps->trainable_numel, "gradients", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&ps->buffer_buf, be, HALLU_DTYPE_F32, ps->state_numel, "state buffers", err);
+    if (s != HALLU_OK) {
+        hallu_buffer_free(&ps->param_buf);
+        hallu_buffer_free(&ps->grad_buf);
+        return s;
     }
+    ps->be = be;
+    ps->param = hallu_buffer_f32(&ps->param_buf);
+    ps->grad = hallu_buffer_f32(&ps->grad_buf);
+    ps->buffer = hallu_buffer_f32(&ps->buffer_buf);
     return HALLU_OK;
 }
 
 void hallu_params_zero_grad(hallu_params *ps)
 {
-    memset(ps->grad, 0, (size_t)ps->trainable_numel * sizeof(float));
+    ps->be->ops->fill(ps->be, ps->grad, 0.0f, ps->trainable_numel);
+}
+
+hallu_status hallu_params_stage(hallu_params *ps, hallu_error *err)
+{
+    if (!ps->be)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "params: staged before hallu_params_alloc");
+    if (ps->staged++ > 0)
+        return HALLU_OK;
+    size_t np = (size_t)ps->trainable_numel * sizeof(float), ns = (size_t)ps->state_numel * sizeof(float);
+    ps->host_param = hallu_alloc(np ? np : 1, "host copy of the parameters", err);
+    ps->host_buffer = ps->host_param ? hallu_alloc(ns ? ns : 1, "host copy of the state buffers", err) : NULL;
+    hallu_status s = ps->host_buffer ? HALLU_OK : HALLU_ERR_OOM;
+    if (s == HALLU_OK)
+        s = hallu_backend_download(ps->be, ps->host_param, ps->param, np, err);
+    if (s == HALLU_OK)
+        s = hallu_backend_download(ps->be, ps->host_buffer, ps->buffer, ns, err);
+    if (s != HALLU_OK) {
+        ps->staged = 1;
+        hallu_params_unstage(ps);
+    }
+    return s;
+}
+
+void hallu_params_unstage(hallu_params *ps)
+{
+    if (ps->staged <= 0 || --ps->staged > 0)
+        return;
+    hallu_free(ps->host_param);
+    hallu_free(ps->host_buffer);
+    ps->host_param = ps->host_buffer = NULL;
+}
+
+hallu_status hallu_params_commit(hallu_params *ps, hallu_error *err)
+{
+    if (ps->staged <= 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "params: commit without stage");
+    hallu_status s = HALLU_OK;
+    if (ps->staged == 1) {
+        s = hallu_backend_upload(ps->be, ps->param, ps->host_param, (size_t)ps->trainable_numel * sizeof(float), err);
+        if (s == HALLU_OK)
+            s = hallu_backend_upload(ps->be, ps->buffer, ps->host_buffer, (size_t)ps->state_numel * sizeof(float), err);
+    }
+    hallu_params_unstage(ps);
+    return s;
+}
+
+hallu_status hallu_params_download_grad(const hallu_params *ps, float *host, hallu_error *err)
+{
+    return hallu_backend_download(ps->be, host, ps->grad, (size_t)ps->trainable_numel * sizeof(float), err);
 }
 
 const hallu_tensor_info *hallu_params_find(const hallu_params *ps, const char *name, int *is_state)

@@ -24,11 +24,11 @@ hallu_status ssl_moco_create(hallu_ssl *ssl, hallu_params *ps, hallu_error *err)
                                 k->name, q->name);
     }
     if (s == HALLU_OK)
-        s = hallu_params_alloc(kp, err);
+        s = hallu_params_alloc(kp, ssl->be, err);
     if (s != HALLU_OK)
         return s;
     /* The key encoder is never backpropagated: drop its gradient block. */
-    hallu_free(kp->grad);
+    hallu_buffer_free(&kp->grad_buf);
     kp->grad = NULL;
     size_t qbytes = (size_t)ssl->cfg.queue_size * ssl->dim * sizeof(float);
     ssl->queue = hallu_calloc(qbytes, "moco queue", err);

@@ -148,7 +148,7 @@ static void rng_to_words(const hallu_rng *r, int64_t *w)
     w[5] = r->used;
 }
 
-hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hallu_params *ps,
+hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hallu_params *ps, hallu_backend *be,
                               hallu_error *err)
 {
     *out = NULL;
@@ -159,6 +159,7 @@ hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hall
     if (!ssl)
         return hallu_error_set(err, HALLU_ERR_OOM, "ssl: out of memory (%zu bytes)", sizeof *ssl);
     ssl->cfg = *cfg;
+    ssl->be = be;
     ssl->dim = cfg->proj_dim;
     ssl->q_first = ps->num_trainable;
     s = hallu_resnet_create(&ssl->encoder, &cfg->backbone, ps, "encoder", err);
@@ -253,7 +254,8 @@ hallu_status hallu_ssl_plan(hallu_ssl *ssl, hallu_backend *be, int batch, int h,
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "ssl plan: already planned (batch %d)", ssl->max_batch);
     if (batch < 2 || h <= 0 || w <= 0)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "ssl plan: batch=%d (>= 2) size=%dx%d", batch, h, w);
-    ssl->be = be;
+    if (be != ssl->be)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "ssl plan: another backend than hallu_ssl_create's");
     ssl->max_batch = batch;
     ssl->h = h;
     ssl->w = w;

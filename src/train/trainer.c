@@ -166,9 +166,9 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
     const hallu_train_config *c = run->cfg;
     hallu_status s = hallu_backend_cpu_create(&run->be, c->threads, err);
     if (s == HALLU_OK)
-        s = hallu_ssl_create(&run->ssl, &run->ssl_cfg, &run->ps, err);
+        s = hallu_ssl_create(&run->ssl, &run->ssl_cfg, &run->ps, run->be, err);
     if (s == HALLU_OK)
-        s = hallu_params_alloc(&run->ps, err);
+        s = hallu_params_alloc(&run->ps, run->be, err);
     if (s != HALLU_OK)
         return s;
     hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);   /* MoCo: the key encoder = a copy of the query */

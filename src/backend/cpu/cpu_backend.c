@@ -2,13 +2,30 @@
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
+#include <string.h>
 
 static void *cpu_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
 {
-    return hallu_alloc(nbytes, what, err);
+    return hallu_calloc(nbytes, what, err);
 }
 
 static void cpu_release(hallu_backend *be, void *p) { hallu_free(p); }
+
+/* Host and device memory are the same memory here: transfers are copies. */
+static void cpu_copy(hallu_backend *be, void *dst, const void *src, size_t nbytes)
+{
+    (void)be;
+    if (nbytes)
+        memcpy(dst, src, nbytes);
+}
+
+void cpu_fill(hallu_backend *be, float *y, float value, int64_t n)
+{
+    int nt = cpu_threads_for(be, n, 1 << 16);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        y[i] = value;
+}
 
 static void cpu_destroy(hallu_backend *be)
 {
@@ -40,6 +57,10 @@ static const hallu_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .release = cpu_release,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
     .conv2d_plan_create = cpu_conv2d_plan_create,
     .conv2d_plan_free = cpu_conv2d_plan_free,
     .conv2d_forward = cpu_conv2d_forward,
@@ -65,6 +86,12 @@ static const hallu_backend_ops cpu_ops = {
     .softmax_xent_backward = cpu_softmax_xent_backward,
     .copy_cols = cpu_copy_cols,
     .slice_cols = cpu_slice_cols,
+    /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+    /* (end of nn ops) */
+    /* ssl ops (losses, Hallucinator, MoCo) */
+    /* (end of ssl ops) */
+    /* eval ops (kNN, linear probe) */
+    /* (end of eval ops) */
 };
 
 hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err)
@@ -80,8 +107,9 @@ hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const cha
     return HALLU_OK;
 }
 
-static hallu_status cpu_impl_init(cpu_impl *impl, int num_threads, hallu_error *err)
+static hallu_status cpu_impl_init(cpu_impl *impl, hallu_backend *be, int num_threads, hallu_error *err)
 {
+    impl->be = be;
     impl->num_threads = num_threads;
     impl->red = hallu_alloc(cpu_red_block_bytes() * (size_t)(num_threads + 1), "cpu backend reduction scratch", err);
     if (!impl->red)
@@ -115,7 +143,7 @@ hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hall
         return HALLU_ERR_OOM;
     }
     *be = (hallu_backend){ .ops = &cpu_ops, .num_threads = num_threads, .impl = impl };
-    hallu_status s = cpu_impl_init(impl, num_threads, err);
+    hallu_status s = cpu_impl_init(impl, be, num_threads, err);
     if (s != HALLU_OK) {
         cpu_destroy(be);
         return s;

@@ -377,7 +377,7 @@ static void prim_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_exec_arg_t *args
         set_handle(p->scratch, plan->impl->dnnl_scratch);
         args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, p->scratch };
     }
-    dnnl_primitive_execute(p->prim, plan->impl->stream, nargs, args);
+    cpu_check(plan->impl, dnnl_primitive_execute(p->prim, plan->impl->stream, nargs, args), "conv2d: dnnl_primitive_execute");
 }
 
 static void reorder_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_memory_t from, dnnl_memory_t to)
@@ -436,7 +436,7 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DST, dst } };
     prim_run(plan, &plan->fwd, args, 3);
     port_out_finish(plan, &plan->out);
-    dnnl_stream_wait(plan->impl->stream);
+    cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
 }
 
 static void backward_data(hallu_conv2d_plan *plan, float *dx, dnnl_memory_t ddst, const float *w)
@@ -473,7 +473,7 @@ void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const fl
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)
         backward_weights(plan, dw, ddst, x);
-    dnnl_stream_wait(plan->impl->stream);
+    cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
     /* After the wait: the GEMM path runs outside oneDNN's stream. */
     if (dw && plan->use_gemm_dw)
         cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);

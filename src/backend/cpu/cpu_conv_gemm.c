@@ -78,8 +78,10 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
         int cnt = g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
         im2col(impl->col, x, g, img0, cnt, impl->num_threads);
         /* ohwi[cout][kkc] (+)= dy[rows][cout]^T col[rows][kkc] */
-        dnnl_sgemm('T', 'N', g->cout, kkc, cnt * pix, 1.0f, dy + img0 * pix * g->cout, g->cout, impl->col, kkc,
-                   img0 == 0 ? 0.0f : 1.0f, cg->dw_ohwi, kkc);
+        cpu_check(impl,
+                  dnnl_sgemm('T', 'N', g->cout, kkc, cnt * pix, 1.0f, dy + img0 * pix * g->cout, g->cout, impl->col,
+                             kkc, img0 == 0 ? 0.0f : 1.0f, cg->dw_ohwi, kkc),
+                  "conv2d weight gradient: dnnl_sgemm");
     }
     add_ohwi(dw, cg->dw_ohwi, g, impl->num_threads);
 }

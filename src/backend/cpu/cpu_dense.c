@@ -15,8 +15,10 @@ void cpu_gemm(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k, 
             c[i] = beta == 0.0f ? 0.0f : beta * c[i];
         return;
     }
-    dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, trans_a ? m : k, b, trans_b ? k : n,
-               beta, c, n);
+    cpu_check(cpu_impl_of(be),
+              dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, trans_a ? m : k, b,
+                         trans_b ? k : n, beta, c, n),
+              "gemm: dnnl_sgemm");
 }
 
 void cpu_linear_forward(hallu_backend *be, float *y, const float *x, const float *w,

@@ -11,6 +11,7 @@
 enum { CPU_SLAB = 2048 };
 
 typedef struct cpu_impl {
+    hallu_backend *be;      /* the owner, where failures are recorded */
     dnnl_engine_t engine;
     dnnl_stream_t stream;
     int num_threads;
@@ -52,6 +53,13 @@ static inline hallu_status cpu_shared_reserve_floats(float **buf, size_t *have, 
     return s;
 }
 
+/* Records a failed oneDNN call as the backend's failure (the first one wins). */
+static inline void cpu_check(cpu_impl *impl, dnnl_status_t st, const char *what)
+{
+    if (st != dnnl_success)
+        hallu_backend_fail(impl->be, HALLU_ERR_BACKEND, "%s failed (oneDNN status %d)", what, (int)st);
+}
+
 /* Images per pass so that a pass covers about `rows` GEMM rows (1..n). */
 static inline int cpu_images_per_chunk(int rows, int rows_per_image, int n)
 {
@@ -85,6 +93,15 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #define CPU_HOT __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_HOT
+/* nn and optimizer ops (batch norm split, parameter updates, norms) */
+/* (end of nn ops) */
+
+/* ssl ops (losses, Hallucinator, MoCo) */
+/* (end of ssl ops) */
+
+/* eval ops (kNN, linear probe) */
+/* (end of eval ops) */
+
 #endif
 
 /* Splits [0, n) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
@@ -94,6 +111,9 @@ static inline void cpu_split(int64_t n, int parts, int i, int64_t *lo, int64_t *
     *lo = i * base + (i < rem ? i : rem);
     *hi = *lo + base + (i < rem ? 1 : 0);
 }
+
+/* memory (cpu_backend.c) */
+void cpu_fill(hallu_backend *be, float *y, float value, int64_t n);
 
 /* conv (cpu_conv.c) */
 hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g,
@@ -177,5 +197,14 @@ void cpu_copy_cols(hallu_backend *be, float *dst, int cols_dst, int col0, const 
                    int cols_src, int rows);
 void cpu_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *src, int cols_src,
                     int col0, int rows);
+
+/* nn and optimizer ops (batch norm split, parameter updates, norms) */
+/* (end of nn ops) */
+
+/* ssl ops (losses, Hallucinator, MoCo) */
+/* (end of ssl ops) */
+
+/* eval ops (kNN, linear probe) */
+/* (end of eval ops) */
 
 #endif

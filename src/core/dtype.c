@@ -1,4 +1,4 @@
-#include "hallu/io.h"
+#include "hallu/core.h"
 
 static const struct {
     const char *name;

@@ -1,0 +1,426 @@
+/* "cpu-isolated": the CPU backend behind device addresses that host code cannot
+ * dereference, the proof that nothing outside src/backend/ touches device memory.
+ *
+ * How: every address this backend hands out is the CPU backend's address with
+ * bit 62 set. On x86-64 (and AArch64 without tagging) such an address is not
+ * canonical, so a load or store through it from host code faults at once, and a
+ * system call given one (write, memcpy into a file) fails with EFAULT. Offsets
+ * and NULL tests on device addresses still work, as with CUDA's device pointers.
+ * Each op strips the tag from its arguments and runs the CPU backend's op, so
+ * results are the CPU backend's, bit for bit. An op handed an address without
+ * the tag (a host pointer where a device one belongs) stops the process with a
+ * message naming the op: that is a bug in the caller, as it would be on a GPU.
+ *
+ * It is also where the test-only fault hook lives (hallu_backend_inject_fault):
+ * the Nth op or allocation fails as a real failure would, so tests can show
+ * that every failure becomes a named error and loses nothing. */
+#include "hallu/backend.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+hallu_status hallu_backend_isolated_create(hallu_backend **out, int num_threads, hallu_error *err);
+
+#define ISO_TAG ((uintptr_t)1 << 62)
+
+typedef struct iso_impl {
+    hallu_backend *inner;   /* the CPU backend doing the work */
+    int64_t fault_op;       /* countdown to an injected op failure; 0 = off */
+    int64_t fault_alloc;    /* countdown to an injected allocation failure; 0 = off */
+} iso_impl;
+
+/* A conv plan of this backend: the inner backend's plan and the owner. */
+typedef struct iso_plan {
+    hallu_conv2d_plan *inner;
+    hallu_backend *be;
+} iso_plan;
+
+static iso_impl *iso_of(hallu_backend *be) { return (iso_impl *)be->impl; }
+static hallu_backend *inner_of(hallu_backend *be) { return iso_of(be)->inner; }
+
+static void *iso_tag(void *p) { return p ? (void *)((uintptr_t)p | ISO_TAG) : NULL; }
+
+/* The inner backend's address for device address p. */
+static void *dev_at(const void *p, const char *op)
+{
+    if (!p)
+        return NULL;
+    if (!((uintptr_t)p & ISO_TAG)) {
+        fprintf(stderr, "hallu cpu-isolated: op %s was given the host address %p where a device address "
+                        "belongs (a caller outside src/backend/ passes host memory to an op)\n", op, p);
+        abort();
+    }
+    return (void *)((uintptr_t)p & ~ISO_TAG);
+}
+#define D(p) dev_at((p), __func__)
+
+/* Whether the op may run: not after a failure (sticky, as on a GPU), and not
+ * when the fault hook's countdown ends here. */
+static int iso_enter(hallu_backend *be, const char *op)
+{
+    if (be->failed != HALLU_OK)
+        return 0;
+    iso_impl *impl = iso_of(be);
+    if (impl->fault_op > 0 && --impl->fault_op == 0) {
+        hallu_backend_fail(be, HALLU_ERR_BACKEND, "%s: injected fault (test hook)", op);
+        return 0;
+    }
+    return 1;
+}
+
+/* Carries a failure the inner backend recorded during the op over to be. */
+static void iso_leave(hallu_backend *be)
+{
+    hallu_backend *in = inner_of(be);
+    if (in->failed != HALLU_OK && be->failed == HALLU_OK)
+        hallu_backend_fail(be, in->failed, "%s", in->failure);
+}
+
+#define ENTER(be) if (!iso_enter((be), __func__)) return
+#define RUN(be, call) do { call; iso_leave(be); } while (0)
+
+/* ---- lifetime and memory ---- */
+
+static void iso_destroy(hallu_backend *be)
+{
+    if (!be)
+        return;
+    if (be->impl) {
+        hallu_backend_free(inner_of(be));
+        hallu_free(be->impl);
+    }
+    hallu_free(be);
+}
+
+static void *iso_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    iso_impl *impl = iso_of(be);
+    if (impl->fault_alloc > 0 && --impl->fault_alloc == 0) {
+        hallu_error_set(err, HALLU_ERR_OOM, "out of memory allocating %zu bytes for %s (injected fault, test hook)",
+                        nbytes, what ? what : "buffer");
+        return NULL;
+    }
+    return iso_tag(impl->inner->ops->alloc(impl->inner, nbytes, what, err));
+}
+
+static void iso_release(hallu_backend *be, void *p)
+{
+    if (p)
+        inner_of(be)->ops->release(inner_of(be), D(p));
+}
+
+static void iso_upload(hallu_backend *be, void *dst, const void *src, size_t nbytes)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->upload(inner_of(be), D(dst), src, nbytes));
+}
+
+static void iso_download(hallu_backend *be, void *dst, const void *src, size_t nbytes)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->download(inner_of(be), dst, D(src), nbytes));
+}
+
+static void iso_copy(hallu_backend *be, void *dst, const void *src, size_t nbytes)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->copy(inner_of(be), D(dst), D(src), nbytes));
+}
+
+static void iso_fill(hallu_backend *be, float *y, float value, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->fill(inner_of(be), D(y), value, n));
+}
+
+static hallu_status iso_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)
+{
+    if (nth_op < 0 || nth_alloc < 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "fault injection: op %lld, alloc %lld (expected >= 0)",
+                               (long long)nth_op, (long long)nth_alloc);
+    iso_of(be)->fault_op = nth_op;
+    iso_of(be)->fault_alloc = nth_alloc;
+    return HALLU_OK;
+}
+
+/* ---- convolution ---- */
+
+static hallu_status iso_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g, hallu_conv2d_plan **out,
+                                           hallu_error *err)
+{
+    *out = NULL;
+    iso_plan *p = hallu_calloc(sizeof *p, "conv2d plan", err);
+    if (!p)
+        return HALLU_ERR_OOM;
+    p->be = be;
+    hallu_status s = inner_of(be)->ops->conv2d_plan_create(inner_of(be), g, &p->inner, err);
+    if (s != HALLU_OK) {
+        hallu_free(p);
+        return s;
+    }
+    *out = (hallu_conv2d_plan *)p;
+    return HALLU_OK;
+}
+
+static void iso_conv2d_plan_free(hallu_conv2d_plan *plan)
+{
+    iso_plan *p = (iso_plan *)plan;
+    if (!p)
+        return;
+    inner_of(p->be)->ops->conv2d_plan_free(p->inner);
+    hallu_free(p);
+}
+
+static void iso_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+{
+    iso_plan *p = (iso_plan *)plan;
+    ENTER(p->be);
+    RUN(p->be, inner_of(p->be)->ops->conv2d_forward(p->inner, D(y), D(x), D(w)));
+}
+
+static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
+                                const float *w)
+{
+    iso_plan *p = (iso_plan *)plan;
+    ENTER(p->be);
+    RUN(p->be, inner_of(p->be)->ops->conv2d_backward(p->inner, D(dx), D(dw), D(dy), D(x), D(w)));
+}
+
+/* ---- batch norm ---- */
+
+static void iso_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
+                                        float *running_mean, float *running_var, const float *x, const float *gamma,
+                                        const float *beta, int64_t m, int c, float momentum, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_forward_train(inner_of(be), D(y), D(save_mean), D(save_invstd),
+                                                       D(running_mean), D(running_var), D(x), D(gamma), D(beta), m,
+                                                       c, momentum, eps));
+}
+
+static void iso_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x, const float *running_mean,
+                                       const float *running_var, const float *gamma, const float *beta, int64_t m,
+                                       int c, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_forward_eval(inner_of(be), D(y), D(x), D(running_mean), D(running_var),
+                                                      D(gamma), D(beta), m, c, eps));
+}
+
+static void iso_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *save_mean, const float *save_invstd,
+                                   const float *gamma, int64_t m, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_backward(inner_of(be), D(dx), D(dgamma), D(dbeta), D(dy), D(x),
+                                                  D(save_mean), D(save_invstd), D(gamma), m, c));
+}
+
+/* ---- elementwise ---- */
+
+static void iso_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->relu_forward(inner_of(be), D(y), D(x), n));
+}
+
+static void iso_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->relu_backward(inner_of(be), D(dx), D(dy), D(y), n));
+}
+
+static void iso_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->add(inner_of(be), D(y), D(a), D(b), n));
+}
+
+static void iso_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->axpy(inner_of(be), D(y), alpha, D(x), n));
+}
+
+static void iso_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->scale(inner_of(be), D(y), alpha, D(x), n));
+}
+
+/* ---- pooling ---- */
+
+static void iso_maxpool2d_forward(hallu_backend *be, float *y, int32_t *argmax, const float *x,
+                                  const hallu_pool2d_geom *g)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->maxpool2d_forward(inner_of(be), D(y), D(argmax), D(x), g));
+}
+
+static void iso_maxpool2d_backward(hallu_backend *be, float *dx, const float *dy, const int32_t *argmax,
+                                   const hallu_pool2d_geom *g)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->maxpool2d_backward(inner_of(be), D(dx), D(dy), D(argmax), g));
+}
+
+static void iso_global_avgpool_forward(hallu_backend *be, float *y, const float *x, int n, int hw, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->global_avgpool_forward(inner_of(be), D(y), D(x), n, hw, c));
+}
+
+static void iso_global_avgpool_backward(hallu_backend *be, float *dx, const float *dy, int n, int hw, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->global_avgpool_backward(inner_of(be), D(dx), D(dy), n, hw, c));
+}
+
+/* ---- dense ---- */
+
+static void iso_gemm(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+                     const float *b, float beta, float *c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->gemm(inner_of(be), trans_a, trans_b, m, n, k, alpha, D(a), D(b), beta, D(c)));
+}
+
+static void iso_linear_forward(hallu_backend *be, float *y, const float *x, const float *w, const float *bias,
+                               int rows, int in, int out)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->linear_forward(inner_of(be), D(y), D(x), D(w), D(bias), rows, in, out));
+}
+
+static void iso_linear_backward(hallu_backend *be, float *dx, float *dw, float *dbias, const float *dy,
+                                const float *x, const float *w, int rows, int in, int out)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->linear_backward(inner_of(be), D(dx), D(dw), D(dbias), D(dy), D(x), D(w), rows, in,
+                                               out));
+}
+
+/* ---- rows ---- */
+
+static void iso_l2norm_rows_forward(hallu_backend *be, float *y, float *norms, const float *x, int rows, int cols,
+                                    float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->l2norm_rows_forward(inner_of(be), D(y), D(norms), D(x), rows, cols, eps));
+}
+
+static void iso_l2norm_rows_backward(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                     const float *norms, int rows, int cols, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->l2norm_rows_backward(inner_of(be), D(dx), D(dy), D(x), D(norms), rows, cols, eps));
+}
+
+static float iso_softmax_xent_forward(hallu_backend *be, float *probs, const float *logits, const int32_t *targets,
+                                      int rows, int classes)
+{
+    if (!iso_enter(be, __func__))
+        return 0.0f;
+    float loss = inner_of(be)->ops->softmax_xent_forward(inner_of(be), D(probs), D(logits), D(targets), rows,
+                                                         classes);
+    iso_leave(be);
+    return loss;
+}
+
+static void iso_softmax_xent_backward(hallu_backend *be, float *dlogits, const float *probs, const int32_t *targets,
+                                      int rows, int classes, float scale)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->softmax_xent_backward(inner_of(be), D(dlogits), D(probs), D(targets), rows, classes,
+                                                     scale));
+}
+
+static void iso_copy_cols(hallu_backend *be, float *dst, int cols_dst, int col0, const float *src, int cols_src,
+                          int rows)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->copy_cols(inner_of(be), D(dst), cols_dst, col0, D(src), cols_src, rows));
+}
+
+static void iso_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *src, int cols_src, int col0,
+                           int rows)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->slice_cols(inner_of(be), D(dst), cols_dst, D(src), cols_src, col0, rows));
+}
+
+/* ---- nn and optimizer ops (batch norm split, parameter updates, norms) ---- */
+/* (end of nn ops) */
+
+/* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
+/* (end of ssl ops) */
+
+/* ---- eval ops (kNN, linear probe) ---- */
+/* (end of eval ops) */
+
+static const hallu_backend_ops iso_ops = {
+    .name = "cpu-isolated",
+    .destroy = iso_destroy,
+    .alloc = iso_alloc,
+    .release = iso_release,
+    .upload = iso_upload,
+    .download = iso_download,
+    .copy = iso_copy,
+    .fill = iso_fill,
+    .inject_fault = iso_inject_fault,
+    .conv2d_plan_create = iso_conv2d_plan_create,
+    .conv2d_plan_free = iso_conv2d_plan_free,
+    .conv2d_forward = iso_conv2d_forward,
+    .conv2d_backward = iso_conv2d_backward,
+    .batchnorm_forward_train = iso_batchnorm_forward_train,
+    .batchnorm_forward_eval = iso_batchnorm_forward_eval,
+    .batchnorm_backward = iso_batchnorm_backward,
+    .relu_forward = iso_relu_forward,
+    .relu_backward = iso_relu_backward,
+    .add = iso_add,
+    .axpy = iso_axpy,
+    .scale = iso_scale,
+    .maxpool2d_forward = iso_maxpool2d_forward,
+    .maxpool2d_backward = iso_maxpool2d_backward,
+    .global_avgpool_forward = iso_global_avgpool_forward,
+    .global_avgpool_backward = iso_global_avgpool_backward,
+    .gemm = iso_gemm,
+    .linear_forward = iso_linear_forward,
+    .linear_backward = iso_linear_backward,
+    .l2norm_rows_forward = iso_l2norm_rows_forward,
+    .l2norm_rows_backward = iso_l2norm_rows_backward,
+    .softmax_xent_forward = iso_softmax_xent_forward,
+    .softmax_xent_backward = iso_softmax_xent_backward,
+    .copy_cols = iso_copy_cols,
+    .slice_cols = iso_slice_cols,
+    /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+    /* (end of nn ops) */
+    /* ssl ops (losses, Hallucinator, MoCo) */
+    /* (end of ssl ops) */
+    /* eval ops (kNN, linear probe) */
+    /* (end of eval ops) */
+};
+
+hallu_status hallu_backend_isolated_create(hallu_backend **out, int num_threads, hallu_error *err)
+{
+    *out = NULL;
+    if (sizeof(void *) != 8)
+        return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "device cpu-isolated needs a 64-bit build");
+    hallu_backend *inner = NULL;
+    hallu_status s = hallu_backend_cpu_create(&inner, num_threads, err);
+    if (s != HALLU_OK)
+        return s;
+    hallu_backend *be = hallu_calloc(sizeof *be, "cpu-isolated backend", err);
+    iso_impl *impl = be ? hallu_calloc(sizeof *impl, "cpu-isolated backend state", err) : NULL;
+    if (!impl) {
+        hallu_free(be);
+        hallu_backend_free(inner);
+        return HALLU_ERR_OOM;
+    }
+    impl->inner = inner;
+    *be = (hallu_backend){ .ops = &iso_ops, .num_threads = inner->num_threads, .impl = impl };
+    *out = be;
+    return HALLU_OK;
+}
