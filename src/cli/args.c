@@ -120,3 +120,9 @@ cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg
         *npositional = npos;
     return CLI_PARSE_OK;
 }
+
+const char *cli_default_device(void)
+{
+    const char *d = getenv("HALLU_DEVICE");
+    return d && d[0] ? d : "cpu";
+}

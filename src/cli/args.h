@@ -26,6 +26,12 @@ typedef enum { CLI_PARSE_OK = 0, CLI_PARSE_HELP = 1, CLI_PARSE_ERROR = 2 } cli_p
 /* The flag named by the first len characters of name, or NULL. */
 const cli_arg *cli_arg_find(const cli_arg *args, int nargs, const char *name, size_t len);
 
+/* The --device default of every computing command: $HALLU_DEVICE when set
+ * (so a test suite can run every command on cpu-isolated), else "cpu". */
+const char *cli_default_device(void);
+/* The --device flag's help text (names the devices and the variable). */
+#define CLI_DEVICE_HELP "device to compute on: cpu or cpu-isolated (a test backend; default: $HALLU_DEVICE, else cpu)"
+
 cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg *args, int nargs,
                            int argc, char **argv, const char **positional, int max_positional,
                            int *npositional);
