@@ -98,11 +98,10 @@ static void hallu_side_create(hallu_side *h, int batch, int threads)
     if (hallu_backend_cpu_create(&h->be, threads, &err) || hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
         hallu_classifier_create(&h->clf, &cfg, 10, &h->ps, &err) || hallu_params_alloc(&h->ps, h->be, &err) ||
         hallu_classifier_plan(&h->clf, h->be, batch, 32, 32, &err) ||
-        hallu_optimizer_create(&h->opt, &oc, &h->ps, &err)) {
+        hallu_optimizer_create(&h->opt, &oc, &h->ps, &err) || hallu_classifier_init_weights(&h->clf, &h->ps, 0, &err)) {
         fprintf(stderr, "bench: %s\n", err.msg);
         exit(1);
     }
-    hallu_classifier_init_weights(&h->clf, &h->ps, 0);
     h->x = malloc(sizeof(float) * batch * 32 * 32 * 3);
     h->y = malloc(sizeof(int32_t) * batch);
     hallu_rng rng;

@@ -21,8 +21,8 @@ int main(int argc, char **argv)
     if (s == HALLU_OK) s = hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err);
     if (s == HALLU_OK) s = hallu_resnet_create(&net, &cfg, &ps, "", &err);
     if (s == HALLU_OK) s = hallu_params_alloc(&ps, be, &err);
+    if (s == HALLU_OK) s = hallu_resnet_init_weights(net, &ps, 5, &err);
     if (s == HALLU_OK) {
-        hallu_resnet_init_weights(net, &ps, 5);
         s = hallu_params_save(&ps, argv[1], NULL, NULL, NULL, 0, &err);
     }
     if (s != HALLU_OK)

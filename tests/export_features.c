@@ -23,7 +23,7 @@ static void export_one(hallu_backend *be, const char *dir, const char *arch, con
     CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!net || !ps.param)
         return;
-    hallu_resnet_init_weights(net, &ps, 7);
+    CHECK_OK(hallu_resnet_init_weights(net, &ps, 7, &err), &err);
     CHECK_OK(hallu_resnet_plan(net, be, n, size, size, 1, &err), &err);
 
     size_t numel = (size_t)n * size * size * 3;

@@ -44,7 +44,7 @@ int main(void)
     CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!be || !ps.param)
         return check_summary();
-    hallu_classifier_init_weights(&clf, &ps, 1);
+    CHECK_OK(hallu_classifier_init_weights(&clf, &ps, 1, &err), &err);
     CHECK_OK(hallu_classifier_plan(&clf, be, BATCH, SIZE, SIZE, &err), &err);
     hallu_optim_config oc;
     hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);

@@ -99,8 +99,9 @@ static hallu_status setup(run *r, hallu_backend *be, const hallu_safetensors *st
         s = hallu_params_alloc(&r->ps, be, err);
     if (s != HALLU_OK)
         return s;
-    hallu_ssl_init_weights(r->ssl, &r->ps, 7);
-    s = hallu_params_load(&r->ps, st, "", "init.", 1, err);
+    s = hallu_ssl_init_weights(r->ssl, &r->ps, 7, err);
+    if (s == HALLU_OK)
+        s = hallu_params_load(&r->ps, st, "", "init.", 1, err);
     if (s == HALLU_OK && hallu_ssl_key_params(r->ssl)) {
         s = hallu_params_load(hallu_ssl_key_params(r->ssl), st, "", "init.", 0, err);
         if (s == HALLU_OK)

@@ -27,7 +27,9 @@ static void bn_setup(hallu_batchnorm *bn, hallu_params *ps, hallu_backend *be, h
     hallu_params_init(ps);
     CHECK_OK(hallu_batchnorm_init(bn, ps, "bn", C, 1, err), err);
     CHECK_OK(hallu_params_alloc(ps, be, err), err);
+    CHECK_OK(hallu_params_stage(ps, err), err);
     hallu_batchnorm_reset(bn, ps, 1.0f);
+    CHECK_OK(hallu_params_commit(ps, err), err);
     fill(ps->param + bn->weight, C, 1, 0.3, 1.0);
     fill(ps->param + bn->bias, C, 2, 0.3, 0.0);
     fill(ps->buffer + bn->running_mean, C, 3, 0.1, 0.0);
@@ -125,7 +127,7 @@ static void test_moco_shuffle_bn(hallu_backend *be)
     CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return;
-    hallu_ssl_init_weights(ssl, &ps, 7);
+    CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 7, &err), &err);
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
     size_t image = (size_t)H * H * 3;
     float *v1 = malloc(N * image * sizeof(float)), *v2 = malloc(N * image * sizeof(float));

@@ -174,7 +174,7 @@ int main(void)
     CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
     if (be && hallu_resnet_create(&net, &rc, &ps, "", &err) == HALLU_OK && hallu_params_alloc(&ps, be, &err) == HALLU_OK &&
         hallu_resnet_plan(net, be, MAX_BATCH, S, S, 1, &err) == HALLU_OK) {
-        hallu_resnet_init_weights(net, &ps, 3);
+        CHECK_OK(hallu_resnet_init_weights(net, &ps, 3, &err), &err);
         hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 0 };
         test_extract(net, &ctx);
         test_probe_images(net, &ctx);

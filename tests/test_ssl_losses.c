@@ -271,7 +271,9 @@ static void test_hallucinator(hallu_backend *be, int residual)
     CHECK(fabs(gk0) > 0);
     if (residual) {
         /* Residual init: the last layer is zero, so h = g = (1+r)x - r k exactly. */
+        CHECK_OK(hallu_params_stage(&ps, &err), &err);
         ssl_hal_init_weights(&hal, &ps, 3, 1);
+        CHECK_OK(hallu_params_commit(&ps, &err), &err);
         out = ssl_hal_forward(&hal, &ctx, 0, xf, kf, rows, 0.05f);
         double maxd = 0;
         for (size_t i = 0; i < nx; i++) {

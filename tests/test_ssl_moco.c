@@ -66,7 +66,7 @@ static void test_moco(hallu_backend *be, int enqueue_duplicates)
     CHECK(hallu_params_find(&ps, "encoder.layer4.1.bn2.weight", NULL) != NULL);
     CHECK(hallu_params_find(&ps, "projector.2.weight", NULL) != NULL);
     CHECK(hallu_params_find(&ps, "hallucinator.0.weight", NULL) != NULL);
-    hallu_ssl_init_weights(ssl, &ps, 5);
+    CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 5, &err), &err);
     hallu_params *kp = hallu_ssl_key_params(ssl);
     CHECK(kp && kp->num_trainable == ssl->q_count);
     const hallu_tensor_info *q0 = &ps.trainable[0], *k0 = &kp->trainable[0];
@@ -178,7 +178,7 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
         CHECK(hallu_params_find(&ps, "projector.7.running_mean", NULL) != NULL);
     }
     CHECK(hallu_ssl_key_params(ssl) == NULL && hallu_ssl_state_count(ssl) == 1);
-    hallu_ssl_init_weights(ssl, &ps, 9);
+    CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 9, &err), &err);
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
     CHECK(hallu_ssl_plan(ssl, be, N, H, H, &err) == HALLU_ERR_INVALID_ARG);
     float *v1 = random_views(3), *v2 = random_views(4);
@@ -223,7 +223,7 @@ static float simclr_step(hallu_backend *be, float base_temperature, int zero_ini
     CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
     if (!ssl || !ps.param)
         return loss;
-    hallu_ssl_init_weights(ssl, &ps, 9);
+    CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 9, &err), &err);
     const hallu_tensor_info *bn2 = hallu_params_find(&ps, "encoder.layer1.0.bn2.weight", NULL);
     const hallu_tensor_info *bn1 = hallu_params_find(&ps, "encoder.layer1.0.bn1.weight", NULL);
     CHECK(bn1 && bn2 && ps.param[bn1->offset] == 1.0f);

@@ -34,7 +34,7 @@ int hallu_resnet_feature_dim(const hallu_resnet *net);
 
 /* torchvision's init (after hallu_params_alloc): Kaiming-normal fan-out convs,
  * BN weight 1 / bias 0 (0 for the last BN of a block when zero_init_residual). */
-void hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t seed);
+hallu_status hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t seed, hallu_error *err);
 
 /* Plans activations and conv primitives for batches up to max_batch of h x w
  * images, with num_instances independent forward passes alive at once. */
@@ -61,7 +61,7 @@ typedef struct hallu_classifier {
 
 hallu_status hallu_classifier_create(hallu_classifier *c, const hallu_resnet_config *cfg, int num_classes,
                                      hallu_params *ps, hallu_error *err);
-void hallu_classifier_init_weights(hallu_classifier *c, hallu_params *ps, uint64_t seed);
+hallu_status hallu_classifier_init_weights(hallu_classifier *c, hallu_params *ps, uint64_t seed, hallu_error *err);
 hallu_status hallu_classifier_plan(hallu_classifier *c, hallu_backend *be, int max_batch, int h, int w,
                                    hallu_error *err);
 void hallu_classifier_free(hallu_classifier *c, hallu_backend *be);

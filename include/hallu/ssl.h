@@ -124,7 +124,7 @@ hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hall
  * defaults for the MLPs (residual Hallucinator: last layer zero), key encoder
  * = copy of the query, queue = random unit rows; the Hallucinator RNG (seeded by
  * cfg.seed at create) is left alone. */
-void hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed);
+hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed, hallu_error *err);
 /* MoCo: copies the query encoder+projector parameters and BN running
  * statistics into the key encoder (e.g. after loading weights from a file).
  * No-op for other methods. */

@@ -103,10 +103,16 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
         s = hallu_params_alloc(h->ps, be, err);
     if (s != HALLU_OK)
         return s;
+    s = hallu_params_stage(h->ps, err);
+    if (s != HALLU_OK)
+        return s;
     hallu_rng rng;
     hallu_rng_init(&rng, cfg->seed, 0x70726f6265ULL);
     for (int64_t i = 0; i < (int64_t)dim * classes; i++)
-        h->ps->param[h->fc.weight + i] = (float)(0.01 * hallu_rng_normal(&rng));
+        h->ps->host_param[h->fc.weight + i] = (float)(0.01 * hallu_rng_normal(&rng));
+    s = hallu_params_commit(h->ps, err);
+    if (s != HALLU_OK)
+        return s;
     h->ctx = (hallu_nn_ctx){ .be = be, .ps = h->ps, .training = 1 };
     size_t rc = (size_t)max_rows * classes * sizeof(float);
     h->x = hallu_alloc((size_t)max_rows * dim * sizeof(float), "probe batch", err);

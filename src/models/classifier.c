@@ -15,10 +15,18 @@ hallu_status hallu_classifier_create(hallu_classifier *c, const hallu_resnet_con
     return s;
 }
 
-void hallu_classifier_init_weights(hallu_classifier *c, hallu_params *ps, uint64_t seed)
+hallu_status hallu_classifier_init_weights(hallu_classifier *c, hallu_params *ps, uint64_t seed, hallu_error *err)
 {
-    hallu_resnet_init_weights(c->net, ps, seed);
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return s;
+    s = hallu_resnet_init_weights(c->net, ps, seed, err);
     hallu_linear_init_default(&c->fc, ps, seed, 1);
+    if (s != HALLU_OK) {
+        hallu_params_unstage(ps);
+        return s;
+    }
+    return hallu_params_commit(ps, err);
 }
 
 hallu_status hallu_classifier_plan(hallu_classifier *c, hallu_backend *be, int max_batch, int h, int w,

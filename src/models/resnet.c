@@ -142,8 +142,11 @@ static void unit_reset(unit *u, hallu_params *ps, uint64_t seed, uint64_t stream
     hallu_batchnorm_reset(&u->bn, ps, gamma);
 }
 
-void hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t seed)
+hallu_status hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t seed, hallu_error *err)
 {
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return s;
     uint64_t stream = 1000;
     unit_reset(&net->stem, ps, seed, stream++, 1.0f);
     for (int b = 0; b < net->num_blocks; b++) {
@@ -155,6 +158,7 @@ void hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint64_t see
         if (bl->has_down)
             unit_reset(&bl->down, ps, seed, stream++, 1.0f);
     }
+    return hallu_params_commit(ps, err);
 }
 
 /* ---- planning ---- */

@@ -46,13 +46,13 @@ void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma)
 {
     for (int i = 0; i < m->c; i++) {
         if (m->affine) {
-            ps->param[m->weight + i] = gamma;
-            ps->param[m->bias + i] = 0.0f;
+            ps->host_param[m->weight + i] = gamma;
+            ps->host_param[m->bias + i] = 0.0f;
         }
-        ps->buffer[m->running_mean + i] = 0.0f;
-        ps->buffer[m->running_var + i] = 1.0f;
+        ps->host_buffer[m->running_mean + i] = 0.0f;
+        ps->host_buffer[m->running_var + i] = 1.0f;
     }
-    ps->buffer[m->num_batches_tracked] = 0.0f;
+    ps->host_buffer[m->num_batches_tracked] = 0.0f;
 }
 
 static int bn_groups(const hallu_nn_ctx *ctx)

@@ -93,7 +93,7 @@ void hallu_conv2d_init_kaiming(hallu_conv2d *m, hallu_params *ps, uint64_t seed,
     hallu_rng_init(&rng, seed, stream);
     double std = sqrt(2.0 / ((double)m->cout * m->k * m->k));
     int64_t numel = (int64_t)m->cout * m->cin * m->k * m->k;
-    float *w = ps->param + m->weight;
+    float *w = ps->host_param + m->weight;
     for (int64_t i = 0; i < numel; i++)
         w[i] = (float)(std * hallu_rng_normal(&rng));
 }

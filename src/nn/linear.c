@@ -28,12 +28,12 @@ void hallu_linear_init_default(hallu_linear *m, hallu_params *ps, uint64_t seed,
     hallu_rng rng;
     hallu_rng_init(&rng, seed, stream);
     double bound = 1.0 / sqrt((double)m->in);
-    float *w = ps->param + m->weight;
+    float *w = ps->host_param + m->weight;
     for (int64_t i = 0; i < (int64_t)m->in * m->out; i++)
         w[i] = (float)hallu_rng_range(&rng, -bound, bound);
     if (m->has_bias)
         for (int i = 0; i < m->out; i++)
-            ps->param[m->bias + i] = (float)hallu_rng_range(&rng, -bound, bound);
+            ps->host_param[m->bias + i] = (float)hallu_rng_range(&rng, -bound, bound);
 }
 
 void hallu_linear_forward(const hallu_linear *m, const hallu_nn_ctx *ctx, float *y, const float *x, int rows)

@@ -58,8 +58,8 @@ void ssl_hal_init_weights(ssl_hal *h, hallu_params *ps, uint64_t seed, uint64_t 
     /* Zero last layer: h starts exactly at the extrapolated point g, so the
      * hallucinated half does not begin as one shared point (METHOD.md). */
     const hallu_linear *last = &h->mlp.linear[4];
-    memset(ps->param + last->weight, 0, (size_t)last->in * last->out * sizeof(float));
-    memset(ps->param + last->bias, 0, (size_t)last->out * sizeof(float));
+    memset(ps->host_param + last->weight, 0, (size_t)last->in * last->out * sizeof(float));
+    memset(ps->host_param + last->bias, 0, (size_t)last->out * sizeof(float));
 }
 
 const float *ssl_hal_forward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, const float *x,

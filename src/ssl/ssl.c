@@ -204,19 +204,51 @@ void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps)
     }
 }
 
-void hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed)
+/* The query side's fresh weights (ps staged). */
+static hallu_status init_query(hallu_ssl *ssl, hallu_params *ps, uint64_t seed, hallu_error *err)
 {
-    hallu_resnet_init_weights(ssl->encoder, ps, seed);
+    hallu_status s = hallu_resnet_init_weights(ssl->encoder, ps, seed, err);
     hallu_mlp_init_default(&ssl->projector, ps, seed, 11);
     if (ssl->has_predictor)
         hallu_mlp_init_default(&ssl->predictor, ps, seed, 12);
     if (ssl->has_hal)
         ssl_hal_init_weights(&ssl->hal, ps, seed, 13);
-    if (!ssl->is_moco)
-        return;
-    /* Fresh BN buffers like the query's, then the query's parameters. */
-    hallu_resnet_init_weights(ssl->key_encoder, &ssl->key_ps, seed);
-    hallu_mlp_init_default(&ssl->key_projector, &ssl->key_ps, seed, 11);
+    return s;
+}
+
+/* MoCo's key side: fresh BN buffers like the query's (the parameters are the
+ * query's, copied by hallu_ssl_sync_key). */
+static hallu_status init_key(hallu_ssl *ssl, uint64_t seed, hallu_error *err)
+{
+    hallu_params *kp = &ssl->key_ps;
+    hallu_status s = hallu_params_stage(kp, err);
+    if (s != HALLU_OK)
+        return s;
+    s = hallu_resnet_init_weights(ssl->key_encoder, kp, seed, err);
+    hallu_mlp_init_default(&ssl->key_projector, kp, seed, 11);
+    if (s != HALLU_OK) {
+        hallu_params_unstage(kp);
+        return s;
+    }
+    return hallu_params_commit(kp, err);
+}
+
+hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed, hallu_error *err)
+{
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return s;
+    s = init_query(ssl, ps, seed, err);
+    if (s != HALLU_OK) {
+        hallu_params_unstage(ps);
+        return s;
+    }
+    s = hallu_params_commit(ps, err);
+    if (s != HALLU_OK || !ssl->is_moco)
+        return s;
+    s = init_key(ssl, seed, err);
+    if (s != HALLU_OK)
+        return s;
     hallu_ssl_sync_key(ssl, ps);
     hallu_rng qr;
     hallu_rng_init(&qr, seed, 14);
@@ -234,6 +266,7 @@ void hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed)
     }
     ssl->queue_ptr = 0;
     ssl->pending_rows = 0;
+    return HALLU_OK;
 }
 
 float *ssl_buffer(hallu_ssl *ssl, size_t floats, const char *what, hallu_error *err)

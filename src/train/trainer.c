@@ -171,7 +171,9 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
         s = hallu_params_alloc(&run->ps, run->be, err);
     if (s != HALLU_OK)
         return s;
-    hallu_ssl_init_weights(run->ssl, &run->ps, c->seed);   /* MoCo: the key encoder = a copy of the query */
+    s = hallu_ssl_init_weights(run->ssl, &run->ps, c->seed, err);   /* MoCo: the key encoder = a copy of the query */
+    if (s != HALLU_OK)
+        return s;
     if (run->init_path[0] && !run->resuming) {   /* after the fresh init: the heads keep theirs */
         s = train_load_init(run, err);
         if (s != HALLU_OK)
