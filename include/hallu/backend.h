@@ -67,6 +67,8 @@ typedef struct hallu_backend_ops {
     void (*download)(hallu_backend *be, void *dst_host, const void *src_dev, size_t nbytes);
     void (*copy)(hallu_backend *be, void *dst_dev, const void *src_dev, size_t nbytes);  /* may not overlap */
     void (*fill)(hallu_backend *be, float *y, float value, int64_t n);
+    /* Bytes of device memory allocated now and at most so far. */
+    void (*memory)(hallu_backend *be, size_t *live, size_t *peak);
     /* Test hook (hallu_backend_inject_fault); NULL where the backend has none. */
     hallu_status (*inject_fault)(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err);
 
@@ -186,6 +188,9 @@ void hallu_backend_fail(hallu_backend *be, hallu_status code, const char *fmt, .
 /* HALLU_OK, or the first recorded failure copied into err ("backend cpu: ..."). */
 hallu_status hallu_backend_check(const hallu_backend *be, hallu_error *err);
 void hallu_backend_clear_failure(hallu_backend *be);
+
+/* Device memory allocated through be now (live) and at most so far (peak). */
+void hallu_backend_memory(hallu_backend *be, size_t *live, size_t *peak);
 
 /* Checked host <-> device transfers: run the op, then hallu_backend_check. */
 hallu_status hallu_backend_upload(hallu_backend *be, void *dst_dev, const void *src_host, size_t nbytes,

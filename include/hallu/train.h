@@ -88,6 +88,13 @@ typedef struct hallu_train_config {
                                   * holding only config/metrics (stopped before its first
                                   * checkpoint) starts again from step 0 */
     int64_t stop_after_steps;    /* > 0: behave as if interrupted after this many steps (tests) */
+    const char *device;          /* backend (hallu_backend_create): NULL/"" = "cpu"; not part of the
+                                  * recorded config: a run may resume on another device */
+    const char *test_fault;      /* tests only, needs device cpu-isolated: NULL/"" = none, else
+                                  * "forward:S" (the first op of step S's forward pass fails),
+                                  * "optimizer:S" (the first op of step S's optimizer update),
+                                  * "checkpoint:E" (the first op while saving epoch E's checkpoint),
+                                  * "alloc:N" (the Nth backend allocation); steps and epochs count from 1 */
 } hallu_train_config;
 
 void hallu_train_config_default(hallu_train_config *cfg);

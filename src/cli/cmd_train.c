@@ -180,6 +180,9 @@ int cmd_train(int argc, char **argv)
 {
     hallu_train_config c;
     hallu_train_config_default(&c);
+    c.device = cli_default_device();
+    /* The backend's fault hook, for tests only (tests/fault_check.py): not a flag. */
+    c.test_fault = getenv("HALLU_TEST_FAULT");
     int seed = (int)c.seed, stop_after = 0;
     const char *config_file = NULL;
     cli_arg args[] = {
@@ -226,6 +229,7 @@ int cmd_train(int argc, char **argv)
         { "weight-decay", CLI_ARG_FLOAT, &c.weight_decay, "weight decay" },
         { "seed", CLI_ARG_INT, &seed, "random seed (same seed + threads = same result, bit for bit)" },
         { "threads", CLI_ARG_INT, &c.threads, "compute threads (0 = all cores)" },
+        { "device", CLI_ARG_STR, &c.device, CLI_DEVICE_HELP },
         { "workers", CLI_ARG_INT, &c.workers, "data loading threads" },
         { "knn-every", CLI_ARG_INT, &c.knn_every, "kNN monitor every E epochs (0 = at the end only)" },
         { "knn-k", CLI_ARG_INT, &c.knn_k, "kNN neighbours" },
@@ -292,6 +296,8 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
         fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/" HALLU_RUN_METRICS_FILE ")\n", c.out);
     if (res.knn_floor_top1 >= 0)
         printf("untrained kNN top-1: %.2f%%\n", res.knn_floor_top1);
+    if (res.steps > 0)   /* all digits: runs on two devices must agree bit for bit */
+        printf("final loss: %.9g\n", res.final_loss);
     if (c.epochs == 0) {
         printf("no training step (--epochs 0): the initial weights are in %s/" HALLU_RUN_CHECKPOINT_FILE "\n", c.out);
         return 0;

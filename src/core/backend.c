@@ -92,6 +92,17 @@ void hallu_backend_clear_failure(hallu_backend *be)
     be->failure[0] = '\0';
 }
 
+void hallu_backend_memory(hallu_backend *be, size_t *live, size_t *peak)
+{
+    size_t l = 0, p = 0;
+    if (be && be->ops->memory)
+        be->ops->memory(be, &l, &p);
+    if (live)
+        *live = l;
+    if (peak)
+        *peak = p;
+}
+
 hallu_status hallu_backend_upload(hallu_backend *be, void *dst_dev, const void *src_host, size_t nbytes,
                                   hallu_error *err)
 {

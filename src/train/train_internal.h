@@ -20,6 +20,9 @@ void train_subset_init(train_subset *s, hallu_source *src, int64_t n);
 #define TRAIN_RUN_PATH_CAP 1024
 #define TRAIN_RUN_FILE_NAME_MAX 32
 
+typedef enum { TRAIN_FAULT_NONE, TRAIN_FAULT_FORWARD, TRAIN_FAULT_OPTIMIZER, TRAIN_FAULT_CHECKPOINT,
+               TRAIN_FAULT_ALLOC } train_fault_kind;
+
 typedef struct train_run {
     const hallu_train_config *cfg;
     hallu_ssl_config ssl_cfg;
@@ -50,7 +53,21 @@ typedef struct train_run {
     /* --init's absolute path ("" = none): loaded unless resuming, recorded in config.json
      * and every checkpoint */
     char init_path[TRAIN_RUN_PATH_CAP];
+    /* The two views of a batch in device memory (the loader fills host memory). */
+    hallu_buffer views[2];
+    /* hallu_train_config.test_fault, parsed: where an op fails (test hook) */
+    train_fault_kind fault_kind;
+    int64_t fault_at;
 } train_run;
+
+/* run_fault.c: the test fault hook */
+/* Parses cfg->test_fault into run->fault_kind / fault_at. */
+hallu_status train_fault_parse(train_run *run, hallu_error *err);
+/* After the backend is created: arms an "alloc:N" fault; a named error when
+ * a fault is asked for on a device without the hook. */
+hallu_status train_fault_setup(train_run *run, hallu_error *err);
+/* Makes the next op fail when the run's fault is (kind, at). */
+void train_fault_arm(train_run *run, train_fault_kind kind, int64_t at);
 
 /* run_dir.c */
 /* Checks --out and sets the run files' paths and run->resuming; writes nothing. */

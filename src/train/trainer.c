@@ -164,7 +164,10 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
 static hallu_status setup_model(train_run *run, hallu_error *err)
 {
     const hallu_train_config *c = run->cfg;
-    hallu_status s = hallu_backend_cpu_create(&run->be, c->threads, err);
+    hallu_status s = hallu_backend_create(c->device && c->device[0] ? c->device : "cpu", c->threads, &run->be, err);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "--device %s", c->device ? c->device : "cpu");
+    s = train_fault_setup(run, err);
     if (s == HALLU_OK)
         s = hallu_ssl_create(&run->ssl, &run->ssl_cfg, &run->ps, run->be, err);
     if (s == HALLU_OK)
@@ -180,6 +183,9 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
             return s;
     }
     s = hallu_ssl_plan(run->ssl, run->be, c->batch_size, run->image_h, run->image_w, err);
+    for (int v = 0; v < 2 && s == HALLU_OK; v++)
+        s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, (int64_t)c->batch_size * run->image_h *
+                               run->image_w * 3, "training views", err);
     if (s != HALLU_OK)
         return s;
     hallu_optim_config oc;
@@ -199,9 +205,26 @@ static void teardown(train_run *run)
     if (run->ssl)
         hallu_ssl_free(run->ssl);
     hallu_params_free(&run->ps);
+    hallu_buffer_free(&run->views[0]);
+    hallu_buffer_free(&run->views[1]);
     if (run->train_ds)
         hallu_dataset_close(run->train_ds);
     hallu_backend_free(run->be);
+}
+
+/* Everything a step needs is allocated at setup, so the device memory in use
+ * now is the step's peak (the kNN monitor's model comes and goes later). */
+static void report_memory(train_run *run, const hallu_train_callbacks *cb)
+{
+    size_t live = 0, peak = 0;
+    hallu_backend_memory(run->be, &live, &peak);
+    if (!cb || !cb->message)
+        return;
+    char msg[200];
+    snprintf(msg, sizeof msg, "device %s: %.1f MiB planned for a step (parameters %.1f MiB, with gradients, "
+             "optimizer state, method state and activations)", run->be->ops->name, (double)peak / (1 << 20),
+             (double)run->ps.trainable_numel * sizeof(float) / (1 << 20));
+    cb->message(cb->user, msg);
 }
 
 /* Cosine decay to 0 over the run after a linear warm-up, per step. */
@@ -267,20 +290,36 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     return s;
 }
 
+/* One step on the device. The backend's first failure, if any, is checked once
+ * at the end (ops after a failure are skipped), so a failed step never reaches
+ * a checkpoint. */
 static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, float lr,
                                    hallu_error *err)
 {
     hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1 };
+    int64_t step = run->global_step + 1;   /* counted from 1, as the test hook */
+    size_t view_bytes = (size_t)b->n * run->image_h * run->image_w * 3 * sizeof(float);
     hallu_params_zero_grad(&run->ps);
-    hallu_status s = hallu_ssl_step(run->ssl, &ctx, b->views[0], b->views[1], b->n, st, err);
-    if (s != HALLU_OK)
-        return s;
-    if (!isfinite(st->loss))
+    hallu_status s = hallu_backend_upload(run->be, run->views[0].data, b->views[0], view_bytes, err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(run->be, run->views[1].data, b->views[1], view_bytes, err);
+    train_fault_arm(run, TRAIN_FAULT_FORWARD, step);
+    if (s == HALLU_OK)
+        s = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]), hallu_buffer_f32(&run->views[1]), b->n,
+                           st, err);
+    if (s == HALLU_OK && !isfinite(st->loss))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loss became %g at step %lld (epoch %d): training "
-                               "diverged; lower --lr (now %g)", st->loss, (long long)run->global_step, run->epoch,
+                               "diverged; lower --lr (now %g)", st->loss, (long long)step, run->epoch + 1,
                                run->cfg->lr);
-    hallu_optimizer_step(run->opt, &run->ps, lr);
-    hallu_ssl_after_step(run->ssl, &ctx);
+    if (s == HALLU_OK) {
+        train_fault_arm(run, TRAIN_FAULT_OPTIMIZER, step);
+        hallu_optimizer_step(run->opt, &run->ps, lr);
+        hallu_ssl_after_step(run->ssl, &ctx);
+        s = hallu_backend_check(run->be, err);
+    }
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "step %lld (epoch %d) failed, nothing of it was saved", (long long)step,
+                                  run->epoch + 1);
     return HALLU_OK;
 }
 
@@ -370,7 +409,11 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     }
     run->epoch++;
     run->step_in_epoch = 0;
+    train_fault_arm(run, TRAIN_FAULT_CHECKPOINT, run->epoch);
     hallu_status s = train_save_checkpoint(run, run->path_checkpoint, err);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "saving the checkpoint of epoch %d (%s keeps the previous one)", run->epoch,
+                                  run->path_checkpoint);
     if (s == HALLU_OK && knn_s != HALLU_OK) {
         *err = knn_err;
         return knn_s;
@@ -403,12 +446,14 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     hallu_params_init(&run.ps);
     *res = (hallu_train_result){ .knn_top1 = -1, .knn_top5 = -1, .knn_floor_top1 = -1 };
     hallu_status s = validate(cfg, err);
+    if (s == HALLU_OK) s = train_fault_parse(&run, err);
     if (s == HALLU_OK) s = build_ssl_config(&run, err);
     if (s == HALLU_OK) s = train_prepare_dir(&run, err);
     if (s == HALLU_OK) s = train_resolve_init(&run, err);
     if (s == HALLU_OK) s = setup_data(&run, err);
     if (s == HALLU_OK) s = train_knn_check(&run, err);   /* a missing kNN set fails now, not after training */
     if (s == HALLU_OK) s = setup_model(&run, err);   /* loads --init: a file that does not fit writes nothing */
+    if (s == HALLU_OK) report_memory(&run, cb);
     if (s == HALLU_OK) s = train_create_dir(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);
     if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message) {

@@ -4,12 +4,43 @@
 #include <omp.h>
 #include <string.h>
 
+/* Each allocation carries its size in a header one alignment unit long, so that
+ * release can keep the memory count. */
+enum { CPU_ALLOC_HEADER = 64 };
+
 static void *cpu_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
 {
-    return hallu_calloc(nbytes, what, err);
+    if (nbytes > SIZE_MAX - CPU_ALLOC_HEADER) {
+        hallu_error_set(err, HALLU_ERR_OOM, "out of memory allocating %zu bytes for %s", nbytes, what ? what : "buffer");
+        return NULL;
+    }
+    char *p = hallu_calloc(nbytes + CPU_ALLOC_HEADER, what, err);
+    if (!p)
+        return NULL;
+    memcpy(p, &nbytes, sizeof nbytes);
+    cpu_impl *impl = cpu_impl_of(be);
+    impl->bytes_live += nbytes;
+    if (impl->bytes_live > impl->bytes_peak)
+        impl->bytes_peak = impl->bytes_live;
+    return p + CPU_ALLOC_HEADER;
 }
 
-static void cpu_release(hallu_backend *be, void *p) { hallu_free(p); }
+static void cpu_release(hallu_backend *be, void *p)
+{
+    if (!p)
+        return;
+    char *base = (char *)p - CPU_ALLOC_HEADER;
+    size_t nbytes;
+    memcpy(&nbytes, base, sizeof nbytes);
+    cpu_impl_of(be)->bytes_live -= nbytes;
+    hallu_free(base);
+}
+
+static void cpu_memory(hallu_backend *be, size_t *live, size_t *peak)
+{
+    *live = cpu_impl_of(be)->bytes_live;
+    *peak = cpu_impl_of(be)->bytes_peak;
+}
 
 /* Host and device memory are the same memory here: transfers are copies. */
 static void cpu_copy(hallu_backend *be, void *dst, const void *src, size_t nbytes)
@@ -61,6 +92,7 @@ static const hallu_backend_ops cpu_ops = {
     .download = cpu_copy,
     .copy = cpu_copy,
     .fill = cpu_fill,
+    .memory = cpu_memory,
     .conv2d_plan_create = cpu_conv2d_plan_create,
     .conv2d_plan_free = cpu_conv2d_plan_free,
     .conv2d_forward = cpu_conv2d_forward,

@@ -35,6 +35,8 @@ typedef struct cpu_impl {
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
+    /* Device memory handed out by cpu_alloc: now and at most. */
+    size_t bytes_live, bytes_peak;
 } cpu_impl;
 
 static inline cpu_impl *cpu_impl_of(hallu_backend *be) { return (cpu_impl *)be->impl; }

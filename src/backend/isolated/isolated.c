@@ -64,7 +64,7 @@ static int iso_enter(hallu_backend *be, const char *op)
         return 0;
     iso_impl *impl = iso_of(be);
     if (impl->fault_op > 0 && --impl->fault_op == 0) {
-        hallu_backend_fail(be, HALLU_ERR_BACKEND, "%s: injected fault (test hook)", op);
+        hallu_backend_fail(be, HALLU_ERR_BACKEND, "%s: injected fault (test hook)", op + 4);   /* op minus "iso_" */
         return 0;
     }
     return 1;
@@ -133,6 +133,11 @@ static void iso_fill(hallu_backend *be, float *y, float value, int64_t n)
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->fill(inner_of(be), D(y), value, n));
+}
+
+static void iso_memory(hallu_backend *be, size_t *live, size_t *peak)
+{
+    inner_of(be)->ops->memory(inner_of(be), live, peak);
 }
 
 static hallu_status iso_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)
@@ -369,6 +374,7 @@ static const hallu_backend_ops iso_ops = {
     .download = iso_download,
     .copy = iso_copy,
     .fill = iso_fill,
+    .memory = iso_memory,
     .inject_fault = iso_inject_fault,
     .conv2d_plan_create = iso_conv2d_plan_create,
     .conv2d_plan_free = iso_conv2d_plan_free,
