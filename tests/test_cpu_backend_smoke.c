@@ -4,6 +4,7 @@
 #include "hallu/backend.h"
 
 #include <stdlib.h>
+#include <omp.h>
 #include <string.h>
 
 static hallu_backend *be;
@@ -340,6 +341,18 @@ int main(void)
     if (!be)
         return check_summary();
     CHECK(strcmp(be->ops->name, "cpu") == 0 && be->num_threads == 2);
+    /* The thread count is the backend's: creating it and running a oneDNN op
+     * leave the caller's OpenMP count alone. */
+    omp_set_num_threads(3);
+    hallu_backend *one = NULL;
+    CHECK_OK(hallu_backend_cpu_create(&one, 1, &err), &err);
+    CHECK(one && one->num_threads == 1 && omp_get_max_threads() == 3);
+    if (one) {
+        float a[4] = { 1, 2, 3, 4 }, c[4];
+        one->ops->gemm(one, 0, 0, 2, 2, 2, 1.0f, a, a, 0.0f, c);
+        CHECK(c[0] == 7 && c[3] == 22 && omp_get_max_threads() == 3);
+        hallu_backend_free(one);
+    }
     void *p = be->ops->alloc(be, 100, "test", &err);
     CHECK(p != NULL && ((uintptr_t)p & 63) == 0);
     be->ops->release(be, p);

@@ -272,7 +272,6 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
     signal_watch watch;
     if (signal_watch_start(&watch, c.out) != 0)
         return 1;
-    hallu_set_num_threads(c.threads);
 
     progress_view view = { .tty = isatty(STDERR_FILENO), .stop = &watch.stop };
     hallu_train_callbacks cb = { .progress = on_progress, .message = on_message, .should_stop = on_should_stop,

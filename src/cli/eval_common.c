@@ -49,7 +49,6 @@ int cli_backbone_open(cli_backbone *bb, const cli_backbone_args *a)
     int imagenet = strcmp(a->mean_std, "imagenet") == 0;
     memcpy(bb->mean, imagenet ? HALLU_IMAGENET_MEAN : HALLU_CIFAR_MEAN, sizeof bb->mean);
     memcpy(bb->std, imagenet ? HALLU_IMAGENET_STD : HALLU_CIFAR_STD, sizeof bb->std);
-    hallu_set_num_threads(a->threads);
     hallu_error err;
     hallu_error_clear(&err);
     hallu_status s = hallu_backend_cpu_create(&bb->be, a->threads, &err);

@@ -162,11 +162,9 @@ hallu_status hallu_backend_cpu_create(hallu_backend **out, int num_threads, hall
     *out = NULL;
     if (num_threads > 1024)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "hallu_backend_cpu_create: num_threads=%d (max 1024)", num_threads);
-    /* oneDNN (OpenMP build) sizes its kernels by the OpenMP thread count seen at
-     * primitive creation and execution, so the count is fixed here, up front. */
-    if (num_threads > 0)
-        hallu_set_num_threads(num_threads);
-    else
+    /* The count belongs to this backend: ops that call oneDNN set it around the
+     * call (cpu_threads_enter), the other loops name it in num_threads(). */
+    if (num_threads <= 0)
         num_threads = omp_get_max_threads();
     hallu_backend *be = hallu_calloc(sizeof *be, "cpu backend", err);
     cpu_impl *impl = be ? hallu_calloc(sizeof *impl, "cpu backend state", err) : NULL;

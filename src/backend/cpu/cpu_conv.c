@@ -354,7 +354,9 @@ hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *
         return HALLU_ERR_OOM;
     plan->g = check;
     plan->impl = cpu_impl_of(be);
+    int caller = cpu_threads_enter(plan->impl);
     s = plan_build(plan, err);
+    cpu_threads_leave(plan->impl, caller);
     if (s != HALLU_OK) {
         cpu_conv2d_plan_free(plan);
         return s;
@@ -424,7 +426,7 @@ static dnnl_memory_t weights_prepare(hallu_conv2d_plan *plan, cpu_prim *reorder,
     return mem;
 }
 
-void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, x, w);
@@ -460,8 +462,8 @@ static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t d
 
 /* Order matters with the shared buffers: dy stays in act[1] throughout; act[0]
  * holds diff_src until it is copied out, then x for the weight gradient. */
-void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
-                         const float *x, const float *w)
+static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
+                          const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
@@ -477,4 +479,19 @@ void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const fl
     /* After the wait: the GEMM path runs outside oneDNN's stream. */
     if (dw && plan->use_gemm_dw)
         cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);
+}
+
+void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+{
+    int caller = cpu_threads_enter(plan->impl);
+    conv_forward(plan, y, x, w);
+    cpu_threads_leave(plan->impl, caller);
+}
+
+void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
+                         const float *w)
+{
+    int caller = cpu_threads_enter(plan->impl);
+    conv_backward(plan, dx, dw, dy, x, w);
+    cpu_threads_leave(plan->impl, caller);
 }

@@ -15,10 +15,13 @@ void cpu_gemm(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k, 
             c[i] = beta == 0.0f ? 0.0f : beta * c[i];
         return;
     }
-    cpu_check(cpu_impl_of(be),
+    cpu_impl *impl = cpu_impl_of(be);
+    int caller = cpu_threads_enter(impl);
+    cpu_check(impl,
               dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, trans_a ? m : k, b,
                          trans_b ? k : n, beta, c, n),
               "gemm: dnnl_sgemm");
+    cpu_threads_leave(impl, caller);
 }
 
 void cpu_linear_forward(hallu_backend *be, float *y, const float *x, const float *w,

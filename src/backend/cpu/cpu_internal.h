@@ -5,6 +5,7 @@
 #include "hallu/backend.h"
 
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 
 /* Per-channel reductions (batch norm) work on channel slabs of at most this many
  * columns, so their per-thread scratch is sized once at backend creation. */
@@ -53,6 +54,24 @@ static inline hallu_status cpu_shared_reserve_floats(float **buf, size_t *have, 
     hallu_status s = cpu_shared_reserve(&p, have, need, what, err);
     *buf = p;
     return s;
+}
+
+/* oneDNN (OpenMP build) sizes its work by the calling thread's OpenMP thread
+ * count (the nthreads-var ICV), at primitive creation and execution. Each op
+ * that calls into oneDNN sets it to this backend's count and restores the
+ * caller's afterwards, so the count is a property of the backend instance and
+ * backends with different counts can share a process. */
+static inline int cpu_threads_enter(const cpu_impl *impl)
+{
+    int caller = omp_get_max_threads();
+    if (caller != impl->num_threads)
+        omp_set_num_threads(impl->num_threads);
+    return caller;
+}
+static inline void cpu_threads_leave(const cpu_impl *impl, int caller)
+{
+    if (caller != impl->num_threads)
+        omp_set_num_threads(caller);
 }
 
 /* Records a failed oneDNN call as the backend's failure (the first one wins). */
