@@ -114,15 +114,6 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #define CPU_HOT __attribute__((target_clones("avx2", "default")))
 #else
 #define CPU_HOT
-/* nn and optimizer ops (batch norm split, parameter updates, norms) */
-/* (end of nn ops) */
-
-/* ssl ops (losses, Hallucinator, MoCo) */
-/* (end of ssl ops) */
-
-/* eval ops (kNN, linear probe) */
-/* (end of eval ops) */
-
 #endif
 
 /* Splits [0, n) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
