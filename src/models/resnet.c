@@ -1,14 +1,20 @@
 /* ResNet backbones. A "unit" is conv -> BN (-> ReLU); a block chains 2 (basic)
  * or 3 (bottleneck) units plus an optional downsample unit, then adds and ReLUs.
- * Activation-gradient buffers come from a pool of four shared by all blocks
- * (backward runs one block at a time). */
+ *
+ * Memory: every activation lives in one planned arena (hallu_mem_plan). What
+ * backward reads (conv outputs, ReLU outputs, block outputs) is live for the
+ * whole step. The last unit's BN output and the downsample's are read only by
+ * their block's add, so every block's pair shares bytes with every other's, and
+ * with the activation-gradient buffers, which live only inside one backward call
+ * (a pool of three shared by all blocks: backward runs one block at a time). */
+#include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_BLOCKS = 16, NUM_GRAD_BUFFERS = 4 };
+enum { MAX_BLOCKS = 16, NUM_GRAD_BUFFERS = 3 };
 
 typedef struct unit {
     hallu_conv2d conv;
@@ -17,6 +23,7 @@ typedef struct unit {
     int in_h, in_w, out_h, out_w;
     float *pre[HALLU_MAX_INSTANCES];   /* conv output (BN input) */
     float *out[HALLU_MAX_INSTANCES];   /* BN (+ReLU) output */
+    int pre_id[HALLU_MAX_INSTANCES], out_id[HALLU_MAX_INSTANCES];   /* arena requests */
 } unit;
 
 typedef struct block {
@@ -24,6 +31,7 @@ typedef struct block {
     int num_units, has_down;
     unit down;
     float *out[HALLU_MAX_INSTANCES];
+    int out_id[HALLU_MAX_INSTANCES];
 } block;
 
 struct hallu_resnet {
@@ -39,6 +47,9 @@ struct hallu_resnet {
     int batch[HALLU_MAX_INSTANCES];
     float *grad_buf[NUM_GRAD_BUFFERS];
     size_t max_act;      /* floats per activation buffer (max over the net) */
+    hallu_mem_plan arena;
+    int pool_out_id[HALLU_MAX_INSTANCES], pool_argmax_id[HALLU_MAX_INSTANCES];
+    int features_id[HALLU_MAX_INSTANCES], grad_id[NUM_GRAD_BUFFERS];
 };
 
 hallu_status hallu_resnet_parse_arch(const char *arch, const char *stem, hallu_resnet_config *cfg,
@@ -163,12 +174,21 @@ hallu_status hallu_resnet_init_weights(hallu_resnet *net, hallu_params *ps, uint
 
 /* ---- planning ---- */
 
-static float *alloc_act(hallu_backend *be, size_t floats, hallu_error *err)
+/* The arena's timeline: 0 .. num_blocks + 1. Step-long buffers span all of it;
+ * block b's forward-only pair spans [1 + b]; the gradient buffers the last
+ * point. A forward or backward call uses its short-lived buffers only while it
+ * runs, so those spans never meet, whatever order the calls come in. */
+static int span_all(const hallu_resnet *net) { return net->num_blocks + 1; }
+
+static int request(hallu_resnet *net, size_t bytes, int first, int last, hallu_error *err)
 {
-    return be->ops->alloc(be, floats * sizeof(float), "resnet activation", err);
+    return hallu_mem_plan_request(&net->arena, bytes, first, last, err);
 }
 
-static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int h, int w, hallu_error *err)
+/* Requests the unit's buffers; `transient` >= 0: its output is read only within
+ * forward point `transient` (one buffer for every instance). */
+static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int h, int w, int transient,
+                              hallu_error *err)
 {
     u->in_h = h;
     u->in_w = w;
@@ -177,31 +197,69 @@ static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int
     size_t floats = (size_t)net->max_batch * u->out_h * u->out_w * u->conv.cout;
     if (floats > net->max_act)
         net->max_act = floats;
+    int shared = -1;
+    if (s == HALLU_OK && transient >= 0 && (shared = request(net, floats * sizeof(float), transient, transient, err)) < 0)
+        s = err->code;
     for (int t = 0; t < net->num_instances && s == HALLU_OK; t++) {
-        u->pre[t] = alloc_act(be, floats, err);
-        u->out[t] = u->pre[t] ? alloc_act(be, floats, err) : NULL;
-        if (!u->out[t])
+        u->pre_id[t] = request(net, floats * sizeof(float), 0, span_all(net), err);
+        u->out_id[t] = u->pre_id[t] < 0 ? -1 : transient >= 0 ? shared : request(net, floats * sizeof(float), 0, span_all(net), err);
+        if (u->out_id[t] < 0)
             s = err->code;
     }
     return s;
 }
 
-static hallu_status block_plan(block *b, hallu_resnet *net, hallu_backend *be, int *h, int *w, hallu_error *err)
+static hallu_status block_plan(block *b, int index, hallu_resnet *net, hallu_backend *be, int *h, int *w,
+                               hallu_error *err)
 {
     int ih = *h, iw = *w;
     hallu_status s = HALLU_OK;
     for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
-        s = unit_plan(&b->units[u], net, be, *h, *w, err);
+        s = unit_plan(&b->units[u], net, be, *h, *w, u == b->num_units - 1 ? 1 + index : -1, err);
         *h = b->units[u].out_h;
         *w = b->units[u].out_w;
     }
     if (s == HALLU_OK && b->has_down)
-        s = unit_plan(&b->down, net, be, ih, iw, err);
+        s = unit_plan(&b->down, net, be, ih, iw, 1 + index, err);
     size_t floats = (size_t)net->max_batch * *h * *w * b->units[b->num_units - 1].conv.cout;
     for (int t = 0; t < net->num_instances && s == HALLU_OK; t++)
-        if (!(b->out[t] = alloc_act(be, floats, err)))
+        if ((b->out_id[t] = request(net, floats * sizeof(float), 0, span_all(net), err)) < 0)
             s = err->code;
     return s;
+}
+
+static float *arena_f32(const hallu_resnet *net, int id) { return (float *)hallu_mem_plan_addr(&net->arena, id); }
+
+static void unit_bind(unit *u, const hallu_resnet *net)
+{
+    for (int t = 0; t < net->num_instances; t++) {
+        u->pre[t] = arena_f32(net, u->pre_id[t]);
+        u->out[t] = arena_f32(net, u->out_id[t]);
+    }
+}
+
+/* Points every activation at its place in the committed arena. */
+static void bind(hallu_resnet *net)
+{
+    unit_bind(&net->stem, net);
+    for (int b = 0; b < net->num_blocks; b++) {
+        block *bl = &net->blocks[b];
+        for (int u = 0; u < bl->num_units; u++)
+            unit_bind(&bl->units[u], net);
+        if (bl->has_down)
+            unit_bind(&bl->down, net);
+        for (int t = 0; t < net->num_instances; t++)
+            bl->out[t] = arena_f32(net, bl->out_id[t]);
+    }
+    for (int t = 0; t < net->num_instances; t++) {
+        if (net->cfg.stem == HALLU_STEM_IMAGENET) {
+            net->pool_out[t] = arena_f32(net, net->pool_out_id[t]);
+            net->pool_argmax[t] = (int32_t *)hallu_mem_plan_addr(&net->arena, net->pool_argmax_id[t]);
+        }
+        net->features[t] = arena_f32(net, net->features_id[t]);
+    }
+    for (int k = 0; k < NUM_GRAD_BUFFERS; k++)
+        net->grad_buf[k] = arena_f32(net, net->grad_id[k]);
 }
 
 hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_batch, int h, int w,
@@ -210,34 +268,43 @@ hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_bat
     if (max_batch <= 0 || h <= 0 || w <= 0 || num_instances <= 0 || num_instances > HALLU_MAX_INSTANCES)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "resnet plan: batch=%d size=%dx%d instances=%d (max %d)",
                                max_batch, h, w, num_instances, HALLU_MAX_INSTANCES);
+    if (net->arena.count > 0)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "resnet plan: already planned (batch %d)", net->max_batch);
     net->max_batch = max_batch;
     net->num_instances = num_instances;
     net->in_h = h;
     net->in_w = w;
     net->max_act = (size_t)max_batch * h * w * 3;
-    hallu_status s = unit_plan(&net->stem, net, be, h, w, err);
+    hallu_mem_plan_init(&net->arena);
+    hallu_status s = unit_plan(&net->stem, net, be, h, w, -1, err);
     h = net->stem.out_h;
     w = net->stem.out_w;
     if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
         s = hallu_pool2d_geom_init(&net->pool, max_batch, h, w, 64, 3, 2, 1, err);
         size_t floats = (size_t)max_batch * net->pool.oh * net->pool.ow * 64;
         for (int t = 0; t < num_instances && s == HALLU_OK; t++) {
-            net->pool_out[t] = alloc_act(be, floats, err);
-            net->pool_argmax[t] = net->pool_out[t] ? be->ops->alloc(be, floats * sizeof(int32_t), "maxpool argmax", err) : NULL;
-            if (!net->pool_argmax[t])
+            net->pool_out_id[t] = request(net, floats * sizeof(float), 0, span_all(net), err);
+            net->pool_argmax_id[t] = net->pool_out_id[t] < 0 ? -1
+                                   : request(net, floats * sizeof(int32_t), 0, span_all(net), err);
+            if (net->pool_argmax_id[t] < 0)
                 s = err->code;
         }
         h = net->pool.oh;
         w = net->pool.ow;
     }
     for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++)
-        s = block_plan(&net->blocks[b], net, be, &h, &w, err);
+        s = block_plan(&net->blocks[b], b, net, be, &h, &w, err);
     for (int t = 0; t < num_instances && s == HALLU_OK; t++)
-        if (!(net->features[t] = alloc_act(be, (size_t)max_batch * net->feature_dim, err)))
+        if ((net->features_id[t] = request(net, (size_t)max_batch * net->feature_dim * sizeof(float), 0,
+                                           span_all(net), err)) < 0)
             s = err->code;
     for (int k = 0; k < NUM_GRAD_BUFFERS && s == HALLU_OK; k++)
-        if (!(net->grad_buf[k] = alloc_act(be, net->max_act, err)))
+        if ((net->grad_id[k] = request(net, net->max_act * sizeof(float), span_all(net), span_all(net), err)) < 0)
             s = err->code;
+    if (s == HALLU_OK)
+        s = hallu_mem_plan_commit(&net->arena, be, "resnet activations", err);
+    if (s == HALLU_OK)
+        bind(net);
     return s;
 }
 
@@ -245,10 +312,6 @@ static void unit_free(unit *u, hallu_backend *be)
 {
     hallu_conv2d_free(&u->conv, be);
     hallu_batchnorm_free(&u->bn);
-    for (int t = 0; t < HALLU_MAX_INSTANCES; t++) {
-        if (u->pre[t]) be->ops->release(be, u->pre[t]);
-        if (u->out[t]) be->ops->release(be, u->out[t]);
-    }
 }
 
 void hallu_resnet_free(hallu_resnet *net, hallu_backend *be)
@@ -262,16 +325,8 @@ void hallu_resnet_free(hallu_resnet *net, hallu_backend *be)
             unit_free(&bl->units[u], be);
         if (bl->has_down)
             unit_free(&bl->down, be);
-        for (int t = 0; t < HALLU_MAX_INSTANCES; t++)
-            if (bl->out[t]) be->ops->release(be, bl->out[t]);
     }
-    for (int t = 0; t < HALLU_MAX_INSTANCES; t++) {
-        if (net->pool_out[t]) be->ops->release(be, net->pool_out[t]);
-        if (net->pool_argmax[t]) be->ops->release(be, net->pool_argmax[t]);
-        if (net->features[t]) be->ops->release(be, net->features[t]);
-    }
-    for (int k = 0; k < NUM_GRAD_BUFFERS; k++)
-        if (net->grad_buf[k]) be->ops->release(be, net->grad_buf[k]);
+    hallu_mem_plan_free(&net->arena);
     free(net);
 }
 
@@ -345,53 +400,51 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
 
 /* ---- backward ---- */
 
-/* dy is consumed (ReLU's backward runs in place on it); scratch receives the BN
- * input gradient; dx (NULL: not needed) receives the unit's input gradient. */
+/* dy is consumed (ReLU's backward runs in place on it); bn_dx receives the BN
+ * input gradient and may be dy itself (batch norm's backward allows that);
+ * dx (NULL: not needed) receives the unit's input gradient and must differ
+ * from bn_dx. */
 static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
-                                  const float *x, int n, float *scratch, hallu_error *err)
+                                  const float *x, int n, float *bn_dx, hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
     if (u->relu)
         ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
-    hallu_batchnorm_backward(&u->bn, ctx, inst, scratch, dy, u->pre[inst], rows);
-    return hallu_conv2d_backward(&u->conv, ctx, dx, scratch, x, n, u->in_h, u->in_w, err);
+    hallu_batchnorm_backward(&u->bn, ctx, inst, bn_dx, dy, u->pre[inst], rows);
+    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, x, n, u->in_h, u->in_w, err);
 }
 
 /* The block's output gradient is in grad_buf[*index]; on return *index names
- * the buffer holding its input gradient. */
+ * the buffer holding its input gradient. Three buffers: g keeps the output
+ * gradient for the shortcut until the downsample (or the final add) has read
+ * it; the main path alternates between the other two, its units' batch norms
+ * running in place except the last unit's, whose input gradient g must not
+ * overwrite. */
 static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
                                    const float *x, int n, int *index, hallu_error *err)
 {
     float **buf = net->grad_buf;
-    int gi = *index, others[NUM_GRAD_BUFFERS - 1], k = 0;
-    for (int i = 0; i < NUM_GRAD_BUFFERS; i++)
-        if (i != gi)
-            others[k++] = i;
-    int scratch = others[0], target = others[1], spare = others[2];
+    int g = *index, cur = (g + 1) % NUM_GRAD_BUFFERS, other = (g + 2) % NUM_GRAD_BUFFERS;
     const unit *last = &b->units[b->num_units - 1];
     int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
-    ctx->be->ops->relu_backward(ctx->be, buf[gi], buf[gi], b->out[inst], numel);
+    ctx->be->ops->relu_backward(ctx->be, buf[g], buf[g], b->out[inst], numel);
 
-    /* The last unit has no ReLU, so buf[gi] survives it for the shortcut. */
-    float *dy = buf[gi];
-    hallu_status s = HALLU_OK;
-    for (int u = b->num_units - 1; u >= 0 && s == HALLU_OK; u--) {
+    /* The last unit: BN's input gradient into `other`, the conv's into `cur`. */
+    int u = b->num_units - 1;
+    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], b->units[u - 1].out[inst], n,
+                                   buf[other], err);
+    for (u--; u >= 0 && s == HALLU_OK; u--) {
         const float *ux = u == 0 ? x : b->units[u - 1].out[inst];
-        s = unit_backward(&b->units[u], ctx, inst, buf[target], dy, ux, n, buf[scratch], err);
-        dy = buf[target];
-        int t = target; target = spare; spare = t;
+        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, n, buf[cur], err);
+        int t = cur; cur = other; other = t;
     }
-    int main_path = spare;   /* the last target written */
     if (s != HALLU_OK)
         return s;
     int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
-    if (b->has_down) {
-        s = unit_backward(&b->down, ctx, inst, buf[target], buf[gi], x, n, buf[scratch], err);
-        ctx->be->ops->add(ctx->be, buf[main_path], buf[main_path], buf[target], in_numel);
-    } else {
-        ctx->be->ops->add(ctx->be, buf[main_path], buf[main_path], buf[gi], in_numel);
-    }
-    *index = main_path;
+    if (b->has_down)   /* its BN reads g into `other`, its conv writes the shortcut's gradient over g */
+        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, n, buf[other], err);
+    ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
+    *index = cur;
     return s;
 }
 
@@ -423,5 +476,5 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         index = to;
     }
     return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], n,
-                         net->grad_buf[(index + 1) % NUM_GRAD_BUFFERS], err);
+                         net->grad_buf[index], err);
 }
