@@ -12,8 +12,11 @@
  * Every tensor must be within 1e-4. The reference is float64 on seeds where
  * PyTorch's float32 agrees with it (tools/ref_ssl.py), so a ReLU that sits
  * within rounding of its kink does not decide the outcome.
+ * Runs on the test backend (HALLU_TEST_DEVICE): views are uploaded, gradients
+ * and parameters downloaded, and the SGD steps run on a staged host copy.
  * Usage: parity_ssl DIR (holding ref_ssl_<name>.safetensors) */
 #include "check.h"
+#include "test_backend.h"
 #include "testutil.h"
 #include "hallu/io.h"
 #include "hallu/ssl.h"
@@ -85,7 +88,8 @@ static hallu_status load_queue(hallu_ssl *ssl, const hallu_safetensors *st, hall
 typedef struct run {
     hallu_params ps;
     hallu_ssl *ssl;
-    float *view1, *view2, *velocity;
+    hallu_buffer view1, view2;    /* device */
+    float *velocity, *grad;       /* host: SGD's momentum, the downloaded gradient */
     int n;
 } run;
 
@@ -113,32 +117,46 @@ static hallu_status setup(run *r, hallu_backend *be, const hallu_safetensors *st
     if (s != HALLU_OK)
         return s;
     r->n = (int)v->shape[0];
-    r->view1 = malloc((size_t)v->numel * sizeof(float));
-    r->view2 = malloc((size_t)v->numel * sizeof(float));
+    float *host = malloc((size_t)v->numel * sizeof(float));
     r->velocity = calloc((size_t)r->ps.trainable_numel + 1, sizeof(float));
-    if (!r->view1 || !r->view2 || !r->velocity)
+    r->grad = calloc((size_t)r->ps.trainable_numel + 1, sizeof(float));
+    if (!host || !r->velocity || !r->grad) {
+        free(host);
         return hallu_error_set(err, HALLU_ERR_OOM, "parity_ssl: out of memory");
-    s = hallu_safetensors_copy(st, "view1", HALLU_DTYPE_F32, r->view1, v->numel, err);
-    if (s == HALLU_OK)
-        s = hallu_safetensors_copy(st, "view2", HALLU_DTYPE_F32, r->view2, v->numel, err);
+    }
+    const char *names[2] = { "view1", "view2" };
+    hallu_buffer *views[2] = { &r->view1, &r->view2 };
+    for (int i = 0; i < 2 && s == HALLU_OK; i++) {
+        s = hallu_buffer_alloc(views[i], be, HALLU_DTYPE_F32, v->numel, names[i], err);
+        if (s == HALLU_OK)
+            s = hallu_safetensors_copy(st, names[i], HALLU_DTYPE_F32, host, v->numel, err);
+        if (s == HALLU_OK)
+            s = hallu_backend_upload(be, views[i]->data, host, (size_t)v->numel * sizeof(float), err);
+    }
+    free(host);
     if (s == HALLU_OK)
         s = hallu_ssl_plan(r->ssl, be, r->n, (int)v->shape[1], (int)v->shape[2], err);
     return s;
 }
 
-/* PyTorch SGD: buf = momentum * buf + (g + wd * p); p -= lr * buf. */
-static void sgd(run *r, double lr, double momentum, double wd)
+/* PyTorch SGD: buf = momentum * buf + (g + wd * p); p -= lr * buf (on the
+ * staged host copy; r->grad holds the downloaded gradient). */
+static hallu_status sgd(run *r, double lr, double momentum, double wd, hallu_error *err)
 {
     hallu_params *ps = &r->ps;
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return s;
     for (int64_t i = 0; i < ps->trainable_numel; i++) {
-        float g = ps->grad[i] + (float)wd * ps->param[i];
+        float g = r->grad[i] + (float)wd * ps->host_param[i];
         r->velocity[i] = (float)momentum * r->velocity[i] + g;
-        ps->param[i] -= (float)lr * r->velocity[i];
+        ps->host_param[i] -= (float)lr * r->velocity[i];
     }
+    return hallu_params_commit(ps, err);
 }
 
-/* Every trainable tensor of `flat` (ps.grad or ps.param) against the
- * reference's prefix + name. */
+/* Every trainable tensor of `flat` (a host copy of ps.grad or ps.param)
+ * against the reference's prefix + name. */
 static int compare_trainable(const char *cfg, const run *r, const float *flat, const char *prefix,
                              const hallu_safetensors *st)
 {
@@ -189,21 +207,32 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
              * by lr x its gradient, so only the losses are compared. */
             char prefix[16];
             snprintf(prefix, sizeof prefix, "step%d.", step);
-            if (step == 1)
-                ok &= compare_trainable(name, &r, r.ps.param, prefix, &st);
+            if (step == 1) {
+                s = hallu_backend_download(be, r.grad, r.ps.param, (size_t)r.ps.trainable_numel * sizeof(float),
+                                           &err);   /* r.grad as scratch: the parameters */
+                if (s != HALLU_OK)
+                    break;
+                ok &= compare_trainable(name, &r, r.grad, prefix, &st);
+            }
             s = hallu_params_load(&r.ps, &st, "", prefix, 1, &err);
             if (s != HALLU_OK)
                 break;
         }
         hallu_params_zero_grad(&r.ps);
-        s = hallu_ssl_step(r.ssl, &ctx, r.view1, r.view2, r.n, &stats, &err);
+        s = hallu_ssl_step(r.ssl, &ctx, hallu_buffer_f32(&r.view1), hallu_buffer_f32(&r.view2), r.n, &stats, &err);
+        if (s == HALLU_OK)
+            s = hallu_params_download_grad(&r.ps, r.grad, &err);
+        if (s != HALLU_OK)
+            break;
         got[step] = stats.loss;
-        if (s == HALLU_OK && step == 0) {
+        if (step == 0) {
             ok &= compare(name, "loss", &stats.loss, &loss1, 1, 1.0);
-            ok &= compare_trainable(name, &r, r.ps.grad, "grad.", &st);
+            ok &= compare_trainable(name, &r, r.grad, "grad.", &st);
         }
-        sgd(&r, meta_num(&st, "sgd_lr"), meta_num(&st, "sgd_momentum"), meta_num(&st, "sgd_weight_decay"));
+        s = sgd(&r, meta_num(&st, "sgd_lr"), meta_num(&st, "sgd_momentum"), meta_num(&st, "sgd_weight_decay"), &err);
         hallu_ssl_after_step(r.ssl, &ctx);
+        if (s == HALLU_OK)
+            s = hallu_backend_check(be, &err);
     }
     if (s == HALLU_OK) {
         printf("  %-24s losses hallu %.6f %.6f %.6f  torch %.6f %.6f %.6f\n", name, got[0], got[1], got[2],
@@ -215,9 +244,10 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
     }
     hallu_ssl_free(r.ssl);
     hallu_params_free(&r.ps);
-    free(r.view1);
-    free(r.view2);
+    hallu_buffer_free(&r.view1);
+    hallu_buffer_free(&r.view2);
     free(r.velocity);
+    free(r.grad);
     hallu_safetensors_close(&st);
     return ok;
 }
@@ -230,10 +260,8 @@ int main(int argc, char **argv)
     }
     hallu_error err = { 0 };
     hallu_backend *be = NULL;
-    if (hallu_backend_cpu_create(&be, 2, &err) != HALLU_OK) {
-        fprintf(stderr, "backend: %s\n", err.msg);
+    if (test_backend_create(&be, 2, &err) != HALLU_OK)
         return 1;
-    }
     for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
         CHECK_MSG(run_config(argv[1], configs[i], be), "configuration %s", configs[i]);
     printf("worst relative error %.2e (tolerance %.0e)\n", worst, TOL);

@@ -3,6 +3,7 @@
  * Hallucinator RNG save/restore, parameter names, bad configuration errors,
  * the SimCLR loss scale (base temperature) and zero-initialised residuals. */
 #include "check.h"
+#include "test_backend.h"
 #include "hallu/ssl.h"
 #include "ssl/ssl_internal.h"
 
@@ -29,14 +30,48 @@ static void fill_views(float *v, size_t n, uint64_t stream)
         v[i] = (float)hallu_rng_normal(&rng);
 }
 
-/* N random NHWC images of H x H x 3 (malloc'ed; caller frees). */
-static float *random_views(uint64_t stream)
+/* N random NHWC images of H x H x 3 in device memory of be (release with be->ops->release). */
+static float *random_views(hallu_backend *be, uint64_t stream)
 {
+    hallu_error err = { 0 };
     size_t nv = (size_t)N * H * H * 3;
-    float *v = malloc(nv * sizeof(float));
-    if (v)
-        fill_views(v, nv, stream);
+    float *v = malloc(nv * sizeof(float)), *dev = be->ops->alloc(be, nv * sizeof(float), "test views", &err);
+    if (!v || !dev)
+        abort();
+    fill_views(v, nv, stream);
+    CHECK_OK(hallu_backend_upload(be, dev, v, nv * sizeof(float), &err), &err);
+    free(v);
+    return dev;
+}
+
+/* Host copy of n floats of device memory at dev. */
+static void get(hallu_backend *be, void *host, const void *dev, size_t nbytes)
+{
+    hallu_error err = { 0 };
+    CHECK_OK(hallu_backend_download(be, host, dev, nbytes, &err), &err);
+}
+
+static float get1(hallu_backend *be, const float *dev)
+{
+    float v = NAN;
+    get(be, &v, dev, sizeof v);
     return v;
+}
+
+/* A stand-in optimizer step: every parameter += 0.25 (through the host staging copy). */
+static void shift_params(hallu_params *ps)
+{
+    hallu_error err = { 0 };
+    CHECK_OK(hallu_params_stage(ps, &err), &err);
+    for (int64_t i = 0; ps->host_param && i < ps->trainable_numel; i++)
+        ps->host_param[i] += 0.25f;
+    CHECK_OK(hallu_params_commit(ps, &err), &err);
+}
+
+static int64_t queue_ptr(hallu_ssl *ssl)
+{
+    hallu_ssl_blob ptr;
+    return find_blob(ssl, "ssl.queue_ptr", &ptr) ? *(int64_t *)ptr.data : -1;
 }
 
 /* One training step from zeroed gradients. */
@@ -48,7 +83,7 @@ static hallu_status train_step(hallu_ssl *ssl, hallu_backend *be, hallu_params *
     return hallu_ssl_step(ssl, &ctx, v1, v2, N, st, err);
 }
 
-static void test_moco(hallu_backend *be, int enqueue_duplicates)
+static hallu_ssl *moco_new(hallu_backend *be, hallu_params *ps, int enqueue_duplicates)
 {
     hallu_error err = { 0 };
     hallu_ssl_config cfg;
@@ -56,57 +91,83 @@ static void test_moco(hallu_backend *be, int enqueue_duplicates)
     cfg.queue_size = K;
     cfg.momentum = 0.9f;
     cfg.enqueue_duplicates = enqueue_duplicates;
-    hallu_params ps;
-    hallu_params_init(&ps);
+    hallu_params_init(ps);
     hallu_ssl *ssl = NULL;
-    CHECK_OK(hallu_ssl_create(&ssl, &cfg, &ps, be, &err), &err);
-    CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
-    if (!ssl || !ps.param)
+    CHECK_OK(hallu_ssl_create(&ssl, &cfg, ps, be, &err), &err);
+    CHECK_OK(hallu_params_alloc(ps, be, &err), &err);
+    if (!ssl || !ps->param) {
+        hallu_ssl_free(ssl);
+        return NULL;
+    }
+    CHECK_OK(hallu_ssl_init_weights(ssl, ps, 5, &err), &err);
+    CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
+    return ssl;
+}
+
+/* The queue's bookkeeping without a forward pass (no encoder involved): the
+ * keys a step would keep are written into `pending` directly, then after_step
+ * must enqueue them at the pointer (wrapping at K) and move the key encoder to
+ * m*k + (1-m)*q_new; checkpoint blobs round-trip and are validated. */
+static void test_moco_state(hallu_backend *be)
+{
+    hallu_error err = { 0 };
+    hallu_params ps;
+    hallu_ssl *ssl = moco_new(be, &ps, 0);
+    if (!ssl)
         return;
     CHECK(hallu_params_find(&ps, "encoder.layer4.1.bn2.weight", NULL) != NULL);
     CHECK(hallu_params_find(&ps, "projector.2.weight", NULL) != NULL);
     CHECK(hallu_params_find(&ps, "hallucinator.0.weight", NULL) != NULL);
-    CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 5, &err), &err);
     hallu_params *kp = hallu_ssl_key_params(ssl);
     CHECK(kp && kp->num_trainable == ssl->q_count);
     const hallu_tensor_info *q0 = &ps.trainable[0], *k0 = &kp->trainable[0];
-    CHECK(memcmp(ps.param + q0->offset, kp->param + k0->offset, (size_t)q0->numel * sizeof(float)) == 0);
-    CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
+    float *qh = malloc((size_t)q0->numel * sizeof(float)), *kh = malloc((size_t)k0->numel * sizeof(float));
+    get(be, qh, ps.param + q0->offset, (size_t)q0->numel * sizeof(float));
+    get(be, kh, kp->param + k0->offset, (size_t)k0->numel * sizeof(float));
+    CHECK(memcmp(qh, kh, (size_t)q0->numel * sizeof(float)) == 0);   /* key = copy of the query */
+    free(qh);
+    free(kh);
 
-    hallu_ssl_blob queue, ptr;
+    hallu_ssl_blob queue;
     CHECK(find_blob(ssl, "ssl.queue", &queue) && queue.shape[0] == K && queue.nbytes == (size_t)K * 128 * 4);
-    CHECK(find_blob(ssl, "ssl.queue_ptr", &ptr));
-    float *row0 = malloc(128 * sizeof(float));
     double norm = 0;
     for (int j = 0; j < 128; j++)
-        norm += (double)ssl->queue[j] * ssl->queue[j];
+        norm += (double)((float *)queue.data)[j] * ((float *)queue.data)[j];
     CHECK_NEAR(norm, 1.0, 1e-5);   /* initial rows are unit vectors */
+    CHECK(queue_ptr(ssl) == 0);
 
-    float *v1 = random_views(1), *v2 = random_views(2);
     hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
-    int per_step = enqueue_duplicates ? 2 * N : N;
+    float keys[3 * N * 128];
+    for (int i = 0; i < 3 * N * 128; i++)
+        keys[i] = (float)(i + 1);
     int64_t expect_ptr = 0;
     for (int step = 0; step < 3; step++) {
-        hallu_ssl_stats st;
-        CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
-        CHECK(isfinite(st.loss) && st.loss > 0 && st.ratio[0] >= 0 && st.ratio[0] < 0.1f);
-        CHECK(ssl->pending_rows == per_step);
-        memcpy(row0, ssl->pending, 128 * sizeof(float));   /* the first key of this step */
-        /* A stand-in optimizer step, then the momentum update must give m*k + (1-m)*q_new. */
-        float kold = kp->param[k0->offset + 3];
-        for (int64_t i = 0; i < ps.trainable_numel; i++)
-            ps.param[i] += 0.25f;
-        float qnew = ps.param[q0->offset + 3];
+        int rows = step == 1 ? 3 : N;   /* 2, 3, 2 rows: the second step wraps at K = 5 */
+        CHECK_OK(hallu_backend_upload(be, ssl->pending, keys + step * N * 128, (size_t)rows * 128 * sizeof(float),
+                                      &err), &err);
+        ssl->pending_rows = rows;
+        float kold = get1(be, kp->param + k0->offset + 3);
+        shift_params(&ps);
+        float qnew = get1(be, ps.param + q0->offset + 3);
         hallu_ssl_after_step(ssl, &ctx);
-        CHECK_NEAR(kp->param[k0->offset + 3], 0.9f * kold + 0.1f * qnew, 1e-6);
-        CHECK(memcmp(ssl->queue + expect_ptr * 128, row0, 128 * sizeof(float)) == 0);
-        expect_ptr = (expect_ptr + per_step) % K;
-        CHECK(*(int64_t *)ptr.data == expect_ptr);
+        CHECK_NEAR(get1(be, kp->param + k0->offset + 3), 0.9f * kold + 0.1f * qnew, 1e-6);
+        CHECK(find_blob(ssl, "ssl.queue", &queue));
+        for (int r = 0; r < rows; r++)
+            CHECK(memcmp((float *)queue.data + (expect_ptr + r) % K * 128, keys + (step * N + r) * 128,
+                         128 * sizeof(float)) == 0);
+        expect_ptr = (expect_ptr + rows) % K;
+        CHECK(queue_ptr(ssl) == expect_ptr);
         CHECK(ssl->pending_rows == 0);
     }
 
+    /* The queue restores from its blob: overwrite a row, commit, read it back. */
+    CHECK(find_blob(ssl, "ssl.queue", &queue));
+    ((float *)queue.data)[7] = 42.0f;
+    CHECK_OK(hallu_ssl_state_commit(ssl, &err), &err);
+    CHECK(get1(be, ssl->queue + 7) == 42.0f);
+
     /* RNG save/restore: the draws after a restore repeat. */
-    hallu_ssl_blob rngb;
+    hallu_ssl_blob rngb, ptr;
     CHECK(find_blob(ssl, "ssl.rng", &rngb) && rngb.nbytes == 48);
     int64_t saved[6];
     memcpy(saved, rngb.data, sizeof saved);
@@ -115,17 +176,50 @@ static void test_moco(hallu_backend *be, int enqueue_duplicates)
     memcpy(rngb.data, saved, sizeof saved);
     CHECK_OK(hallu_ssl_state_commit(ssl, &err), &err);
     CHECK(ssl_draw_ratio(ssl) == a && ssl_draw_ratio(ssl) == b && a != b);
-    /* A corrupt pointer is rejected with a message naming it. */
+    /* A corrupt pointer is rejected with a message naming it, and nothing is uploaded. */
+    CHECK(find_blob(ssl, "ssl.queue_ptr", &ptr));
     *(int64_t *)ptr.data = K + 3;
     CHECK(hallu_ssl_state_commit(ssl, &err) == HALLU_ERR_FORMAT && strstr(err.msg, "queue_ptr"));
-    *(int64_t *)ptr.data = 0;
+    CHECK(queue_ptr(ssl) == expect_ptr);
     CHECK(hallu_ssl_state_count(ssl) == kp->num_trainable + kp->num_state + 3);
+    CHECK_OK(hallu_backend_check(be, &err), &err);
 
     hallu_ssl_free(ssl);
     hallu_params_free(&ps);
-    free(v1);
-    free(v2);
-    free(row0);
+}
+
+/* Real steps: the keys a step keeps enter the queue at the pointer after it. */
+static void test_moco(hallu_backend *be, int enqueue_duplicates)
+{
+    hallu_error err = { 0 };
+    hallu_params ps;
+    hallu_ssl *ssl = moco_new(be, &ps, enqueue_duplicates);
+    if (!ssl)
+        return;
+    float *v1 = random_views(be, 1), *v2 = random_views(be, 2), row0[128], qrow[128];
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    int per_step = enqueue_duplicates ? 2 * N : N;
+    int64_t expect_ptr = 0;
+    for (int step = 0; step < 3; step++) {
+        hallu_ssl_stats st;
+        CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
+        CHECK(isfinite(st.loss) && st.loss > 0 && st.ratio[0] >= 0 && st.ratio[0] < 0.1f);
+        CHECK(ssl->pending_rows == per_step);
+        get(be, row0, ssl->pending, sizeof row0);   /* the first key of this step */
+        shift_params(&ps);
+        hallu_ssl_after_step(ssl, &ctx);
+        get(be, qrow, ssl->queue + expect_ptr * 128, sizeof qrow);
+        CHECK(memcmp(qrow, row0, sizeof row0) == 0);
+        expect_ptr = (expect_ptr + per_step) % K;
+        CHECK(queue_ptr(ssl) == expect_ptr);
+        CHECK(ssl->pending_rows == 0);
+    }
+    /* Without stats nothing is read back; the result is the backend's check. */
+    CHECK_OK(train_step(ssl, be, &ps, v1, v2, NULL, &err), &err);
+    be->ops->release(be, v1);
+    be->ops->release(be, v2);
+    hallu_ssl_free(ssl);
+    hallu_params_free(&ps);
 }
 
 static void test_bad_config(void)
@@ -181,24 +275,30 @@ static void test_method(hallu_backend *be, hallu_method_kind method)
     CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 9, &err), &err);
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
     CHECK(hallu_ssl_plan(ssl, be, N, H, H, &err) == HALLU_ERR_INVALID_ARG);
-    float *v1 = random_views(3), *v2 = random_views(4);
+    float *v1 = random_views(be, 3), *v2 = random_views(be, 4);
     hallu_ssl_stats st;
     CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
     CHECK(isfinite(st.loss) && st.collapse_std > 0);
+    float *grad = malloc((size_t)ps.trainable_numel * sizeof(float));
+    CHECK_OK(hallu_params_download_grad(&ps, grad, &err), &err);
     double g2 = 0;
     for (int64_t i = 0; i < ps.trainable_numel; i++)
-        g2 += (double)ps.grad[i] * ps.grad[i];
+        g2 += (double)grad[i] * grad[i];
     CHECK(g2 > 0 && isfinite(g2));
+    free(grad);
     hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
     CHECK(hallu_ssl_step(ssl, &ctx, v1, v2, N + 1, &st, &err) == HALLU_ERR_INVALID_ARG);
     ctx.training = 0;
-    float *before = malloc((size_t)ps.state_numel * sizeof(float));
-    memcpy(before, ps.buffer, (size_t)ps.state_numel * sizeof(float));
+    size_t state_bytes = (size_t)ps.state_numel * sizeof(float);
+    float *before = malloc(state_bytes), *after = malloc(state_bytes);
+    get(be, before, ps.buffer, state_bytes);
     CHECK_OK(hallu_ssl_step(ssl, &ctx, v1, v2, N, &st, &err), &err);
-    CHECK(memcmp(before, ps.buffer, (size_t)ps.state_numel * sizeof(float)) == 0);
+    get(be, after, ps.buffer, state_bytes);
+    CHECK(memcmp(before, after, state_bytes) == 0);
     free(before);
-    free(v1);
-    free(v2);
+    free(after);
+    be->ops->release(be, v1);
+    be->ops->release(be, v2);
     hallu_ssl_free(ssl);
     hallu_params_free(&ps);
 }
@@ -226,20 +326,20 @@ static float simclr_step(hallu_backend *be, float base_temperature, int zero_ini
     CHECK_OK(hallu_ssl_init_weights(ssl, &ps, 9, &err), &err);
     const hallu_tensor_info *bn2 = hallu_params_find(&ps, "encoder.layer1.0.bn2.weight", NULL);
     const hallu_tensor_info *bn1 = hallu_params_find(&ps, "encoder.layer1.0.bn1.weight", NULL);
-    CHECK(bn1 && bn2 && ps.param[bn1->offset] == 1.0f);
+    CHECK(bn1 && bn2 && get1(be, ps.param + bn1->offset) == 1.0f);
     *bn2_weight_max = 0.0f;
     for (int64_t i = 0; bn2 && i < bn2->numel; i++)
-        *bn2_weight_max = fmaxf(*bn2_weight_max, fabsf(ps.param[bn2->offset + i]));
+        *bn2_weight_max = fmaxf(*bn2_weight_max, fabsf(get1(be, ps.param + bn2->offset + i)));
     CHECK_OK(hallu_ssl_plan(ssl, be, N, H, H, &err), &err);
-    float *v1 = random_views(5), *v2 = random_views(6);
+    float *v1 = random_views(be, 5), *v2 = random_views(be, 6);
     hallu_ssl_stats st;
     CHECK_OK(train_step(ssl, be, &ps, v1, v2, &st, &err), &err);
     loss = st.loss;
     *numel = ps.trainable_numel;
     *grad = malloc((size_t)ps.trainable_numel * sizeof(float));
-    memcpy(*grad, ps.grad, (size_t)ps.trainable_numel * sizeof(float));
-    free(v1);
-    free(v2);
+    CHECK_OK(hallu_params_download_grad(&ps, *grad, &err), &err);
+    be->ops->release(be, v1);
+    be->ops->release(be, v2);
     hallu_ssl_free(ssl);
     hallu_params_free(&ps);
     return loss;
@@ -275,10 +375,11 @@ int main(void)
 {
     hallu_error err = { 0 };
     hallu_backend *be = NULL;
-    CHECK_OK(hallu_backend_cpu_create(&be, 1, &err), &err);
+    CHECK_OK(test_backend_create(&be, 1, &err), &err);
     if (!be)
         return check_summary();
     test_bad_config();
+    test_moco_state(be);   /* no forward pass: runs wherever the backend does */
     test_moco(be, 0);
     test_moco(be, 1);
     test_method(be, HALLU_METHOD_SIMSIAM);

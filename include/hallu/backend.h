@@ -153,6 +153,49 @@ typedef struct hallu_backend_ops {
     /* (end of nn ops) */
 
     /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
+    /* Moved from src/ssl/ as they were (serial loops, row sums in double), so
+     * results keep their bits. Scalars (losses, the collapse metric) go to a
+     * DEVICE float; the host downloads them only when it reads them. */
+    /* NT-Xent rows: sim [m][m] holds F F^T / T on entry; positive of row i is
+     * (i + m/2) % m; the denominators skip i itself and, with mask_same_source,
+     * every other row of the same source (j % n_src) but the positive. Writes
+     * *loss = scale * mean row loss and turns sim into dL/dsim. */
+    void (*ssl_nt_xent_rows)(hallu_backend *be, float *loss, float *sim, int m, int n_src,
+                             int mask_same_source, float scale);
+    /* InfoNCE rows: neg [rows][K] holds q queue^T / T on entry; the positive
+     * logit of row r is q_r . kpos_r / T, target 0. Writes *loss (mean) and,
+     * when dq != NULL, dq = the positive part of dL/dq and neg = dL/dneg_logits
+     * (the caller adds neg queue / T into dq). */
+    void (*ssl_infonce_rows)(hallu_backend *be, float *loss, float *dq, float *neg, const float *q,
+                             const float *kpos, int rows, int d, int K, float temperature);
+    /* *loss (= when !accumulate, += when accumulate) scale * -mean_r cos(p_r, z_r);
+     * dp (may be NULL) = its gradient w.r.t. p (z is a constant target). */
+    void (*ssl_neg_cosine)(hallu_backend *be, float *loss, float *dp, const float *p, const float *z,
+                           int rows, int d, float scale, int accumulate);
+    /* *out = mean over dims of the per-dim population std of the L2-normalised
+     * rows of z [rows][d]; norms [rows] is workspace. */
+    void (*ssl_collapse_std)(hallu_backend *be, float *out, float *norms, const float *z, int rows, int d);
+    /* Hallucinator input xg [rows][2d] = [x, g], g = (1+r) x - r k. */
+    void (*ssl_hal_input)(hallu_backend *be, float *xg, const float *x, const float *k, int rows, int d,
+                          float r);
+    /* Hallucinator output h [rows][d] = mlp (+ g, the second half of xg's rows, when residual). */
+    void (*ssl_hal_output)(hallu_backend *be, float *h, const float *mlp, const float *xg, int rows, int d,
+                           int residual);
+    /* Hallucinator backward, ACCUMULATED: with dg = dxg's g half (+ dh when
+     * residual), dx += dout[x half] + dxg's x half + (1+r) dg and dk -= r dg
+     * (dk may be NULL). dout [2 rows][d] = [dx-part; dh], dxg [rows][2d]. */
+    void (*ssl_hal_backward)(hallu_backend *be, float *dx, float *dk, const float *dxg, const float *dout,
+                             int rows, int d, float r, int residual);
+    /* Row permutations of [rows][cols] blocks: gather dst[i] = src[index[i]],
+     * scatter dst[index[i]] = src[i] (MoCo's shuffled key batch and back). */
+    void (*ssl_gather_rows)(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                            int64_t cols);
+    void (*ssl_scatter_rows)(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                             int64_t cols);
+    /* MoCo enqueue: rows of src [rows][d] into queue [K][d] one by one at *ptr,
+     * which advances modulo K (later rows win when rows > K). */
+    void (*ssl_enqueue_rows)(hallu_backend *be, float *queue, int64_t *ptr, const float *src, int rows, int d,
+                             int K);
     /* (end of ssl ops) */
 
     /* ---- eval ops (kNN, linear probe) ---- */

@@ -126,17 +126,22 @@ hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hall
  * cfg.seed at create) is left alone. */
 hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed, hallu_error *err);
 /* MoCo: copies the query encoder+projector parameters and BN running
- * statistics into the key encoder (e.g. after loading weights from a file).
+ * statistics into the key encoder (e.g. after loading weights from a file),
+ * device to device; a failure is the backend's (hallu_backend_check).
  * No-op for other methods. */
 void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps);
 /* Plans every activation for batches up to `batch` of h x w views. Once. */
 hallu_status hallu_ssl_plan(hallu_ssl *ssl, hallu_backend *be, int batch, int h, int w, hallu_error *err);
 void hallu_ssl_free(hallu_ssl *ssl);
 
-/* view1, view2: [n][h][w][3] NHWC. Forward, loss and (when ctx->training)
- * backward of everything; parameter gradients are ACCUMULATED into ps->grad.
- * The optimizer step is the caller's. With ctx->training == 0 only the loss is
- * computed (BN in eval mode) and no state changes except the RNG. */
+/* view1, view2: [n][h][w][3] NHWC, DEVICE addresses of be. Forward, loss and
+ * (when ctx->training) backward of everything; parameter gradients are
+ * ACCUMULATED into ps->grad. The optimizer step is the caller's. With
+ * ctx->training == 0 only the loss is computed (BN in eval mode) and no state
+ * changes except the RNG. stats != NULL: the loss and collapse std are
+ * downloaded (one small transfer, which waits for the step's ops) and the
+ * ratios filled; NULL: nothing is read back and the result is the backend's
+ * check (its first failure, if any). */
 hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *view1,
                             const float *view2, int n, hallu_ssl_stats *stats, hallu_error *err);
 /* Call once after each optimizer step. MoCo: enqueue the last step's keys,
@@ -154,8 +159,11 @@ hallu_params *hallu_ssl_key_params(hallu_ssl *ssl);
  * (F32; parameters then buffers), "ssl.queue" F32 [K][dim], "ssl.queue_ptr"
  * I64 [1]; every method "ssl.rng" I64 [6] (the Hallucinator RNG: seed,
  * stream, counter, two packed buffered blocks, words used). data points into
- * the object's memory: read it to save; to restore, copy into it and then call
- * hallu_ssl_state_commit, which validates and applies it. */
+ * a host copy owned by the object: hallu_ssl_state_get downloads the blob's
+ * device state into it (read it to save; valid until the next get of the same
+ * blob or a commit); to restore, copy into it and then call
+ * hallu_ssl_state_commit, which validates the blobs handed out since the last
+ * commit and uploads them (the RNG is always applied). */
 typedef struct hallu_ssl_blob {
     char name[HALLU_NAME_MAX + 16];
     hallu_dtype dtype;

@@ -1,5 +1,6 @@
 /* The Hallucinator: extrapolate g = (1+r)x - r k away from the partner view,
- * smooth with a 3-layer MLP on [x, g], return [x; h]. */
+ * smooth with a 3-layer MLP on [x, g], return [x; h]. The elementwise parts
+ * are backend ops (ssl_hal_input/output/backward); r is drawn on the host. */
 #include "ssl_internal.h"
 
 #include <string.h>
@@ -65,47 +66,23 @@ void ssl_hal_init_weights(ssl_hal *h, hallu_params *ps, uint64_t seed, uint64_t 
 const float *ssl_hal_forward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, const float *x,
                              const float *k, int rows, float r)
 {
+    hallu_backend *be = ctx->be;
     int d = h->d;
     float *xg = h->xg[inst], *out = h->out[inst];
     h->r[inst] = r;
     h->rows[inst] = rows;
     h->x[inst] = x;
-    for (int i = 0; i < rows; i++) {
-        const float *xi = x + (size_t)i * d, *ki = k + (size_t)i * d;
-        float *row = xg + (size_t)i * 2 * d;
-        memcpy(row, xi, (size_t)d * sizeof(float));
-        for (int j = 0; j < d; j++)
-            row[d + j] = (1.0f + r) * xi[j] - r * ki[j];
-    }
+    be->ops->ssl_hal_input(be, xg, x, k, rows, d, r);
     const float *m = hallu_mlp_forward(&h->mlp, ctx, inst, xg, rows);
-    memcpy(out, x, (size_t)rows * d * sizeof(float));
-    float *hh = out + (size_t)rows * d;
-    if (h->residual) {
-        for (int i = 0; i < rows; i++)
-            ctx->be->ops->add(ctx->be, hh + (size_t)i * d, m + (size_t)i * d, xg + (size_t)i * 2 * d + d, d);
-    } else {
-        memcpy(hh, m, (size_t)rows * d * sizeof(float));
-    }
+    be->ops->copy(be, out, x, (size_t)rows * d * sizeof(float));
+    be->ops->ssl_hal_output(be, out + (size_t)rows * d, m, xg, rows, d, h->residual);
     return out;
 }
 
 void ssl_hal_backward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, float *dx, float *dk, const float *dout)
 {
+    hallu_backend *be = ctx->be;
     int d = h->d, rows = h->rows[inst];
-    float r = h->r[inst];
-    const float *dh = dout + (size_t)rows * d;
-    hallu_mlp_backward(&h->mlp, ctx, inst, h->dxg, dh);
-    for (int i = 0; i < rows; i++) {
-        const float *dxi = h->dxg + (size_t)i * 2 * d, *dgi = dxi + d;
-        const float *dhi = dh + (size_t)i * d, *d0 = dout + (size_t)i * d;
-        float *gx = dx + (size_t)i * d;
-        float *gk = dk ? dk + (size_t)i * d : NULL;
-        for (int j = 0; j < d; j++) {
-            /* The residual path adds dh straight into dg. */
-            float dg = dgi[j] + (h->residual ? dhi[j] : 0.0f);
-            gx[j] += d0[j] + dxi[j] + (1.0f + r) * dg;
-            if (gk)
-                gk[j] -= r * dg;
-        }
-    }
+    hallu_mlp_backward(&h->mlp, ctx, inst, h->dxg, dout + (size_t)rows * d);
+    be->ops->ssl_hal_backward(be, dx, dk, h->dxg, dout, rows, d, h->r[inst], h->residual);
 }

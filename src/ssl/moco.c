@@ -1,6 +1,7 @@
 /* MoCo v1/v2 (+ Hallucinator): query encoder + head, momentum key encoder,
  * a queue of K normalised keys, InfoNCE at temperature T. Ordering follows
- * MoCo's builder.py (see include/hallu/ssl.h). */
+ * MoCo's builder.py (see include/hallu/ssl.h). The queue and its pointer live
+ * on the device; the enqueue op advances the pointer there. */
 #include "ssl_internal.h"
 
 #include <string.h>
@@ -30,9 +31,12 @@ hallu_status ssl_moco_create(hallu_ssl *ssl, hallu_params *ps, hallu_error *err)
     /* The key encoder is never backpropagated: drop its gradient block. */
     hallu_buffer_free(&kp->grad_buf);
     kp->grad = NULL;
-    size_t qbytes = (size_t)ssl->cfg.queue_size * ssl->dim * sizeof(float);
-    ssl->queue = hallu_calloc(qbytes, "moco queue", err);
-    return ssl->queue ? HALLU_OK : err->code;
+    s = hallu_buffer_alloc(&ssl->queue_buf, ssl->be, HALLU_DTYPE_F32, (int64_t)ssl->cfg.queue_size * ssl->dim,
+                           "moco queue", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&ssl->queue_ptr_buf, ssl->be, HALLU_DTYPE_I64, 1, "moco queue pointer", err);
+    ssl->queue = hallu_buffer_f32(&ssl->queue_buf);
+    return s;
 }
 
 hallu_status ssl_moco_plan(hallu_ssl *ssl, hallu_error *err)
@@ -56,23 +60,24 @@ hallu_status ssl_moco_plan(hallu_ssl *ssl, hallu_error *err)
         ssl->pending = ssl->buf[MOCO_PENDING];
     if (s == HALLU_OK && ssl->cfg.bn_splits > 1) {
         ssl->key_order = hallu_calloc(n * sizeof *ssl->key_order, "moco key order", err);
-        if (!ssl->key_order)
-            s = err->code;
+        s = ssl->key_order ? hallu_buffer_alloc(&ssl->key_order_buf, ssl->be, HALLU_DTYPE_I32, (int64_t)n,
+                                                "moco key order", err) : err->code;
     }
     return s;
 }
 
 /* Shuffle BN on one process: the keys' BN groups must hold other images than the
  * queries' groups, or the positive shares its batch statistics with the query and
- * InfoNCE can be solved from them (MoCo, section 3.3). Draws a permutation and
- * gathers view 2 in that order into MOCO_SHUFFLED. */
-static const float *moco_shuffle_views(hallu_ssl *ssl, const float *v2, int n)
+ * InfoNCE can be solved from them (MoCo, section 3.3). Draws a permutation on the
+ * host (the method's RNG), uploads it and gathers view 2 in that order into
+ * MOCO_SHUFFLED. */
+static const float *moco_shuffle_views(hallu_ssl *ssl, hallu_backend *be, const float *v2, int n)
 {
     hallu_rng_permutation(&ssl->rng, ssl->key_order, (uint32_t)n);
-    const uint32_t *order = ssl->key_order;
-    size_t image = (size_t)ssl->h * ssl->w * 3;
-    for (int i = 0; i < n; i++)
-        memcpy(ssl->buf[MOCO_SHUFFLED] + i * image, v2 + order[i] * image, image * sizeof(float));
+    /* A permutation of n <= max_batch fits int32: the same bits as the uint32 indices. */
+    be->ops->upload(be, ssl->key_order_buf.data, ssl->key_order, (size_t)n * sizeof(int32_t));
+    int64_t image = (int64_t)ssl->h * ssl->w * 3;
+    be->ops->ssl_gather_rows(be, ssl->buf[MOCO_SHUFFLED], v2, (const int32_t *)ssl->key_order_buf.data, n, image);
     return ssl->buf[MOCO_SHUFFLED];
 }
 
@@ -83,26 +88,27 @@ static hallu_status moco_keys(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const flo
     hallu_nn_ctx kctx = { .be = ctx->be, .ps = &ssl->key_ps, .training = ctx->training,
                           .bn_groups = shuffle ? ssl->cfg.bn_splits : 1 };
     const float *kf = NULL;
-    hallu_status s = hallu_resnet_forward(ssl->key_encoder, &kctx, 0, shuffle ? moco_shuffle_views(ssl, v2, n) : v2,
-                                          n, &kf, err);
+    const float *images = shuffle ? moco_shuffle_views(ssl, ctx->be, v2, n) : v2;
+    hallu_status s = hallu_resnet_forward(ssl->key_encoder, &kctx, 0, images, n, &kf, err);
     if (s != HALLU_OK)
         return s;
     const float *kz = hallu_mlp_forward(&ssl->key_projector, &kctx, 0, kf, n);
     size_t d = (size_t)ssl->dim;
     float *keys = shuffle ? ssl->buf[MOCO_KSHUF] : ssl->buf[MOCO_KNORM];
     ctx->be->ops->l2norm_rows_forward(ctx->be, keys, ssl->buf[MOCO_KNORMS], kz, n, (int)d, 1e-12f);
-    for (int i = 0; shuffle && i < n; i++)   /* back to the images' order */
-        memcpy(ssl->buf[MOCO_KNORM] + ssl->key_order[i] * d, keys + i * d, d * sizeof(float));
+    if (shuffle)   /* back to the images' order */
+        ctx->be->ops->ssl_scatter_rows(ctx->be, ssl->buf[MOCO_KNORM], keys, (const int32_t *)ssl->key_order_buf.data,
+                                       n, (int64_t)d);
     return HALLU_OK;
 }
 
-static void moco_keep_keys(hallu_ssl *ssl, int n)
+static void moco_keep_keys(hallu_ssl *ssl, hallu_backend *be, int n)
 {
     size_t nd = (size_t)n * ssl->dim;
     int dup = ssl->has_hal && ssl->cfg.enqueue_duplicates;
-    memcpy(ssl->pending, ssl->buf[MOCO_KNORM], nd * sizeof(float));
+    be->ops->copy(be, ssl->pending, ssl->buf[MOCO_KNORM], nd * sizeof(float));
     if (dup)
-        memcpy(ssl->pending + nd, ssl->buf[MOCO_KNORM], nd * sizeof(float));
+        be->ops->copy(be, ssl->pending + nd, ssl->buf[MOCO_KNORM], nd * sizeof(float));
     ssl->pending_rows = dup ? 2 * n : n;
 }
 
@@ -122,30 +128,30 @@ hallu_status ssl_moco_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float 
     if (s != HALLU_OK)
         return s;
     const float *q = hallu_mlp_forward(&ssl->projector, ctx, 0, qf, n);
-    st->collapse_std = ssl_collapse_std(ssl->buf[MOCO_QNORMS], q, n, d);
+    be->ops->ssl_collapse_std(be, ssl_stat(ssl, SSL_STAT_COLLAPSE), ssl->buf[MOCO_QNORMS], q, n, d);
 
     const float *qall = q, *kpos = ssl->buf[MOCO_KNORM];
     int rows = n;
     if (ssl->has_hal) {
         st->ratio[0] = ssl_draw_ratio(ssl);
         qall = ssl_hal_forward(&ssl->hal, ctx, 0, q, ssl->buf[MOCO_KNORM], n, st->ratio[0]);
-        memcpy(ssl->buf[MOCO_KPOS], kpos, nd * sizeof(float));
-        memcpy(ssl->buf[MOCO_KPOS] + nd, kpos, nd * sizeof(float));
+        be->ops->copy(be, ssl->buf[MOCO_KPOS], kpos, nd * sizeof(float));
+        be->ops->copy(be, ssl->buf[MOCO_KPOS] + nd, kpos, nd * sizeof(float));
         kpos = ssl->buf[MOCO_KPOS];
         rows = 2 * n;
     }
     float *qn = ssl->buf[MOCO_QN], *qnorms = ssl->buf[MOCO_QNORMS];
     be->ops->l2norm_rows_forward(be, qn, qnorms, qall, rows, d, 1e-12f);
-    st->loss = ssl_infonce(be, ctx->training ? ssl->buf[MOCO_DQN] : NULL, ssl->buf[MOCO_NEG], qn, kpos,
-                           ssl->queue, rows, d, ssl->cfg.queue_size, ssl->cfg.temperature);
+    ssl_infonce(be, ssl_stat(ssl, SSL_STAT_LOSS), ctx->training ? ssl->buf[MOCO_DQN] : NULL, ssl->buf[MOCO_NEG], qn,
+                kpos, ssl->queue, rows, d, ssl->cfg.queue_size, ssl->cfg.temperature);
     if (!ctx->training)
         return HALLU_OK;
-    moco_keep_keys(ssl, n);
+    moco_keep_keys(ssl, be, n);
 
     float *dq = ssl->buf[MOCO_DQ2];
     be->ops->l2norm_rows_backward(be, dq, ssl->buf[MOCO_DQN], qall, qnorms, rows, d, 1e-12f);
     if (ssl->has_hal) {
-        memset(ssl->buf[MOCO_DQ], 0, nd * sizeof(float));
+        be->ops->fill(be, ssl->buf[MOCO_DQ], 0.0f, (int64_t)nd);
         ssl_hal_backward(&ssl->hal, ctx, 0, ssl->buf[MOCO_DQ], NULL, dq);
         dq = ssl->buf[MOCO_DQ];
     }
@@ -155,13 +161,11 @@ hallu_status ssl_moco_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float 
 
 void ssl_moco_after_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx)
 {
-    int d = ssl->dim, K = ssl->cfg.queue_size;
-    for (int r = 0; r < ssl->pending_rows; r++) {
-        memcpy(ssl->queue + (size_t)ssl->queue_ptr * d, ssl->pending + (size_t)r * d, (size_t)d * sizeof(float));
-        ssl->queue_ptr = (ssl->queue_ptr + 1) % K;
-    }
-    ssl->pending_rows = 0;
     hallu_backend *be = ctx->be;
+    if (ssl->pending_rows > 0)
+        be->ops->ssl_enqueue_rows(be, ssl->queue, (int64_t *)ssl->queue_ptr_buf.data, ssl->pending,
+                                  ssl->pending_rows, ssl->dim, ssl->cfg.queue_size);
+    ssl->pending_rows = 0;
     float m = ssl->cfg.momentum;
     for (int i = 0; i < ssl->q_count; i++) {
         const hallu_tensor_info *q = &ctx->ps->trainable[ssl->q_first + i], *k = &ssl->key_ps.trainable[i];

@@ -3,8 +3,6 @@
  * [z1; z2] or, hallucinated, over [z1; h; z2; z2]. */
 #include "ssl_internal.h"
 
-#include <string.h>
-
 hallu_status ssl_simclr_plan(hallu_ssl *ssl, hallu_error *err)
 {
     size_t n = (size_t)ssl->max_batch, d = (size_t)ssl->dim;
@@ -23,18 +21,19 @@ hallu_status ssl_simclr_plan(hallu_ssl *ssl, hallu_error *err)
 /* Stacks the rows the loss sees into F; returns its row count. */
 static int simclr_rows(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *z, int n, hallu_ssl_stats *st)
 {
-    size_t nd = (size_t)n * ssl->dim;
+    hallu_backend *be = ctx->be;
+    size_t nd = (size_t)n * ssl->dim, bytes = nd * sizeof(float);
     float *f = ssl->buf[SIMCLR_FEAT];
     const float *z1 = z, *z2 = z + nd;
     if (!ssl->has_hal) {
-        memcpy(f, z, 2 * nd * sizeof(float));
+        be->ops->copy(be, f, z, 2 * bytes);
         return 2 * n;
     }
     st->ratio[0] = ssl_draw_ratio(ssl);
     const float *hx = ssl_hal_forward(&ssl->hal, ctx, 0, z1, z2, n, st->ratio[0]);
-    memcpy(f, hx, 2 * nd * sizeof(float));
-    memcpy(f + 2 * nd, z2, nd * sizeof(float));
-    memcpy(f + 3 * nd, z2, nd * sizeof(float));
+    be->ops->copy(be, f, hx, 2 * bytes);
+    be->ops->copy(be, f + 2 * nd, z2, bytes);
+    be->ops->copy(be, f + 3 * nd, z2, bytes);
     return 4 * n;
 }
 
@@ -45,7 +44,7 @@ static float *simclr_head_grad(hallu_ssl *ssl, const hallu_nn_ctx *ctx, int n)
     float *df = ssl->buf[SIMCLR_DF], *dz = ssl->buf[SIMCLR_DZ];
     if (!ssl->has_hal)
         return df;
-    memset(dz, 0, nd * sizeof(float));
+    ctx->be->ops->fill(ctx->be, dz, 0.0f, (int64_t)nd);
     ctx->be->ops->add(ctx->be, dz + nd, df + 2 * nd, df + 3 * nd, (int64_t)nd);
     ssl_hal_backward(&ssl->hal, ctx, 0, dz, dz + nd, df);
     return dz;
@@ -58,22 +57,22 @@ hallu_status ssl_simclr_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const floa
     int d = ssl->dim;
     size_t img = (size_t)n * ssl->h * ssl->w * 3;
     float *images = ssl->buf[SIMCLR_IMAGES];
-    memcpy(images, v1, img * sizeof(float));
-    memcpy(images + img, v2, img * sizeof(float));
+    be->ops->copy(be, images, v1, img * sizeof(float));
+    be->ops->copy(be, images + img, v2, img * sizeof(float));
     const float *feat = NULL;
     hallu_status s = hallu_resnet_forward(ssl->encoder, ctx, 0, images, 2 * n, &feat, err);
     if (s != HALLU_OK)
         return s;
     const float *z = hallu_mlp_forward(&ssl->projector, ctx, 0, feat, 2 * n);
-    st->collapse_std = ssl_collapse_std(ssl->buf[SIMCLR_NORMS], z, n, d);
+    be->ops->ssl_collapse_std(be, ssl_stat(ssl, SSL_STAT_COLLAPSE), ssl->buf[SIMCLR_NORMS], z, n, d);
 
     int m = simclr_rows(ssl, ctx, z, n, st);
     float *f = ssl->buf[SIMCLR_FEAT], *fn = ssl->buf[SIMCLR_FNORM], *norms = ssl->buf[SIMCLR_NORMS];
     be->ops->l2norm_rows_forward(be, fn, norms, f, m, d, 1e-12f);
     float t = ssl->cfg.temperature;
     float scale = ssl->cfg.base_temperature > 0.0f ? t / ssl->cfg.base_temperature : 1.0f;
-    st->loss = ssl_nt_xent(be, ctx->training ? ssl->buf[SIMCLR_DFN] : NULL, ssl->buf[SIMCLR_SIM], fn, m, d, n,
-                           t, ssl->cfg.mask_duplicates, scale);
+    ssl_nt_xent(be, ssl_stat(ssl, SSL_STAT_LOSS), ctx->training ? ssl->buf[SIMCLR_DFN] : NULL, ssl->buf[SIMCLR_SIM],
+                fn, m, d, n, t, ssl->cfg.mask_duplicates, scale);
     if (!ctx->training)
         return HALLU_OK;
 

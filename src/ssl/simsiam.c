@@ -2,8 +2,6 @@
  * predictor on each z, symmetric negative cosine against detached targets. */
 #include "ssl_internal.h"
 
-#include <string.h>
-
 hallu_status ssl_simsiam_plan(hallu_ssl *ssl, hallu_error *err)
 {
     size_t n = (size_t)ssl->max_batch, d = (size_t)ssl->dim;
@@ -20,10 +18,10 @@ hallu_status ssl_simsiam_plan(hallu_ssl *ssl, hallu_error *err)
 }
 
 /* target = [z; z] */
-static const float *duplicate(float *dst, const float *z, size_t nd)
+static const float *duplicate(hallu_backend *be, float *dst, const float *z, size_t nd)
 {
-    memcpy(dst, z, nd * sizeof(float));
-    memcpy(dst + nd, z, nd * sizeof(float));
+    be->ops->copy(be, dst, z, nd * sizeof(float));
+    be->ops->copy(be, dst + nd, z, nd * sizeof(float));
     return dst;
 }
 
@@ -50,6 +48,7 @@ static hallu_status branch_forward(hallu_ssl *ssl, const hallu_nn_ctx *ctx, int 
 hallu_status ssl_simsiam_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *v1, const float *v2,
                               int n, hallu_ssl_stats *st, hallu_error *err)
 {
+    hallu_backend *be = ctx->be;
     int d = ssl->dim;
     size_t nd = (size_t)n * d;
     const float *z1, *z2, *p1, *p2;
@@ -58,7 +57,7 @@ hallu_status ssl_simsiam_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const flo
         s = branch_forward(ssl, ctx, 1, v2, n, &z2, &p2, err);
     if (s != HALLU_OK)
         return s;
-    st->collapse_std = ssl_collapse_std(ssl->buf[SIMSIAM_CNORM], z1, n, d);
+    be->ops->ssl_collapse_std(be, ssl_stat(ssl, SSL_STAT_COLLAPSE), ssl->buf[SIMSIAM_CNORM], z1, n, d);
 
     const float *a1 = p1, *a2 = p2, *t1 = z2, *t2 = z1;
     int rows = n;
@@ -67,20 +66,23 @@ hallu_status ssl_simsiam_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const flo
         st->ratio[1] = ssl_draw_ratio(ssl);
         a1 = ssl_hal_forward(&ssl->hal, ctx, 0, p1, p2, n, st->ratio[0]);
         a2 = ssl_hal_forward(&ssl->hal, ctx, 1, p2, p1, n, st->ratio[1]);
-        t1 = duplicate(ssl->buf[SIMSIAM_T1], z2, nd);
-        t2 = duplicate(ssl->buf[SIMSIAM_T2], z1, nd);
+        t1 = duplicate(be, ssl->buf[SIMSIAM_T1], z2, nd);
+        t2 = duplicate(be, ssl->buf[SIMSIAM_T2], z1, nd);
         rows = 2 * n;
     }
     float *g1 = ctx->training ? ssl->buf[SIMSIAM_DP1H] : NULL, *g2 = ctx->training ? ssl->buf[SIMSIAM_DP2H] : NULL;
-    st->loss = ssl_neg_cosine(g1, a1, t1, rows, d, 0.5f) + ssl_neg_cosine(g2, a2, t2, rows, d, 0.5f);
+    /* loss = D(p1', z2) / 2 + D(p2', z1) / 2, the second added in float onto the first. */
+    float *loss = ssl_stat(ssl, SSL_STAT_LOSS);
+    be->ops->ssl_neg_cosine(be, loss, g1, a1, t1, rows, d, 0.5f, 0);
+    be->ops->ssl_neg_cosine(be, loss, g2, a2, t2, rows, d, 0.5f, 1);
     if (!ctx->training)
         return HALLU_OK;
 
     const float *dp1 = g1, *dp2 = g2;
     if (ssl->has_hal) {
         float *d1 = ssl->buf[SIMSIAM_DP1], *d2 = ssl->buf[SIMSIAM_DP2];
-        memset(d1, 0, nd * sizeof(float));
-        memset(d2, 0, nd * sizeof(float));
+        be->ops->fill(be, d1, 0.0f, (int64_t)nd);
+        be->ops->fill(be, d2, 0.0f, (int64_t)nd);
         ssl_hal_backward(&ssl->hal, ctx, 0, d1, d2, g1);
         ssl_hal_backward(&ssl->hal, ctx, 1, d2, d1, g2);
         dp1 = d1;

@@ -1,4 +1,6 @@
-/* The method object: configuration, construction, planning, dispatch, state. */
+/* The method object: configuration, construction, planning, dispatch, state.
+ * Device state (parameters, MoCo's queue, the step's statistics) moves only
+ * through backend ops and the checked transfers. */
 #include "ssl_internal.h"
 
 #include <math.h>
@@ -192,7 +194,8 @@ void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps)
         return;
     for (int i = 0; i < ssl->q_count; i++) {
         const hallu_tensor_info *q = &ps->trainable[ssl->q_first + i], *k = &ssl->key_ps.trainable[i];
-        memcpy(ssl->key_ps.param + k->offset, ps->param + q->offset, (size_t)q->numel * sizeof(float));
+        ssl->be->ops->copy(ssl->be, ssl->key_ps.param + k->offset, ps->param + q->offset,
+                           (size_t)q->numel * sizeof(float));
     }
     /* BN running statistics too, by name (the key's tensors are named like the query's). */
     for (int i = 0; i < ssl->key_ps.num_state; i++) {
@@ -200,7 +203,8 @@ void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps)
         int is_state = 0;
         const hallu_tensor_info *q = hallu_params_find(ps, k->name, &is_state);
         if (q && is_state && q->numel == k->numel)
-            memcpy(ssl->key_ps.buffer + k->offset, ps->buffer + q->offset, (size_t)k->numel * sizeof(float));
+            ssl->be->ops->copy(ssl->be, ssl->key_ps.buffer + k->offset, ps->buffer + q->offset,
+                               (size_t)k->numel * sizeof(float));
     }
 }
 
@@ -233,6 +237,36 @@ static hallu_status init_key(hallu_ssl *ssl, uint64_t seed, hallu_error *err)
     return hallu_params_commit(kp, err);
 }
 
+/* MoCo's initial queue: random unit rows drawn on the host (their own RNG
+ * stream), uploaded once; the pointer starts at row 0. */
+static hallu_status init_queue(hallu_ssl *ssl, uint64_t seed, hallu_error *err)
+{
+    int K = ssl->cfg.queue_size, d = ssl->dim;
+    float *queue = hallu_calloc((size_t)K * d * sizeof(float), "moco initial queue", err);
+    if (!queue)
+        return err->code;
+    hallu_rng qr;
+    hallu_rng_init(&qr, seed, 14);
+    for (int r = 0; r < K; r++) {
+        float *row = queue + (size_t)r * d;
+        double s = 0.0;
+        for (int j = 0; j < d; j++) {
+            row[j] = (float)hallu_rng_normal(&qr);
+            s += (double)row[j] * row[j];
+        }
+        float inv = (float)(1.0 / (sqrt(s) > 1e-12 ? sqrt(s) : 1e-12));
+        for (int j = 0; j < d; j++)
+            row[j] *= inv;
+    }
+    int64_t zero = 0;
+    hallu_status s = hallu_backend_upload(ssl->be, ssl->queue, queue, (size_t)K * d * sizeof(float), err);
+    hallu_free(queue);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(ssl->be, ssl->queue_ptr_buf.data, &zero, sizeof zero, err);
+    ssl->pending_rows = 0;
+    return s;
+}
+
 hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t seed, hallu_error *err)
 {
     hallu_status s = hallu_params_stage(ps, err);
@@ -250,23 +284,8 @@ hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t s
     if (s != HALLU_OK)
         return s;
     hallu_ssl_sync_key(ssl, ps);
-    hallu_rng qr;
-    hallu_rng_init(&qr, seed, 14);
-    int K = ssl->cfg.queue_size, d = ssl->dim;
-    for (int r = 0; r < K; r++) {
-        float *row = ssl->queue + (size_t)r * d;
-        double s = 0.0;
-        for (int j = 0; j < d; j++) {
-            row[j] = (float)hallu_rng_normal(&qr);
-            s += (double)row[j] * row[j];
-        }
-        float inv = (float)(1.0 / (sqrt(s) > 1e-12 ? sqrt(s) : 1e-12));
-        for (int j = 0; j < d; j++)
-            row[j] *= inv;
-    }
-    ssl->queue_ptr = 0;
-    ssl->pending_rows = 0;
-    return HALLU_OK;
+    s = init_queue(ssl, seed, err);
+    return s == HALLU_OK ? hallu_backend_check(ssl->be, err) : s;
 }
 
 float *ssl_buffer(hallu_ssl *ssl, size_t floats, const char *what, hallu_error *err)
@@ -302,6 +321,8 @@ hallu_status hallu_ssl_plan(hallu_ssl *ssl, hallu_backend *be, int batch, int h,
     if (s == HALLU_OK && ssl->has_hal)
         s = ssl_hal_plan(&ssl->hal, be, batch, inst, err);
     if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&ssl->stats_buf, be, HALLU_DTYPE_F32, SSL_STAT_COUNT, "ssl step statistics", err);
+    if (s == HALLU_OK)
         s = simclr ? ssl_simclr_plan(ssl, err) : simsiam ? ssl_simsiam_plan(ssl, err) : ssl_moco_plan(ssl, err);
     ssl->planned = s == HALLU_OK;
     return s;
@@ -324,9 +345,16 @@ void hallu_ssl_free(hallu_ssl *ssl)
         hallu_mlp_free(&ssl->key_projector, be);
         hallu_resnet_free(ssl->key_encoder, be);
         hallu_params_free(&ssl->key_ps);
-        hallu_free(ssl->queue);
+        hallu_buffer_free(&ssl->queue_buf);
+        hallu_buffer_free(&ssl->queue_ptr_buf);
+        hallu_buffer_free(&ssl->key_order_buf);
         hallu_free(ssl->key_order);
+        hallu_free(ssl->host_key_param);
+        hallu_free(ssl->host_key_buffer);
+        hallu_free(ssl->host_queue);
     }
+    hallu_buffer_free(&ssl->stats_buf);
+    hallu_free(ssl->marked);
     free(ssl);
 }
 
@@ -353,11 +381,24 @@ hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float
     hallu_ssl_stats local;
     hallu_ssl_stats *st = stats ? stats : &local;
     memset(st, 0, sizeof *st);
+    hallu_status s;
     switch (ssl->cfg.method) {
-    case HALLU_METHOD_SIMCLR: return ssl_simclr_step(ssl, ctx, view1, view2, n, st, err);
-    case HALLU_METHOD_SIMSIAM: return ssl_simsiam_step(ssl, ctx, view1, view2, n, st, err);
-    default: return ssl_moco_step(ssl, ctx, view1, view2, n, st, err);
+    case HALLU_METHOD_SIMCLR: s = ssl_simclr_step(ssl, ctx, view1, view2, n, st, err); break;
+    case HALLU_METHOD_SIMSIAM: s = ssl_simsiam_step(ssl, ctx, view1, view2, n, st, err); break;
+    default: s = ssl_moco_step(ssl, ctx, view1, view2, n, st, err); break;
     }
+    if (s != HALLU_OK)
+        return s;
+    if (!stats)   /* nothing to read: the ops' first failure, if any, without waiting for them */
+        return hallu_backend_check(ssl->be, err);
+    /* One download for everything the host reads (checks the ops too). */
+    float dev[SSL_STAT_COUNT];
+    s = hallu_backend_download(ssl->be, dev, ssl_stat(ssl, 0), sizeof dev, err);
+    if (s == HALLU_OK) {
+        stats->loss = dev[SSL_STAT_LOSS];
+        stats->collapse_std = dev[SSL_STAT_COLLAPSE];
+    }
+    return s;
 }
 
 void hallu_ssl_after_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx)
@@ -394,6 +435,44 @@ static void blob_set(hallu_ssl_blob *b, const char *name, hallu_dtype dt, int nd
     b->nbytes = numel * hallu_dtype_size(dt);
 }
 
+/* The host copies the blobs point into, allocated once on the first get. */
+static hallu_status state_mirrors(hallu_ssl *ssl, hallu_error *err)
+{
+    if (ssl->marked)
+        return HALLU_OK;
+    hallu_params *kp = &ssl->key_ps;
+    if (ssl->is_moco) {
+        ssl->host_key_param = hallu_calloc((size_t)kp->trainable_numel * sizeof(float) + 1, "ssl key params", err);
+        ssl->host_key_buffer = hallu_calloc((size_t)kp->state_numel * sizeof(float) + 1, "ssl key buffers", err);
+        ssl->host_queue = hallu_calloc((size_t)ssl->cfg.queue_size * ssl->dim * sizeof(float), "ssl queue", err);
+        if (!ssl->host_key_param || !ssl->host_key_buffer || !ssl->host_queue)
+            return err->code;
+    }
+    ssl->marked = hallu_calloc((size_t)hallu_ssl_state_count(ssl), "ssl state marks", err);
+    return ssl->marked ? HALLU_OK : err->code;
+}
+
+/* Where blob `index` (not the RNG) lives on the device and in the host copy. */
+static void state_place(hallu_ssl *ssl, int index, void **dev, void **host, size_t *nbytes)
+{
+    hallu_params *kp = &ssl->key_ps;
+    if (index < kp->num_trainable + kp->num_state) {
+        int is_state = index >= kp->num_trainable;
+        const hallu_tensor_info *t = is_state ? &kp->state[index - kp->num_trainable] : &kp->trainable[index];
+        *dev = (is_state ? kp->buffer : kp->param) + t->offset;
+        *host = (is_state ? ssl->host_key_buffer : ssl->host_key_param) + t->offset;
+        *nbytes = (size_t)t->numel * sizeof(float);
+    } else if (index == kp->num_trainable + kp->num_state) {
+        *dev = ssl->queue;
+        *host = ssl->host_queue;
+        *nbytes = (size_t)ssl->cfg.queue_size * ssl->dim * sizeof(float);
+    } else {
+        *dev = ssl->queue_ptr_buf.data;
+        *host = &ssl->host_queue_ptr;
+        *nbytes = sizeof ssl->host_queue_ptr;
+    }
+}
+
 hallu_status hallu_ssl_state_get(hallu_ssl *ssl, int index, hallu_ssl_blob *blob, hallu_error *err)
 {
     int count = hallu_ssl_state_count(ssl);
@@ -405,21 +484,28 @@ hallu_status hallu_ssl_state_get(hallu_ssl *ssl, int index, hallu_ssl_blob *blob
         blob_set(blob, "ssl.rng", HALLU_DTYPE_I64, 1, shape, ssl->rng_words);
         return HALLU_OK;
     }
+    hallu_status s = state_mirrors(ssl, err);
+    void *dev = NULL, *host = NULL;
+    size_t nbytes = 0;
+    state_place(ssl, index, &dev, &host, &nbytes);
+    if (s == HALLU_OK)
+        s = hallu_backend_download(ssl->be, host, dev, nbytes, err);
+    if (s != HALLU_OK)
+        return s;
+    ssl->marked[index] = 1;
     hallu_params *kp = &ssl->key_ps;
     if (index < kp->num_trainable + kp->num_state) {
         int is_state = index >= kp->num_trainable;
         const hallu_tensor_info *t = is_state ? &kp->state[index - kp->num_trainable] : &kp->trainable[index];
         char name[HALLU_NAME_MAX + 16];
         snprintf(name, sizeof name, "ssl.key.%s", t->name);
-        blob_set(blob, name, HALLU_DTYPE_F32, t->ndim, t->shape, (is_state ? kp->buffer : kp->param) + t->offset);
-        return HALLU_OK;
-    }
-    if (index == kp->num_trainable + kp->num_state) {
+        blob_set(blob, name, HALLU_DTYPE_F32, t->ndim, t->shape, host);
+    } else if (index == kp->num_trainable + kp->num_state) {
         int64_t shape[2] = { ssl->cfg.queue_size, ssl->dim };
-        blob_set(blob, "ssl.queue", HALLU_DTYPE_F32, 2, shape, ssl->queue);
+        blob_set(blob, "ssl.queue", HALLU_DTYPE_F32, 2, shape, host);
     } else {
         int64_t shape[1] = { 1 };
-        blob_set(blob, "ssl.queue_ptr", HALLU_DTYPE_I64, 1, shape, &ssl->queue_ptr);
+        blob_set(blob, "ssl.queue_ptr", HALLU_DTYPE_I64, 1, shape, host);
     }
     return HALLU_OK;
 }
@@ -427,12 +513,14 @@ hallu_status hallu_ssl_state_get(hallu_ssl *ssl, int index, hallu_ssl_blob *blob
 hallu_status hallu_ssl_state_commit(hallu_ssl *ssl, hallu_error *err)
 {
     const int64_t *w = ssl->rng_words;
+    int count = hallu_ssl_state_count(ssl);
     if (w[5] < 0 || w[5] > 4)
         return hallu_error_set(err, HALLU_ERR_FORMAT, "ssl state: ssl.rng words used = %lld (expected 0..4)",
                                (long long)w[5]);
-    if (ssl->is_moco && (ssl->queue_ptr < 0 || ssl->queue_ptr >= ssl->cfg.queue_size))
+    if (ssl->is_moco && ssl->marked && ssl->marked[count - 2] &&
+        (ssl->host_queue_ptr < 0 || ssl->host_queue_ptr >= ssl->cfg.queue_size))
         return hallu_error_set(err, HALLU_ERR_FORMAT, "ssl state: ssl.queue_ptr = %lld outside [0, %d)",
-                               (long long)ssl->queue_ptr, ssl->cfg.queue_size);
+                               (long long)ssl->host_queue_ptr, ssl->cfg.queue_size);
     ssl->rng.seed = (uint64_t)w[0];
     ssl->rng.stream = (uint64_t)w[1];
     ssl->rng.counter = (uint64_t)w[2];
@@ -442,5 +530,16 @@ hallu_status hallu_ssl_state_commit(hallu_ssl *ssl, hallu_error *err)
     ssl->rng.block[3] = (uint32_t)((uint64_t)w[4] >> 32);
     ssl->rng.used = (int)w[5];
     ssl->pending_rows = 0;
-    return HALLU_OK;
+    /* Only the blobs handed out since the last commit: the others' host copies may be stale. */
+    hallu_status s = HALLU_OK;
+    for (int i = 0; ssl->marked && i < count - 1 && s == HALLU_OK; i++) {
+        if (!ssl->marked[i])
+            continue;
+        void *dev = NULL, *host = NULL;
+        size_t nbytes = 0;
+        state_place(ssl, i, &dev, &host, &nbytes);
+        s = hallu_backend_upload(ssl->be, dev, host, nbytes, err);
+        ssl->marked[i] = 0;
+    }
+    return s;
 }

@@ -1,6 +1,7 @@
 /* Private pieces of the ssl module: the Hallucinator module, the losses and the
- * method object. Losses work on host pointers (the CPU backend's memory) and
- * use the backend only for the large products. */
+ * method object. Every float pointer here is a device address (backend.h):
+ * the module computes only through backend ops; the host keeps sizes, the
+ * Hallucinator RNG and MoCo's key order, which it draws and uploads. */
 #ifndef HALLU_SSL_INTERNAL_H
 #define HALLU_SSL_INTERNAL_H
 
@@ -24,35 +25,31 @@ hallu_status ssl_hal_plan(ssl_hal *h, hallu_backend *be, int max_rows, int insta
 void ssl_hal_free(ssl_hal *h, hallu_backend *be);
 /* PyTorch default init; the residual variant zeroes the last layer. */
 void ssl_hal_init_weights(ssl_hal *h, hallu_params *ps, uint64_t seed, uint64_t stream);
-/* Returns [x; h] ([2 rows][d], owned, valid until the next forward of inst). */
+/* Returns [x; h] ([2 rows][d], owned, valid until the next forward of inst);
+ * x, k and the result are device addresses. */
 const float *ssl_hal_forward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, const float *x,
                              const float *k, int rows, float r);
 /* ADDS the gradients w.r.t. x into dx and w.r.t. k into dk (dk may be NULL:
  * k carries no gradient); dout [2 rows][d]. */
 void ssl_hal_backward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, float *dx, float *dk, const float *dout);
 
-/* ---- losses (float in, float gradients out, double accumulation) ---- */
+/* ---- losses (float in, float gradients out, double row sums; *loss is a device float) ---- */
 
 /* NT-Xent over m normalised rows feat [m][d]: positive of row i is (i + m/2) % m,
  * the source sample of row i is i % n_src; denominators exclude i itself and,
  * with mask_same_source, every other same-source row but the positive.
- * Returns scale * mean loss; dfeat = its gradient. sim: [m][m] workspace. */
-float ssl_nt_xent(hallu_backend *be, float *dfeat, float *sim, const float *feat, int m, int d,
-                  int n_src, float temperature, int mask_same_source, float scale);
+ * *loss = scale * mean loss; dfeat (may be NULL) = its gradient. sim: [m][m] workspace. */
+void ssl_nt_xent(hallu_backend *be, float *loss, float *dfeat, float *sim, const float *feat, int m, int d,
+                 int n_src, float temperature, int mask_same_source, float scale);
 
 /* InfoNCE: logits_r = [q_r . kpos_r, q_r . queue^T] / T, target 0, mean over
- * rows. q, kpos: [rows][d] (normalised), queue [K][d]. dq (may be NULL) gets
- * the gradient; neg: [rows][K] workspace. */
-float ssl_infonce(hallu_backend *be, float *dq, float *neg, const float *q, const float *kpos,
-                  const float *queue, int rows, int d, int K, float temperature);
+ * rows into *loss. q, kpos: [rows][d] (normalised), queue [K][d]. dq (may be
+ * NULL) gets the gradient; neg: [rows][K] workspace. */
+void ssl_infonce(hallu_backend *be, float *loss, float *dq, float *neg, const float *q, const float *kpos,
+                 const float *queue, int rows, int d, int K, float temperature);
 
-/* scale * -mean_r cos(p_r, z_r); dp (may be NULL) = its gradient w.r.t. p
- * (z is a constant target). */
-float ssl_neg_cosine(float *dp, const float *p, const float *z, int rows, int d, float scale);
-
-/* Mean over dims of the per-dim (population) std of the L2-normalised rows;
- * norms: [rows] workspace. */
-float ssl_collapse_std(float *norms, const float *z, int rows, int d);
+/* SimSiam's negative cosine and the collapse metric are single backend ops
+ * (ssl_neg_cosine, ssl_collapse_std). */
 
 /* ---- the method object ---- */
 struct hallu_ssl {
@@ -72,11 +69,24 @@ struct hallu_ssl {
     hallu_resnet *key_encoder;
     hallu_mlp key_projector;
     int q_first, q_count;              /* query tensors mirrored by key_ps->trainable[0..q_count) */
-    float *queue;                      /* [K][dim] */
-    int64_t queue_ptr;
-    float *pending;                    /* keys of the last step, [2 max_batch][dim] */
+    hallu_buffer queue_buf;            /* [K][dim] */
+    hallu_buffer queue_ptr_buf;        /* I64 [1]: the next row to overwrite, advanced by the enqueue op */
+    float *queue;                      /* = queue_buf's data (device) */
+    float *pending;                    /* keys of the last step, [2 max_batch][dim] (device) */
     int pending_rows;
-    uint32_t *key_order;               /* Shuffle BN: image key_order[i] is row i of the key batch */
+    uint32_t *key_order;               /* Shuffle BN (host, drawn from the RNG): image key_order[i] is row i
+                                          of the key batch */
+    hallu_buffer key_order_buf;        /* I32 [max_batch]: key_order uploaded for the gather/scatter ops */
+
+    /* Checkpoint blobs: host copies that hallu_ssl_state_get downloads into and
+     * hallu_ssl_state_commit uploads from (only the blobs handed out since the
+     * last commit: marked[index]). Allocated on the first get. */
+    float *host_key_param, *host_key_buffer, *host_queue;
+    int64_t host_queue_ptr;
+    unsigned char *marked;
+
+    /* Step statistics on the device, downloaded once when the caller asks. */
+    hallu_buffer stats_buf;            /* F32 [SSL_STAT_COUNT] */
 
     /* planned work buffers (sizes in the method files) */
     float *buf[14];
@@ -84,6 +94,10 @@ struct hallu_ssl {
 };
 
 float *ssl_buffer(hallu_ssl *ssl, size_t floats, const char *what, hallu_error *err);
+
+/* Slots of stats_buf: the step's loss and collapse std (device floats). */
+enum { SSL_STAT_LOSS = 0, SSL_STAT_COLLAPSE, SSL_STAT_COUNT };
+static inline float *ssl_stat(hallu_ssl *ssl, int slot) { return hallu_buffer_f32(&ssl->stats_buf) + slot; }
 
 hallu_status ssl_simclr_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *v1, const float *v2,
                              int n, hallu_ssl_stats *st, hallu_error *err);

@@ -304,6 +304,8 @@ static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_s
     if (s == HALLU_OK)
         s = hallu_backend_upload(run->be, run->views[1].data, b->views[1], view_bytes, err);
     train_fault_arm(run, TRAIN_FAULT_FORWARD, step);
+    /* Stats every step (one small download): the divergence check below and the
+     * progress callback read the loss of each step, not only logged ones. */
     if (s == HALLU_OK)
         s = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]), hallu_buffer_f32(&run->views[1]), b->n,
                            st, err);

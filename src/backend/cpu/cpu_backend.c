@@ -121,6 +121,16 @@ static const hallu_backend_ops cpu_ops = {
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
     /* (end of nn ops) */
     /* ssl ops (losses, Hallucinator, MoCo) */
+    .ssl_nt_xent_rows = cpu_ssl_nt_xent_rows,
+    .ssl_infonce_rows = cpu_ssl_infonce_rows,
+    .ssl_neg_cosine = cpu_ssl_neg_cosine,
+    .ssl_collapse_std = cpu_ssl_collapse_std,
+    .ssl_hal_input = cpu_ssl_hal_input,
+    .ssl_hal_output = cpu_ssl_hal_output,
+    .ssl_hal_backward = cpu_ssl_hal_backward,
+    .ssl_gather_rows = cpu_ssl_gather_rows,
+    .ssl_scatter_rows = cpu_ssl_scatter_rows,
+    .ssl_enqueue_rows = cpu_ssl_enqueue_rows,
     /* (end of ssl ops) */
     /* eval ops (kNN, linear probe) */
     /* (end of eval ops) */

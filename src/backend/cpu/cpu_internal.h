@@ -214,6 +214,24 @@ void cpu_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *sr
 /* (end of nn ops) */
 
 /* ssl ops (losses, Hallucinator, MoCo) */
+/* ssl (cpu_ssl.c) */
+void cpu_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int m, int n_src, int mask_same_source,
+                          float scale);
+void cpu_ssl_infonce_rows(hallu_backend *be, float *loss, float *dq, float *neg, const float *q, const float *kpos,
+                          int rows, int d, int K, float temperature);
+void cpu_ssl_neg_cosine(hallu_backend *be, float *loss, float *dp, const float *p, const float *z, int rows, int d,
+                        float scale, int accumulate);
+void cpu_ssl_collapse_std(hallu_backend *be, float *out, float *norms, const float *z, int rows, int d);
+void cpu_ssl_hal_input(hallu_backend *be, float *xg, const float *x, const float *k, int rows, int d, float r);
+void cpu_ssl_hal_output(hallu_backend *be, float *h, const float *mlp, const float *xg, int rows, int d,
+                        int residual);
+void cpu_ssl_hal_backward(hallu_backend *be, float *dx, float *dk, const float *dxg, const float *dout, int rows,
+                          int d, float r, int residual);
+void cpu_ssl_gather_rows(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                         int64_t cols);
+void cpu_ssl_scatter_rows(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                          int64_t cols);
+void cpu_ssl_enqueue_rows(hallu_backend *be, float *queue, int64_t *ptr, const float *src, int rows, int d, int K);
 /* (end of ssl ops) */
 
 /* eval ops (kNN, linear probe) */

@@ -360,6 +360,74 @@ static void iso_slice_cols(hallu_backend *be, float *dst, int cols_dst, const fl
 /* (end of nn ops) */
 
 /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
+static void iso_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int m, int n_src, int mask_same_source,
+                                 float scale)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_nt_xent_rows(inner_of(be), D(loss), D(sim), m, n_src, mask_same_source, scale));
+}
+
+static void iso_ssl_infonce_rows(hallu_backend *be, float *loss, float *dq, float *neg, const float *q,
+                                 const float *kpos, int rows, int d, int K, float temperature)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_infonce_rows(inner_of(be), D(loss), D(dq), D(neg), D(q), D(kpos), rows, d, K,
+                                                temperature));
+}
+
+static void iso_ssl_neg_cosine(hallu_backend *be, float *loss, float *dp, const float *p, const float *z, int rows,
+                               int d, float scale, int accumulate)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_neg_cosine(inner_of(be), D(loss), D(dp), D(p), D(z), rows, d, scale, accumulate));
+}
+
+static void iso_ssl_collapse_std(hallu_backend *be, float *out, float *norms, const float *z, int rows, int d)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_collapse_std(inner_of(be), D(out), D(norms), D(z), rows, d));
+}
+
+static void iso_ssl_hal_input(hallu_backend *be, float *xg, const float *x, const float *k, int rows, int d, float r)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_hal_input(inner_of(be), D(xg), D(x), D(k), rows, d, r));
+}
+
+static void iso_ssl_hal_output(hallu_backend *be, float *h, const float *mlp, const float *xg, int rows, int d,
+                               int residual)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_hal_output(inner_of(be), D(h), D(mlp), D(xg), rows, d, residual));
+}
+
+static void iso_ssl_hal_backward(hallu_backend *be, float *dx, float *dk, const float *dxg, const float *dout, int rows,
+                                 int d, float r, int residual)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_hal_backward(inner_of(be), D(dx), D(dk), D(dxg), D(dout), rows, d, r, residual));
+}
+
+static void iso_ssl_gather_rows(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                                int64_t cols)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_gather_rows(inner_of(be), D(dst), D(src), D(index), rows, cols));
+}
+
+static void iso_ssl_scatter_rows(hallu_backend *be, float *dst, const float *src, const int32_t *index, int rows,
+                                 int64_t cols)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_scatter_rows(inner_of(be), D(dst), D(src), D(index), rows, cols));
+}
+
+static void iso_ssl_enqueue_rows(hallu_backend *be, float *queue, int64_t *ptr, const float *src, int rows, int d,
+                                 int K)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->ssl_enqueue_rows(inner_of(be), D(queue), D(ptr), D(src), rows, d, K));
+}
 /* (end of ssl ops) */
 
 /* ---- eval ops (kNN, linear probe) ---- */
@@ -404,6 +472,16 @@ static const hallu_backend_ops iso_ops = {
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
     /* (end of nn ops) */
     /* ssl ops (losses, Hallucinator, MoCo) */
+    .ssl_nt_xent_rows = iso_ssl_nt_xent_rows,
+    .ssl_infonce_rows = iso_ssl_infonce_rows,
+    .ssl_neg_cosine = iso_ssl_neg_cosine,
+    .ssl_collapse_std = iso_ssl_collapse_std,
+    .ssl_hal_input = iso_ssl_hal_input,
+    .ssl_hal_output = iso_ssl_hal_output,
+    .ssl_hal_backward = iso_ssl_hal_backward,
+    .ssl_gather_rows = iso_ssl_gather_rows,
+    .ssl_scatter_rows = iso_ssl_scatter_rows,
+    .ssl_enqueue_rows = iso_ssl_enqueue_rows,
     /* (end of ssl ops) */
     /* eval ops (kNN, linear probe) */
     /* (end of eval ops) */
