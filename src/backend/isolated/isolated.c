@@ -431,6 +431,7 @@ static void iso_adamw_update(hallu_backend *be, float *p, const float *g, float 
     RUN(be, inner_of(be)->ops->adamw_update(inner_of(be), D(p), D(g), D(m), D(v), decay, beta1, one_m_beta1, beta2,
                                             one_m_beta2, bc2_sqrt, eps, neg_step, n));
 }
+
 /* (end of nn ops) */
 
 /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
