@@ -79,8 +79,8 @@ typedef struct hallu_side {
     hallu_params ps;
     hallu_classifier clf;
     hallu_optimizer *opt;
-    float *x;
-    int32_t *y;
+    float *x;      /* device */
+    int32_t *y;    /* host: the classifier uploads labels */
     int batch;
 } hallu_side;
 
@@ -102,14 +102,21 @@ static void hallu_side_create(hallu_side *h, int batch, int threads)
         fprintf(stderr, "bench: %s\n", err.msg);
         exit(1);
     }
-    h->x = malloc(sizeof(float) * batch * 32 * 32 * 3);
+    size_t xbytes = sizeof(float) * batch * 32 * 32 * 3;
+    float *x = malloc(xbytes);
     h->y = malloc(sizeof(int32_t) * batch);
     hallu_rng rng;
     hallu_rng_init(&rng, 0, 0);
     for (int i = 0; i < batch * 32 * 32 * 3; i++)
-        h->x[i] = (float)hallu_rng_normal(&rng);
+        x[i] = (float)hallu_rng_normal(&rng);
     for (int i = 0; i < batch; i++)
         h->y[i] = (int32_t)hallu_rng_below(&rng, 10);
+    h->x = h->be->ops->alloc(h->be, xbytes, "bench batch", &err);
+    if (!h->x || hallu_backend_upload(h->be, h->x, x, xbytes, &err) != HALLU_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
+    }
+    free(x);
 }
 
 /* One training step; returns its wall time in seconds. */
@@ -130,7 +137,7 @@ static double hallu_side_step(hallu_side *h)
 
 static void hallu_side_free(hallu_side *h)
 {
-    free(h->x);
+    h->be->ops->release(h->be, h->x);
     free(h->y);
     hallu_optimizer_free(h->opt);
     hallu_classifier_free(&h->clf, h->be);

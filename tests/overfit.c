@@ -1,7 +1,9 @@
 /* A model can overfit: ResNet-18 (CIFAR stem) on one fixed batch of 64
  * synthetic images with random labels must drive the cross-entropy below 0.05
- * within 200 SGD steps. Catches any backward/optimizer bug that stalls learning. */
+ * within 200 SGD steps. Catches any backward/optimizer bug that stalls learning.
+ * Runs on the test backend (HALLU_TEST_DEVICE). */
 #include "check.h"
+#include "test_backend.h"
 #include "hallu/data.h"
 #include "hallu/models.h"
 #include "hallu/optim.h"
@@ -34,7 +36,7 @@ int main(void)
 {
     hallu_error err;
     hallu_backend *be = NULL;
-    CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
+    CHECK_OK(test_backend_create(&be, 2, &err), &err);
     hallu_resnet_config cfg;
     CHECK_OK(hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err), &err);
     hallu_params ps;
@@ -55,12 +57,15 @@ int main(void)
     float *x = malloc(sizeof(float) * BATCH * SIZE * SIZE * 3);
     int32_t labels[BATCH];
     load_batch(x, labels);
+    hallu_buffer xd = { 0 };
+    CHECK_OK(hallu_buffer_alloc(&xd, be, HALLU_DTYPE_F32, (int64_t)BATCH * SIZE * SIZE * 3, "batch", &err), &err);
+    CHECK_OK(hallu_backend_upload(be, xd.data, x, xd.nbytes, &err), &err);
     hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
     float loss = 1e9f, first = 0;
     int step = 0;
     for (; step < MAX_STEPS && loss >= 0.05f; step++) {
         hallu_params_zero_grad(&ps);
-        CHECK_OK(hallu_classifier_step(&clf, &ctx, x, labels, BATCH, &loss, &err), &err);
+        CHECK_OK(hallu_classifier_step(&clf, &ctx, hallu_buffer_f32(&xd), labels, BATCH, &loss, &err), &err);
         if (step == 0)
             first = loss;
         hallu_optimizer_step(opt, &ps, 0.05);
@@ -71,7 +76,9 @@ int main(void)
     CHECK_MSG(loss < 0.05f, "cross-entropy %.4f after %d steps, expected < 0.05", loss, step);
     CHECK(first > 1.5f);   /* random labels start near ln(10) */
 
+    CHECK_OK(hallu_backend_check(be, &err), &err);
     free(x);
+    hallu_buffer_free(&xd);
     hallu_optimizer_free(opt);
     hallu_classifier_free(&clf, be);
     hallu_params_free(&ps);

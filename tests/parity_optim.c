@@ -2,10 +2,12 @@
  * 5 steps of each case from the same parameters and gradients; after every
  * step the parameters, and at the end the optimizer state, must agree to a
  * relative error of 1e-6 (max abs difference / max abs torch value).
- * The case table must match the script's. */
+ * The case table must match the script's. Runs on the test backend
+ * (HALLU_TEST_DEVICE); device results are read by download. */
 #include "hallu/io.h"
 #include "hallu/optim.h"
 #include "check.h"
+#include "test_backend.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,25 @@ static const ref_case CASES[] = {
     {"lars_all_nesterov", HALLU_OPTIM_LARS, 0.9, 1e-3, 1, 0, 0.001, 0},
     {"lars_clip", HALLU_OPTIM_LARS, 0.9, 1e-2, 0, 1, 0.02, 1},
 };
+
+static hallu_backend *g_be;
+
+/* A device buffer of n floats holding host (or zeros when host is NULL). */
+static float *dev_floats(const float *host, int64_t n)
+{
+    hallu_error err = {0};
+    float *d = g_be->ops->alloc(g_be, (size_t)(n > 0 ? n : 1) * sizeof(float), "test floats", &err);
+    CHECK_OK(d ? HALLU_OK : err.code, &err);
+    if (d && host && n > 0)
+        CHECK_OK(hallu_backend_upload(g_be, d, host, (size_t)n * sizeof(float), &err), &err);
+    return d;
+}
+
+static void to_host(float *host, const float *dev, int64_t n)
+{
+    hallu_error err = {0};
+    CHECK_OK(hallu_backend_download(g_be, host, dev, (size_t)n * sizeof(float), &err), &err);
+}
 
 typedef struct ref_data {
     hallu_safetensors st;
@@ -111,27 +132,34 @@ static void run_case(const ref_data *d, const ref_case *c)
     cfg.lars_eta = c->eta;
     cfg.lars_clip_lr = c->clip;
     hallu_optimizer o;
-    CHECK_OK(hallu_optim_init(&o, &cfg, d->n, d->ranges, d->num_ranges, &err), &err);
+    CHECK_OK(hallu_optim_init(&o, g_be, &cfg, d->n, d->ranges, d->num_ranges, &err), &err);
     snprintf(name, sizeof name, "%s.params", c->name);
     float *want = load_f32(&d->st, name, STEPS * d->n);
     float *p = malloc((size_t)d->n * sizeof *p);
-    memcpy(p, d->init, (size_t)d->n * sizeof *p);
+    float *dp = dev_floats(d->init, d->n), *dg = dev_floats(NULL, d->n);
     double worst = 0;
     for (int s = 0; s < STEPS; s++) {
-        hallu_optim_step(&o, p, d->grads + s * d->n, d->lrs[s]);
+        CHECK_OK(hallu_backend_upload(g_be, dg, d->grads + s * d->n, (size_t)d->n * sizeof(float), &err), &err);
+        hallu_optim_step(&o, dp, dg, d->lrs[s]);
+        to_host(p, dp, d->n);
         snprintf(name, sizeof name, "%s params after step %d", c->name, s + 1);
         worst = fmax(worst, compare(name, p, want + s * d->n, d->n));
     }
     snprintf(name, sizeof name, "%s.state", c->name);
     float *state = load_f32(&d->st, name, o.num_slots * d->n);
+    float *got = malloc((size_t)(o.num_slots * d->n > 0 ? o.num_slots * d->n : 1) * sizeof *got);
+    CHECK_OK(hallu_optim_state_download(&o, got, &err), &err);
     for (int k = 0; k < o.num_slots; k++) {
         snprintf(name, sizeof name, "%s %s", c->name, hallu_optim_slot_name(&o, k));
-        worst = fmax(worst, compare(name, hallu_optim_slot(&o, k), state + k * d->n, d->n));
+        worst = fmax(worst, compare(name, got + k * d->n, state + k * d->n, d->n));
     }
     printf("%-20s max rel error %.3g\n", c->name, worst);
+    free(got);
     free(state);
     free(p);
     free(want);
+    g_be->ops->release(g_be, dp);
+    g_be->ops->release(g_be, dg);
     hallu_optim_free(&o);
 }
 
@@ -175,7 +203,12 @@ static void check_clip(const ref_data *d)
         float *g = malloc((size_t)d->n * sizeof *g);
         for (int64_t i = 0; i < d->n; i++)
             g[i] = d->grads[i] * 3.0f;
-        float total = hallu_clip_grad_norm(g, d->n, max_norm[k]);
+        float *dg = dev_floats(g, d->n), *dtotal = dev_floats(NULL, 1), total = 0;
+        hallu_clip_grad_norm(g_be, dg, dtotal, d->n, max_norm[k]);
+        to_host(&total, dtotal, 1);
+        to_host(g, dg, d->n);
+        g_be->ops->release(g_be, dg);
+        g_be->ops->release(g_be, dtotal);
         snprintf(name, sizeof name, "%s.total", names[k]);
         float *want_total = load_f32(&d->st, name, 1);
         CHECK_MSG(fabs(total - want_total[0]) <= REL_TOL * want_total[0], "%s: %.9g vs torch %.9g", name, total,
@@ -195,6 +228,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s optim_ref.safetensors\n", argv[0]);
         return 2;
     }
+    hallu_error err = {0};
+    if (test_backend_create(&g_be, 0, &err) != HALLU_OK)
+        return 1;
     ref_data d;
     memset(&d, 0, sizeof d);
     if (load_ref(&d, argv[1])) {
@@ -206,5 +242,7 @@ int main(int argc, char **argv)
     free(d.init);
     free(d.grads);
     hallu_safetensors_close(&d.st);
+    CHECK_OK(hallu_backend_check(g_be, &err), &err);
+    hallu_backend_free(g_be);
     return check_summary();
 }

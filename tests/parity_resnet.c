@@ -1,7 +1,9 @@
 /* ResNet parity against PyTorch (tools/ref_resnet.py): forward logits and loss,
  * every parameter gradient, BN running statistics, and the loss over 5 SGD
- * steps. Fails when any tensor's ||hallu - torch|| / ||torch|| exceeds 1e-4. */
+ * steps. Fails when any tensor's ||hallu - torch|| / ||torch|| exceeds 1e-4.
+ * Runs on the test backend (HALLU_TEST_DEVICE); results are read by download. */
 #include "check.h"
+#include "test_backend.h"
 #include "testutil.h"
 #include "hallu/models.h"
 #include "hallu/optim.h"
@@ -70,6 +72,32 @@ static float *to_nhwc(const hallu_st_tensor *t)
     return out;
 }
 
+/* The reference's "init." tensors into the parameters through the host staging
+ * copy (the device blocks are written only by upload). */
+static void load_init(hallu_params *ps, const hallu_safetensors *st)
+{
+    hallu_error err = { 0 };
+    CHECK_OK(hallu_params_stage(ps, &err), &err);
+    if (!ps->host_param)
+        return;
+    char name[HALLU_NAME_MAX + 8];
+    for (int i = 0; i < ps->num_trainable + ps->num_state; i++) {
+        int is_state = i >= ps->num_trainable;
+        const hallu_tensor_info *t = is_state ? &ps->state[i - ps->num_trainable] : &ps->trainable[i];
+        float *dst = (is_state ? ps->host_buffer : ps->host_param) + t->offset;
+        snprintf(name, sizeof name, "init.%s", t->name);
+        const hallu_st_tensor *f = hallu_safetensors_find(st, name);
+        if (f && f->dtype == HALLU_DTYPE_I64 && (t->flags & HALLU_TENSOR_COUNTER)) {
+            int64_t v = 0;
+            CHECK_OK(hallu_safetensors_copy(st, name, HALLU_DTYPE_I64, &v, 1, &err), &err);
+            *dst = (float)v;
+        } else {
+            CHECK_OK(hallu_safetensors_copy(st, name, HALLU_DTYPE_F32, dst, t->numel, &err), &err);
+        }
+    }
+    CHECK_OK(hallu_params_commit(ps, &err), &err);
+}
+
 static void run_model(hallu_backend *be, const char *file, const char *arch, const char *stem)
 {
     printf("== %s\n", file);
@@ -99,27 +127,37 @@ static void run_model(hallu_backend *be, const char *file, const char *arch, con
     hallu_classifier clf;
     CHECK_OK(hallu_classifier_create(&clf, &cfg, 10, &ps, &err), &err);
     CHECK_OK(hallu_params_alloc(&ps, be, &err), &err);
-    CHECK_OK(hallu_params_load(&ps, &st, NULL, "init.", 1, &err), &err);
+    load_init(&ps, &st);
     CHECK_OK(hallu_classifier_plan(&clf, be, n, h, w, &err), &err);
+
+    hallu_buffer xd = { 0 };
+    CHECK_OK(hallu_buffer_alloc(&xd, be, HALLU_DTYPE_F32, input->numel, "input", &err), &err);
+    CHECK_OK(hallu_backend_upload(be, xd.data, x, (size_t)input->numel * sizeof(float), &err), &err);
+    float *host = malloc((size_t)(ps.trainable_numel > ps.state_numel ? ps.trainable_numel : ps.state_numel) *
+                         sizeof *host);
+    float *logits = malloc((size_t)n * 10 * sizeof *logits);
 
     hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
     float loss = 0;
     hallu_params_zero_grad(&ps);
-    CHECK_OK(hallu_classifier_step(&clf, &ctx, x, labels, n, &loss, &err), &err);
-    compare("logits", clf.logits, ref_f32(&st, "logits", (int64_t)n * 10), (int64_t)n * 10);
+    CHECK_OK(hallu_classifier_step(&clf, &ctx, hallu_buffer_f32(&xd), labels, n, &loss, &err), &err);
+    CHECK_OK(hallu_backend_download(be, logits, clf.logits, (size_t)n * 10 * sizeof(float), &err), &err);
+    compare("logits", logits, ref_f32(&st, "logits", (int64_t)n * 10), (int64_t)n * 10);
     compare("loss", &loss, ref_f32(&st, "loss", 1), 1);
     char name[256];
     int compared = 0;
+    CHECK_OK(hallu_params_download_grad(&ps, host, &err), &err);
     for (int i = 0; i < ps.num_trainable; i++) {
         const hallu_tensor_info *t = &ps.trainable[i];
         snprintf(name, sizeof name, "grad.%s", t->name);
         const float *want = ref_f32(&st, name, t->numel);
         if (want) {
-            compare_floor(name, ps.grad + t->offset, want, t->numel, bias_floor(&ps, &st, name));
+            compare_floor(name, host + t->offset, want, t->numel, bias_floor(&ps, &st, name));
             compared++;
         }
     }
     CHECK_MSG(compared == ps.num_trainable, "compared %d of %d parameter gradients", compared, ps.num_trainable);
+    CHECK_OK(hallu_backend_download(be, host, ps.buffer, (size_t)ps.state_numel * sizeof(float), &err), &err);
     for (int i = 0; i < ps.num_state; i++) {
         const hallu_tensor_info *t = &ps.state[i];
         if (t->flags & HALLU_TENSOR_COUNTER)
@@ -127,11 +165,11 @@ static void run_model(hallu_backend *be, const char *file, const char *arch, con
         snprintf(name, sizeof name, "after.%s", t->name);
         const float *want = ref_f32(&st, name, t->numel);
         if (want)
-            compare(name, ps.buffer + t->offset, want, t->numel);
+            compare(name, host + t->offset, want, t->numel);
     }
 
     /* 5 SGD steps from the same initial weights. */
-    CHECK_OK(hallu_params_load(&ps, &st, NULL, "init.", 1, &err), &err);
+    load_init(&ps, &st);
     hallu_optimizer *opt = NULL;
     hallu_optim_config oc;
     hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);
@@ -141,12 +179,16 @@ static void run_model(hallu_backend *be, const char *file, const char *arch, con
     float losses[5];
     for (int step = 0; step < 5 && opt; step++) {
         hallu_params_zero_grad(&ps);
-        CHECK_OK(hallu_classifier_step(&clf, &ctx, x, labels, n, &losses[step], &err), &err);
+        CHECK_OK(hallu_classifier_step(&clf, &ctx, hallu_buffer_f32(&xd), labels, n, &losses[step], &err), &err);
         hallu_optimizer_step(opt, &ps, 0.01);
     }
     compare("losses over 5 SGD steps", losses, ref_f32(&st, "losses", 5), 5);
 
+    CHECK_OK(hallu_backend_check(be, &err), &err);
     hallu_optimizer_free(opt);
+    hallu_buffer_free(&xd);
+    free(host);
+    free(logits);
     hallu_classifier_free(&clf, be);
     hallu_params_free(&ps);
     hallu_safetensors_close(&st);
@@ -162,7 +204,7 @@ int main(int argc, char **argv)
     }
     hallu_error err;
     hallu_backend *be = NULL;
-    CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
+    CHECK_OK(test_backend_create(&be, 2, &err), &err);
     if (!be)
         return check_summary();
     char path[1024];

@@ -173,6 +173,22 @@ static void test_batchnorm_case(int64_t m, int c)
     memcpy(rv, rv0, c * sizeof *rv);
     be->ops->batchnorm_forward_train(be, y2, sm, si, rm, rv, x, gamma, beta, m, c, mom, eps);
     CHECK(memcmp(y, y2, n * sizeof *y) == 0);
+    /* The split ops (stats, update_running, normalize) give the fused op's bits. */
+    {
+        double *mu = malloc(c * sizeof *mu), *var = malloc(c * sizeof *var);
+        float *sm2 = malloc(c * sizeof *sm2), *si2 = malloc(c * sizeof *si2);
+        float *rm2 = malloc(c * sizeof *rm2), *rv2 = malloc(c * sizeof *rv2);
+        memcpy(rm2, rm0, c * sizeof *rm2);
+        memcpy(rv2, rv0, c * sizeof *rv2);
+        be->ops->batchnorm_stats(be, mu, var, x, m, c);
+        be->ops->batchnorm_update_running(be, rm2, rv2, mu, var, m, c, mom);
+        be->ops->batchnorm_normalize(be, y2, sm2, si2, x, mu, var, gamma, beta, m, c, eps);
+        CHECK_MSG(memcmp(y, y2, n * sizeof *y) == 0 && memcmp(sm, sm2, c * sizeof *sm) == 0 &&
+                  memcmp(si, si2, c * sizeof *si) == 0 && memcmp(rm, rm2, c * sizeof *rm) == 0 &&
+                  memcmp(rv, rv2, c * sizeof *rv) == 0, "bn split ops differ from the fused op, m=%lld c=%d",
+                  (long long)m, c);
+        free(mu); free(var); free(sm2); free(si2); free(rm2); free(rv2);
+    }
     /* Eval uses the running statistics. */
     be->ops->batchnorm_forward_eval(be, y2, x, rm0, rv0, gamma, beta, m, c, eps);
     double worst_e = 0;
@@ -201,6 +217,14 @@ static void test_batchnorm(void)
     CHECK_NEAR(si, 1.0, 1e-6);
     CHECK_NEAR(rm, 0.2, 1e-6);
     CHECK_NEAR(rv, 0.9 * 1 + 0.1 * 2, 1e-6);
+    /* Grouped running update: the mean of the two groups' updates ({1, 3} and
+     * {5, 5}: means 2 and 5, unbiased variances 2 and 0). */
+    float sms[2] = { 2, 5 }, sis[2] = { 1, 1 / sqrtf(1e-5f) }, grm = 0, grv = 1, cnt = 41;
+    be->ops->batchnorm_update_running_grouped(be, &grm, &grv, sms, sis, 2, 2, 1, 0.1f, 1e-5f);
+    CHECK_NEAR(grm, 0.1 * 3.5, 1e-6);
+    CHECK_NEAR(grv, 0.9 + 0.1 * 1.0, 1e-5);
+    be->ops->add_scalar(be, &cnt, 1.0f, 1);
+    CHECK(cnt == 42.0f);
     test_batchnorm_case(37, 5);
     test_batchnorm_case(70000, 8);      /* several threads and row blocks */
     test_batchnorm_case(3, 2100);       /* more channels than one slab */

@@ -150,6 +150,45 @@ typedef struct hallu_backend_ops {
                        int cols_src, int col0, int rows);
 
     /* ---- nn and optimizer ops (batch norm split, parameter updates, norms) ---- */
+    /* Training batch norm in steps (the fused forward_train gives the same bits):
+     * stats: batch mean and BIASED variance (clamped at 0) per column, in double
+     * (device doubles [c]), so statistics can be combined across processes;
+     * normalize: y = (x - mean) / sqrt(var + eps) * gamma + beta, writing the float
+     * save_mean/save_invstd [c] that backward takes (gamma/beta may be NULL);
+     * update_running: running stats move with momentum towards mean and the
+     * UNBIASED variance over m rows (as PyTorch; either pointer may be NULL). */
+    void (*batchnorm_stats)(hallu_backend *be, double *mean, double *var, const float *x, int64_t m, int c);
+    void (*batchnorm_normalize)(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
+                                const double *mean, const double *var, const float *gamma, const float *beta,
+                                int64_t m, int c, float eps);
+    void (*batchnorm_update_running)(hallu_backend *be, float *running_mean, float *running_var,
+                                     const double *mean, const double *var, int64_t m, int c, float momentum);
+    /* Grouped BN (Shuffle BN): running stats move by the mean of the `groups`
+     * updates, each from a group's saved float statistics (group g at g * c)
+     * over rows_per rows, all starting from the same running values. */
+    void (*batchnorm_update_running_grouped)(hallu_backend *be, float *running_mean, float *running_var,
+                                             const float *save_mean, const float *save_invstd, int groups,
+                                             int64_t rows_per, int c, float momentum, float eps);
+    /* y[i] += value (counters, e.g. BN's num_batches_tracked). */
+    void (*add_scalar)(hallu_backend *be, float *y, float value, int64_t n);
+    /* *norm = ||x||_2 (float of a double sum over fixed chunks; norm is a device float). */
+    void (*l2_norm)(hallu_backend *be, float *norm, const float *x, int64_t n);
+    /* clip_grad_norm_'s scaling: x *= max_norm / (*total + 1e-6) when that is < 1. */
+    void (*clip_by_norm)(hallu_backend *be, float *x, const float *total, int64_t n, float max_norm);
+    /* LARS trust ratio of one tensor: coef[0] = eta * ||p|| / (||g|| + wd ||p|| + eps)
+     * (/ lr, capped at 1, with clip_lr), coef[1] = 1; coef = {1, 0} (unadapted)
+     * when either norm is 0. coef is 2 device floats. */
+    void (*lars_coef)(hallu_backend *be, float *coef, const float *p, const float *g, int64_t n, float wd,
+                      float eps, float eta, int clip_lr, float lr);
+    /* SGD/LARS update of n elements (optim.h): d = g + wd p; with lars (coef of
+     * lars_coef, or NULL) d *= coef[0] when coef[1] != 0, else wd = 0; momentum
+     * buffer buf (NULL: none; `first` = step 0); p += neg_lr * d. */
+    void (*sgd_update)(hallu_backend *be, float *p, const float *g, float *buf, const float *lars, float wd,
+                       float momentum, float damp1, float neg_lr, int nesterov, int first, int64_t n);
+    /* AdamW update of n elements with exp_avg m and exp_avg_sq v (optim.h). */
+    void (*adamw_update)(hallu_backend *be, float *p, const float *g, float *m, float *v, float decay, float beta1,
+                         float one_m_beta1, float beta2, float one_m_beta2, float bc2_sqrt, float eps,
+                         float neg_step, int64_t n);
     /* (end of nn ops) */
 
     /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */

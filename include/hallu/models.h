@@ -56,7 +56,8 @@ typedef struct hallu_classifier {
     hallu_resnet *net;
     hallu_linear fc;
     int num_classes, max_batch;
-    float *logits, *probs, *dlogits, *dfeatures;   /* owned, planned */
+    float *logits, *probs, *dlogits, *dfeatures;   /* owned, planned (device) */
+    int32_t *labels;                               /* the step's labels, uploaded (device) */
 } hallu_classifier;
 
 hallu_status hallu_classifier_create(hallu_classifier *c, const hallu_resnet_config *cfg, int num_classes,
@@ -66,8 +67,8 @@ hallu_status hallu_classifier_plan(hallu_classifier *c, hallu_backend *be, int m
                                    hallu_error *err);
 void hallu_classifier_free(hallu_classifier *c, hallu_backend *be);
 /* Forward (and, when ctx->training, backward accumulating into ps->grad) on
- * x [n][h][w][3] NHWC with labels; *loss gets the mean cross-entropy. Logits
- * stay in c->logits. */
+ * x [n][h][w][3] NHWC (device) with host labels (checked, then uploaded); *loss
+ * gets the mean cross-entropy. Logits stay in c->logits (device). */
 hallu_status hallu_classifier_step(hallu_classifier *c, const hallu_nn_ctx *ctx, const float *x,
                                    const int32_t *labels, int n, float *loss, hallu_error *err);
 

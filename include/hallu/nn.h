@@ -2,7 +2,8 @@
  * (torchvision names under a prefix), keeps only offsets, and runs forward/
  * backward through the backend table. Saved activations are owned by the model
  * that composes the modules (planned once per batch size), except the small
- * per-instance BN statistics, which the BN module owns.
+ * per-instance BN statistics, which the BN module owns (device memory, allocated
+ * by hallu_batchnorm_plan, which the model's plan calls).
  *
  * "Instance": one forward pass whose activations must survive until its backward
  * (e.g. SimCLR's two views through one encoder); modules keep per-instance state
@@ -58,11 +59,21 @@ typedef struct hallu_batchnorm {
     float momentum, eps;
     int64_t weight, bias;                         /* trainable offsets (-1 when !affine) */
     int64_t running_mean, running_var, num_batches_tracked;   /* state offsets */
-    float *save_mean, *save_invstd;               /* [HALLU_MAX_INSTANCES][HALLU_BN_MAX_GROUPS][c], owned */
+    /* Device memory from hallu_batchnorm_plan: the float statistics backward
+     * takes, save_mean/save_invstd [instances][HALLU_BN_MAX_GROUPS][c] (views of
+     * `saved`), and the double batch mean and variance [2][c] of the forward
+     * in progress (`batch`). */
+    hallu_buffer saved, batch;
+    float *save_mean, *save_invstd;
+    int planned_instances;
 } hallu_batchnorm;
 
 hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const char *prefix, int c,
                                   int affine, hallu_error *err);
+/* Allocates the statistics on be for up to num_instances instances (again only
+ * when more are asked for or the backend changes); before any training forward. */
+hallu_status hallu_batchnorm_plan(hallu_batchnorm *m, hallu_backend *be, int num_instances, hallu_error *err);
+/* Frees the statistics (not the parameters); safe on a never planned module. */
 void hallu_batchnorm_free(hallu_batchnorm *m);
 /* Sets weight 1 (or `gamma`), bias 0, running mean 0, var 1. */
 void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma);

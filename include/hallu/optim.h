@@ -39,10 +39,15 @@
  * as Python does, and rounded to float where PyTorch rounds them.
  *
  * Everything is deterministic: elementwise loops may run in parallel, and norms
- * are summed in a fixed chunk order independent of the thread count. */
+ * are summed in a fixed chunk order independent of the thread count.
+ *
+ * Parameters, gradients and the optimizer's state are device memory of the
+ * optimizer's backend (hallu/backend.h): the updates run as backend ops, and
+ * host code reads the state only through hallu_optim_state_download. */
 #ifndef HALLU_OPTIM_H
 #define HALLU_OPTIM_H
 
+#include "hallu/backend.h"
 #include "hallu/core.h"
 #include "hallu/params.h"
 
@@ -90,35 +95,42 @@ const char *hallu_optim_kind_name(hallu_optim_kind kind);
 hallu_status hallu_optim_config_check(const hallu_optim_config *cfg, hallu_error *err);
 
 /* The optimizer: config, a private copy of the ranges, and all state in one
- * block: SGD/LARS with momentum: [momentum_buffer (n)]; AdamW: [exp_avg (n),
- * exp_avg_sq (n)]. step counts completed steps (a checkpoint restores it with
- * the state; step 0 means "momentum buffers not yet initialised"). */
+ * device block: SGD/LARS with momentum: [momentum_buffer (n)]; AdamW: [exp_avg (n),
+ * exp_avg_sq (n)]. step counts completed steps, on the host (a checkpoint
+ * restores it with the state; step 0 means "momentum buffers not yet initialised"). */
 typedef struct hallu_optimizer {
     hallu_optim_config cfg;
+    hallu_backend *be;
     int64_t n;
     hallu_param_range *ranges;   /* sorted by offset, owned */
     int num_ranges;
-    float *state;                /* num_slots * n floats, owned */
+    hallu_buffer state;          /* num_slots * n floats (device) */
+    hallu_buffer lars;           /* LARS: 2 floats per range, the trust ratios of the step (device) */
     int num_slots;
     int64_t step;
 } hallu_optimizer;
 
 /* ranges may be NULL (num_ranges 0): then one range [0, n) without flags.
- * Ranges must lie in [0, n) and not overlap. State starts at zero. */
-hallu_status hallu_optim_init(hallu_optimizer *o, const hallu_optim_config *cfg, int64_t n,
+ * Ranges must lie in [0, n) and not overlap. State starts at zero, on be. */
+hallu_status hallu_optim_init(hallu_optimizer *o, hallu_backend *be, const hallu_optim_config *cfg, int64_t n,
                               const hallu_param_range *ranges, int num_ranges, hallu_error *err);
 /* Safe on a zeroed or already freed optimizer. */
 void hallu_optim_free(hallu_optimizer *o);
-/* One step with learning rate lr (from a schedule). */
+/* One step with learning rate lr (from a schedule); param and grad are device
+ * addresses of the optimizer's backend. Failures are the backend's (check it). */
 void hallu_optim_step(hallu_optimizer *o, float *param, const float *grad, double lr);
 
 /* State slots for checkpoints: name ("momentum_buffer", "exp_avg",
- * "exp_avg_sq") and pointer to n floats; slot in [0, o->num_slots). */
+ * "exp_avg_sq") and the DEVICE address of its n floats; slot in [0, o->num_slots). */
 const char *hallu_optim_slot_name(const hallu_optimizer *o, int slot);
 float *hallu_optim_slot(const hallu_optimizer *o, int slot);
+/* All state (num_slots * n floats, slot after slot) to or from host memory. */
+hallu_status hallu_optim_state_download(const hallu_optimizer *o, float *host, hallu_error *err);
+hallu_status hallu_optim_state_upload(hallu_optimizer *o, const float *host, hallu_error *err);
 
 /* Convenience over hallu_params: one range per trainable tensor, with its
- * NO_DECAY flag. create allocates the struct; free accepts NULL. */
+ * NO_DECAY flag, on the params' backend (ps->be: allocate the params first).
+ * create allocates the struct; free accepts NULL. */
 hallu_status hallu_optimizer_create(hallu_optimizer **out, const hallu_optim_config *cfg,
                                     const hallu_params *ps, hallu_error *err);
 void hallu_optimizer_free(hallu_optimizer *o);
@@ -153,12 +165,14 @@ double hallu_lr_at(const hallu_lr_schedule *s, int64_t step);
 
 /* ---- gradient clipping ------------------------------------------------------------ */
 
-/* Euclidean norm of x[0..n), summed in double in a fixed order. */
-double hallu_l2_norm(const float *x, int64_t n);
+/* *norm_dev = Euclidean norm of x[0..n), summed in double in a fixed order and
+ * rounded to float; x and norm_dev are device addresses of be (the norm stays
+ * on the device until someone downloads it). */
+void hallu_l2_norm(hallu_backend *be, float *norm_dev, const float *x, int64_t n);
 /* torch.nn.utils.clip_grad_norm_(max_norm, norm_type=2) over the whole buffer:
  * total = ||grad||; if max_norm / (total + 1e-6) < 1, grad *= that factor.
- * Returns total (before clipping). */
-float hallu_clip_grad_norm(float *grad, int64_t n, float max_norm);
+ * total (before clipping) is written to the device float total_norm_dev. */
+void hallu_clip_grad_norm(hallu_backend *be, float *grad, float *total_norm_dev, int64_t n, float max_norm);
 
 #ifdef __cplusplus
 }

@@ -42,13 +42,14 @@ hallu_status hallu_classifier_plan(hallu_classifier *c, hallu_backend *be, int m
     c->probs = c->logits ? be->ops->alloc(be, logit_bytes, "probabilities", err) : NULL;
     c->dlogits = c->probs ? be->ops->alloc(be, logit_bytes, "logit gradient", err) : NULL;
     c->dfeatures = c->dlogits ? be->ops->alloc(be, feat_bytes, "feature gradient", err) : NULL;
-    return c->dfeatures ? HALLU_OK : err->code;
+    c->labels = c->dfeatures ? be->ops->alloc(be, (size_t)max_batch * sizeof(int32_t), "labels", err) : NULL;
+    return c->labels ? HALLU_OK : err->code;
 }
 
 void hallu_classifier_free(hallu_classifier *c, hallu_backend *be)
 {
-    float *bufs[4] = { c->logits, c->probs, c->dlogits, c->dfeatures };
-    for (int i = 0; i < 4; i++)
+    void *bufs[5] = { c->logits, c->probs, c->dlogits, c->dfeatures, c->labels };
+    for (int i = 0; i < 5; i++)
         if (bufs[i])
             be->ops->release(be, bufs[i]);
     hallu_resnet_free(c->net, be);
@@ -62,16 +63,21 @@ hallu_status hallu_classifier_step(hallu_classifier *c, const hallu_nn_ctx *ctx,
         if (labels[i] < 0 || labels[i] >= c->num_classes)
             return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "classifier: label %d of sample %d outside [0, %d)",
                                    labels[i], i, c->num_classes);
+    if (n > c->max_batch)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "classifier: batch %d over the planned %d", n,
+                               c->max_batch);
+    hallu_backend *be = ctx->be;
+    hallu_status s = hallu_backend_upload(be, c->labels, labels, (size_t)n * sizeof(int32_t), err);
     const float *features = NULL;
-    hallu_status s = hallu_resnet_forward(c->net, ctx, 0, x, n, &features, err);
+    if (s == HALLU_OK)
+        s = hallu_resnet_forward(c->net, ctx, 0, x, n, &features, err);
     if (s != HALLU_OK)
         return s;
     hallu_linear_forward(&c->fc, ctx, c->logits, features, n);
-    hallu_backend *be = ctx->be;
-    *loss = be->ops->softmax_xent_forward(be, c->probs, c->logits, labels, n, c->num_classes);
+    *loss = be->ops->softmax_xent_forward(be, c->probs, c->logits, c->labels, n, c->num_classes);
     if (!ctx->training)
         return HALLU_OK;
-    be->ops->softmax_xent_backward(be, c->dlogits, c->probs, labels, n, c->num_classes, 1.0f);
+    be->ops->softmax_xent_backward(be, c->dlogits, c->probs, c->labels, n, c->num_classes, 1.0f);
     hallu_linear_backward(&c->fc, ctx, c->dfeatures, c->dlogits, features, n);
     return hallu_resnet_backward(c->net, ctx, 0, c->dfeatures, err);
 }

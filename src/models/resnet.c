@@ -194,6 +194,8 @@ static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int
     u->in_w = w;
     hallu_conv2d_out_size(&u->conv, h, w, &u->out_h, &u->out_w);
     hallu_status s = hallu_conv2d_prepare(&u->conv, be, net->max_batch, h, w, err);
+    if (s == HALLU_OK)
+        s = hallu_batchnorm_plan(&u->bn, be, net->num_instances, err);
     size_t floats = (size_t)net->max_batch * u->out_h * u->out_w * u->conv.cout;
     if (floats > net->max_act)
         net->max_act = floats;

@@ -28,18 +28,37 @@ hallu_status hallu_batchnorm_init(hallu_batchnorm *m, hallu_params *ps, const ch
         : hallu_params_add_state(ps, prefix, "num_batches_tracked", HALLU_TENSOR_COUNTER, 0, NULL, err);
     if (m->num_batches_tracked < 0)
         return err->code;
-    size_t per_side = (size_t)HALLU_MAX_INSTANCES * HALLU_BN_MAX_GROUPS * c;
-    m->save_mean = hallu_calloc(per_side * 2 * sizeof(float), "batchnorm statistics", err);
-    if (!m->save_mean)
-        return err->code;
+    return HALLU_OK;
+}
+
+hallu_status hallu_batchnorm_plan(hallu_batchnorm *m, hallu_backend *be, int num_instances, hallu_error *err)
+{
+    if (num_instances <= 0 || num_instances > HALLU_MAX_INSTANCES)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "batchnorm plan: %d instances (max %d)", num_instances,
+                               HALLU_MAX_INSTANCES);
+    if (m->saved.be == be && m->planned_instances >= num_instances)
+        return HALLU_OK;
+    hallu_batchnorm_free(m);
+    int64_t per_side = (int64_t)num_instances * HALLU_BN_MAX_GROUPS * m->c;
+    hallu_status s = hallu_buffer_alloc(&m->saved, be, HALLU_DTYPE_F32, 2 * per_side, "batchnorm statistics", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&m->batch, be, HALLU_DTYPE_F64, 2 * (int64_t)m->c, "batchnorm batch statistics", err);
+    if (s != HALLU_OK) {
+        hallu_batchnorm_free(m);
+        return s;
+    }
+    m->save_mean = hallu_buffer_f32(&m->saved);
     m->save_invstd = m->save_mean + per_side;
+    m->planned_instances = num_instances;
     return HALLU_OK;
 }
 
 void hallu_batchnorm_free(hallu_batchnorm *m)
 {
-    hallu_free(m->save_mean);
+    hallu_buffer_free(&m->saved);
+    hallu_buffer_free(&m->batch);
     m->save_mean = m->save_invstd = NULL;
+    m->planned_instances = 0;
 }
 
 void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma)
@@ -65,24 +84,6 @@ static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
     return ((size_t)inst * HALLU_BN_MAX_GROUPS + (size_t)group) * (size_t)m->c;
 }
 
-/* Each group's update starts from the same running statistics; the result is their
- * mean, computed from the groups' saved batch statistics. */
-static void update_running_grouped(hallu_batchnorm *m, hallu_params *ps, int inst, int groups, int64_t rows_per)
-{
-    float *rm = ps->buffer + m->running_mean, *rv = ps->buffer + m->running_var;
-    for (int j = 0; j < m->c; j++) {
-        double mean = 0.0, var = 0.0;
-        for (int g = 0; g < groups; g++) {
-            double mu = m->save_mean[stats_at(m, inst, g) + j], is = m->save_invstd[stats_at(m, inst, g) + j];
-            double biased = 1.0 / (is * is) - (double)m->eps;
-            mean += mu;
-            var += rows_per > 1 ? biased * (double)rows_per / (double)(rows_per - 1) : biased;
-        }
-        rm[j] = (float)((1.0 - m->momentum) * rm[j] + m->momentum * mean / groups);
-        rv[j] = (float)((1.0 - m->momentum) * rv[j] + m->momentum * var / groups);
-    }
-}
-
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
                              const float *x, int64_t rows)
 {
@@ -90,22 +91,30 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     const float *gamma = m->affine ? ps->param + m->weight : NULL;
     const float *beta = m->affine ? ps->param + m->bias : NULL;
     int groups = ctx->training ? bn_groups(ctx) : 1;
+    hallu_backend *be = ctx->be;
+    double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     if (ctx->training && groups == 1) {
-        ctx->be->ops->batchnorm_forward_train(ctx->be, y, m->save_mean + stats_at(m, inst, 0),
-                                              m->save_invstd + stats_at(m, inst, 0),
-                                              ps->buffer + m->running_mean, ps->buffer + m->running_var,
-                                              x, gamma, beta, rows, m->c, m->momentum, m->eps);
-        ps->buffer[m->num_batches_tracked] += 1.0f;
+        /* Between stats and normalize is where SyncBN would combine the processes' statistics. */
+        be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
+        be->ops->batchnorm_update_running(be, ps->buffer + m->running_mean, ps->buffer + m->running_var, mean, var,
+                                          rows, m->c, m->momentum);
+        be->ops->batchnorm_normalize(be, y, m->save_mean + stats_at(m, inst, 0), m->save_invstd + stats_at(m, inst, 0),
+                                     x, mean, var, gamma, beta, rows, m->c, m->eps);
+        be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
     } else if (ctx->training) {
         int64_t per = rows / groups;
         for (int g = 0; g < groups; g++) {
             size_t off = (size_t)(g * per) * (size_t)m->c;
-            ctx->be->ops->batchnorm_forward_train(ctx->be, y + off, m->save_mean + stats_at(m, inst, g),
-                                                  m->save_invstd + stats_at(m, inst, g), NULL, NULL,
-                                                  x + off, gamma, beta, per, m->c, m->momentum, m->eps);
+            be->ops->batchnorm_stats(be, mean, var, x + off, per, m->c);
+            be->ops->batchnorm_normalize(be, y + off, m->save_mean + stats_at(m, inst, g),
+                                         m->save_invstd + stats_at(m, inst, g), x + off, mean, var, gamma, beta, per,
+                                         m->c, m->eps);
         }
-        update_running_grouped(m, ps, inst, groups, per);
-        ps->buffer[m->num_batches_tracked] += 1.0f;
+        be->ops->batchnorm_update_running_grouped(be, ps->buffer + m->running_mean, ps->buffer + m->running_var,
+                                                  m->save_mean + stats_at(m, inst, 0),
+                                                  m->save_invstd + stats_at(m, inst, 0), groups, per, m->c,
+                                                  m->momentum, m->eps);
+        be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
     } else {
         ctx->be->ops->batchnorm_forward_eval(ctx->be, y, x, ps->buffer + m->running_mean,
                                              ps->buffer + m->running_var, gamma, beta, rows, m->c, m->eps);

@@ -50,6 +50,12 @@ hallu_status hallu_mlp_plan(hallu_mlp *m, hallu_backend *be, int max_rows, int n
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "mlp plan: rows=%d instances=%d (max %d)", max_rows,
                                num_instances, HALLU_MAX_INSTANCES);
     m->max_rows = max_rows;
+    for (int i = 0; i < m->num_layers; i++)
+        if (m->kind[i] == HALLU_MLP_BN) {
+            hallu_status s = hallu_batchnorm_plan(&m->bn[i], be, num_instances, err);
+            if (s != HALLU_OK)
+                return s;
+        }
     for (int t = 0; t < num_instances; t++)
         for (int i = 0; i < m->num_layers; i++) {
             m->act[t][i] = be->ops->alloc(be, (size_t)max_rows * m->width[i] * sizeof(float), "mlp activation", err);

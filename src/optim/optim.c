@@ -113,16 +113,19 @@ static hallu_status copy_ranges(hallu_optimizer *o, int64_t n, const hallu_param
     return HALLU_OK;
 }
 
-hallu_status hallu_optim_init(hallu_optimizer *o, const hallu_optim_config *cfg, int64_t n,
+hallu_status hallu_optim_init(hallu_optimizer *o, hallu_backend *be, const hallu_optim_config *cfg, int64_t n,
                               const hallu_param_range *ranges, int num_ranges, hallu_error *err)
 {
     memset(o, 0, sizeof *o);
+    if (!be)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "optimizer: no backend");
     hallu_status s = hallu_optim_config_check(cfg, err);
     if (s != HALLU_OK)
         return s;
     if (n < 0 || num_ranges < 0)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "optimizer: n = %lld, %d ranges", (long long)n, num_ranges);
     o->cfg = *cfg;
+    o->be = be;
     o->n = n;
     s = copy_ranges(o, n, ranges, num_ranges, err);
     if (s != HALLU_OK) {
@@ -130,20 +133,20 @@ hallu_status hallu_optim_init(hallu_optimizer *o, const hallu_optim_config *cfg,
         return s;
     }
     o->num_slots = cfg->kind == HALLU_OPTIM_ADAMW ? 2 : cfg->momentum != 0 ? 1 : 0;
-    if (o->num_slots && n > 0) {
-        o->state = hallu_calloc((size_t)o->num_slots * (size_t)n * sizeof(float), "optimizer state", err);
-        if (!o->state) {
-            hallu_optim_free(o);
-            return HALLU_ERR_OOM;
-        }
-    }
-    return HALLU_OK;
+    if (o->num_slots && n > 0)
+        s = hallu_buffer_alloc(&o->state, be, HALLU_DTYPE_F32, (int64_t)o->num_slots * n, "optimizer state", err);
+    if (s == HALLU_OK && cfg->kind == HALLU_OPTIM_LARS)
+        s = hallu_buffer_alloc(&o->lars, be, HALLU_DTYPE_F32, 2 * (int64_t)o->num_ranges, "lars trust ratios", err);
+    if (s != HALLU_OK)
+        hallu_optim_free(o);
+    return s;
 }
 
 void hallu_optim_free(hallu_optimizer *o)
 {
     free(o->ranges);
-    hallu_free(o->state);
+    hallu_buffer_free(&o->state);
+    hallu_buffer_free(&o->lars);
     memset(o, 0, sizeof *o);
 }
 
@@ -158,9 +161,21 @@ const char *hallu_optim_slot_name(const hallu_optimizer *o, int slot)
 
 float *hallu_optim_slot(const hallu_optimizer *o, int slot)
 {
-    if (slot < 0 || slot >= o->num_slots || !o->state)
+    if (slot < 0 || slot >= o->num_slots || !o->state.data)
         return NULL;
-    return o->state + (size_t)slot * (size_t)o->n;
+    return hallu_buffer_f32(&o->state) + (size_t)slot * (size_t)o->n;
+}
+
+hallu_status hallu_optim_state_download(const hallu_optimizer *o, float *host, hallu_error *err)
+{
+    size_t bytes = (size_t)o->num_slots * (size_t)o->n * sizeof(float);
+    return bytes && o->state.data ? hallu_backend_download(o->be, host, o->state.data, bytes, err) : HALLU_OK;
+}
+
+hallu_status hallu_optim_state_upload(hallu_optimizer *o, const float *host, hallu_error *err)
+{
+    size_t bytes = (size_t)o->num_slots * (size_t)o->n * sizeof(float);
+    return bytes && o->state.data ? hallu_backend_upload(o->be, o->state.data, host, bytes, err) : HALLU_OK;
 }
 
 hallu_status hallu_optimizer_create(hallu_optimizer **out, const hallu_optim_config *cfg, const hallu_params *ps,
@@ -182,7 +197,7 @@ hallu_status hallu_optimizer_create(hallu_optimizer **out, const hallu_optim_con
     }
     /* With no tensors, an empty range list must not mean "everything". */
     hallu_param_range none = {0, 0, 0};
-    hallu_status s = hallu_optim_init(o, cfg, ps->trainable_numel, nr ? r : &none, nr ? nr : 1, err);
+    hallu_status s = hallu_optim_init(o, ps->be, cfg, ps->trainable_numel, nr ? r : &none, nr ? nr : 1, err);
     free(r);
     if (s != HALLU_OK) {
         free(o);

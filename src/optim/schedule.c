@@ -1,5 +1,5 @@
 /* Learning-rate schedules (closed forms of torch's LinearLR, CosineAnnealingLR
- * and MultiStepLR) and gradient-norm clipping. */
+ * and MultiStepLR) and gradient-norm clipping (backend ops, cpu_optim.c). */
 #include "hallu/optim.h"
 
 #include <math.h>
@@ -58,38 +58,14 @@ double hallu_lr_at(const hallu_lr_schedule *s, int64_t step)
     return s->base_lr;
 }
 
-double hallu_l2_norm(const float *x, int64_t n)
+void hallu_l2_norm(hallu_backend *be, float *norm_dev, const float *x, int64_t n)
 {
-    /* Fixed chunks summed in index order: the same bits for any thread count. */
-    enum { CHUNK = 1 << 15, GROUP = 64 };
-    double total = 0;
-    for (int64_t g0 = 0; g0 < n; g0 += (int64_t)CHUNK * GROUP) {
-        double part[GROUP];
-        int64_t left = n - g0;
-        int nc = (int)(left >= (int64_t)CHUNK * GROUP ? GROUP : (left + CHUNK - 1) / CHUNK);
-#pragma omp parallel for schedule(static) if (nc > 1)
-        for (int c = 0; c < nc; c++) {
-            int64_t b = g0 + (int64_t)c * CHUNK, e = b + CHUNK < n ? b + CHUNK : n;
-            double acc = 0;
-            for (int64_t i = b; i < e; i++)
-                acc += (double)x[i] * (double)x[i];
-            part[c] = acc;
-        }
-        for (int c = 0; c < nc; c++)
-            total += part[c];
-    }
-    return sqrt(total);
+    be->ops->l2_norm(be, norm_dev, x, n);
 }
 
-float hallu_clip_grad_norm(float *grad, int64_t n, float max_norm)
+void hallu_clip_grad_norm(hallu_backend *be, float *grad, float *total_norm_dev, int64_t n, float max_norm)
 {
-    float total = (float)hallu_l2_norm(grad, n);
-    /* Python's max_norm / tensor is tensor.reciprocal() * max_norm. */
-    float coef = (1.0f / (total + 1e-6f)) * max_norm;
-    if (coef < 1.0f) {
-#pragma omp parallel for schedule(static) if (n >= ((int64_t)1 << 15))
-        for (int64_t i = 0; i < n; i++)
-            grad[i] *= coef;
-    }
-    return total;
+    /* The norm never visits the host: the scaling reads it on the device. */
+    be->ops->l2_norm(be, total_norm_dev, grad, n);
+    be->ops->clip_by_norm(be, grad, total_norm_dev, n, max_norm);
 }

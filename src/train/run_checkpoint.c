@@ -55,8 +55,13 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
     if (s == HALLU_OK)
         add_params(&l, &run->ps);
     int64_t opt_numel = run->opt->n * run->opt->num_slots, one = 1;
+    float *opt_host = NULL;   /* the optimizer state is device memory: a host copy to write */
+    if (s == HALLU_OK && opt_numel > 0) {
+        opt_host = hallu_alloc((size_t)opt_numel * sizeof(float), "optimizer state copy", err);
+        s = opt_host ? hallu_optim_state_download(run->opt, opt_host, err) : err->code;
+    }
     if (s == HALLU_OK && opt_numel > 0)
-        entry_add(&l, "", "optim.state", HALLU_DTYPE_F32, 1, &opt_numel, run->opt->state);
+        entry_add(&l, "", "optim.state", HALLU_DTYPE_F32, 1, &opt_numel, opt_host);
     if (s == HALLU_OK)
         entry_add(&l, "", "optim.step", HALLU_DTYPE_I64, 1, &one, &run->opt->step);
     for (int i = 0; i < nstate && s == HALLU_OK; i++) {
@@ -84,14 +89,21 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
     free(l.items);
     free(l.names);
     free(l.counters);
+    hallu_free(opt_host);
     return s;
 }
 
 static hallu_status restore_extra(train_run *run, const hallu_safetensors *st, const char *path, hallu_error *err)
 {
     int64_t opt_numel = run->opt->n * run->opt->num_slots;
-    hallu_status s = opt_numel > 0 ? hallu_safetensors_copy(st, "optim.state", HALLU_DTYPE_F32, run->opt->state,
-                                                            opt_numel, err) : HALLU_OK;
+    float *opt_host = opt_numel > 0 ? hallu_alloc((size_t)opt_numel * sizeof(float), "optimizer state copy", err)
+                                    : NULL;
+    hallu_status s = opt_numel > 0 && !opt_host ? err->code : HALLU_OK;
+    if (s == HALLU_OK && opt_numel > 0)
+        s = hallu_safetensors_copy(st, "optim.state", HALLU_DTYPE_F32, opt_host, opt_numel, err);
+    if (s == HALLU_OK && opt_numel > 0)
+        s = hallu_optim_state_upload(run->opt, opt_host, err);
+    hallu_free(opt_host);
     if (s == HALLU_OK)
         s = hallu_safetensors_copy(st, "optim.step", HALLU_DTYPE_I64, &run->opt->step, 1, err);
     int nstate = hallu_ssl_state_count(run->ssl);

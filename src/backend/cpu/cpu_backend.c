@@ -119,6 +119,16 @@ static const hallu_backend_ops cpu_ops = {
     .copy_cols = cpu_copy_cols,
     .slice_cols = cpu_slice_cols,
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+    .batchnorm_stats = cpu_batchnorm_stats,
+    .batchnorm_normalize = cpu_batchnorm_normalize,
+    .batchnorm_update_running = cpu_batchnorm_update_running,
+    .batchnorm_update_running_grouped = cpu_batchnorm_update_running_grouped,
+    .add_scalar = cpu_add_scalar,
+    .l2_norm = cpu_l2_norm,
+    .clip_by_norm = cpu_clip_by_norm,
+    .lars_coef = cpu_lars_coef,
+    .sgd_update = cpu_sgd_update,
+    .adamw_update = cpu_adamw_update,
     /* (end of nn ops) */
     /* ssl ops (losses, Hallucinator, MoCo) */
     .ssl_nt_xent_rows = cpu_ssl_nt_xent_rows,

@@ -211,6 +211,26 @@ void cpu_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *sr
                     int col0, int rows);
 
 /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+void cpu_batchnorm_stats(hallu_backend *be, double *mean, double *var, const float *x, int64_t m, int c);
+void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
+                             const double *mean, const double *var, const float *gamma, const float *beta,
+                             int64_t m, int c, float eps);
+void cpu_batchnorm_update_running(hallu_backend *be, float *running_mean, float *running_var, const double *mean,
+                                  const double *var, int64_t m, int c, float momentum);
+void cpu_batchnorm_update_running_grouped(hallu_backend *be, float *running_mean, float *running_var,
+                                          const float *save_mean, const float *save_invstd, int groups,
+                                          int64_t rows_per, int c, float momentum, float eps);
+/* optimizer (cpu_optim.c) */
+void cpu_add_scalar(hallu_backend *be, float *y, float value, int64_t n);
+void cpu_l2_norm(hallu_backend *be, float *norm, const float *x, int64_t n);
+void cpu_clip_by_norm(hallu_backend *be, float *x, const float *total, int64_t n, float max_norm);
+void cpu_lars_coef(hallu_backend *be, float *coef, const float *p, const float *g, int64_t n, float wd, float eps,
+                   float eta, int clip_lr, float lr);
+void cpu_sgd_update(hallu_backend *be, float *p, const float *g, float *buf, const float *lars, float wd,
+                    float momentum, float damp1, float neg_lr, int nesterov, int first, int64_t n);
+void cpu_adamw_update(hallu_backend *be, float *p, const float *g, float *m, float *v, float decay, float beta1,
+                      float one_m_beta1, float beta2, float one_m_beta2, float bc2_sqrt, float eps, float neg_step,
+                      int64_t n);
 /* (end of nn ops) */
 
 /* ssl ops (losses, Hallucinator, MoCo) */

@@ -141,6 +141,60 @@ static void slab_apply(hallu_backend *be, float *out, const float *dy, const flo
     }
 }
 
+/* Batch mean and biased variance (clamped at 0) of one slab, in double. */
+static void slab_stats(hallu_backend *be, double *mu, double *var, const float *x, int64_t m, int64_t ld, int cs)
+{
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
+    /* Shifting by the first row keeps the one-pass variance free of cancellation. */
+    slab_sums(be, d1, d2, NULL, x, x, m, ld, cs);
+    for (int j = 0; j < cs; j++) {
+        double mu_shift = d1[j] / (double)m;
+        double v = d2[j] / (double)m - mu_shift * mu_shift;
+        if (v < 0.0)
+            v = 0.0;
+        mu[j] = (double)x[j] + mu_shift;
+        var[j] = v;
+    }
+}
+
+/* y = (x - mean) * invstd * gamma + beta over one slab from the double batch
+ * statistics; the float mean/invstd that backward needs are saved. */
+static void slab_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
+                           const double *mu, const double *var, const float *gamma, const float *beta, int64_t m,
+                           int64_t ld, int cs, float eps)
+{
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    float *mean = cpu_red_f(impl, shared, 0), *scale = cpu_red_f(impl, shared, 1);
+    float *shift = cpu_red_f(impl, shared, 2);
+    for (int j = 0; j < cs; j++) {
+        double invstd = 1.0 / sqrt(var[j] + (double)eps);
+        mean[j] = (float)mu[j];
+        scale[j] = (float)(invstd * (gamma ? (double)gamma[j] : 1.0));
+        shift[j] = beta ? beta[j] : 0.0f;
+        save_mean[j] = (float)mu[j];
+        save_invstd[j] = (float)invstd;
+    }
+    slab_apply(be, y, NULL, x, mean, scale, shift, NULL, m, ld, cs);
+}
+
+/* Running statistics move by momentum towards the batch mean and the UNBIASED
+ * batch variance (as PyTorch); either pointer may be NULL. */
+static void running_update(float *running_mean, float *running_var, const double *mu, const double *var, int64_t m,
+                           int cs, float momentum)
+{
+    for (int j = 0; j < cs; j++) {
+        if (running_mean)
+            running_mean[j] = (float)((1.0 - momentum) * running_mean[j] + momentum * mu[j]);
+        if (running_var) {
+            double unbiased = m > 1 ? var[j] * (double)m / (double)(m - 1) : var[j];
+            running_var[j] = (float)((1.0 - momentum) * running_var[j] + momentum * unbiased);
+        }
+    }
+}
+
 void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
                                  float *running_mean, float *running_var, const float *x,
                                  const float *gamma, const float *beta, int64_t m, int c,
@@ -150,32 +204,68 @@ void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, 
         return;
     cpu_impl *impl = cpu_impl_of(be);
     int shared = impl->num_threads;
-    double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
-    float *mean = cpu_red_f(impl, shared, 0), *scale = cpu_red_f(impl, shared, 1);
-    float *shift = cpu_red_f(impl, shared, 2);
+    double *mu = cpu_red_d(impl, shared, 2), *var = cpu_red_d(impl, shared, 3);
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        /* Shifting by the first row keeps the one-pass variance free of cancellation. */
-        slab_sums(be, d1, d2, NULL, x + c0, x + c0, m, c, cs);
-        for (int j = 0; j < cs; j++) {
-            double mu_shift = d1[j] / (double)m;
-            double var = d2[j] / (double)m - mu_shift * mu_shift;
-            if (var < 0.0)
-                var = 0.0;
-            double mu = (double)x[c0 + j] + mu_shift, invstd = 1.0 / sqrt(var + (double)eps);
-            mean[j] = (float)mu;
-            scale[j] = (float)(invstd * (gamma ? (double)gamma[c0 + j] : 1.0));
-            shift[j] = beta ? beta[c0 + j] : 0.0f;
-            save_mean[c0 + j] = (float)mu;
-            save_invstd[c0 + j] = (float)invstd;
-            if (running_mean)
-                running_mean[c0 + j] = (float)((1.0 - momentum) * running_mean[c0 + j] + momentum * mu);
-            if (running_var) {
-                double unbiased = m > 1 ? var * (double)m / (double)(m - 1) : var;
-                running_var[c0 + j] = (float)((1.0 - momentum) * running_var[c0 + j] + momentum * unbiased);
-            }
+        slab_stats(be, mu, var, x + c0, m, c, cs);
+        running_update(running_mean ? running_mean + c0 : NULL, running_var ? running_var + c0 : NULL, mu, var, m,
+                       cs, momentum);
+        slab_normalize(be, y + c0, save_mean + c0, save_invstd + c0, x + c0, mu, var, gamma ? gamma + c0 : NULL,
+                       beta ? beta + c0 : NULL, m, c, cs, eps);
+    }
+}
+
+/* The fused training forward in three steps (same bits), so that the batch
+ * statistics can be combined across processes between the first and second. */
+void cpu_batchnorm_stats(hallu_backend *be, double *mean, double *var, const float *x, int64_t m, int c)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        slab_stats(be, mean + c0, var + c0, x + c0, m, c, cs);
+    }
+}
+
+void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
+                             const double *mean, const double *var, const float *gamma, const float *beta,
+                             int64_t m, int c, float eps)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        slab_normalize(be, y + c0, save_mean + c0, save_invstd + c0, x + c0, mean + c0, var + c0,
+                       gamma ? gamma + c0 : NULL, beta ? beta + c0 : NULL, m, c, cs, eps);
+    }
+}
+
+void cpu_batchnorm_update_running(hallu_backend *be, float *running_mean, float *running_var, const double *mean,
+                                  const double *var, int64_t m, int c, float momentum)
+{
+    (void)be;
+    if (m <= 0 || c <= 0)
+        return;
+    running_update(running_mean, running_var, mean, var, m, c, momentum);
+}
+
+/* Each group's update starts from the same running statistics; the result is their
+ * mean, computed from the groups' saved float statistics (group g at offset g * c). */
+void cpu_batchnorm_update_running_grouped(hallu_backend *be, float *running_mean, float *running_var,
+                                          const float *save_mean, const float *save_invstd, int groups,
+                                          int64_t rows_per, int c, float momentum, float eps)
+{
+    (void)be;
+    for (int j = 0; j < c; j++) {
+        double mean = 0.0, var = 0.0;
+        for (int g = 0; g < groups; g++) {
+            double mu = save_mean[(size_t)g * c + j], is = save_invstd[(size_t)g * c + j];
+            double biased = 1.0 / (is * is) - (double)eps;
+            mean += mu;
+            var += rows_per > 1 ? biased * (double)rows_per / (double)(rows_per - 1) : biased;
         }
-        slab_apply(be, y + c0, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
+        running_mean[j] = (float)((1.0 - momentum) * running_mean[j] + momentum * mean / groups);
+        running_var[j] = (float)((1.0 - momentum) * running_var[j] + momentum * var / groups);
     }
 }
 

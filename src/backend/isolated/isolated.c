@@ -357,6 +357,81 @@ static void iso_slice_cols(hallu_backend *be, float *dst, int cols_dst, const fl
 }
 
 /* ---- nn and optimizer ops (batch norm split, parameter updates, norms) ---- */
+static void iso_batchnorm_stats(hallu_backend *be, double *mean, double *var, const float *x, int64_t m, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_stats(inner_of(be), D(mean), D(var), D(x), m, c));
+}
+
+static void iso_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
+                                    const float *x, const double *mean, const double *var, const float *gamma,
+                                    const float *beta, int64_t m, int c, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_normalize(inner_of(be), D(y), D(save_mean), D(save_invstd), D(x), D(mean),
+                                                   D(var), D(gamma), D(beta), m, c, eps));
+}
+
+static void iso_batchnorm_update_running(hallu_backend *be, float *running_mean, float *running_var,
+                                         const double *mean, const double *var, int64_t m, int c, float momentum)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_update_running(inner_of(be), D(running_mean), D(running_var), D(mean),
+                                                        D(var), m, c, momentum));
+}
+
+static void iso_batchnorm_update_running_grouped(hallu_backend *be, float *running_mean, float *running_var,
+                                                 const float *save_mean, const float *save_invstd, int groups,
+                                                 int64_t rows_per, int c, float momentum, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_update_running_grouped(inner_of(be), D(running_mean), D(running_var),
+                                                                D(save_mean), D(save_invstd), groups, rows_per, c,
+                                                                momentum, eps));
+}
+
+static void iso_add_scalar(hallu_backend *be, float *y, float value, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->add_scalar(inner_of(be), D(y), value, n));
+}
+
+static void iso_l2_norm(hallu_backend *be, float *norm, const float *x, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->l2_norm(inner_of(be), D(norm), D(x), n));
+}
+
+static void iso_clip_by_norm(hallu_backend *be, float *x, const float *total, int64_t n, float max_norm)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->clip_by_norm(inner_of(be), D(x), D(total), n, max_norm));
+}
+
+static void iso_lars_coef(hallu_backend *be, float *coef, const float *p, const float *g, int64_t n, float wd,
+                          float eps, float eta, int clip_lr, float lr)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->lars_coef(inner_of(be), D(coef), D(p), D(g), n, wd, eps, eta, clip_lr, lr));
+}
+
+static void iso_sgd_update(hallu_backend *be, float *p, const float *g, float *buf, const float *lars, float wd,
+                           float momentum, float damp1, float neg_lr, int nesterov, int first, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->sgd_update(inner_of(be), D(p), D(g), D(buf), D(lars), wd, momentum, damp1, neg_lr,
+                                          nesterov, first, n));
+}
+
+static void iso_adamw_update(hallu_backend *be, float *p, const float *g, float *m, float *v, float decay,
+                             float beta1, float one_m_beta1, float beta2, float one_m_beta2, float bc2_sqrt,
+                             float eps, float neg_step, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->adamw_update(inner_of(be), D(p), D(g), D(m), D(v), decay, beta1, one_m_beta1, beta2,
+                                            one_m_beta2, bc2_sqrt, eps, neg_step, n));
+}
+
 /* (end of nn ops) */
 
 /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
@@ -470,6 +545,16 @@ static const hallu_backend_ops iso_ops = {
     .copy_cols = iso_copy_cols,
     .slice_cols = iso_slice_cols,
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+    .batchnorm_stats = iso_batchnorm_stats,
+    .batchnorm_normalize = iso_batchnorm_normalize,
+    .batchnorm_update_running = iso_batchnorm_update_running,
+    .batchnorm_update_running_grouped = iso_batchnorm_update_running_grouped,
+    .add_scalar = iso_add_scalar,
+    .l2_norm = iso_l2_norm,
+    .clip_by_norm = iso_clip_by_norm,
+    .lars_coef = iso_lars_coef,
+    .sgd_update = iso_sgd_update,
+    .adamw_update = iso_adamw_update,
     /* (end of nn ops) */
     /* ssl ops (losses, Hallucinator, MoCo) */
     .ssl_nt_xent_rows = iso_ssl_nt_xent_rows,
