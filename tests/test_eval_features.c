@@ -130,6 +130,33 @@ static void test_extract(hallu_resnet *net, const hallu_nn_ctx *ctx)
     hallu_feature_set_free(&b);
 }
 
+/* A failing op or allocation during extraction is a named error, not a crash
+ * (cpu-isolated's fault hook); extraction works again once it is cleared. */
+static void test_extract_faults(hallu_resnet *net, const hallu_nn_ctx *ctx)
+{
+    hallu_error err = { 0 };
+    if (hallu_backend_inject_fault(ctx->be, 0, 0, &err) == HALLU_ERR_UNSUPPORTED)
+        return;
+    hallu_source src;
+    toy_source(&src);
+    hallu_extract_config cfg;
+    hallu_extract_config_default(&cfg);
+    cfg.batch_size = MAX_BATCH;
+    hallu_feature_set fs;
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 5, 0, &err), &err);
+    CHECK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err) == HALLU_ERR_BACKEND);
+    CHECK_MSG(strstr(err.msg, "injected fault") != NULL, "%s", err.msg);
+    CHECK(fs.x == NULL);
+    hallu_backend_clear_failure(ctx->be);
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 0, 1, &err), &err);
+    CHECK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err) == HALLU_ERR_OOM);
+    CHECK_MSG(strstr(err.msg, "evaluation images") != NULL, "%s", err.msg);
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 0, 0, &err), &err);
+    CHECK_OK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err), &err);
+    CHECK(fs.n == N);
+    hallu_feature_set_free(&fs);
+}
+
 static hallu_status count_epochs(void *user, const hallu_probe_epoch *e, hallu_error *err)
 {
     (void)err;
@@ -186,6 +213,7 @@ int main(void)
         CHECK_OK(hallu_resnet_init_weights(net, &ps, 3, &err), &err);
         hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 0 };
         test_extract(net, &ctx);
+        test_extract_faults(net, &ctx);
         test_probe_images(net, &ctx);
     } else {
         CHECK_MSG(0, "setup: %s", err.msg);

@@ -100,8 +100,8 @@ typedef struct hallu_knn_result {
 } hallu_knn_result;
 
 /* Classifies every test row by its nearest training rows, computed on be (the
- * host feature sets are uploaded; device memory: both sets' features plus a
- * similarity block of at most 256 MiB). Features need not be normalised:
+ * host feature sets are uploaded; device memory: the training features plus a
+ * chunk of test rows and their similarity block of at most 256 MiB). Features need not be normalised:
  * similarities are cosines. Ties (equal similarity or equal class score) go to
  * the lower index. predictions ([test->n], host, may be NULL) receives the top-1
  * class. Labels must lie in [0, num_classes). A failure on the device is an
