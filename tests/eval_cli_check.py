@@ -47,6 +47,13 @@ def features():
     xn = np.load(out)
     check(np.allclose(np.linalg.norm(xn, axis=1), 1, atol=1e-5), "normalised rows")
     check(np.allclose(xn, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-5), "same features, normalised")
+    # Both cpu devices give the same bytes (cpu-isolated: device memory that host code cannot touch).
+    outs = {}
+    for device in ("cpu", "cpu-isolated"):
+        o = os.path.join(WORK, f"feat-{device}.npy")
+        run(["features", "--data", DATA, "--split", "test", "--device", device, "--out", o] + COMMON + EXTRACT)
+        outs[device] = open(o, "rb").read()
+    check(outs["cpu"] == outs["cpu-isolated"], "features differ between --device cpu and cpu-isolated")
     no_temporaries(WORK)
 
 
@@ -62,6 +69,12 @@ def knn():
              "--json", out] + COMMON + EXTRACT)
     r = json.load(open(out))
     check(r["knn_top1"] == 100.0, f"self-retrieval {r}")
+    # Both cpu devices print the same numbers.
+    lines = {}
+    for device in ("cpu", "cpu-isolated"):
+        p = run(["knn", "--train-data", DATA, "--test-data", DATA, "--k", "20", "--device", device] + COMMON + EXTRACT)
+        lines[device] = p.stdout
+    check(lines["cpu"] == lines["cpu-isolated"], f"knn differs between devices: {lines}")
     no_temporaries(WORK)
 
 
@@ -126,7 +139,7 @@ def usage():
         check("usage: hallu " + cmd in p.stdout, p.stdout)
     p = run(["knn", "--help"])
     for flag in ("--k", "--temperature", "--train-data", "--test-data", "--checkpoint", "--weights",
-                 "--batch-size", "--threads", "(default: 200)", "(default: 0.1)", "(default: 256)"):
+                 "--batch-size", "--threads", "--device", "(default: 200)", "(default: 0.1)", "(default: 256)"):
         check(flag in p.stdout, "knn --help lacks " + flag)
     p = run(["linear", "--help"])
     for flag in ("--epochs", "--lr", "--batch-size", "--extract-batch-size", "--cache-features", "--milestones", "(default: 100)",
@@ -154,6 +167,12 @@ def usage():
     for args in bad:
         p = run(args, expect_rc=2)
         check(p.stderr.startswith("error:"), f"{args}: {p.stderr}")
+    # An unknown device is a usage error naming the flag, the name and the devices there are.
+    for cmd in (["knn", "--train-data", DATA, "--test-data", DATA], ["linear", "--train-data", DATA, "--test-data", DATA],
+                ["features", "--data", DATA, "--out", out]):
+        check("--device" in run([cmd[0], "--help"]).stdout, cmd[0] + " --help lacks --device")
+        p = run(cmd + ["--device", "tpu9"] + COMMON, expect_rc=2)
+        check(p.stderr.startswith("error: --device tpu9") and "cpu-isolated" in p.stderr, f"{cmd[0]}: {p.stderr}")
     # Runtime failures exit 1 with a message naming the culprit.
     p = run(["knn", "--train-data", "cifar10:/nonexistent", "--test-data", DATA] + COMMON, expect_rc=1)
     check("/nonexistent" in p.stderr, p.stderr)

@@ -2,6 +2,7 @@
  * order and values independent of batch size and worker count, equal to a
  * direct forward; and the augmented linear probe end to end. */
 #include "check.h"
+#include "test_backend.h"
 #include "hallu/eval.h"
 #include "hallu/rng.h"
 
@@ -82,9 +83,17 @@ static void test_extract(hallu_resnet *net, const hallu_nn_ctx *ctx)
         hallu_aug_normalize(x + i * S * S * 3, &img, HALLU_CIFAR_MEAN, HALLU_CIFAR_STD);
     }
     const float *f = NULL;
-    CHECK_OK(hallu_resnet_forward(net, ctx, 0, x, 8, &f, &err), &err);
-    if (f)
-        CHECK_MSG(max_rel_diff(a.x, f, 8 * 512) < 1e-4, "direct: %g", max_rel_diff(a.x, f, 8 * 512));
+    float *host_f = malloc(8 * 512 * sizeof(float));
+    hallu_buffer xd;
+    CHECK_OK(hallu_buffer_alloc(&xd, ctx->be, HALLU_DTYPE_F32, 8 * S * S * 3, "test images", &err), &err);
+    CHECK_OK(hallu_backend_upload(ctx->be, xd.data, x, 8 * S * S * 3 * sizeof(float), &err), &err);
+    CHECK_OK(hallu_resnet_forward(net, ctx, 0, hallu_buffer_f32(&xd), 8, &f, &err), &err);
+    if (f) {
+        CHECK_OK(hallu_backend_download(ctx->be, host_f, f, 8 * 512 * sizeof(float), &err), &err);
+        CHECK_MSG(max_rel_diff(a.x, host_f, 8 * 512) < 1e-4, "direct: %g", max_rel_diff(a.x, host_f, 8 * 512));
+    }
+    hallu_buffer_free(&xd);
+    free(host_f);
     free(x);
 
     cfg.normalize = 1;
@@ -115,10 +124,37 @@ static void test_extract(hallu_resnet *net, const hallu_nn_ctx *ctx)
     hallu_knn_config_default(&kc);
     kc.k = 5;
     hallu_knn_result kr;
-    CHECK_OK(hallu_knn_evaluate(&a, &b, 2, &kc, NULL, &kr, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(ctx->be, &a, &b, 2, &kc, NULL, &kr, &err), &err);
     CHECK_NEAR(kr.top1, 100.0, 1e-9);
     hallu_feature_set_free(&a);
     hallu_feature_set_free(&b);
+}
+
+/* A failing op or allocation during extraction is a named error, not a crash
+ * (cpu-isolated's fault hook); extraction works again once it is cleared. */
+static void test_extract_faults(hallu_resnet *net, const hallu_nn_ctx *ctx)
+{
+    hallu_error err = { 0 };
+    if (hallu_backend_inject_fault(ctx->be, 0, 0, &err) == HALLU_ERR_UNSUPPORTED)
+        return;
+    hallu_source src;
+    toy_source(&src);
+    hallu_extract_config cfg;
+    hallu_extract_config_default(&cfg);
+    cfg.batch_size = MAX_BATCH;
+    hallu_feature_set fs;
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 5, 0, &err), &err);
+    CHECK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err) == HALLU_ERR_BACKEND);
+    CHECK_MSG(strstr(err.msg, "injected fault") != NULL, "%s", err.msg);
+    CHECK(fs.x == NULL);
+    hallu_backend_clear_failure(ctx->be);
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 0, 1, &err), &err);
+    CHECK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err) == HALLU_ERR_OOM);
+    CHECK_MSG(strstr(err.msg, "evaluation images") != NULL, "%s", err.msg);
+    CHECK_OK(hallu_backend_inject_fault(ctx->be, 0, 0, &err), &err);
+    CHECK_OK(hallu_extract_features(net, ctx, &src, &cfg, &fs, &err), &err);
+    CHECK(fs.n == N);
+    hallu_feature_set_free(&fs);
 }
 
 static hallu_status count_epochs(void *user, const hallu_probe_epoch *e, hallu_error *err)
@@ -171,12 +207,13 @@ int main(void)
     hallu_resnet *net = NULL;
     hallu_resnet_config rc;
     CHECK_OK(hallu_resnet_parse_arch("resnet18", "cifar", &rc, &err), &err);
-    CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
+    CHECK_OK(test_backend_create(&be, 2, &err), &err);
     if (be && hallu_resnet_create(&net, &rc, &ps, "", &err) == HALLU_OK && hallu_params_alloc(&ps, be, &err) == HALLU_OK &&
         hallu_resnet_plan(net, be, MAX_BATCH, S, S, 1, &err) == HALLU_OK) {
         CHECK_OK(hallu_resnet_init_weights(net, &ps, 3, &err), &err);
         hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 0 };
         test_extract(net, &ctx);
+        test_extract_faults(net, &ctx);
         test_probe_images(net, &ctx);
     } else {
         CHECK_MSG(0, "setup: %s", err.msg);

@@ -1,6 +1,7 @@
 /* kNN classifier: hand-checked votes, tie rules, separable clusters, and a
  * double-precision brute-force reference on random data. */
 #include "check.h"
+#include "test_backend.h"
 #include "hallu/eval.h"
 #include "hallu/rng.h"
 
@@ -15,7 +16,7 @@ static void set_rows(hallu_feature_set *fs, const float *x, const int32_t *label
 
 /* One query near a class-0 point with two class-1 points a little further:
  * a sharp temperature follows the nearest point, a flat one the majority. */
-static void test_hand_checked(void)
+static void test_hand_checked(hallu_backend *be)
 {
     hallu_error err = { 0 };
     hallu_feature_set tr, te;
@@ -36,31 +37,31 @@ static void test_hand_checked(void)
     cfg.temperature = 1.0f;
     hallu_knn_result res;
     int32_t pred = -1;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 1);
     CHECK(res.correct_top1 == 0 && res.correct_top5 == 1 && res.n == 1);
     CHECK_NEAR(res.top5, 100.0, 1e-12);
     /* T = 0.1: e^9.95 = 20952 against e^8.557 + e^0.995 = 5203. */
     cfg.temperature = 0.1f;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 0 && res.correct_top1 == 1);
     CHECK_NEAR(res.top1, 100.0, 1e-12);
     /* k = 1 at T = 1: only the nearest votes. */
     cfg.k = 1;
     cfg.temperature = 1.0f;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 0);
     /* k = 4 lets the antipodal class 2 vote e^-0.995: it ranks third of three. */
     cfg.k = 4;
     te.labels[0] = 2;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 1 && res.correct_top1 == 0 && res.correct_top5 == 1);
     hallu_feature_set_free(&tr);
     hallu_feature_set_free(&te);
 }
 
 /* Equal similarities go to the lower training index; equal scores to the lower class. */
-static void test_ties(void)
+static void test_ties(hallu_backend *be)
 {
     hallu_error err = { 0 };
     hallu_feature_set tr, te;
@@ -77,10 +78,10 @@ static void test_ties(void)
     cfg.k = 1;
     hallu_knn_result res;
     int32_t pred = -1;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 2);     /* training rows 1 and 2 tie; row 1 (class 2) wins */
     cfg.k = 2;            /* both vote with the same weight: class 1 < class 2 */
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 3, &cfg, &pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 3, &cfg, &pred, &res, &err), &err);
     CHECK(pred == 1 && res.correct_top1 == 1);
     hallu_feature_set_free(&tr);
     hallu_feature_set_free(&te);
@@ -99,7 +100,7 @@ static void make_clusters(hallu_feature_set *fs, const float *centres, int class
     }
 }
 
-static void test_clusters(void)
+static void test_clusters(hallu_backend *be)
 {
     enum { C = 10, D = 64 };
     hallu_error err = { 0 };
@@ -117,7 +118,7 @@ static void test_clusters(void)
     hallu_knn_config_default(&cfg);   /* k = 200 > 50 per class: the weights must decide */
     cfg.chunk_rows = 64;
     hallu_knn_result res;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, C, &cfg, NULL, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, NULL, &res, &err), &err);
     CHECK(res.n == 230 && res.correct_top1 == 230 && res.correct_top5 == 230);
     CHECK_NEAR(res.top1, 100.0, 1e-12);
     hallu_feature_set_free(&tr);
@@ -166,7 +167,7 @@ static int32_t brute_force_one(const hallu_feature_set *tr, const double *q, int
     return best;
 }
 
-static void test_brute_force(int k, int chunk_rows)
+static void test_brute_force(hallu_backend *be, int k, int chunk_rows)
 {
     enum { C = 12, D = 24, NTR = 600, NTE = 150 };
     hallu_error err = { 0 };
@@ -185,7 +186,7 @@ static void test_brute_force(int k, int chunk_rows)
     cfg.chunk_rows = chunk_rows;
     int32_t pred[NTE];
     hallu_knn_result res;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, C, &cfg, pred, &res, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, pred, &res, &err), &err);
     int mismatches = 0;
     int64_t c1 = 0, c5 = 0;
     for (int i = 0; i < NTE; i++) {
@@ -207,7 +208,7 @@ static void test_brute_force(int k, int chunk_rows)
     hallu_feature_set_free(&te);
 }
 
-static void test_errors(void)
+static void test_errors(hallu_backend *be)
 {
     hallu_error err = { 0 };
     hallu_feature_set tr, te;
@@ -221,15 +222,15 @@ static void test_errors(void)
     hallu_knn_config cfg;
     hallu_knn_config_default(&cfg);
     hallu_knn_result res;
-    CHECK(hallu_knn_evaluate(&tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
+    CHECK(hallu_knn_evaluate(be, &tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "test set: label 5") != NULL);
     te.labels[1] = 1;
-    CHECK_OK(hallu_knn_evaluate(&tr, &te, 2, &cfg, NULL, &res, &err), &err);   /* k capped at 4 */
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, 2, &cfg, NULL, &res, &err), &err);   /* k capped at 4 */
     cfg.temperature = 0;
-    CHECK(hallu_knn_evaluate(&tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
+    CHECK(hallu_knn_evaluate(be, &tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
     cfg.temperature = 0.1f;
     te.dim = 2;
-    CHECK(hallu_knn_evaluate(&tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
+    CHECK(hallu_knn_evaluate(be, &tr, &te, 2, &cfg, NULL, &res, &err) == HALLU_ERR_INVALID_ARG);
     CHECK(strstr(err.msg, "dims differ") != NULL);
     te.dim = 3;
     hallu_feature_set_free(&tr);
@@ -238,13 +239,60 @@ static void test_errors(void)
     CHECK(te.x == NULL);
 }
 
+/* A failing op or allocation on the device is a named error, not a crash, and
+ * the backend works again once the failure is cleared (cpu-isolated's hook). */
+static void test_device_faults(hallu_backend *be)
+{
+    hallu_error err = { 0 };
+    if (hallu_backend_inject_fault(be, 0, 0, &err) == HALLU_ERR_UNSUPPORTED)
+        return;   /* only cpu-isolated has the hook */
+    enum { C = 3, D = 8 };
+    hallu_feature_set tr, te;
+    CHECK_OK(hallu_feature_set_alloc(&tr, 40, D, &err), &err);
+    CHECK_OK(hallu_feature_set_alloc(&te, 10, D, &err), &err);
+    hallu_rng rng;
+    hallu_rng_init(&rng, 4, 4);
+    for (int i = 0; i < 40 * D; i++) tr.x[i] = (float)hallu_rng_normal(&rng);
+    for (int i = 0; i < 10 * D; i++) te.x[i] = (float)hallu_rng_normal(&rng);
+    for (int i = 0; i < 40; i++) tr.labels[i] = i % C;
+    for (int i = 0; i < 10; i++) te.labels[i] = i % C;
+    hallu_knn_config cfg;
+    hallu_knn_config_default(&cfg);
+    cfg.k = 5;
+    cfg.chunk_rows = 4;
+    hallu_knn_result ref, res;
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, NULL, &ref, &err), &err);
+    /* Ops: 2 uploads, train norms, then per chunk upload, norms, scale, gemm, ... */
+    for (int64_t nth = 1; nth <= 14; nth += 3) {
+        CHECK_OK(hallu_backend_inject_fault(be, nth, 0, &err), &err);
+        CHECK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, NULL, &res, &err) == HALLU_ERR_BACKEND);
+        CHECK_MSG(strncmp(err.msg, "knn: ", 5) == 0 && strstr(err.msg, "injected fault"), "op %lld: %s",
+                  (long long)nth, err.msg);
+        hallu_backend_clear_failure(be);
+    }
+    CHECK_OK(hallu_backend_inject_fault(be, 0, 3, &err), &err);
+    CHECK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, NULL, &res, &err) == HALLU_ERR_OOM);
+    CHECK_MSG(strstr(err.msg, "knn train norms") != NULL, "%s", err.msg);
+    CHECK_OK(hallu_backend_inject_fault(be, 0, 0, &err), &err);
+    CHECK_OK(hallu_knn_evaluate(be, &tr, &te, C, &cfg, NULL, &res, &err), &err);
+    CHECK(res.correct_top1 == ref.correct_top1 && res.correct_top5 == ref.correct_top5);
+    hallu_feature_set_free(&tr);
+    hallu_feature_set_free(&te);
+}
+
 int main(void)
 {
-    test_hand_checked();
-    test_ties();
-    test_clusters();
-    test_brute_force(200, 64);
-    test_brute_force(7, 1000);
-    test_errors();
+    hallu_error err = { 0 };
+    hallu_backend *be = NULL;
+    if (test_backend_create(&be, 2, &err) != HALLU_OK)
+        return 1;
+    test_hand_checked(be);
+    test_ties(be);
+    test_clusters(be);
+    test_brute_force(be, 200, 64);
+    test_brute_force(be, 7, 1000);
+    test_errors(be);
+    test_device_faults(be);
+    hallu_backend_free(be);
     return check_summary();
 }

@@ -1,6 +1,7 @@
 /* Linear probe on cached features: the schedule, convergence on separable
  * clusters, the returned head, per-epoch reports and argument errors. */
 #include "check.h"
+#include "test_backend.h"
 #include "hallu/eval.h"
 #include "hallu/rng.h"
 
@@ -49,25 +50,28 @@ static hallu_status record(void *user, const hallu_probe_epoch *e, hallu_error *
     return HALLU_OK;
 }
 
-/* Top-1 of a head given as parameters, computed independently in double. */
-static double head_accuracy(const hallu_params *head, const hallu_feature_set *fs, int classes)
+/* Top-1 of a head given as parameters (read through a host staging copy),
+ * computed independently in double. */
+static double head_accuracy(hallu_params *head, const hallu_feature_set *fs, int classes)
 {
     const hallu_tensor_info *w = hallu_params_find(head, "fc.weight", NULL);
     const hallu_tensor_info *b = hallu_params_find(head, "fc.bias", NULL);
-    if (!w || !b || w->shape[0] != classes || w->shape[1] != fs->dim)
+    hallu_error err = { 0 };
+    if (!w || !b || w->shape[0] != classes || w->shape[1] != fs->dim || hallu_params_stage(head, &err) != HALLU_OK)
         return -1;
     int64_t correct = 0;
     for (int64_t i = 0; i < fs->n; i++) {
         int best = 0;
         double best_v = -1e300;
         for (int c = 0; c < classes; c++) {
-            double v = head->param[b->offset + c];
+            double v = head->host_param[b->offset + c];
             for (int j = 0; j < fs->dim; j++)
-                v += (double)head->param[w->offset + (int64_t)c * fs->dim + j] * fs->x[i * fs->dim + j];
+                v += (double)head->host_param[w->offset + (int64_t)c * fs->dim + j] * fs->x[i * fs->dim + j];
             if (v > best_v) { best_v = v; best = c; }
         }
         correct += best == fs->labels[i];
     }
+    hallu_params_unstage(head);
     return 100.0 * correct / fs->n;
 }
 
@@ -167,16 +171,54 @@ static void test_errors(hallu_backend *be)
     hallu_feature_set_free(&te);
 }
 
+/* A failing op or allocation on the device is a named error, not a crash, and
+ * the backend works again once the failure is cleared (cpu-isolated's hook). */
+static void test_device_faults(hallu_backend *be)
+{
+    hallu_error err = { 0 };
+    if (hallu_backend_inject_fault(be, 0, 0, &err) == HALLU_ERR_UNSUPPORTED)
+        return;   /* only cpu-isolated has the hook */
+    hallu_feature_set tr, te;
+    CHECK_OK(hallu_feature_set_alloc(&tr, 8, 4, &err), &err);
+    CHECK_OK(hallu_feature_set_alloc(&te, 4, 4, &err), &err);
+    for (int i = 0; i < 32; i++) tr.x[i] = (float)(i % 5);
+    for (int i = 0; i < 16; i++) te.x[i] = (float)(i % 3);
+    for (int i = 0; i < 8; i++) tr.labels[i] = i % 2;
+    for (int i = 0; i < 4; i++) te.labels[i] = i % 2;
+    hallu_probe_config cfg;
+    hallu_probe_config_default(&cfg);
+    cfg.epochs = 2;
+    cfg.num_milestones = 0;
+    cfg.batch_size = 4;
+    hallu_probe_result ref, res;
+    CHECK_OK(hallu_linear_probe_features(be, &tr, &te, 2, &cfg, &ref, NULL, &err), &err);
+    /* Ops from the head's init through both epochs' steps and tests. */
+    for (int64_t nth = 1; nth <= 40; nth += 5) {
+        CHECK_OK(hallu_backend_inject_fault(be, nth, 0, &err), &err);
+        CHECK(hallu_linear_probe_features(be, &tr, &te, 2, &cfg, &res, NULL, &err) == HALLU_ERR_BACKEND);
+        CHECK_MSG(strstr(err.msg, "injected fault") != NULL, "op %lld: %s", (long long)nth, err.msg);
+        hallu_backend_clear_failure(be);
+    }
+    CHECK_OK(hallu_backend_inject_fault(be, 0, 5, &err), &err);
+    CHECK(hallu_linear_probe_features(be, &tr, &te, 2, &cfg, &res, NULL, &err) == HALLU_ERR_OOM);
+    CHECK_MSG(strstr(err.msg, "injected fault") != NULL, "%s", err.msg);
+    CHECK_OK(hallu_backend_inject_fault(be, 0, 0, &err), &err);
+    CHECK_OK(hallu_linear_probe_features(be, &tr, &te, 2, &cfg, &res, NULL, &err), &err);
+    CHECK(res.final_top1 == ref.final_top1 && res.final_top5 == ref.final_top5);
+    hallu_feature_set_free(&tr);
+    hallu_feature_set_free(&te);
+}
+
 int main(void)
 {
     hallu_error err = { 0 };
     hallu_backend *be = NULL;
-    CHECK_OK(hallu_backend_cpu_create(&be, 2, &err), &err);
-    if (!be)
-        return check_summary();
+    if (test_backend_create(&be, 2, &err) != HALLU_OK)
+        return 1;
     test_schedule();
     test_separable(be);
     test_errors(be);
+    test_device_faults(be);
     hallu_backend_free(be);
     return check_summary();
 }

@@ -238,6 +238,34 @@ typedef struct hallu_backend_ops {
     /* (end of ssl ops) */
 
     /* ---- eval ops (kNN, linear probe) ---- */
+    /* kNN (src/eval/knn.c): cosine similarities of normalised query rows against
+     * training rows through gemm, columns scaled by the training rows' inverse
+     * norms, the k best per row, then exp(sim / T) votes per class. */
+    /* inv[r] = 1 / ||x[r]||_2 (squares summed in double; 0 for a zero row), x [rows][dim] */
+    void (*knn_inverse_norms)(hallu_backend *be, float *inv, const float *x, int64_t rows, int dim);
+    /* y[r][j] = x[r][j] * inv[r] (y may == x) */
+    void (*knn_scale_rows)(hallu_backend *be, float *y, const float *x, const float *inv, int64_t rows, int dim);
+    /* s[r][j] *= inv[j], s [rows][cols] */
+    void (*knn_scale_cols)(hallu_backend *be, float *s, const float *inv, int rows, int64_t cols);
+    /* The k best (1 <= k <= n) of each row of sims [rows][n] as a min-heap per row in
+     * top_sim / top_idx [rows][k] (root: the worst kept; equal similarities rank the
+     * lower index higher, as a stable sort would). */
+    void (*knn_top_k)(hallu_backend *be, float *top_sim, int32_t *top_idx, const float *sims, int rows, int64_t n,
+                      int k);
+    /* Per row: scores[r][c] = sum of exp(sim / temperature) (double, in heap order)
+     * over the k neighbours of class c (train_labels [n]); best[r][0..nbest) = the
+     * classes by score (ties to the lower class). scores [rows][classes] is scratch. */
+    void (*knn_vote)(hallu_backend *be, int32_t *best, double *scores, const float *top_sim, const int32_t *top_idx,
+                     const int32_t *train_labels, int rows, int k, float temperature, int classes, int nbest);
+    /* Linear probe (src/eval/probe.c), counters accumulate over calls:
+     * hits[0] += rows whose first largest logit is at labels[r] (training accuracy). */
+    void (*argmax_hits)(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels, int rows,
+                        int classes);
+    /* hits[0] += rows where labels[r] ranks first, hits[1] += rows where it ranks
+     * among the first five (rank = classes with a larger logit, or an equal one and
+     * a lower index). */
+    void (*class_rank_hits)(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels, int rows,
+                            int classes);
     /* (end of eval ops) */
 } hallu_backend_ops;
 

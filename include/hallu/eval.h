@@ -99,11 +99,14 @@ typedef struct hallu_knn_result {
     double top1, top5;              /* percent */
 } hallu_knn_result;
 
-/* Classifies every test row by its nearest training rows. Features need not be
- * normalised: similarities are cosines. Ties (equal similarity or equal class
- * score) go to the lower index. predictions ([test->n], may be NULL) receives the
- * top-1 class. Labels must lie in [0, num_classes). */
-hallu_status hallu_knn_evaluate(const hallu_feature_set *train, const hallu_feature_set *test,
+/* Classifies every test row by its nearest training rows, computed on be (the
+ * host feature sets are uploaded; device memory: the training features plus a
+ * chunk of test rows and their similarity block of at most 256 MiB). Features need not be normalised:
+ * similarities are cosines. Ties (equal similarity or equal class score) go to
+ * the lower index. predictions ([test->n], host, may be NULL) receives the top-1
+ * class. Labels must lie in [0, num_classes). A failure on the device is an
+ * error starting "knn: ". */
+hallu_status hallu_knn_evaluate(hallu_backend *be, const hallu_feature_set *train, const hallu_feature_set *test,
                                 int num_classes, const hallu_knn_config *cfg, int32_t *predictions,
                                 hallu_knn_result *res, hallu_error *err);
 

@@ -96,14 +96,18 @@ extern "C" {
 
 /* Saves every tensor whose name starts with `select` (NULL/"" = all) under the
  * name with `select` removed and `add` prepended (NULL = nothing). Parameters
- * and buffers are F32; counters (num_batches_tracked) are I64 as in PyTorch. */
-hallu_status hallu_params_save(const hallu_params *ps, const char *path, const char *select,
+ * and buffers are F32; counters (num_batches_tracked) are I64 as in PyTorch.
+ * Reads through a host staging copy (hallu_params_stage; ps is not otherwise
+ * changed; a copy already staged is what gets saved). */
+hallu_status hallu_params_save(hallu_params *ps, const char *path, const char *select,
                                const char *add, const hallu_st_meta *meta, int num_meta, hallu_error *err);
 
 /* Loads every tensor of ps whose name starts with `select` from the file tensor
  * named add + (name minus select). Shapes must match exactly; F32 (I64 for
  * counters, F32 accepted too). strict: every selected tensor must be present and
- * the file must hold no other tensor under `add`. */
+ * the file must hold no other tensor under `add`. Loads into a host staging copy
+ * and commits it (uploads) only when everything loaded; on an error the device
+ * copy is unchanged. */
 hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
                                const char *add, int strict, hallu_error *err);
 

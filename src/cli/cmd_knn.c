@@ -67,7 +67,7 @@ static int run_knn(const knn_args *k, const cli_backbone_args *b)
     hallu_knn_result res;
     hallu_error err;
     hallu_error_clear(&err);
-    if (rc == 0 && hallu_knn_evaluate(&train, &test, classes, &k->knn, NULL, &res, &err) != HALLU_OK) {
+    if (rc == 0 && hallu_knn_evaluate(bb.be, &train, &test, classes, &k->knn, NULL, &res, &err) != HALLU_OK) {
         fprintf(stderr, "error: %s\n", err.msg);
         rc = 1;
     }

@@ -110,7 +110,7 @@ static int train_probe(cli_backbone *bb, const cli_backbone_args *b, linear_args
     return 0;
 }
 
-static int save_head(const char *path, const hallu_params *head, const hallu_probe_result *res)
+static int save_head(const char *path, hallu_params *head, const hallu_probe_result *res)
 {
     char top1[32];
     snprintf(top1, sizeof top1, "%.4f", res->final_top1);

@@ -14,6 +14,7 @@ void cli_backbone_args_default(cli_backbone_args *a)
     a->mean_std = "cifar";
     a->batch_size = 256;
     a->workers = 4;
+    a->device = cli_default_device();
 }
 
 int cli_backbone_check(const cli_backbone_args *a, const char *cmd)
@@ -51,7 +52,11 @@ int cli_backbone_open(cli_backbone *bb, const cli_backbone_args *a)
     memcpy(bb->std, imagenet ? HALLU_IMAGENET_STD : HALLU_CIFAR_STD, sizeof bb->std);
     hallu_error err;
     hallu_error_clear(&err);
-    hallu_status s = hallu_backend_cpu_create(&bb->be, a->threads, &err);
+    hallu_status s = hallu_backend_create(a->device, a->threads, &bb->be, &err);
+    if (s != HALLU_OK) {
+        fprintf(stderr, "error: --device %s: %s\n", a->device, err.msg);
+        return s == HALLU_ERR_INVALID_ARG ? 2 : 1;
+    }
     if (s == HALLU_OK)
         s = a->checkpoint ? hallu_checkpoint_load_backbone(a->checkpoint, bb->be, &bb->cfg, &bb->ps, &bb->net, &err)
                           : hallu_eval_load_weights(a->weights, a->arch, a->stem, bb->be, &bb->cfg, &bb->ps, &bb->net, &err);

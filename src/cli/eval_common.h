@@ -16,6 +16,7 @@ typedef struct cli_backbone_args {
     int image_size;             /* 0 = the dataset's native size */
     int batch_size;             /* images per backbone forward */
     int threads, workers;
+    const char *device;         /* backend name (--device; cli_default_device()) */
 } cli_backbone_args;
 
 void cli_backbone_args_default(cli_backbone_args *a);
@@ -32,6 +33,7 @@ void cli_backbone_args_default(cli_backbone_args *a);
       "share one square size). N > 0: a dataset of NxN images passes unchanged; otherwise every image is resized " \
       "(shorter side to N*8/7, antialiased bilinear) and centre-cropped to NxN" },                               \
     { "mean-std", CLI_ARG_STR, &(a)->mean_std, "input normalisation: cifar | imagenet (as in training)" },           \
+    { "device", CLI_ARG_STR, &(a)->device, CLI_DEVICE_HELP },                                                        \
     { "threads", CLI_ARG_INT, &(a)->threads, "compute threads (0 = all cores)" },                                    \
     { "workers", CLI_ARG_INT, &(a)->workers, "data loading threads" }
 
@@ -47,7 +49,8 @@ typedef struct cli_backbone {
     float mean[3], std[3];
 } cli_backbone;
 
-/* Creates the backend and loads the backbone; 0 or 1. Free with cli_backbone_free. */
+/* Creates the backend (--device) and loads the backbone; 0, 1 or 2 (an unknown
+ * device name). Free with cli_backbone_free. */
 int cli_backbone_open(cli_backbone *bb, const cli_backbone_args *a);
 void cli_backbone_free(cli_backbone *bb);
 

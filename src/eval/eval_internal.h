@@ -11,6 +11,13 @@ hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes
 /* Parses one line holding a JSON object; for each of keys[0..nkeys) present
  * with a finite number value sets values[i] and present[i] = 1 (others get
  * present[i] = 0). Returns 0, or -1 when the line is not a well-formed object. */
+/* The frozen backbone on n host images [n][h][w][3]: uploads them into *img
+ * (a device buffer on ctx->be, allocated or grown here; free it with
+ * hallu_buffer_free) and forwards; *features ([n][feature_dim]) is the net's
+ * device output, valid until its next forward. */
+hallu_status eval_forward_images(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_buffer *img, const float *images,
+                                 int n, int h, int w, const float **features, hallu_error *err);
+
 int eval_json_numbers(const char *line, const char *const *keys, int nkeys, double *values, int *present);
 
 /* `hallu plot` in memory: metrics JSON lines text[0..len) (need not be

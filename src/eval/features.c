@@ -1,5 +1,6 @@
-/* Feature sets and feature extraction through a frozen backbone. */
-#include "hallu/eval.h"
+/* Feature sets (host data) and feature extraction through a frozen backbone
+ * on its backend: images go up, features come down. */
+#include "eval_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -60,9 +61,25 @@ hallu_status hallu_eval_view(hallu_view_pipeline *pl, int img_h, int img_w, int 
     return hallu_test_pipeline(pl, size * 8 / 7, size, mean, std, err);
 }
 
-/* Runs one epoch of ld through the backbone and stores row indices[i] of out. */
+hallu_status eval_forward_images(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_buffer *img, const float *images,
+                                 int n, int h, int w, const float **features, hallu_error *err)
+{
+    int64_t count = (int64_t)n * h * w * 3;
+    hallu_status s = HALLU_OK;
+    if (img->count < count) {
+        hallu_buffer_free(img);
+        s = hallu_buffer_alloc(img, ctx->be, HALLU_DTYPE_F32, count, "evaluation images", err);
+    }
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(ctx->be, img->data, images, (size_t)count * sizeof(float), err);
+    return s == HALLU_OK ? hallu_resnet_forward(net, ctx, 0, hallu_buffer_f32(img), n, features, err) : s;
+}
+
+/* Runs one epoch of ld through the backbone and stores row indices[i] of out;
+ * host_f ([batch][dim]) takes each batch's features off the device. */
 static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
-                                  const hallu_extract_config *cfg, hallu_feature_set *out, hallu_error *err)
+                                  const hallu_extract_config *cfg, hallu_buffer *img, float *host_f,
+                                  hallu_feature_set *out, hallu_error *err)
 {
     hallu_status s = hallu_loader_start_epoch(ld, 0, err);
     int64_t done = 0;
@@ -72,11 +89,13 @@ static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, ha
         if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
             break;
         const float *f = NULL;
-        if ((s = hallu_resnet_forward(net, ctx, 0, b->views[0], b->n, &f, err)) != HALLU_OK)
+        if ((s = eval_forward_images(net, ctx, img, b->views[0], b->n, b->h, b->w, &f, err)) != HALLU_OK)
+            break;
+        if ((s = hallu_backend_download(ctx->be, host_f, f, (size_t)b->n * dim * sizeof(float), err)) != HALLU_OK)
             break;
         for (int i = 0; i < b->n; i++) {
             int64_t row = b->indices[i];
-            memcpy(out->x + row * dim, f + (size_t)i * dim, (size_t)dim * sizeof(float));
+            memcpy(out->x + row * dim, host_f + (size_t)i * dim, (size_t)dim * sizeof(float));
             out->labels[row] = b->labels[i];
         }
         done += b->n;
@@ -112,9 +131,16 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
     hallu_status s = hallu_loader_create(&ld, src, &lc, err);
     if (s == HALLU_OK)
         s = hallu_feature_set_alloc(out, src->size, hallu_resnet_feature_dim(net), err);
+    hallu_buffer img = { 0 };
+    float *host_f = NULL;
+    if (s == HALLU_OK &&
+        !(host_f = hallu_alloc((size_t)cfg->batch_size * out->dim * sizeof(float), "feature batch", err)))
+        s = err->code;
     if (s == HALLU_OK)
-        s = extract_epoch(net, ctx, ld, cfg, out, err);
+        s = extract_epoch(net, ctx, ld, cfg, &img, host_f, out, err);
     hallu_loader_destroy(ld);
+    hallu_buffer_free(&img);
+    hallu_free(host_f);
     if (s == HALLU_OK && cfg->normalize)
         hallu_l2_normalize_rows(out->x, out->n, out->dim);
     if (s != HALLU_OK)

@@ -1,11 +1,10 @@
-/* Weighted kNN classifier (InstDisc's monitor): one sgemm per chunk of test rows
- * gives the cosine similarities to every training row, a bounded min-heap per
- * row keeps the k best, and exp(sim / T) votes per class. */
+/* Weighted kNN classifier (InstDisc's monitor), on the device: one gemm per
+ * chunk of test rows gives the cosine similarities to every training row, a
+ * bounded min-heap per row keeps the k best (knn_top_k), and exp(sim / T) votes
+ * per class (knn_vote). Feature sets are host data; they are uploaded here, and
+ * only the class rankings come back. */
 #include "eval_internal.h"
 
-#include <oneapi/dnnl/dnnl.h>
-#include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 void hallu_knn_config_default(hallu_knn_config *cfg)
@@ -13,67 +12,6 @@ void hallu_knn_config_default(hallu_knn_config *cfg)
     cfg->k = 200;
     cfg->temperature = 0.1f;
     cfg->chunk_rows = 256;
-}
-
-typedef struct neighbour {
-    float sim;
-    int32_t index;
-} neighbour;
-
-/* "a ranks below b": lower similarity, or equal similarity and higher index,
- * so that ties resolve to the lower training index, as a stable sort would. */
-static int ranks_below(neighbour a, neighbour b)
-{
-    return a.sim < b.sim || (a.sim == b.sim && a.index > b.index);
-}
-
-static void sift_down(neighbour *h, int n, int i)
-{
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && ranks_below(h[l], h[m])) m = l;
-        if (r < n && ranks_below(h[r], h[m])) m = r;
-        if (m == i)
-            return;
-        neighbour t = h[i]; h[i] = h[m]; h[m] = t;
-        i = m;
-    }
-}
-
-/* Min-heap of the k best of sims[0..n): the root is the worst kept neighbour. */
-static void top_k(neighbour *heap, int k, const float *sims, int64_t n)
-{
-    for (int i = 0; i < k; i++)
-        heap[i] = (neighbour){ sims[i], i };
-    for (int i = k / 2 - 1; i >= 0; i--)
-        sift_down(heap, k, i);
-    for (int64_t j = k; j < n; j++) {
-        neighbour c = { sims[j], (int32_t)j };
-        if (ranks_below(heap[0], c)) {
-            heap[0] = c;
-            sift_down(heap, k, 0);
-        }
-    }
-}
-
-/* Votes of the k neighbours; writes the class ranking's first min(5, C) entries. */
-static void vote(const neighbour *nb, int k, const int32_t *train_labels, float temperature,
-                 double *scores, int num_classes, int *best, int nbest)
-{
-    memset(scores, 0, (size_t)num_classes * sizeof *scores);
-    for (int i = 0; i < k; i++)
-        scores[train_labels[nb[i].index]] += exp((double)nb[i].sim / temperature);
-    for (int r = 0; r < nbest; r++) {
-        int arg = -1;
-        for (int c = 0; c < num_classes; c++) {
-            int taken = 0;
-            for (int q = 0; q < r && !taken; q++)
-                taken = best[q] == c;
-            if (!taken && (arg < 0 || scores[c] > scores[arg]))
-                arg = c;
-        }
-        best[r] = arg;
-    }
 }
 
 static hallu_status check_args(const hallu_feature_set *train, const hallu_feature_set *test,
@@ -94,99 +32,121 @@ static hallu_status check_args(const hallu_feature_set *train, const hallu_featu
     return s == HALLU_OK ? eval_check_labels(test->labels, test->n, num_classes, "knn test set", err) : s;
 }
 
-static float inverse_norm(const float *x, int dim)
-{
-    double ss = 0;
-    for (int j = 0; j < dim; j++)
-        ss += (double)x[j] * x[j];
-    return ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
-}
-
 typedef struct knn_work {
-    const hallu_feature_set *train, *test;
-    const hallu_knn_config *cfg;
-    int num_classes, k, nbest;
-    float *train_inv;      /* [n_train] */
-    float *q;              /* [chunk][dim] normalised test rows */
-    float *sims;           /* [chunk][n_train] */
-    neighbour *heaps;      /* [chunk][k] */
-    double *scores;        /* [chunk][classes] */
+    hallu_backend *be;
+    int64_t n_train, chunk;
+    int dim, classes, k, nbest;
+    hallu_buffer train_x;       /* [n_train][dim] */
+    hallu_buffer train_labels;  /* [n_train] int32 */
+    hallu_buffer train_inv;     /* [n_train] */
+    hallu_buffer q, q_inv;      /* [chunk][dim] test rows, normalised in place; [chunk] */
+    hallu_buffer sims;          /* [chunk][n_train] */
+    hallu_buffer top_sim, top_idx;   /* [chunk][k] */
+    hallu_buffer scores;        /* [chunk][classes] double */
+    hallu_buffer best;          /* [chunk][nbest] int32 */
+    int32_t *host_best;         /* its host copy */
 } knn_work;
 
 static void knn_work_free(knn_work *w)
 {
-    hallu_free(w->train_inv);
-    hallu_free(w->q);
-    hallu_free(w->sims);
-    hallu_free(w->heaps);
-    hallu_free(w->scores);
+    hallu_buffer *bufs[] = { &w->train_x, &w->train_labels, &w->train_inv, &w->q, &w->q_inv, &w->sims,
+                             &w->top_sim, &w->top_idx, &w->scores, &w->best };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        hallu_buffer_free(bufs[i]);
+    hallu_free(w->host_best);
 }
 
-/* Rows [r0, r0+rows) of the test set: similarities, neighbours, votes. */
-static void knn_chunk(const knn_work *w, int64_t r0, int rows, int32_t *pred, int64_t *c1, int64_t *c5)
+static hallu_status knn_work_alloc(knn_work *w, const hallu_feature_set *train, hallu_error *err)
 {
-    int dim = w->train->dim;
-    int64_t nt = w->train->n;
+    hallu_backend *be = w->be;
+    int64_t c = w->chunk;
+    hallu_status s = hallu_buffer_alloc(&w->train_x, be, HALLU_DTYPE_F32, train->n * w->dim, "knn train features", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->train_labels, be, HALLU_DTYPE_I32, train->n, "knn train labels", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->train_inv, be, HALLU_DTYPE_F32, train->n, "knn train norms", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->q, be, HALLU_DTYPE_F32, c * w->dim, "knn query chunk", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->q_inv, be, HALLU_DTYPE_F32, c, "knn query norms", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->sims, be, HALLU_DTYPE_F32, c * train->n, "knn similarity chunk", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->top_sim, be, HALLU_DTYPE_F32, c * w->k, "knn neighbours", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->top_idx, be, HALLU_DTYPE_I32, c * w->k, "knn neighbour indices", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->scores, be, HALLU_DTYPE_F64, c * w->classes, "knn scores", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&w->best, be, HALLU_DTYPE_I32, c * w->nbest, "knn class ranking", err);
+    if (s == HALLU_OK && !(w->host_best = hallu_alloc((size_t)c * w->nbest * sizeof(int32_t), "knn class ranking", err)))
+        s = err->code;
+    return s;
+}
+
+/* Rows [r0, r0+rows) of the test set: similarities, neighbours, votes on the
+ * device; the class rankings come back to count the hits. */
+static hallu_status knn_chunk(knn_work *w, const hallu_feature_set *test, const hallu_knn_config *cfg, int64_t r0,
+                              int rows, int32_t *pred, int64_t *c1, int64_t *c5, hallu_error *err)
+{
+    hallu_backend *be = w->be;
+    const hallu_backend_ops *op = be->ops;
+    float *q = hallu_buffer_f32(&w->q), *q_inv = hallu_buffer_f32(&w->q_inv), *sims = hallu_buffer_f32(&w->sims);
+    hallu_status s = hallu_backend_upload(be, q, test->x + r0 * w->dim, (size_t)rows * w->dim * sizeof(float), err);
+    if (s != HALLU_OK)
+        return s;
+    op->knn_inverse_norms(be, q_inv, q, rows, w->dim);
+    op->knn_scale_rows(be, q, q, q_inv, rows, w->dim);
+    op->gemm(be, 0, 1, rows, (int)w->n_train, w->dim, 1.0f, q, hallu_buffer_f32(&w->train_x), 0.0f, sims);
+    op->knn_scale_cols(be, sims, hallu_buffer_f32(&w->train_inv), rows, w->n_train);
+    op->knn_top_k(be, hallu_buffer_f32(&w->top_sim), w->top_idx.data, sims, rows, w->n_train, w->k);
+    op->knn_vote(be, w->best.data, w->scores.data, hallu_buffer_f32(&w->top_sim), w->top_idx.data,
+                 w->train_labels.data, rows, w->k, cfg->temperature, w->classes, w->nbest);
+    s = hallu_backend_download(be, w->host_best, w->best.data, (size_t)rows * w->nbest * sizeof(int32_t), err);
+    if (s != HALLU_OK)
+        return s;
     for (int i = 0; i < rows; i++) {
-        const float *x = w->test->x + (r0 + i) * dim;
-        float inv = inverse_norm(x, dim);
-        for (int j = 0; j < dim; j++)
-            w->q[(size_t)i * dim + j] = x[j] * inv;
-    }
-    dnnl_sgemm('N', 'T', rows, nt, dim, 1.0f, w->q, dim, w->train->x, dim, 0.0f, w->sims, nt);
-    int64_t h1 = 0, h5 = 0;
-#pragma omp parallel for schedule(dynamic, 4) reduction(+ : h1, h5)
-    for (int i = 0; i < rows; i++) {
-        float *s = w->sims + (size_t)i * nt;
-        for (int64_t j = 0; j < nt; j++)
-            s[j] *= w->train_inv[j];
-        neighbour *heap = w->heaps + (size_t)i * w->k;
-        double *scores = w->scores + (size_t)i * w->num_classes;
-        int best[5];
-        top_k(heap, w->k, s, nt);
-        vote(heap, w->k, w->train->labels, w->cfg->temperature, scores, w->num_classes, best, w->nbest);
-        int32_t label = w->test->labels[r0 + i];
-        h1 += best[0] == label;
+        const int32_t *best = w->host_best + (size_t)i * w->nbest;
+        int32_t label = test->labels[r0 + i];
+        *c1 += best[0] == label;
         for (int r = 0; r < w->nbest; r++)
-            h5 += best[r] == label;
+            *c5 += best[r] == label;
         if (pred)
             pred[r0 + i] = best[0];
     }
-    *c1 += h1;
-    *c5 += h5;
+    return HALLU_OK;
 }
 
-hallu_status hallu_knn_evaluate(const hallu_feature_set *train, const hallu_feature_set *test,
+hallu_status hallu_knn_evaluate(hallu_backend *be, const hallu_feature_set *train, const hallu_feature_set *test,
                                 int num_classes, const hallu_knn_config *cfg, int32_t *predictions,
                                 hallu_knn_result *res, hallu_error *err)
 {
     hallu_status s = check_args(train, test, num_classes, cfg, err);
     if (s != HALLU_OK)
         return s;
-    knn_work w = { .train = train, .test = test, .cfg = cfg, .num_classes = num_classes };
+    knn_work w = { .be = be, .n_train = train->n, .dim = train->dim, .classes = num_classes };
     w.k = cfg->k < train->n ? cfg->k : (int)train->n;
     w.nbest = num_classes < 5 ? num_classes : 5;
     int64_t chunk = cfg->chunk_rows < test->n ? cfg->chunk_rows : test->n;
     /* Bounds the similarity block (ImageNet-size train sets) to 256 MiB. */
     int64_t cap = ((int64_t)1 << 26) / train->n;
-    chunk = chunk < cap ? chunk : cap > 0 ? cap : 1;
-    w.train_inv = hallu_alloc((size_t)train->n * sizeof(float), "knn train norms", err);
-    w.q = w.train_inv ? hallu_alloc((size_t)chunk * train->dim * sizeof(float), "knn query chunk", err) : NULL;
-    w.sims = w.q ? hallu_alloc((size_t)chunk * train->n * sizeof(float), "knn similarity chunk", err) : NULL;
-    w.heaps = w.sims ? hallu_alloc((size_t)chunk * w.k * sizeof(neighbour), "knn neighbours", err) : NULL;
-    w.scores = w.heaps ? hallu_alloc((size_t)chunk * num_classes * sizeof(double), "knn scores", err) : NULL;
-    if (!w.scores) {
-        knn_work_free(&w);
-        return err->code;
-    }
-    for (int64_t j = 0; j < train->n; j++)
-        w.train_inv[j] = inverse_norm(train->x + j * train->dim, train->dim);
+    w.chunk = chunk < cap ? chunk : cap > 0 ? cap : 1;
+    s = knn_work_alloc(&w, train, err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(be, w.train_x.data, train->x, (size_t)train->n * train->dim * sizeof(float), err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(be, w.train_labels.data, train->labels, (size_t)train->n * sizeof(int32_t), err);
+    if (s == HALLU_OK)
+        be->ops->knn_inverse_norms(be, hallu_buffer_f32(&w.train_inv), hallu_buffer_f32(&w.train_x), train->n,
+                                   train->dim);
     int64_t c1 = 0, c5 = 0;
-    for (int64_t r0 = 0; r0 < test->n; r0 += chunk) {
-        int rows = (int)(test->n - r0 < chunk ? test->n - r0 : chunk);
-        knn_chunk(&w, r0, rows, predictions, &c1, &c5);
+    for (int64_t r0 = 0; r0 < test->n && s == HALLU_OK; r0 += w.chunk) {
+        int rows = (int)(test->n - r0 < w.chunk ? test->n - r0 : w.chunk);
+        s = knn_chunk(&w, test, cfg, r0, rows, predictions, &c1, &c5, err);
     }
     knn_work_free(&w);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "knn");
     *res = (hallu_knn_result){ .n = test->n, .correct_top1 = c1, .correct_top5 = c5,
                                .top1 = 100.0 * c1 / test->n, .top5 = 100.0 * c5 / test->n };
     return HALLU_OK;

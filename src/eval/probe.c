@@ -1,7 +1,9 @@
 /* Linear probe: a linear head on frozen features, trained with SGD + momentum
  * and a per-epoch multi-step schedule (MoCo's / ContrastiveCrop's lincls).
  * Weight decay (0 by default) applies to the bias too, as in lincls's single
- * parameter group. Buffers are host memory: the CPU backend is the only one so far. */
+ * parameter group. The head, its batch, logits and labels and the test set live
+ * on the backend: the host gathers and uploads each batch, and downloads two
+ * hit counters per epoch (the loss comes back from the softmax op per step). */
 #include "eval_internal.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
@@ -69,32 +71,70 @@ typedef struct probe_head {
     hallu_params local, *ps;
     hallu_linear fc;
     hallu_nn_ctx ctx;
+    hallu_backend *be;
     int dim, classes, max_rows;
-    float *x, *logits, *probs, *dlogits;
+    hallu_buffer x, logits, probs, dlogits;   /* [max_rows][dim | classes] */
+    hallu_buffer labels;                      /* [max_rows] int32 */
+    hallu_buffer hits;                        /* int64 [0] training hits, [1..2] test top-1 / top-5 */
+    hallu_buffer test_x, test_labels;         /* the test set, uploaded once */
+    float *host_x;                            /* [max_rows][dim]: a gathered batch (cached features) */
+    int32_t *host_labels;                     /* [max_rows] */
     hallu_optimizer *opt;
-    int32_t *labels;
     double loss_sum;          /* epoch accumulators */
-    int64_t seen, correct;
+    int64_t seen;
 } probe_head;
 
 static void head_free(probe_head *h)
 {
-    float *bufs[] = { h->x, h->logits, h->probs, h->dlogits };
+    hallu_buffer *bufs[] = { &h->x, &h->logits, &h->probs, &h->dlogits, &h->labels, &h->hits, &h->test_x,
+                             &h->test_labels };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
-        hallu_free(bufs[i]);
-    hallu_free(h->labels);
+        hallu_buffer_free(bufs[i]);
+    hallu_free(h->host_x);
+    hallu_free(h->host_labels);
     hallu_optimizer_free(h->opt);
     hallu_params_free(&h->local);
 }
 
+static hallu_status head_buffers(probe_head *h, const hallu_feature_set *test, hallu_error *err)
+{
+    hallu_backend *be = h->be;
+    int64_t rows = h->max_rows;
+    hallu_status s = hallu_buffer_alloc(&h->x, be, HALLU_DTYPE_F32, rows * h->dim, "probe batch", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->logits, be, HALLU_DTYPE_F32, rows * h->classes, "probe logits", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->probs, be, HALLU_DTYPE_F32, rows * h->classes, "probe probabilities", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->dlogits, be, HALLU_DTYPE_F32, rows * h->classes, "probe logit gradient", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->labels, be, HALLU_DTYPE_I32, rows, "probe labels", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->hits, be, HALLU_DTYPE_I64, 3, "probe hit counters", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->test_x, be, HALLU_DTYPE_F32, test->n * h->dim, "probe test features", err);
+    if (s == HALLU_OK)
+        s = hallu_buffer_alloc(&h->test_labels, be, HALLU_DTYPE_I32, test->n, "probe test labels", err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(be, h->test_x.data, test->x, (size_t)test->n * h->dim * sizeof(float), err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(be, h->test_labels.data, test->labels, (size_t)test->n * sizeof(int32_t), err);
+    if (s == HALLU_OK && !(h->host_x = hallu_alloc((size_t)rows * h->dim * sizeof(float), "probe batch", err)))
+        s = err->code;
+    if (s == HALLU_OK && !(h->host_labels = hallu_alloc((size_t)rows * sizeof(int32_t), "probe labels", err)))
+        s = err->code;
+    return s;
+}
+
 /* Weights ~ N(0, 0.01), bias 0: MoCo's lincls initialisation. */
-static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int classes,
+static hallu_status head_create(probe_head *h, hallu_backend *be, const hallu_feature_set *test, int classes,
                                 const hallu_probe_config *cfg, hallu_params *out, hallu_error *err)
 {
-    int max_rows = cfg->batch_size;
+    int dim = test->dim, max_rows = cfg->batch_size;
     memset(h, 0, sizeof *h);
     hallu_params_init(&h->local);
     h->ps = out ? out : &h->local;
+    h->be = be;
     h->dim = dim;
     h->classes = classes;
     h->max_rows = max_rows;
@@ -114,14 +154,9 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
     if (s != HALLU_OK)
         return s;
     h->ctx = (hallu_nn_ctx){ .be = be, .ps = h->ps, .training = 1 };
-    size_t rc = (size_t)max_rows * classes * sizeof(float);
-    h->x = hallu_alloc((size_t)max_rows * dim * sizeof(float), "probe batch", err);
-    h->logits = h->x ? hallu_alloc(rc, "probe logits", err) : NULL;
-    h->probs = h->logits ? hallu_alloc(rc, "probe probabilities", err) : NULL;
-    h->dlogits = h->probs ? hallu_alloc(rc, "probe logit gradient", err) : NULL;
-    h->labels = h->dlogits ? hallu_alloc((size_t)max_rows * sizeof(int32_t), "probe labels", err) : NULL;
-    if (!h->labels)
-        return err->code;
+    s = head_buffers(h, test, err);
+    if (s != HALLU_OK)
+        return s;
     hallu_optim_config oc;
     hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);
     oc.momentum = cfg->momentum;
@@ -130,55 +165,50 @@ static hallu_status head_create(probe_head *h, hallu_backend *be, int dim, int c
     return hallu_optimizer_create(&h->opt, &oc, h->ps, err);
 }
 
-static int argmax_row(const float *row, int n)
+/* One SGD step on h->x / h->labels (n rows, on the device); the backend's
+ * failure, if any, is checked once at the end. */
+static hallu_status head_step(probe_head *h, int n, double lr, hallu_error *err)
 {
-    int best = 0;
-    for (int c = 1; c < n; c++)
-        if (row[c] > row[best])
-            best = c;
-    return best;
-}
-
-/* Rank of class `label` among the logits of a row (0 = best; ties to the lower class). */
-static int rank_of(const float *row, int n, int label)
-{
-    int r = 0;
-    for (int c = 0; c < n; c++)
-        r += row[c] > row[label] || (row[c] == row[label] && c < label);
-    return r;
-}
-
-/* One SGD step on h->x / h->labels (n rows). */
-static void head_step(probe_head *h, int n, double lr)
-{
-    hallu_backend *be = h->ctx.be;
+    hallu_backend *be = h->be;
+    float *x = hallu_buffer_f32(&h->x), *logits = hallu_buffer_f32(&h->logits);
+    float *probs = hallu_buffer_f32(&h->probs), *dlogits = hallu_buffer_f32(&h->dlogits);
     hallu_params_zero_grad(h->ps);
-    hallu_linear_forward(&h->fc, &h->ctx, h->logits, h->x, n);
-    float loss = be->ops->softmax_xent_forward(be, h->probs, h->logits, h->labels, n, h->classes);
-    be->ops->softmax_xent_backward(be, h->dlogits, h->probs, h->labels, n, h->classes, 1.0f);
-    hallu_linear_backward(&h->fc, &h->ctx, NULL, h->dlogits, h->x, n);
+    hallu_linear_forward(&h->fc, &h->ctx, logits, x, n);
+    float loss = be->ops->softmax_xent_forward(be, probs, logits, h->labels.data, n, h->classes);
+    be->ops->softmax_xent_backward(be, dlogits, probs, h->labels.data, n, h->classes, 1.0f);
+    hallu_linear_backward(&h->fc, &h->ctx, NULL, dlogits, x, n);
     hallu_optimizer_step(h->opt, h->ps, lr);
+    be->ops->argmax_hits(be, h->hits.data, logits, h->labels.data, n, h->classes);
     h->loss_sum += (double)loss * n;
     h->seen += n;
-    for (int i = 0; i < n; i++)
-        h->correct += argmax_row(h->logits + (size_t)i * h->classes, h->classes) == h->labels[i];
+    return hallu_backend_check(be, err);
 }
 
-/* Top-1 / top-5 of the head on a feature set, in chunks of max_rows. */
-static void head_test(probe_head *h, const hallu_feature_set *test, double *top1, double *top5)
+/* Top-1 / top-5 of the head on the test set (on the device), in chunks of
+ * max_rows; also takes the epoch's training hits off the device and zeroes
+ * the counters. */
+static hallu_status head_test(probe_head *h, int64_t n_test, int64_t *train_hits, double *top1, double *top5,
+                              hallu_error *err)
 {
-    int64_t c1 = 0, c5 = 0;
-    for (int64_t r0 = 0; r0 < test->n; r0 += h->max_rows) {
-        int n = (int)(test->n - r0 < h->max_rows ? test->n - r0 : h->max_rows);
-        hallu_linear_forward(&h->fc, &h->ctx, h->logits, test->x + r0 * test->dim, n);
-        for (int i = 0; i < n; i++) {
-            int r = rank_of(h->logits + (size_t)i * h->classes, h->classes, test->labels[r0 + i]);
-            c1 += r == 0;
-            c5 += r < 5;
-        }
+    hallu_backend *be = h->be;
+    float *logits = hallu_buffer_f32(&h->logits);
+    int64_t *test_hits = (int64_t *)h->hits.data + 1;
+    for (int64_t r0 = 0; r0 < n_test; r0 += h->max_rows) {
+        int n = (int)(n_test - r0 < h->max_rows ? n_test - r0 : h->max_rows);
+        hallu_linear_forward(&h->fc, &h->ctx, logits, hallu_buffer_f32(&h->test_x) + r0 * h->dim, n);
+        be->ops->class_rank_hits(be, test_hits, logits, (const int32_t *)h->test_labels.data + r0, n, h->classes);
     }
-    *top1 = 100.0 * c1 / test->n;
-    *top5 = 100.0 * c5 / test->n;
+    int64_t hits[3];
+    static const int64_t zero[3] = { 0, 0, 0 };
+    hallu_status s = hallu_backend_download(be, hits, h->hits.data, sizeof hits, err);
+    if (s == HALLU_OK)
+        s = hallu_backend_upload(be, h->hits.data, zero, sizeof zero, err);
+    if (s != HALLU_OK)
+        return s;
+    *train_hits = hits[0];
+    *top1 = 100.0 * hits[1] / n_test;
+    *top5 = 100.0 * hits[2] / n_test;
+    return HALLU_OK;
 }
 
 /* Evaluates, reports and resets the epoch accumulators. */
@@ -186,12 +216,15 @@ static hallu_status end_epoch(probe_head *h, const hallu_feature_set *test, cons
                               int epoch, double t0, hallu_probe_result *res, hallu_error *err)
 {
     hallu_probe_epoch e = { .epoch = epoch, .lr = hallu_probe_lr_at(cfg, epoch) };
+    int64_t correct = 0;
+    hallu_status s = head_test(h, test->n, &correct, &e.test_top1, &e.test_top5, err);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "linear probe: epoch %d", epoch + 1);
     e.train_loss = h->seen ? h->loss_sum / h->seen : 0.0;
-    e.train_top1 = h->seen ? 100.0 * h->correct / h->seen : 0.0;
-    head_test(h, test, &e.test_top1, &e.test_top5);
+    e.train_top1 = h->seen ? 100.0 * correct / h->seen : 0.0;
     e.seconds = hallu_now() - t0;
     h->loss_sum = 0;
-    h->seen = h->correct = 0;
+    h->seen = 0;
     if (epoch == 0 || e.test_top1 > res->best_top1) {
         res->best_top1 = e.test_top1;
         res->best_epoch = epoch;
@@ -235,7 +268,7 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
         return s;
     probe_head h;
     uint32_t *perm = NULL;
-    s = head_create(&h, be, train->dim, num_classes, cfg, head, err);
+    s = head_create(&h, be, test, num_classes, cfg, head, err);
     if (s == HALLU_OK && !(perm = hallu_alloc((size_t)train->n * sizeof *perm, "probe permutation", err)))
         s = err->code;
     for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
@@ -243,15 +276,23 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
         hallu_rng rng;
         hallu_rng_init(&rng, cfg->seed, (uint64_t)epoch);
         hallu_rng_permutation(&rng, perm, (uint32_t)train->n);
-        for (int64_t r0 = 0; r0 < train->n; r0 += cfg->batch_size) {
+        for (int64_t r0 = 0; r0 < train->n && s == HALLU_OK; r0 += cfg->batch_size) {
             int n = (int)(train->n - r0 < cfg->batch_size ? train->n - r0 : cfg->batch_size);
             for (int i = 0; i < n; i++) {
-                memcpy(h.x + (size_t)i * h.dim, train->x + (int64_t)perm[r0 + i] * h.dim, (size_t)h.dim * sizeof(float));
-                h.labels[i] = train->labels[perm[r0 + i]];
+                memcpy(h.host_x + (size_t)i * h.dim, train->x + (int64_t)perm[r0 + i] * h.dim,
+                       (size_t)h.dim * sizeof(float));
+                h.host_labels[i] = train->labels[perm[r0 + i]];
             }
-            head_step(&h, n, lr);
+            s = hallu_backend_upload(be, h.x.data, h.host_x, (size_t)n * h.dim * sizeof(float), err);
+            if (s == HALLU_OK)
+                s = hallu_backend_upload(be, h.labels.data, h.host_labels, (size_t)n * sizeof(int32_t), err);
+            if (s == HALLU_OK)
+                s = head_step(&h, n, lr, err);
+            if (s != HALLU_OK)
+                s = hallu_error_prefix(err, s, "linear probe: epoch %d", epoch + 1);
         }
-        s = end_epoch(&h, test, cfg, epoch, t0, res, err);
+        if (s == HALLU_OK)
+            s = end_epoch(&h, test, cfg, epoch, t0, res, err);
     }
     hallu_free(perm);
     head_free(&h);
@@ -260,7 +301,8 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
 
 /* One epoch of augmented views through the frozen backbone, one head step per batch. */
 static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
-                                const hallu_probe_config *cfg, int epoch, int num_classes, hallu_error *err)
+                                hallu_buffer *img, const hallu_probe_config *cfg, int epoch, int num_classes,
+                                hallu_error *err)
 {
     double lr = hallu_probe_lr_at(cfg, epoch);
     int fb = cfg->forward_batch > 0 ? cfg->forward_batch : cfg->batch_size;
@@ -274,16 +316,19 @@ static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn
         for (int off = 0; off < b->n && s == HALLU_OK; off += fb) {
             int m = b->n - off < fb ? b->n - off : fb;
             const float *f = NULL;
-            s = hallu_resnet_forward(net, ctx, 0, b->views[0] + (size_t)off * b->h * b->w * 3, m, &f, err);
+            s = eval_forward_images(net, ctx, img, b->views[0] + (size_t)off * b->h * b->w * 3, m, b->h, b->w, &f,
+                                    err);
             if (s == HALLU_OK)
-                memcpy(h->x + (size_t)off * h->dim, f, (size_t)m * h->dim * sizeof(float));
+                h->be->ops->copy(h->be, hallu_buffer_f32(&h->x) + (size_t)off * h->dim, f,
+                                 (size_t)m * h->dim * sizeof(float));
         }
-        if (s != HALLU_OK)
-            break;
-        memcpy(h->labels, b->labels, (size_t)b->n * sizeof(int32_t));
-        head_step(h, b->n, lr);
+        if (s == HALLU_OK)
+            s = hallu_backend_upload(h->be, h->labels.data, b->labels, (size_t)b->n * sizeof(int32_t), err);
+        if (s == HALLU_OK)
+            s = head_step(h, b->n, lr, err);
     }
-    return s;
+    return s != HALLU_OK && s != HALLU_ERR_INVALID_ARG ? hallu_error_prefix(err, s, "linear probe: epoch %d", epoch + 1)
+                                                       : s;
 }
 
 hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ctx, const hallu_source *src,
@@ -312,18 +357,20 @@ hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ct
     lc.n_views = 1;
     lc.views[0] = *train_view;
     hallu_loader *ld = NULL;
+    hallu_buffer img = { 0 };
     probe_head h;
     memset(&h, 0, sizeof h);
     s = hallu_loader_create(&ld, src, &lc, err);
     if (s == HALLU_OK)
-        s = head_create(&h, ctx->be, test->dim, num_classes, cfg, head, err);
+        s = head_create(&h, ctx->be, test, num_classes, cfg, head, err);
     for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
         double t0 = hallu_now();
-        s = image_epoch(&h, net, ctx, ld, cfg, epoch, num_classes, err);
+        s = image_epoch(&h, net, ctx, ld, &img, cfg, epoch, num_classes, err);
         if (s == HALLU_OK)
             s = end_epoch(&h, test, cfg, epoch, t0, res, err);
     }
     hallu_loader_destroy(ld);
+    hallu_buffer_free(&img);
     head_free(&h);
     return s;
 }

@@ -37,15 +37,20 @@ static void fill_entry(hallu_st_entry *e, const hallu_tensor_info *t, const char
     e->data = data;
 }
 
-hallu_status hallu_params_save(const hallu_params *ps, const char *path, const char *select,
+/* Files are written from and read into host staging copies (hallu_params_stage):
+ * the blocks themselves are device memory. */
+hallu_status hallu_params_save(hallu_params *ps, const char *path, const char *select,
                                const char *add, const hallu_st_meta *meta, int num_meta, hallu_error *err)
 {
     name_map map = { select && select[0] ? select : NULL, add };
     int total = ps->num_trainable + ps->num_state, count = 0;
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "saving %s", path);
     hallu_st_entry *entries = calloc((size_t)total + 1, sizeof *entries);
     char (*names)[HALLU_NAME_MAX + 64] = calloc((size_t)total + 1, sizeof *names);
     int64_t *counters = calloc((size_t)total + 1, sizeof *counters);
-    hallu_status s = entries && names && counters ? HALLU_OK
+    s = entries && names && counters ? HALLU_OK
         : hallu_error_set(err, HALLU_ERR_OOM, "saving %s: out of memory for %d tensor entries", path, total);
     for (int i = 0; i < total && s == HALLU_OK; i++) {
         int is_state = i >= ps->num_trainable;
@@ -53,7 +58,7 @@ hallu_status hallu_params_save(const hallu_params *ps, const char *path, const c
         if (!selected(&map, t->name))
             continue;
         s = file_name(names[count], sizeof names[count], &map, t->name, err);
-        const float *src = (is_state ? ps->buffer : ps->param) + t->offset;
+        const float *src = (is_state ? ps->host_buffer : ps->host_param) + t->offset;
         if (t->flags & HALLU_TENSOR_COUNTER) {
             counters[count] = (int64_t)src[0];
             fill_entry(&entries[count], t, names[count], &counters[count], HALLU_DTYPE_I64);
@@ -67,6 +72,7 @@ hallu_status hallu_params_save(const hallu_params *ps, const char *path, const c
     free(entries);
     free(names);
     free(counters);
+    hallu_params_unstage(ps);
     return s;
 }
 
@@ -216,7 +222,7 @@ hallu_status hallu_params_load_fit(hallu_params *ps, const hallu_safetensors *st
     return hallu_params_load(ps, st, map.select, map.add, 0, err);
 }
 
-hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
+static hallu_status load_staged(hallu_params *ps, const hallu_safetensors *st, const char *select,
                                const char *add, int strict, hallu_error *err)
 {
     name_map map = { select && select[0] ? select : NULL, add };
@@ -237,7 +243,7 @@ hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, co
                                        st->source ? st->source : "weights", name);
             continue;
         }
-        s = load_one(t, (is_state ? ps->buffer : ps->param) + t->offset, ft, st, err);
+        s = load_one(t, (is_state ? ps->host_buffer : ps->host_param) + t->offset, ft, st, err);
         if (s != HALLU_OK)
             return s;
         matched++;
@@ -253,4 +259,19 @@ hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, co
                                    add ? add : "", matched);
     }
     return HALLU_OK;
+}
+
+/* Nothing reaches the device unless the whole load succeeds. */
+hallu_status hallu_params_load(hallu_params *ps, const hallu_safetensors *st, const char *select,
+                               const char *add, int strict, hallu_error *err)
+{
+    hallu_status s = hallu_params_stage(ps, err);
+    if (s != HALLU_OK)
+        return s;
+    s = load_staged(ps, st, select, add, strict, err);
+    if (s != HALLU_OK) {
+        hallu_params_unstage(ps);
+        return s;
+    }
+    return hallu_params_commit(ps, err);
 }

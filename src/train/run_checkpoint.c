@@ -27,19 +27,21 @@ static hallu_st_entry *entry_add(entry_list *l, const char *prefix, const char *
     return e;
 }
 
+/* The model's tensors from its host staging copy (ps must be staged until the
+ * entries are written). */
 static void add_params(entry_list *l, const hallu_params *ps)
 {
     for (int i = 0; i < ps->num_trainable; i++) {
         const hallu_tensor_info *t = &ps->trainable[i];
-        entry_add(l, "model.", t->name, HALLU_DTYPE_F32, t->ndim, t->shape, ps->param + t->offset);
+        entry_add(l, "model.", t->name, HALLU_DTYPE_F32, t->ndim, t->shape, ps->host_param + t->offset);
     }
     for (int i = 0; i < ps->num_state; i++) {
         const hallu_tensor_info *t = &ps->state[i];
         if (t->flags & HALLU_TENSOR_COUNTER) {
-            l->counters[l->count] = (int64_t)ps->buffer[t->offset];
+            l->counters[l->count] = (int64_t)ps->host_buffer[t->offset];
             entry_add(l, "model.", t->name, HALLU_DTYPE_I64, t->ndim, t->shape, &l->counters[l->count]);
         } else {
-            entry_add(l, "model.", t->name, HALLU_DTYPE_F32, t->ndim, t->shape, ps->buffer + t->offset);
+            entry_add(l, "model.", t->name, HALLU_DTYPE_F32, t->ndim, t->shape, ps->host_buffer + t->offset);
         }
     }
 }
@@ -52,6 +54,8 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
                      .counters = calloc((size_t)cap, sizeof *l.counters), .cap = cap };
     hallu_status s = l.items && l.names && l.counters ? HALLU_OK
         : hallu_error_set(err, HALLU_ERR_OOM, "checkpoint %s: out of memory for %d entries", path, cap);
+    /* The model's parameters and buffers come off the device into a host copy. */
+    int staged = s == HALLU_OK && (s = hallu_params_stage(&run->ps, err)) == HALLU_OK;
     if (s == HALLU_OK)
         add_params(&l, &run->ps);
     int64_t opt_numel = run->opt->n * run->opt->num_slots, one = 1;
@@ -86,6 +90,8 @@ hallu_status train_save_checkpoint(train_run *run, const char *path, hallu_error
     int num_meta = (int)(sizeof meta / sizeof meta[0]) - (run->init_path[0] ? 0 : 1);
     if (s == HALLU_OK)
         s = hallu_checkpoint_write(path, l.items, l.count, meta, num_meta, err);
+    if (staged)
+        hallu_params_unstage(&run->ps);
     free(l.items);
     free(l.names);
     free(l.counters);

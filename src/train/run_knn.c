@@ -56,7 +56,7 @@ hallu_status train_knn(train_run *run, double *top1, double *top5, hallu_error *
     kc.temperature = (float)c->knn_temperature;
     hallu_knn_result res;
     if (s == HALLU_OK)
-        s = hallu_knn_evaluate(&train, &test, classes, &kc, NULL, &res, err);
+        s = hallu_knn_evaluate(run->be, &train, &test, classes, &kc, NULL, &res, err);
     if (s == HALLU_OK) {
         *top1 = res.top1;
         *top5 = res.top5;

@@ -143,6 +143,13 @@ static const hallu_backend_ops cpu_ops = {
     .ssl_enqueue_rows = cpu_ssl_enqueue_rows,
     /* (end of ssl ops) */
     /* eval ops (kNN, linear probe) */
+    .knn_inverse_norms = cpu_knn_inverse_norms,
+    .knn_scale_rows = cpu_knn_scale_rows,
+    .knn_scale_cols = cpu_knn_scale_cols,
+    .knn_top_k = cpu_knn_top_k,
+    .knn_vote = cpu_knn_vote,
+    .argmax_hits = cpu_argmax_hits,
+    .class_rank_hits = cpu_class_rank_hits,
     /* (end of eval ops) */
 };
 

@@ -255,6 +255,17 @@ void cpu_ssl_enqueue_rows(hallu_backend *be, float *queue, int64_t *ptr, const f
 /* (end of ssl ops) */
 
 /* eval ops (kNN, linear probe) */
+void cpu_knn_inverse_norms(hallu_backend *be, float *inv, const float *x, int64_t rows, int dim);
+void cpu_knn_scale_rows(hallu_backend *be, float *y, const float *x, const float *inv, int64_t rows, int dim);
+void cpu_knn_scale_cols(hallu_backend *be, float *s, const float *inv, int rows, int64_t cols);
+void cpu_knn_top_k(hallu_backend *be, float *top_sim, int32_t *top_idx, const float *sims, int rows, int64_t n,
+                   int k);
+void cpu_knn_vote(hallu_backend *be, int32_t *best, double *scores, const float *top_sim, const int32_t *top_idx,
+                  const int32_t *train_labels, int rows, int k, float temperature, int classes, int nbest);
+void cpu_argmax_hits(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels, int rows,
+                     int classes);
+void cpu_class_rank_hits(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels, int rows,
+                         int classes);
 /* (end of eval ops) */
 
 #endif

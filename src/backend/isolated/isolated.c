@@ -506,6 +506,53 @@ static void iso_ssl_enqueue_rows(hallu_backend *be, float *queue, int64_t *ptr, 
 /* (end of ssl ops) */
 
 /* ---- eval ops (kNN, linear probe) ---- */
+static void iso_knn_inverse_norms(hallu_backend *be, float *inv, const float *x, int64_t rows, int dim)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->knn_inverse_norms(inner_of(be), D(inv), D(x), rows, dim));
+}
+
+static void iso_knn_scale_rows(hallu_backend *be, float *y, const float *x, const float *inv, int64_t rows, int dim)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->knn_scale_rows(inner_of(be), D(y), D(x), D(inv), rows, dim));
+}
+
+static void iso_knn_scale_cols(hallu_backend *be, float *s, const float *inv, int rows, int64_t cols)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->knn_scale_cols(inner_of(be), D(s), D(inv), rows, cols));
+}
+
+static void iso_knn_top_k(hallu_backend *be, float *top_sim, int32_t *top_idx, const float *sims, int rows, int64_t n,
+                          int k)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->knn_top_k(inner_of(be), D(top_sim), D(top_idx), D(sims), rows, n, k));
+}
+
+static void iso_knn_vote(hallu_backend *be, int32_t *best, double *scores, const float *top_sim, const int32_t *top_idx,
+                         const int32_t *train_labels, int rows, int k, float temperature, int classes, int nbest)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->knn_vote(inner_of(be), D(best), D(scores), D(top_sim), D(top_idx), D(train_labels),
+                                        rows, k, temperature, classes, nbest));
+}
+
+static void iso_argmax_hits(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels, int rows,
+                            int classes)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->argmax_hits(inner_of(be), D(hits), D(logits), D(labels), rows, classes));
+}
+
+static void iso_class_rank_hits(hallu_backend *be, int64_t *hits, const float *logits, const int32_t *labels,
+                                int rows, int classes)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->class_rank_hits(inner_of(be), D(hits), D(logits), D(labels), rows, classes));
+}
+
 /* (end of eval ops) */
 
 static const hallu_backend_ops iso_ops = {
@@ -569,6 +616,13 @@ static const hallu_backend_ops iso_ops = {
     .ssl_enqueue_rows = iso_ssl_enqueue_rows,
     /* (end of ssl ops) */
     /* eval ops (kNN, linear probe) */
+    .knn_inverse_norms = iso_knn_inverse_norms,
+    .knn_scale_rows = iso_knn_scale_rows,
+    .knn_scale_cols = iso_knn_scale_cols,
+    .knn_top_k = iso_knn_top_k,
+    .knn_vote = iso_knn_vote,
+    .argmax_hits = iso_argmax_hits,
+    .class_rank_hits = iso_class_rank_hits,
     /* (end of eval ops) */
 };
 
