@@ -144,6 +144,9 @@ void hallu_ssl_free(hallu_ssl *ssl);
  * check (its first failure, if any). */
 hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *view1,
                             const float *view2, int n, hallu_ssl_stats *stats, hallu_error *err);
+/* The loss and collapse std of the last hallu_ssl_step (one download), for a
+ * caller that passed stats == NULL and needs them after all (ratios untouched). */
+hallu_status hallu_ssl_read_stats(hallu_ssl *ssl, hallu_ssl_stats *stats, hallu_error *err);
 /* Call once after each optimizer step. MoCo: enqueue the last step's keys,
  * then k = m*k + (1-m)*q over the key encoder's parameters. Others: no-op. */
 void hallu_ssl_after_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx);

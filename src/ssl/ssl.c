@@ -391,9 +391,14 @@ hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float
         return s;
     if (!stats)   /* nothing to read: the ops' first failure, if any, without waiting for them */
         return hallu_backend_check(ssl->be, err);
+    return hallu_ssl_read_stats(ssl, stats, err);
+}
+
+hallu_status hallu_ssl_read_stats(hallu_ssl *ssl, hallu_ssl_stats *stats, hallu_error *err)
+{
     /* One download for everything the host reads (checks the ops too). */
     float dev[SSL_STAT_COUNT];
-    s = hallu_backend_download(ssl->be, dev, ssl_stat(ssl, 0), sizeof dev, err);
+    hallu_status s = hallu_backend_download(ssl->be, dev, ssl_stat(ssl, 0), sizeof dev, err);
     if (s == HALLU_OK) {
         stats->loss = dev[SSL_STAT_LOSS];
         stats->collapse_std = dev[SSL_STAT_COLLAPSE];

@@ -290,10 +290,21 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     return s;
 }
 
+/* A diverged loss stops the run before anything of it is saved. */
+static hallu_status check_loss(const train_run *run, const hallu_ssl_stats *st, hallu_error *err)
+{
+    if (isfinite(st->loss))
+        return HALLU_OK;
+    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loss became %g at step %lld (epoch %d): training diverged; "
+                           "lower --lr (now %g)", st->loss, (long long)run->global_step, run->epoch + 1, run->cfg->lr);
+}
+
 /* One step on the device. The backend's first failure, if any, is checked once
  * at the end (ops after a failure are skipped), so a failed step never reaches
- * a checkpoint. */
-static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, float lr,
+ * a checkpoint. The step's loss stays in device memory unless `read`: logged
+ * steps, the epoch's last, and (through read_step_stats) a step before a stop,
+ * so the host waits for the device only where it reports or saves. */
+static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, int read, float lr,
                                    hallu_error *err)
 {
     hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1 };
@@ -304,15 +315,9 @@ static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_s
     if (s == HALLU_OK)
         s = hallu_backend_upload(run->be, run->views[1].data, b->views[1], view_bytes, err);
     train_fault_arm(run, TRAIN_FAULT_FORWARD, step);
-    /* Stats every step (one small download): the divergence check below and the
-     * progress callback read the loss of each step, not only logged ones. */
     if (s == HALLU_OK)
         s = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]), hallu_buffer_f32(&run->views[1]), b->n,
-                           st, err);
-    if (s == HALLU_OK && !isfinite(st->loss))
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loss became %g at step %lld (epoch %d): training "
-                               "diverged; lower --lr (now %g)", st->loss, (long long)step, run->epoch + 1,
-                               run->cfg->lr);
+                           read ? st : NULL, err);
     if (s == HALLU_OK) {
         train_fault_arm(run, TRAIN_FAULT_OPTIMIZER, step);
         hallu_optimizer_step(run->opt, &run->ps, lr);
@@ -360,7 +365,8 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         if (s != HALLU_OK || !b)
             break;
         float lr = learning_rate(run, run->global_step);
-        s = train_one_step(run, b, st, lr, err);
+        int read = (run->global_step + 1) % run->cfg->log_every == 0 || run->step_in_epoch + 1 == run->steps_per_epoch;
+        s = train_one_step(run, b, st, read, lr, err);
         if (s != HALLU_OK)
             break;
         run->global_step++;
@@ -370,14 +376,21 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         double now = hallu_now(), waited = hallu_loader_wait_seconds(run->loader);
         ips = (double)clk->window_steps * run->cfg->batch_size / (now - clk->window_start);
         wait = (waited - clk->window_wait) / (now - clk->window_start);
-        if (run->global_step % run->cfg->log_every == 0 || run->step_in_epoch == run->steps_per_epoch) {
+        int stop = stop_requested(run, cb);
+        if (!read && stop)   /* the checkpoint below must not keep a diverged step */
+            s = hallu_ssl_read_stats(run->ssl, st, err);
+        if (s == HALLU_OK && (read || stop))
+            s = check_loss(run, st, err);
+        if (s != HALLU_OK)
+            break;
+        if (read) {
             s = log_metrics(run, st, lr, ips, wait, err);
             clk->window_start = now;
             clk->window_wait = waited;
             clk->window_steps = 0;
         }
         report_progress(run, cb, st, lr, clk, ips, wait);
-        if (s == HALLU_OK && stop_requested(run, cb)) {
+        if (s == HALLU_OK && stop) {
             s = train_save_checkpoint(run, run->path_checkpoint, err);
             return s == HALLU_OK ? hallu_error_set(err, HALLU_ERR_INTERRUPTED, "interrupted at step %lld (epoch %d); "
                                                    "checkpoint saved to %s: continue with --resume",
