@@ -8,13 +8,15 @@
  * measured here, same threads). FLOPs are counted as for direct convolution
  * (the work PyTorch does); hallu's Winograd layers multiply 2.25x less, so the
  * fraction is an effective one and can pass 100%.
- * Images/s are batch / median step time, on every side.
+ * Images/s are batch / median step time, on every side. Memory: hallu's device
+ * memory planned for the step, and each side's peak RSS (the PyTorch child's
+ * holds both layouts' models and steps, and Python).
  * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
 #include "hallu/models.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
 
-#include <oneapi/dnnl/dnnl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,26 +24,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double sgemm_gflops(void)
+/* The machine's fp32 GEMM speed through the backend's gemm (oneDNN's sgemm on
+ * the cpu backend, its threads), 2048^3, best of three. */
+static double sgemm_gflops(hallu_backend *be)
 {
     const int n = 2048;
-    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
-    for (int i = 0; i < n * n; i++) {
-        a[i] = (float)(i % 13) * 0.01f;
-        b[i] = (float)(i % 7) * 0.01f;
+    size_t bytes = sizeof(float) * n * n;
+    float *host = malloc(bytes);
+    hallu_error err;
+    float *a = be->ops->alloc(be, bytes, "bench gemm a", &err), *b = a ? be->ops->alloc(be, bytes, "bench gemm b", &err) : NULL;
+    float *c = b ? be->ops->alloc(be, bytes, "bench gemm c", &err) : NULL;
+    if (!host || !c) {
+        fprintf(stderr, "bench: %s\n", host ? err.msg : "out of memory");
+        exit(1);
     }
-    dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    for (int i = 0; i < n * n; i++)
+        host[i] = (float)(i % 13) * 0.01f;
+    be->ops->upload(be, a, host, bytes);
+    for (int i = 0; i < n * n; i++)
+        host[i] = (float)(i % 7) * 0.01f;
+    be->ops->upload(be, b, host, bytes);
+    be->ops->gemm(be, 0, 0, n, n, n, 1.0f, a, b, 0.0f, c);
     double best = 0;
     for (int r = 0; r < 3; r++) {
         double t0 = hallu_now();
-        dnnl_sgemm('N', 'N', n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        be->ops->gemm(be, 0, 0, n, n, n, 1.0f, a, b, 0.0f, c);
+        be->ops->download(be, host, c, sizeof(float));   /* waits for the gemm on an asynchronous device */
         double g = 2.0 * n * n * (double)n / (hallu_now() - t0) / 1e9;
         best = g > best ? g : best;
     }
-    free(a);
-    free(b);
-    free(c);
+    if (hallu_backend_check(be, &err) != HALLU_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
+    }
+    be->ops->release(be, a);
+    be->ops->release(be, b);
+    be->ops->release(be, c);
+    free(host);
     return best;
+}
+
+/* Peak resident set size in MiB of this process (RUSAGE_SELF) or of its
+ * waited-for children (RUSAGE_CHILDREN). */
+static double peak_rss_mib(int who)
+{
+    struct rusage ru;
+    return getrusage(who, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0.0;
 }
 
 /* Multiply-adds of ResNet-18-cifar forward for one 32x32 image (conv + fc). */
@@ -234,10 +262,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_train_step [BATCH>=1] [THREADS>=1] [STEPS>=1] [--no-torch]\n");
         return 2;
     }
-    hallu_set_num_threads(threads);
-    double peak = sgemm_gflops();   /* oneDNN runs on the OpenMP threads set above */
     hallu_side h;
     hallu_side_create(&h, batch, threads);
+    size_t live = 0, planned = 0;   /* everything the step uses is allocated by now */
+    hallu_backend_memory(h.be, &live, &planned);
     torch_side t = { 0, NULL, NULL };
     if (torch && torch_side_start(&t, batch, threads) != 0) {
         perror("bench: starting bench_train_torch.py");
@@ -258,6 +286,8 @@ int main(int argc, char **argv)
             secs[2 * steps + s] = st[1];
         }
     }
+    double rss_hallu = peak_rss_mib(RUSAGE_SELF);   /* before the GEMM measurement's matrices */
+    double peak = sgemm_gflops(h.be);
     double ips = batch / median(secs, steps);
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
     printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
@@ -275,6 +305,11 @@ int main(int argc, char **argv)
         }
         rc = torch_side_stop(&t);
     }
+    printf("memory hallu: %.1f MiB device memory planned for the step, peak RSS %.1f MiB", (double)planned / (1 << 20),
+           rss_hallu);
+    if (torch)
+        printf("; torch: peak RSS %.1f MiB (both layouts)", peak_rss_mib(RUSAGE_CHILDREN));
+    printf("\n");
     free(secs);
     hallu_side_free(&h);
     return rc;

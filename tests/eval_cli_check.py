@@ -9,6 +9,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 HALLU, WORK, WEIGHTS, WHAT = sys.argv[1:5]
+os.makedirs(WORK, exist_ok=True)   # a variant (e.g. on cpu-isolated) may get a folder of its own
 DATA = "synthetic:40"          # 40 train / 10 test images, 10 classes, 32x32
 COMMON = ["--weights", WEIGHTS, "--arch", "resnet18", "--stem", "cifar", "--threads", "2", "--workers", "2"]
 EXTRACT = ["--batch-size", "16"]          # knn / features

@@ -93,7 +93,8 @@ typedef struct hallu_backend_ops {
     void (*batchnorm_forward_eval)(hallu_backend *be, float *y, const float *x,
                                    const float *running_mean, const float *running_var,
                                    const float *gamma, const float *beta, int64_t m, int c, float eps);
-    /* dx = ..., dgamma += ..., dbeta += ... (training-mode backward).
+    /* dx = ..., dgamma += ..., dbeta += ... (training-mode backward); dx may
+     * be dy (ResNet's backward runs it in place to save a buffer).
      * gamma may be NULL together with dgamma/dbeta NULL (affine=false). */
     void (*batchnorm_backward)(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
                                const float *dy, const float *x, const float *save_mean,

@@ -235,7 +235,7 @@ int cmd_train(int argc, char **argv)
         { "knn-k", CLI_ARG_INT, &c.knn_k, "kNN neighbours" },
         { "knn-temperature", CLI_ARG_FLOAT, &c.knn_temperature, "kNN vote temperature" },
         { "no-knn-floor", CLI_ARG_CLEAR, &c.knn_at_start, "skip the kNN of the untrained network" },
-        { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines" },
+        { "log-every", CLI_ARG_INT, &c.log_every, "steps between metrics.jsonl lines (the loss is read from the device, and checked, on those steps)" },
         { "save-every", CLI_ARG_INT, &c.save_every, "also keep checkpoint_epochN.hlu every N epochs (0 = off)" },
         { "keep-best", CLI_ARG_BOOL, &c.keep_best, "also keep checkpoint_best.hlu, saved after each epoch whose kNN "
           "top-1 beats every earlier one (kNN runs every --knn-every epochs and after the last)" },
