@@ -132,16 +132,22 @@ static hallu_status stop_early(void *user, const hallu_probe_epoch *e, hallu_err
     return e->epoch == 1 ? hallu_error_set(err, HALLU_ERR_INTERRUPTED, "stop") : HALLU_OK;
 }
 
+/* 8 training and 4 test rows of 4 features, two classes. */
+static void small_sets(hallu_feature_set *tr, hallu_feature_set *te, hallu_error *err)
+{
+    CHECK_OK(hallu_feature_set_alloc(tr, 8, 4, err), err);
+    CHECK_OK(hallu_feature_set_alloc(te, 4, 4, err), err);
+    for (int i = 0; i < 32; i++) tr->x[i] = (float)(i % 5);
+    for (int i = 0; i < 16; i++) te->x[i] = (float)(i % 3);
+    for (int i = 0; i < 8; i++) tr->labels[i] = i % 2;
+    for (int i = 0; i < 4; i++) te->labels[i] = i % 2;
+}
+
 static void test_errors(hallu_backend *be)
 {
     hallu_error err = { 0 };
     hallu_feature_set tr, te;
-    CHECK_OK(hallu_feature_set_alloc(&tr, 8, 4, &err), &err);
-    CHECK_OK(hallu_feature_set_alloc(&te, 4, 4, &err), &err);
-    for (int i = 0; i < 32; i++) tr.x[i] = (float)(i % 5);
-    for (int i = 0; i < 16; i++) te.x[i] = (float)(i % 3);
-    for (int i = 0; i < 8; i++) tr.labels[i] = i % 2;
-    for (int i = 0; i < 4; i++) te.labels[i] = i % 2;
+    small_sets(&tr, &te, &err);
     hallu_probe_config cfg;
     hallu_probe_config_default(&cfg);
     cfg.epochs = 3;
@@ -179,12 +185,7 @@ static void test_device_faults(hallu_backend *be)
     if (hallu_backend_inject_fault(be, 0, 0, &err) == HALLU_ERR_UNSUPPORTED)
         return;   /* only cpu-isolated has the hook */
     hallu_feature_set tr, te;
-    CHECK_OK(hallu_feature_set_alloc(&tr, 8, 4, &err), &err);
-    CHECK_OK(hallu_feature_set_alloc(&te, 4, 4, &err), &err);
-    for (int i = 0; i < 32; i++) tr.x[i] = (float)(i % 5);
-    for (int i = 0; i < 16; i++) te.x[i] = (float)(i % 3);
-    for (int i = 0; i < 8; i++) tr.labels[i] = i % 2;
-    for (int i = 0; i < 4; i++) te.labels[i] = i % 2;
+    small_sets(&tr, &te, &err);
     hallu_probe_config cfg;
     hallu_probe_config_default(&cfg);
     cfg.epochs = 2;
