@@ -76,7 +76,9 @@ typedef struct hallu_train_config {
     int knn_k;
     double knn_temperature;
     int knn_at_start;            /* also evaluate the untrained network (the floor) */
-    int log_every;               /* steps between metrics lines */
+    int log_every;               /* steps between metrics lines; the loss is read from the device (and
+                                    checked for divergence) on those steps only, an epoch's last and
+                                    the first, and before a stop */
     int save_every;              /* > 0: also keep checkpoint_epochN.hlu every N epochs */
     int keep_best;               /* also keep checkpoint_best.hlu: the end of the epoch whose kNN
                                   * top-1 beat every earlier one (kNN runs every knn_every
@@ -102,7 +104,9 @@ void hallu_train_config_default(hallu_train_config *cfg);
 typedef struct hallu_train_progress {
     int epoch, epochs;
     int64_t step_in_epoch, steps_per_epoch, global_step, total_steps;
-    float loss, lr, collapse_std;
+    float loss, lr, collapse_std;   /* loss and collapse_std: of step loss_step, the last one read from
+                                       the device (the first, logged ones, an epoch's last; log_every) */
+    int64_t loss_step;
     double images_per_s, data_wait_fraction, eta_seconds;
 } hallu_train_progress;
 

@@ -101,8 +101,13 @@ static void on_progress(void *user, const hallu_train_progress *p)
     if (!end_of_epoch && now - v->last_print < (v->tty ? 0.2 : 10.0))
         return;
     v->last_print = now;
-    char eta[32];
+    char eta[32], loss[48];
     format_eta(p->eta_seconds, eta, sizeof eta);
+    /* The loss is read from the device on logged steps only (--log-every): say which step's it is. */
+    if (p->loss_step == p->global_step)
+        snprintf(loss, sizeof loss, "%.4f", p->loss);
+    else
+        snprintf(loss, sizeof loss, "%.4f (step %lld)", p->loss, (long long)p->loss_step);
     if (v->tty) {
         enum { WIDTH = 24 };
         int filled = (int)(WIDTH * (double)p->step_in_epoch / (double)(p->steps_per_epoch ? p->steps_per_epoch : 1));
@@ -110,14 +115,14 @@ static void on_progress(void *user, const hallu_train_progress *p)
         for (int i = 0; i < WIDTH; i++)
             bar[i] = i < filled ? '#' : '.';
         bar[WIDTH] = '\0';
-        fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %.4f lr %.4f %.0f img/s ETA %s   ", p->epoch + 1,
-                p->epochs, bar, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->lr,
+        fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %s lr %.4f %.0f img/s ETA %s   ", p->epoch + 1,
+                p->epochs, bar, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, loss, p->lr,
                 p->images_per_s, eta);
         if (end_of_epoch)
             fprintf(stderr, "\n");
     } else {
-        fprintf(stderr, "epoch %d/%d step %lld/%lld loss %.4f lr %.4f %.0f img/s data-wait %.0f%% ETA %s\n",
-                p->epoch + 1, p->epochs, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, p->loss, p->lr,
+        fprintf(stderr, "epoch %d/%d step %lld/%lld loss %s lr %.4f %.0f img/s data-wait %.0f%% ETA %s\n",
+                p->epoch + 1, p->epochs, (long long)p->step_in_epoch, (long long)p->steps_per_epoch, loss, p->lr,
                 p->images_per_s, 100.0 * p->data_wait_fraction, eta);
     }
     fflush(stderr);

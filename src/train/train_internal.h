@@ -39,6 +39,7 @@ typedef struct train_run {
     /* position: the next step to run is (epoch, step_in_epoch) */
     int epoch;
     int64_t step_in_epoch, global_step;
+    int64_t stats_step;             /* global step whose loss was last read from the device (0: none) */
     /* the run files' paths; train_prepare_dir refuses an --out too long for them */
     char path_checkpoint[TRAIN_RUN_PATH_CAP], path_metrics[TRAIN_RUN_PATH_CAP], path_config[TRAIN_RUN_PATH_CAP],
         path_best[TRAIN_RUN_PATH_CAP];

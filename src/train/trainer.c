@@ -302,7 +302,7 @@ static hallu_status check_loss(const train_run *run, const hallu_ssl_stats *st, 
 /* One step on the device. The backend's first failure, if any, is checked once
  * at the end (ops after a failure are skipped), so a failed step never reaches
  * a checkpoint. The step's loss stays in device memory unless `read`: logged
- * steps, the epoch's last, and (through read_step_stats) a step before a stop,
+ * steps, the epoch's last, the first of this process, and a step before a stop,
  * so the host waits for the device only where it reports or saves. */
 static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, int read, float lr,
                                    hallu_error *err)
@@ -339,7 +339,7 @@ static void report_progress(train_run *run, const hallu_train_callbacks *cb, con
     hallu_train_progress p = {
         .epoch = run->epoch, .epochs = run->cfg->epochs, .step_in_epoch = run->step_in_epoch,
         .steps_per_epoch = run->steps_per_epoch, .global_step = run->global_step, .total_steps = run->total_steps,
-        .loss = st->loss, .lr = lr, .collapse_std = st->collapse_std, .images_per_s = ips,
+        .loss = st->loss, .loss_step = run->stats_step, .lr = lr, .collapse_std = st->collapse_std, .images_per_s = ips,
         .data_wait_fraction = wait, .eta_seconds = per_step * (double)(run->total_steps - run->global_step),
     };
     cb->progress(cb->user, &p);
@@ -365,7 +365,9 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         if (s != HALLU_OK || !b)
             break;
         float lr = learning_rate(run, run->global_step);
-        int read = (run->global_step + 1) % run->cfg->log_every == 0 || run->step_in_epoch + 1 == run->steps_per_epoch;
+        /* The progress line shows the loss last read: from the first step on. */
+        int read = (run->global_step + 1) % run->cfg->log_every == 0 || run->step_in_epoch + 1 == run->steps_per_epoch ||
+                   clk->steps_this_process == 0;
         s = train_one_step(run, b, st, read, lr, err);
         if (s != HALLU_OK)
             break;
@@ -379,8 +381,10 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         int stop = stop_requested(run, cb);
         if (!read && stop)   /* the checkpoint below must not keep a diverged step */
             s = hallu_ssl_read_stats(run->ssl, st, err);
-        if (s == HALLU_OK && (read || stop))
+        if (s == HALLU_OK && (read || stop)) {
             s = check_loss(run, st, err);
+            run->stats_step = run->global_step;
+        }
         if (s != HALLU_OK)
             break;
         if (read) {
