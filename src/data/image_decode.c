@@ -120,6 +120,8 @@ static hallu_status jpeg_decode(const uint8_t *bytes, size_t len, const char *na
 
 /* ---- PNG -------------------------------------------------------------- */
 
+enum { PNG_CHUNK_MALLOC_MAX = 1 << 22 };   /* bytes libpng may allocate for one chunk */
+
 typedef struct png_src {
     const uint8_t *bytes;
     size_t len, pos;
@@ -179,6 +181,14 @@ static hallu_status png_decode(const uint8_t *bytes, size_t len, const char *nam
         return hallu_error_set(err, HALLU_ERR_FORMAT, "%s: corrupt PNG: %s", name, src.msg);
     }
     png_set_read_fn(png, &src, png_on_read);
+    /* libpng reads the ancillary chunks that carry variable data (sPLT, iCCP,
+     * text, ...) into a buffer as long as the chunk says, so a crafted length
+     * alone would make it allocate up to 2 GiB (found by fuzz_png). Pixels
+     * need none of them: skip them unread, and cap any chunk buffer besides
+     * (image data is streamed, not buffered). */
+    static const png_byte skipped[] = "iCCP\0sPLT\0tEXt\0zTXt\0iTXt\0eXIf\0pCAL\0sCAL\0hIST\0tIME\0";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped, (int)(sizeof skipped / 5));
+    png_set_chunk_malloc_max(png, PNG_CHUNK_MALLOC_MAX);
     png_read_info(png, info);
     st = accept_size(name, png_get_image_height(png, info), png_get_image_width(png, info), img, ph, pw, err);
     if (img && st == HALLU_OK) {
