@@ -16,7 +16,7 @@ for a in "$@"; do
   esac
 done
 RUN_PKGS=(build-essential cmake pkg-config libdnnl-dev libjpeg62-turbo-dev libpng-dev)
-TEST_PKGS=(python3-torch python3-torchvision python3-numpy clang libclang-rt-14-dev)
+TEST_PKGS=(python3-torch python3-torchvision python3-numpy clang libclang-rt-14-dev libopenmpi-dev openmpi-bin iproute2)
 PKGS=("${RUN_PKGS[@]}")
 [ "$MODE" = run ] || PKGS+=("${TEST_PKGS[@]}")
 missing=()

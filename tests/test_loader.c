@@ -191,38 +191,59 @@ static void test_shuffle_and_content(void)
     hallu_loader_destroy(ld);
 }
 
+/* Rank r's batch g is the r-th slice of the batch one process with batch
+ * world_size x batch_size takes (so data-parallel steps see the one-process
+ * batches), the last partial global batch is split evenly with padding, and
+ * every rank runs the same number of batches (no rank waits for a batch that
+ * never comes). 47 images, 3 ranks x 5: 3 full global batches + 2 images ->
+ * one each, padded with the epoch order's first image. */
 static void test_sharding(void)
 {
     hallu_error err;
     fake_source fs = {-1};
     hallu_source src = fake(&fs, 47);
+    hallu_loader_config cfg;
+    plain_config(&cfg, 15);
+    hallu_loader *ld;
+    CHECK_OK(hallu_loader_create(&ld, &src, &cfg, &err), &err);
+    if (!ld)
+        return;
+    epoch_dump one;   /* one process, batch 15: 15, 15, 15, 2 */
+    run_epoch(ld, 1, &one);
+    hallu_loader_destroy(ld);
+    CHECK(one.n == 47 && one.batches == 4 && one.last_n == 2);
     int owner[47];
     memset(owner, -1, sizeof owner);
-    int overlap = 0, total = 0;
+    int total = 0, same_as_one = 1;
     for (int rank = 0; rank < 3; rank++) {
-        hallu_loader_config cfg;
         plain_config(&cfg, 5);
         cfg.rank = rank;
         cfg.world_size = 3;
-        hallu_loader *ld;
         CHECK_OK(hallu_loader_create(&ld, &src, &cfg, &err), &err);
         if (!ld)
             return;
         epoch_dump d;
         run_epoch(ld, 1, &d);
-        CHECK(d.n == hallu_loader_samples_per_epoch(ld));
-        for (int i = 0; i < d.n; i++) {
-            int64_t k = d.indices[i];
-            if (owner[k] >= 0)
-                overlap++;
-            owner[k] = rank;
-        }
+        CHECK(d.n == hallu_loader_samples_per_epoch(ld) && d.n == 16);
+        CHECK(d.batches == 4 && d.last_n == 1 && hallu_loader_batches_per_epoch(ld) == 4);
+        for (int i = 0; i < 15; i++)   /* batch g, slot j <-> one-process position 15 g + 5 rank + j */
+            same_as_one &= d.indices[i] == one.indices[15 * (i / 5) + 5 * rank + i % 5];
+        /* the last batch: position 45 + rank, rank 2's wraps to the first */
+        same_as_one &= d.indices[15] == one.indices[(45 + rank) % 47];
+        for (int i = 0; i < d.n; i++)
+            owner[d.indices[i]] = rank;
         total += d.n;
         free(d.views);
         hallu_loader_destroy(ld);
+        /* drop_last: the 3 full global batches only, on every rank */
+        cfg.drop_last = 1;
+        CHECK_OK(hallu_loader_create(&ld, &src, &cfg, &err), &err);
+        CHECK(ld && hallu_loader_batches_per_epoch(ld) == 3 && hallu_loader_samples_per_epoch(ld) == 15);
+        hallu_loader_destroy(ld);
     }
-    CHECK(overlap == 0);
-    CHECK(total == 47);
+    free(one.views);
+    CHECK(same_as_one);
+    CHECK(total == 48);
     int covered = 1;
     for (int i = 0; i < 47; i++)
         covered &= owner[i] >= 0;

@@ -56,6 +56,9 @@ hallu_status hallu_pool2d_geom_init(hallu_pool2d_geom *g, int n, int h, int w, i
 typedef struct hallu_backend_ops {
     const char *name;
     void (*destroy)(hallu_backend *be);   /* frees impl and be itself */
+    /* 1 when device addresses are host addresses (the cpu backend): a
+     * communicator may hand them to MPI directly instead of staging copies. */
+    int host_memory;
 
     /* ---- memory ---- */
     /* Device memory, zero-filled, 64-byte aligned. NULL with err set on failure

@@ -6,8 +6,13 @@
  * parameter of their augmentation, depend only on (seed, epoch, rank,
  * world_size) and the image index, never on the number of threads or on
  * scheduling. Epoch order is hallu_rng_permutation(seed, stream = epoch);
- * rank r takes positions r, r + world_size, ... of it (disjoint shards that
- * cover the set). View v of image i uses hallu_aug_rng_init(seed, epoch, i, v). */
+ * global batch g is positions [g G, (g+1) G) of it, G = world_size x
+ * batch_size, and rank r takes its r-th slice of batch_size positions, so
+ * the ranks' batches of a step, concatenated in rank order, are the batch one
+ * process with batch G would take. Without drop_last a last partial global
+ * batch of R images gives every rank ceil(R / world_size) of them, padded by
+ * wrapping to the order's start: every rank runs the same number of batches.
+ * View v of image i uses hallu_aug_rng_init(seed, epoch, i, v). */
 #ifndef HALLU_LOADER_H
 #define HALLU_LOADER_H
 

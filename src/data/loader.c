@@ -37,6 +37,7 @@ struct hallu_loader {
     uint64_t generation;
     uint32_t *order;          /* this rank's indices, in epoch order */
     int64_t n_rank, n_batches;
+    int64_t last_share;       /* images per rank in the last, partial global batch (0: none) */
     int64_t claim_batch, released, next_consume;
     int claim_offset, in_flight;
     slot *slots;
@@ -324,10 +325,14 @@ static hallu_status hallu_loader_setup_(hallu_loader *ld, hallu_error *err)
         st = view_dims(ld, err);
     if (st != HALLU_OK)
         return st;
-    int64_t n = ld->src.size, ws = ld->cfg.world_size;
-    ld->n_rank = (n - ld->cfg.rank + ws - 1) / ws;
-    ld->n_batches = ld->cfg.drop_last ? ld->n_rank / ld->cfg.batch_size
-                                      : (ld->n_rank + ld->cfg.batch_size - 1) / ld->cfg.batch_size;
+    /* Global batch g is positions [g G, (g + 1) G) of the epoch order, G = world_size x batch_size;
+     * rank r takes its r-th slice. A last partial global batch (drop_last off) is split evenly,
+     * padded from the order's start, so every rank runs the same number of equal batches. */
+    int64_t n = ld->src.size, ws = ld->cfg.world_size, bs = ld->cfg.batch_size, global = ws * bs;
+    int64_t full = n / global, rest = n - full * global;
+    ld->last_share = ld->cfg.drop_last || rest == 0 ? 0 : (rest + ws - 1) / ws;
+    ld->n_rank = full * bs + ld->last_share;
+    ld->n_batches = full + (ld->last_share > 0);
     ld->order = malloc((size_t)(ld->n_rank > 0 ? ld->n_rank : 1) * sizeof *ld->order);
     if (!ld->order)
         return hallu_error_set(err, HALLU_ERR_OOM, "loader: order of %lld indices",
@@ -356,9 +361,12 @@ hallu_status hallu_loader_start_epoch(hallu_loader *ld, uint32_t epoch, hallu_er
         for (uint32_t i = 0; i < n; i++)
             perm[i] = i;
     }
-    int64_t k = 0;
-    for (int64_t q = ld->cfg.rank; q < (int64_t)n; q += ld->cfg.world_size)
-        ld->order[k++] = perm[q];
+    int64_t k = 0, bs = ld->cfg.batch_size, global = bs * ld->cfg.world_size, full = (int64_t)n / global;
+    for (int64_t g = 0; g < full; g++)
+        for (int64_t i = 0; i < bs; i++)
+            ld->order[k++] = perm[g * global + ld->cfg.rank * bs + i];
+    for (int64_t i = 0; i < ld->last_share; i++)   /* padded by wrapping to the order's start */
+        ld->order[k++] = perm[(full * global + ld->cfg.rank * ld->last_share + i) % (int64_t)n];
     free(perm);
     ld->epoch = epoch;
     ld->claim_batch = ld->released = ld->next_consume = 0;

@@ -10,6 +10,8 @@ hallu_status dist_single_create(hallu_comm **out, hallu_error *err);
 #ifdef HALLU_HAVE_MPI
 /* comm_mpi.c: MPI_COMM_WORLD; initialises MPI when nobody has. */
 hallu_status dist_mpi_create(hallu_comm **out, hallu_error *err);
+/* MPI_Abort on MPI_COMM_WORLD (hallu_comm_abort). */
+void dist_mpi_abort(int code);
 #endif
 
 #ifdef HALLU_HAVE_NCCL

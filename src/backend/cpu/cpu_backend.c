@@ -85,6 +85,7 @@ static void cpu_destroy(hallu_backend *be)
 
 static const hallu_backend_ops cpu_ops = {
     .name = "cpu",
+    .host_memory = 1,
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .release = cpu_release,
