@@ -115,7 +115,7 @@ static void test_nt_xent(hallu_backend *be, int mask)
     to_float(xf, x, n);
     float *dx = dev_new(be, xf, n), *dg = dev_new(be, NULL, n), *dsim = dev_new(be, NULL, (size_t)c.m * c.m);
     float *dloss = dev_new(be, NULL, 1);
-    ssl_nt_xent(be, dloss, dg, dsim, dx, c.m, c.d, c.n_src, (float)c.t, mask, (float)c.scale);
+    ssl_nt_xent(be, dloss, dg, dsim, dx, c.m, c.d, c.m, 0, c.m, c.n_src, (float)c.t, mask, (float)c.scale);
     float loss = get1(be, dloss);
     get(be, g, dg, n);
     CHECK_NEAR(loss, nt_ref(x, &c), 1e-5 * fabs(nt_ref(x, &c)) + 1e-6);

@@ -167,6 +167,21 @@ typedef struct hallu_backend_ops {
                                 int64_t m, int c, float eps);
     void (*batchnorm_update_running)(hallu_backend *be, float *running_mean, float *running_var,
                                      const double *mean, const double *var, int64_t m, int c, float momentum);
+    /* Sync BN across ranks with equal row counts: stats_to_moments turns a rank's
+     * [mean; var] into [mean; E[x^2]] (which sum across ranks), moments_to_stats
+     * turns the sums back into the union's [mean; biased var] (x inv_count =
+     * 1 / ranks). backward_reduce adds this rank's dgamma/dbeta and leaves
+     * sums [2c] = [sum dy; sum dy (x - mean)]; backward_apply writes dx of its m
+     * rows from the sums over all m_total rows. On one rank, reduce + apply give
+     * batchnorm_backward's bits. */
+    void (*batchnorm_stats_to_moments)(hallu_backend *be, double *mean, double *var, int c);
+    void (*batchnorm_moments_to_stats)(hallu_backend *be, double *mean, double *var, int c, double inv_count);
+    void (*batchnorm_backward_reduce)(hallu_backend *be, double *sums, float *dgamma, float *dbeta, const float *dy,
+                                      const float *x, const float *save_mean, const float *save_invstd, int64_t m,
+                                      int c);
+    void (*batchnorm_backward_apply)(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                     const float *save_mean, const float *save_invstd, const float *gamma,
+                                     const double *sums, int64_t m, int64_t m_total, int c);
     /* Grouped BN (Shuffle BN): running stats move by the mean of the `groups`
      * updates, each from a group's saved float statistics (group g at g * c)
      * over rows_per rows, all starting from the same running values. */
@@ -199,12 +214,15 @@ typedef struct hallu_backend_ops {
     /* Moved from src/ssl/ as they were (serial loops, row sums in double), so
      * results keep their bits. Scalars (losses, the collapse metric) go to a
      * DEVICE float; the host downloads them only when it reads them. */
-    /* NT-Xent rows: sim [m][m] holds F F^T / T on entry; positive of row i is
-     * (i + m/2) % m; the denominators skip i itself and, with mask_same_source,
-     * every other row of the same source (j % n_src) but the positive. Writes
-     * *loss = scale * mean row loss and turns sim into dL/dsim. */
-    void (*ssl_nt_xent_rows)(hallu_backend *be, float *loss, float *sim, int m, int n_src,
-                             int mask_same_source, float scale);
+    /* NT-Xent rows: the m rows of F form m / block blocks (one per rank; one
+     * block of m rows in one process); in a block, the positive of row l is
+     * (l + block/2) % block and its source l % n_src. sim [rows][m] holds
+     * F_a F^T / T on entry for the anchors a = row0 .. row0 + rows - 1; the
+     * denominators skip a itself and, with mask_same_source, every other row of
+     * a's source but the positive. Writes *loss = scale * mean over the anchors
+     * and turns sim into dL/dsim. */
+    void (*ssl_nt_xent_rows)(hallu_backend *be, float *loss, float *sim, int rows, int m, int row0, int block,
+                             int n_src, int mask_same_source, float scale);
     /* InfoNCE rows: neg [rows][K] holds q queue^T / T on entry; the positive
      * logit of row r is q_r . kpos_r / T, target 0. Writes *loss (mean) and,
      * when dq != NULL, dq = the positive part of dL/dq and neg = dL/dneg_logits

@@ -12,6 +12,7 @@
 #define HALLU_NN_H
 
 #include "hallu/backend.h"
+#include "hallu/dist.h"
 #include "hallu/params.h"
 
 #ifdef __cplusplus
@@ -26,6 +27,10 @@ typedef struct hallu_nn_ctx {
     int training;            /* BN uses batch statistics and updates running ones */
     int bn_groups;           /* training BN: statistics per group of consecutive samples, as data-parallel
                                 BN sees its per-device share (MoCo's Shuffle BN); 0 or 1 = the whole batch */
+    hallu_comm *comm;        /* the data-parallel ranks (NULL: one process) */
+    int sync_bn;             /* training BN over the whole batch (bn_groups <= 1): statistics, and in
+                                backward the gradient sums, summed across comm's ranks (SyncBN); every
+                                rank must pass the same number of rows */
 } hallu_nn_ctx;
 
 /* ---- conv2d (no bias) ---- */
@@ -79,7 +84,12 @@ void hallu_batchnorm_free(hallu_batchnorm *m);
 void hallu_batchnorm_reset(hallu_batchnorm *m, hallu_params *ps, float gamma);
 /* With ctx->bn_groups = G > 1 in training, the rows form G equal groups (rows % G == 0),
  * each normalised by its own statistics; the running statistics move by the mean of
- * the groups' updates (as SplitBatchNorm / per-device BN followed by averaging). */
+ * the groups' updates (as SplitBatchNorm / per-device BN followed by averaging).
+ * With ctx->sync_bn on N > 1 ranks, the statistics are those of all ranks' rows
+ * (N x rows), the running statistics move with them (identical on every rank),
+ * and backward's dx takes the gradient sums of all ranks; dgamma/dbeta stay this
+ * rank's share (the gradient all-reduce averages them). A failing collective is
+ * recorded as the backend's failure. */
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
                              const float *x, int64_t rows);
 void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,

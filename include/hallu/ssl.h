@@ -130,6 +130,28 @@ hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t s
  * device to device; a failure is the backend's (hallu_backend_check).
  * No-op for other methods. */
 void hallu_ssl_sync_key(hallu_ssl *ssl, const hallu_params *ps);
+/* Data parallelism, before hallu_ssl_plan: the ranks this object trains with
+ * (NULL or one rank: one process). `batch` in plan and step is then this
+ * rank's share of the global batch (the same on every rank), and:
+ *   SimCLR: each rank's rows are the anchors, the negatives come from every
+ *     rank (all-gather of the normalised rows; backward sums the gathered
+ *     rows' gradients across ranks, a reduce-scatter), as one process with
+ *     the global batch; the Hallucinator pairs a rank's own two views;
+ *   MoCo: the keys of every rank go into the queue (all-gather), and Shuffle
+ *     BN spans ranks as the MoCo reference (gather view 2 of every rank,
+ *     shuffle with a permutation of rank 0's, each rank encodes its slice
+ *     with its own BN, gather the keys, unshuffle): with N ranks and
+ *     --bn-splits G, as one process with --bn-splits N G; with ctx->sync_bn
+ *     instead, keys and queries use BN over the whole global batch;
+ *   SimSiam: nothing crosses ranks but BN statistics with ctx->sync_bn.
+ * The step's loss is this rank's (its rows' mean); hallu_ssl_read_stats
+ * averages the loss and collapse metric over ranks. */
+void hallu_ssl_set_comm(hallu_ssl *ssl, hallu_comm *comm);
+/* Averages the BN running statistics (and MoCo's key encoder's) over the
+ * ranks: with rank-local BN, each rank's running statistics follow its own
+ * rows; their mean is what one process with grouped BN keeps. A failed
+ * collective is recorded as the backend's failure. No-op on one rank. */
+void hallu_ssl_average_buffers(hallu_ssl *ssl, hallu_params *ps);
 /* Plans every activation for batches up to `batch` of h x w views. Once. */
 hallu_status hallu_ssl_plan(hallu_ssl *ssl, hallu_backend *be, int batch, int h, int w, hallu_error *err);
 void hallu_ssl_free(hallu_ssl *ssl);
@@ -145,7 +167,8 @@ void hallu_ssl_free(hallu_ssl *ssl);
 hallu_status hallu_ssl_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const float *view1,
                             const float *view2, int n, hallu_ssl_stats *stats, hallu_error *err);
 /* The loss and collapse std of the last hallu_ssl_step (one download), for a
- * caller that passed stats == NULL and needs them after all (ratios untouched). */
+ * caller that passed stats == NULL and needs them after all (ratios untouched).
+ * With ranks: the means over ranks (a collective: every rank calls it). */
 hallu_status hallu_ssl_read_stats(hallu_ssl *ssl, hallu_ssl_stats *stats, hallu_error *err);
 /* Call once after each optimizer step. MoCo: enqueue the last step's keys,
  * then k = m*k + (1-m)*q over the key encoder's parameters. Others: no-op. */

@@ -79,6 +79,21 @@ static int bn_groups(const hallu_nn_ctx *ctx)
     return ctx->bn_groups > 1 ? ctx->bn_groups : 1;
 }
 
+static int sync_ranks(const hallu_nn_ctx *ctx)
+{
+    return ctx->training && ctx->sync_bn && bn_groups(ctx) == 1 && ctx->comm && ctx->comm->size > 1
+        ? ctx->comm->size : 1;
+}
+
+/* A failed collective becomes the backend's failure: the step's check reports it. */
+static void sum_across_ranks(const hallu_nn_ctx *ctx, double *buf, int64_t n)
+{
+    hallu_error err;
+    hallu_error_clear(&err);
+    if (ctx->comm->ops->allreduce_sum_f64(ctx->comm, ctx->be, buf, n, &err) != HALLU_OK)
+        hallu_backend_fail(ctx->be, err.code, "sync batch norm: %s", err.msg);
+}
+
 static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
 {
     return ((size_t)inst * HALLU_BN_MAX_GROUPS + (size_t)group) * (size_t)m->c;
@@ -94,10 +109,15 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     hallu_backend *be = ctx->be;
     double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     if (ctx->training && groups == 1) {
-        /* Between stats and normalize is where SyncBN would combine the processes' statistics. */
+        int ranks = sync_ranks(ctx);
         be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
+        if (ranks > 1) {   /* SyncBN: the statistics of every rank's rows (mean and var are contiguous) */
+            be->ops->batchnorm_stats_to_moments(be, mean, var, m->c);
+            sum_across_ranks(ctx, mean, 2 * (int64_t)m->c);
+            be->ops->batchnorm_moments_to_stats(be, mean, var, m->c, 1.0 / ranks);
+        }
         be->ops->batchnorm_update_running(be, ps->buffer + m->running_mean, ps->buffer + m->running_var, mean, var,
-                                          rows, m->c, m->momentum);
+                                          rows * ranks, m->c, m->momentum);
         be->ops->batchnorm_normalize(be, y, m->save_mean + stats_at(m, inst, 0), m->save_invstd + stats_at(m, inst, 0),
                                      x, mean, var, gamma, beta, rows, m->c, m->eps);
         be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
@@ -125,6 +145,19 @@ void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int i
                               const float *dy, const float *x, int64_t rows)
 {
     hallu_params *ps = ctx->ps;
+    int ranks = sync_ranks(ctx);
+    if (ranks > 1) {   /* SyncBN: dx from the gradient sums of every rank's rows */
+        double *sums = m->batch.data;   /* the forward's statistics are spent by now */
+        hallu_backend *be = ctx->be;
+        be->ops->batchnorm_backward_reduce(be, sums, m->affine ? ps->grad + m->weight : NULL,
+                                           m->affine ? ps->grad + m->bias : NULL, dy, x, m->save_mean + stats_at(m, inst, 0),
+                                           m->save_invstd + stats_at(m, inst, 0), rows, m->c);
+        sum_across_ranks(ctx, sums, 2 * (int64_t)m->c);
+        be->ops->batchnorm_backward_apply(be, dx, dy, x, m->save_mean + stats_at(m, inst, 0),
+                                          m->save_invstd + stats_at(m, inst, 0),
+                                          m->affine ? ps->param + m->weight : NULL, sums, rows, rows * ranks, m->c);
+        return;
+    }
     int groups = bn_groups(ctx);
     int64_t per = rows / groups;
     for (int g = 0; g < groups; g++) {

@@ -1,16 +1,27 @@
 /* SimCLR (+ Hallucinator): one encoder pass over [view1; view2] (the reference
  * concatenates the views, so BN statistics span 2n images), NT-Xent over
- * [z1; z2] or, hallucinated, over [z1; h; z2; z2]. */
+ * [z1; z2] or, hallucinated, over [z1; h; z2; z2].
+ *
+ * Across R ranks each rank's block of rows F_r (that layout, its own n images;
+ * the Hallucinator pairs its own views) is normalised and all-gathered, rank
+ * order: the loss of rank r takes its block's rows as anchors against all R
+ * blocks. Its gradient reaches every block, so the all-gather's backward is a
+ * reduce-scatter that SUMS what every rank computed for block r (taking only
+ * rank r's own part would drop the terms where r's rows are other ranks'
+ * negatives). With the gradient all-reduce's mean over ranks this is exactly
+ * one process's loss over the R n images: the NT-Xent of a row depends on the
+ * set of rows, not their order. */
 #include "ssl_internal.h"
 
 hallu_status ssl_simclr_plan(hallu_ssl *ssl, hallu_error *err)
 {
     size_t n = (size_t)ssl->max_batch, d = (size_t)ssl->dim;
-    size_t m = ssl->has_hal ? 4 * n : 2 * n;
+    size_t m = ssl->has_hal ? 4 * n : 2 * n, all = m * (size_t)ssl->ranks;
     const size_t sizes[SIMCLR_NBUF] = {
-        [SIMCLR_IMAGES] = 2 * n * ssl->h * ssl->w * 3, [SIMCLR_FEAT] = m * d, [SIMCLR_FNORM] = m * d,
-        [SIMCLR_NORMS] = m, [SIMCLR_DFN] = m * d, [SIMCLR_DF] = m * d, [SIMCLR_SIM] = m * m,
+        [SIMCLR_IMAGES] = 2 * n * ssl->h * ssl->w * 3, [SIMCLR_FEAT] = m * d, [SIMCLR_FNORM] = all * d,
+        [SIMCLR_NORMS] = m, [SIMCLR_DFN] = all * d, [SIMCLR_DF] = m * d, [SIMCLR_SIM] = m * all,
         [SIMCLR_DZ] = 2 * n * d, [SIMCLR_DFEAT] = 2 * n * ssl->feat_dim,
+        [SIMCLR_DFN_OWN] = ssl->ranks > 1 ? m * d : 1,
     };
     for (int i = 0; i < SIMCLR_NBUF; i++)
         if (!ssl_buffer(ssl, sizes[i], "simclr work buffer", err))
@@ -66,17 +77,27 @@ hallu_status ssl_simclr_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx, const floa
     const float *z = hallu_mlp_forward(&ssl->projector, ctx, 0, feat, 2 * n);
     be->ops->ssl_collapse_std(be, ssl_stat(ssl, SSL_STAT_COLLAPSE), ssl->buf[SIMCLR_NORMS], z, n, d);
 
-    int m = simclr_rows(ssl, ctx, z, n, st);
+    int m = simclr_rows(ssl, ctx, z, n, st), all = m * ssl->ranks;
     float *f = ssl->buf[SIMCLR_FEAT], *fn = ssl->buf[SIMCLR_FNORM], *norms = ssl->buf[SIMCLR_NORMS];
-    be->ops->l2norm_rows_forward(be, fn, norms, f, m, d, 1e-12f);
+    float *fn_own = fn + (size_t)ssl->rank * m * d;   /* this rank's block of the gathered rows */
+    be->ops->l2norm_rows_forward(be, fn_own, norms, f, m, d, 1e-12f);
+    hallu_error cerr;
+    if (ssl->comm)
+        ssl_comm_check(ssl, ssl->comm->ops->allgather_f32(ssl->comm, be, fn, fn_own, (int64_t)m * d, &cerr), &cerr);
     float t = ssl->cfg.temperature;
     float scale = ssl->cfg.base_temperature > 0.0f ? t / ssl->cfg.base_temperature : 1.0f;
-    ssl_nt_xent(be, ssl_stat(ssl, SSL_STAT_LOSS), ctx->training ? ssl->buf[SIMCLR_DFN] : NULL, ssl->buf[SIMCLR_SIM],
-                fn, m, d, n, t, ssl->cfg.mask_duplicates, scale);
+    float *dfn = ssl->buf[SIMCLR_DFN];
+    ssl_nt_xent(be, ssl_stat(ssl, SSL_STAT_LOSS), ctx->training ? dfn : NULL, ssl->buf[SIMCLR_SIM], fn, all, d, m,
+                ssl->rank * m, m, n, t, ssl->cfg.mask_duplicates, scale);
     if (!ctx->training)
         return HALLU_OK;
 
-    be->ops->l2norm_rows_backward(be, ssl->buf[SIMCLR_DF], ssl->buf[SIMCLR_DFN], f, norms, m, d, 1e-12f);
+    if (ssl->comm) {   /* the all-gather's backward: this block's gradient, summed over every rank's loss */
+        ssl_comm_check(ssl, ssl->comm->ops->reduce_scatter_sum_f32(ssl->comm, be, ssl->buf[SIMCLR_DFN_OWN], dfn,
+                                                                   (int64_t)m * d, &cerr), &cerr);
+        dfn = ssl->buf[SIMCLR_DFN_OWN];
+    }
+    be->ops->l2norm_rows_backward(be, ssl->buf[SIMCLR_DF], dfn, f, norms, m, d, 1e-12f);
     float *dz = simclr_head_grad(ssl, ctx, n);
     hallu_mlp_backward(&ssl->projector, ctx, 0, ssl->buf[SIMCLR_DFEAT], dz);
     return hallu_resnet_backward(ssl->encoder, ctx, 0, ssl->buf[SIMCLR_DFEAT], err);

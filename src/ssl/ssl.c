@@ -162,6 +162,7 @@ hallu_status hallu_ssl_create(hallu_ssl **out, const hallu_ssl_config *cfg, hall
         return hallu_error_set(err, HALLU_ERR_OOM, "ssl: out of memory (%zu bytes)", sizeof *ssl);
     ssl->cfg = *cfg;
     ssl->be = be;
+    ssl->ranks = 1;
     ssl->dim = cfg->proj_dim;
     ssl->q_first = ps->num_trainable;
     s = hallu_resnet_create(&ssl->encoder, &cfg->backbone, ps, "encoder", err);
@@ -288,6 +289,38 @@ hallu_status hallu_ssl_init_weights(hallu_ssl *ssl, hallu_params *ps, uint64_t s
     return s == HALLU_OK ? hallu_backend_check(ssl->be, err) : s;
 }
 
+void hallu_ssl_set_comm(hallu_ssl *ssl, hallu_comm *comm)
+{
+    ssl->comm = comm && comm->size > 1 ? comm : NULL;
+    ssl->ranks = ssl->comm ? comm->size : 1;
+    ssl->rank = ssl->comm ? comm->rank : 0;
+}
+
+void ssl_comm_check(hallu_ssl *ssl, hallu_status s, const hallu_error *err)
+{
+    if (s != HALLU_OK)
+        hallu_backend_fail(ssl->be, s, "%s", err->msg);
+}
+
+static void average_block(hallu_ssl *ssl, float *block, int64_t n)
+{
+    if (n <= 0)
+        return;
+    hallu_error err;
+    hallu_error_clear(&err);
+    ssl_comm_check(ssl, ssl->comm->ops->allreduce_sum_f32(ssl->comm, ssl->be, block, n, &err), &err);
+    ssl->be->ops->scale(ssl->be, block, 1.0f / (float)ssl->ranks, block, n);
+}
+
+void hallu_ssl_average_buffers(hallu_ssl *ssl, hallu_params *ps)
+{
+    if (!ssl->comm)
+        return;
+    average_block(ssl, ps->buffer, ps->state_numel);
+    if (ssl->is_moco)
+        average_block(ssl, ssl->key_ps.buffer, ssl->key_ps.state_numel);
+}
+
 float *ssl_buffer(hallu_ssl *ssl, size_t floats, const char *what, hallu_error *err)
 {
     if (ssl->num_buf == (int)(sizeof ssl->buf / sizeof ssl->buf[0])) {
@@ -399,6 +432,19 @@ hallu_status hallu_ssl_read_stats(hallu_ssl *ssl, hallu_ssl_stats *stats, hallu_
     /* One download for everything the host reads (checks the ops too). */
     float dev[SSL_STAT_COUNT];
     hallu_status s = hallu_backend_download(ssl->be, dev, ssl_stat(ssl, 0), sizeof dev, err);
+    if (ssl->comm) {   /* every rank takes part, failed or not, then all learn of any failure */
+        double sum[SSL_STAT_COUNT] = { dev[SSL_STAT_LOSS], dev[SSL_STAT_COLLAPSE] };
+        hallu_error cerr;
+        hallu_error_clear(&cerr);
+        hallu_status c = ssl->comm->ops->host_allreduce_f64(ssl->comm, sum, SSL_STAT_COUNT, HALLU_REDUCE_SUM,
+                                                            &cerr);
+        if (c != HALLU_OK && s == HALLU_OK) {
+            *err = cerr;
+            s = c;
+        }
+        dev[SSL_STAT_LOSS] = (float)(sum[SSL_STAT_LOSS] / ssl->ranks);
+        dev[SSL_STAT_COLLAPSE] = (float)(sum[SSL_STAT_COLLAPSE] / ssl->ranks);
+    }
     if (s == HALLU_OK) {
         stats->loss = dev[SSL_STAT_LOSS];
         stats->collapse_std = dev[SSL_STAT_COLLAPSE];

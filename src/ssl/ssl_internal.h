@@ -35,12 +35,16 @@ void ssl_hal_backward(ssl_hal *h, const hallu_nn_ctx *ctx, int inst, float *dx, 
 
 /* ---- losses (float in, float gradients out, double row sums; *loss is a device float) ---- */
 
-/* NT-Xent over m normalised rows feat [m][d]: positive of row i is (i + m/2) % m,
- * the source sample of row i is i % n_src; denominators exclude i itself and,
- * with mask_same_source, every other same-source row but the positive.
- * *loss = scale * mean loss; dfeat (may be NULL) = its gradient. sim: [m][m] workspace. */
+/* NT-Xent over m normalised rows feat [m][d] in blocks of `block` rows (one
+ * per rank; block = m in one process): in a block, the positive of row l is
+ * (l + block/2) % block and its source l % n_src; denominators exclude the
+ * anchor itself and, with mask_same_source, every other same-source row but
+ * the positive. The anchors are rows row0 .. row0 + rows - 1 (a rank's own):
+ * *loss = scale * their mean loss; dfeat [m][d] (may be NULL) = its gradient
+ * w.r.t. EVERY row (other ranks' rows too: the all-gather's backward sums them
+ * across ranks). sim: [rows][m] workspace. */
 void ssl_nt_xent(hallu_backend *be, float *loss, float *dfeat, float *sim, const float *feat, int m, int d,
-                 int n_src, float temperature, int mask_same_source, float scale);
+                 int rows, int row0, int block, int n_src, float temperature, int mask_same_source, float scale);
 
 /* InfoNCE: logits_r = [q_r . kpos_r, q_r . queue^T] / T, target 0, mean over
  * rows into *loss. q, kpos: [rows][d] (normalised), queue [K][d]. dq (may be
@@ -55,6 +59,8 @@ void ssl_infonce(hallu_backend *be, float *loss, float *dq, float *neg, const fl
 struct hallu_ssl {
     hallu_ssl_config cfg;
     hallu_backend *be;                 /* set by plan */
+    hallu_comm *comm;                  /* data-parallel ranks (hallu_ssl_set_comm; NULL: one process) */
+    int ranks, rank;                   /* comm's size and rank (1, 0 without one) */
     int feat_dim, dim, max_batch, h, w;
     hallu_resnet *encoder;
     hallu_mlp projector, predictor;
@@ -74,9 +80,10 @@ struct hallu_ssl {
     float *queue;                      /* = queue_buf's data (device) */
     float *pending;                    /* keys of the last step, [2 max_batch][dim] (device) */
     int pending_rows;
-    uint32_t *key_order;               /* Shuffle BN (host, drawn from the RNG): image key_order[i] is row i
-                                          of the key batch */
-    hallu_buffer key_order_buf;        /* I32 [max_batch]: key_order uploaded for the gather/scatter ops */
+    uint32_t *key_order;               /* Shuffle BN (host, drawn from the RNG by rank 0, broadcast): image
+                                          key_order[i] of the global batch (ranks x max_batch, rank order)
+                                          is row i of the shuffled key batch; rank r takes rows r n .. */
+    hallu_buffer key_order_buf;        /* I32 [ranks x max_batch]: key_order uploaded for gather/scatter */
 
     /* Checkpoint blobs: host copies that hallu_ssl_state_get downloads into and
      * hallu_ssl_state_commit uploads from (only the blobs handed out since the
@@ -89,11 +96,13 @@ struct hallu_ssl {
     hallu_buffer stats_buf;            /* F32 [SSL_STAT_COUNT] */
 
     /* planned work buffers (sizes in the method files) */
-    float *buf[14];
+    float *buf[16];
     int num_buf;
 };
 
 float *ssl_buffer(hallu_ssl *ssl, size_t floats, const char *what, hallu_error *err);
+/* A failed collective becomes the backend's failure (the step's check reports it). */
+void ssl_comm_check(hallu_ssl *ssl, hallu_status s, const hallu_error *err);
 
 /* Slots of stats_buf: the step's loss and collapse std (device floats). */
 enum { SSL_STAT_LOSS = 0, SSL_STAT_COLLAPSE, SSL_STAT_COUNT };
@@ -118,11 +127,11 @@ void ssl_moco_after_step(hallu_ssl *ssl, const hallu_nn_ctx *ctx);
 /* Per-method planned buffers, by index into ssl->buf. */
 enum {
     SIMCLR_IMAGES = 0, SIMCLR_FEAT, SIMCLR_FNORM, SIMCLR_NORMS, SIMCLR_DFN, SIMCLR_DF, SIMCLR_SIM,
-    SIMCLR_DZ, SIMCLR_DFEAT, SIMCLR_NBUF
+    SIMCLR_DZ, SIMCLR_DFEAT, SIMCLR_DFN_OWN, SIMCLR_NBUF
 };
 enum {
     MOCO_KNORM = 0, MOCO_KNORMS, MOCO_KPOS, MOCO_QN, MOCO_QNORMS, MOCO_DQN, MOCO_DQ2, MOCO_DQ,
-    MOCO_NEG, MOCO_DFEAT, MOCO_PENDING, MOCO_SHUFFLED, MOCO_KSHUF, MOCO_NBUF
+    MOCO_NEG, MOCO_DFEAT, MOCO_PENDING, MOCO_SHUFFLED, MOCO_KSHUF, MOCO_IMAGES_ALL, MOCO_NBUF
 };
 enum {
     SIMSIAM_T1 = 0, SIMSIAM_T2, SIMSIAM_DP1H, SIMSIAM_DP2H, SIMSIAM_DP1, SIMSIAM_DP2, SIMSIAM_DZ,

@@ -121,6 +121,10 @@ static const hallu_backend_ops cpu_ops = {
     .slice_cols = cpu_slice_cols,
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
     .batchnorm_stats = cpu_batchnorm_stats,
+    .batchnorm_stats_to_moments = cpu_batchnorm_stats_to_moments,
+    .batchnorm_moments_to_stats = cpu_batchnorm_moments_to_stats,
+    .batchnorm_backward_reduce = cpu_batchnorm_backward_reduce,
+    .batchnorm_backward_apply = cpu_batchnorm_backward_apply,
     .batchnorm_normalize = cpu_batchnorm_normalize,
     .batchnorm_update_running = cpu_batchnorm_update_running,
     .batchnorm_update_running_grouped = cpu_batchnorm_update_running_grouped,

@@ -211,6 +211,14 @@ void cpu_slice_cols(hallu_backend *be, float *dst, int cols_dst, const float *sr
                     int col0, int rows);
 
 /* nn and optimizer ops (batch norm split, parameter updates, norms) */
+void cpu_batchnorm_stats_to_moments(hallu_backend *be, double *mean, double *var, int c);
+void cpu_batchnorm_moments_to_stats(hallu_backend *be, double *mean, double *var, int c, double inv_count);
+void cpu_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *save_mean, const float *save_invstd, int64_t m,
+                                   int c);
+void cpu_batchnorm_backward_apply(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                  const float *save_mean, const float *save_invstd, const float *gamma,
+                                  const double *sums, int64_t m, int64_t m_total, int c);
 void cpu_batchnorm_stats(hallu_backend *be, double *mean, double *var, const float *x, int64_t m, int c);
 void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
                              const double *mean, const double *var, const float *gamma, const float *beta,
@@ -235,8 +243,8 @@ void cpu_adamw_update(hallu_backend *be, float *p, const float *g, float *m, flo
 
 /* ssl ops (losses, Hallucinator, MoCo) */
 /* ssl (cpu_ssl.c) */
-void cpu_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int m, int n_src, int mask_same_source,
-                          float scale);
+void cpu_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int rows, int m, int row0, int block,
+                          int n_src, int mask_same_source, float scale);
 void cpu_ssl_infonce_rows(hallu_backend *be, float *loss, float *dq, float *neg, const float *q, const float *kpos,
                           int rows, int d, int K, float temperature);
 void cpu_ssl_neg_cosine(hallu_backend *be, float *loss, float *dp, const float *p, const float *z, int rows, int d,

@@ -269,6 +269,70 @@ void cpu_batchnorm_update_running_grouped(hallu_backend *be, float *running_mean
     }
 }
 
+/* Sync BN: a rank's [mean; biased var] become [mean; E[x^2]], which sum across
+ * ranks of equal row counts; after the sum, back to [mean; var] of the union. */
+void cpu_batchnorm_stats_to_moments(hallu_backend *be, double *mean, double *var, int c)
+{
+    (void)be;
+    for (int j = 0; j < c; j++)
+        var[j] += mean[j] * mean[j];
+}
+
+void cpu_batchnorm_moments_to_stats(hallu_backend *be, double *mean, double *var, int c, double inv_count)
+{
+    (void)be;
+    for (int j = 0; j < c; j++) {
+        double mu = mean[j] * inv_count, ex2 = var[j] * inv_count, v = ex2 - mu * mu;
+        mean[j] = mu;
+        var[j] = v > 0.0 ? v : 0.0;
+    }
+}
+
+/* The fused backward in two steps around a sum across ranks: the reduce step
+ * adds this rank's dgamma/dbeta (the gradient all-reduce averages them) and
+ * leaves sums = [sum dy; sum dy (x - mean)] per channel; the apply step takes
+ * the sums over all m_total rows. One rank: the same bits as the fused op. */
+void cpu_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamma, float *dbeta, const float *dy,
+                                   const float *x, const float *save_mean, const float *save_invstd, int64_t m,
+                                   int c)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        double *d1 = sums + c0, *d2 = sums + c + c0;
+        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, m, c, cs);
+        for (int j = 0; j < cs; j++) {
+            if (dgamma)
+                dgamma[c0 + j] += (float)(d2[j] * (double)save_invstd[c0 + j]);
+            if (dbeta)
+                dbeta[c0 + j] += (float)d1[j];
+        }
+    }
+}
+
+void cpu_batchnorm_backward_apply(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                  const float *save_mean, const float *save_invstd, const float *gamma,
+                                  const double *sums, int64_t m, int64_t m_total, int c)
+{
+    if (m <= 0 || m_total <= 0 || c <= 0 || !dx)
+        return;
+    cpu_impl *impl = cpu_impl_of(be);
+    int shared = impl->num_threads;
+    float *a = cpu_red_f(impl, shared, 0), *b = cpu_red_f(impl, shared, 1), *cst = cpu_red_f(impl, shared, 2);
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        const double *d1 = sums + c0, *d2 = sums + c + c0;
+        for (int j = 0; j < cs; j++) {
+            double invstd = save_invstd[c0 + j], k = invstd * (gamma ? (double)gamma[c0 + j] : 1.0);
+            a[j] = (float)k;
+            b[j] = (float)(k * invstd * invstd * d2[j] / (double)m_total);
+            cst[j] = (float)(k * d1[j] / (double)m_total);
+        }
+        slab_apply(be, dx + c0, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
+    }
+}
+
 void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
                                 const float *running_mean, const float *running_var,
                                 const float *gamma, const float *beta, int64_t m, int c, float eps)

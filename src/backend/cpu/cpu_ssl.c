@@ -9,37 +9,39 @@
 #include <math.h>
 #include <string.h>
 
-static int nt_allowed(int i, int j, int pos, int n_src, int mask)
+/* Row j may appear in anchor a's denominator: not a itself and, with mask,
+ * no other row of a's source (same block, same index mod n_src) but the positive. */
+static int nt_allowed(int a, int j, int pos, int block, int n_src, int mask)
 {
-    if (j == i)
+    if (j == a)
         return 0;
-    return !mask || j == pos || (j % n_src) != (i % n_src);
+    return !mask || j == pos || j / block != a / block || (j % block) % n_src != (a % block) % n_src;
 }
 
-void cpu_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int m, int n_src, int mask_same_source,
-                          float scale)
+void cpu_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int rows, int m, int row0, int block,
+                          int n_src, int mask_same_source, float scale)
 {
     (void)be;
     double total = 0.0;
-    for (int i = 0; i < m; i++) {
+    for (int i = 0; i < rows; i++) {
         float *row = sim + (size_t)i * m;
-        int pos = (i + m / 2) % m;
+        int a = row0 + i, pos = a / block * block + (a % block + block / 2) % block;
         double mx = -INFINITY, sum = 0.0;
         for (int j = 0; j < m; j++)
-            if (nt_allowed(i, j, pos, n_src, mask_same_source) && row[j] > mx)
+            if (nt_allowed(a, j, pos, block, n_src, mask_same_source) && row[j] > mx)
                 mx = row[j];
         for (int j = 0; j < m; j++)
-            if (nt_allowed(i, j, pos, n_src, mask_same_source))
+            if (nt_allowed(a, j, pos, block, n_src, mask_same_source))
                 sum += exp(row[j] - mx);
         double lse = mx + log(sum);
         total += lse - row[pos];
-        /* The row becomes dL/dsim: scale/m * (softmax - onehot(pos)). */
-        double g = (double)scale / m;
+        /* The row becomes dL/dsim: scale/rows * (softmax - onehot(pos)). */
+        double g = (double)scale / rows;
         for (int j = 0; j < m; j++)
-            row[j] = nt_allowed(i, j, pos, n_src, mask_same_source) ? (float)(g * exp(row[j] - lse)) : 0.0f;
+            row[j] = nt_allowed(a, j, pos, block, n_src, mask_same_source) ? (float)(g * exp(row[j] - lse)) : 0.0f;
         row[pos] -= (float)g;
     }
-    *loss = (float)(scale * total / m);
+    *loss = (float)(scale * total / rows);
 }
 
 void cpu_ssl_infonce_rows(hallu_backend *be, float *loss, float *dq, float *neg, const float *q, const float *kpos,

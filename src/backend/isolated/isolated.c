@@ -363,6 +363,36 @@ static void iso_batchnorm_stats(hallu_backend *be, double *mean, double *var, co
     RUN(be, inner_of(be)->ops->batchnorm_stats(inner_of(be), D(mean), D(var), D(x), m, c));
 }
 
+static void iso_batchnorm_stats_to_moments(hallu_backend *be, double *mean, double *var, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_stats_to_moments(inner_of(be), D(mean), D(var), c));
+}
+
+static void iso_batchnorm_moments_to_stats(hallu_backend *be, double *mean, double *var, int c, double inv_count)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_moments_to_stats(inner_of(be), D(mean), D(var), c, inv_count));
+}
+
+static void iso_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamma, float *dbeta,
+                                          const float *dy, const float *x, const float *save_mean,
+                                          const float *save_invstd, int64_t m, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_backward_reduce(inner_of(be), D(sums), D(dgamma), D(dbeta), D(dy), D(x),
+                                                         D(save_mean), D(save_invstd), m, c));
+}
+
+static void iso_batchnorm_backward_apply(hallu_backend *be, float *dx, const float *dy, const float *x,
+                                         const float *save_mean, const float *save_invstd, const float *gamma,
+                                         const double *sums, int64_t m, int64_t m_total, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_backward_apply(inner_of(be), D(dx), D(dy), D(x), D(save_mean),
+                                                        D(save_invstd), D(gamma), D(sums), m, m_total, c));
+}
+
 static void iso_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
                                     const float *x, const double *mean, const double *var, const float *gamma,
                                     const float *beta, int64_t m, int c, float eps)
@@ -435,11 +465,12 @@ static void iso_adamw_update(hallu_backend *be, float *p, const float *g, float 
 /* (end of nn ops) */
 
 /* ---- ssl ops (losses, Hallucinator, MoCo) ---- */
-static void iso_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int m, int n_src, int mask_same_source,
-                                 float scale)
+static void iso_ssl_nt_xent_rows(hallu_backend *be, float *loss, float *sim, int rows, int m, int row0, int block,
+                                 int n_src, int mask_same_source, float scale)
 {
     ENTER(be);
-    RUN(be, inner_of(be)->ops->ssl_nt_xent_rows(inner_of(be), D(loss), D(sim), m, n_src, mask_same_source, scale));
+    RUN(be, inner_of(be)->ops->ssl_nt_xent_rows(inner_of(be), D(loss), D(sim), rows, m, row0, block, n_src,
+                                                mask_same_source, scale));
 }
 
 static void iso_ssl_infonce_rows(hallu_backend *be, float *loss, float *dq, float *neg, const float *q,
@@ -593,6 +624,10 @@ static const hallu_backend_ops iso_ops = {
     .slice_cols = iso_slice_cols,
     /* nn and optimizer ops (batch norm split, parameter updates, norms) */
     .batchnorm_stats = iso_batchnorm_stats,
+    .batchnorm_stats_to_moments = iso_batchnorm_stats_to_moments,
+    .batchnorm_moments_to_stats = iso_batchnorm_moments_to_stats,
+    .batchnorm_backward_reduce = iso_batchnorm_backward_reduce,
+    .batchnorm_backward_apply = iso_batchnorm_backward_apply,
     .batchnorm_normalize = iso_batchnorm_normalize,
     .batchnorm_update_running = iso_batchnorm_update_running,
     .batchnorm_update_running_grouped = iso_batchnorm_update_running_grouped,
