@@ -13,6 +13,7 @@
 #define HALLU_TRAIN_H
 
 #include "hallu/core.h"
+#include "hallu/dist.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -92,6 +93,17 @@ typedef struct hallu_train_config {
     int64_t stop_after_steps;    /* > 0: behave as if interrupted after this many steps (tests) */
     const char *device;          /* backend (hallu_backend_create): NULL/"" = "cpu"; not part of the
                                   * recorded config: a run may resume on another device */
+    /* data parallelism */
+    hallu_comm *comm;            /* the ranks to train with (NULL: one process). Every rank calls
+                                  * hallu_train_run with the same config; batch_size is the GLOBAL
+                                  * batch (divisible by the ranks), each rank loads its slice of
+                                  * every global batch; rank 0 alone writes --out (a resume reads
+                                  * the checkpoint on every rank: --out must be shared or copied);
+                                  * the kNN monitor runs on rank 0 while the others wait (at most
+                                  * dist_timeout s). Not recorded: a run may resume on other ranks */
+    int sync_bn;                 /* batch norm statistics over the global batch (SyncBN) */
+    double dist_timeout;         /* seconds a rank waits for rank 0's kNN or checkpoint (<= 0: no bound) */
+    int bucket_mb;               /* gradient all-reduce bucket in MiB (0: 25) */
     const char *test_fault;      /* tests only, needs device cpu-isolated: NULL/"" = none, else
                                   * "forward:S" (the first op of step S's forward pass fails),
                                   * "optimizer:S" (the first op of step S's optimizer update),

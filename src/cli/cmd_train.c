@@ -140,7 +140,7 @@ static int on_should_stop(void *user)
     return atomic_load(v->stop);
 }
 
-static int run_training(hallu_train_config *c, int seed, int stop_after);
+static int run_training(hallu_train_config *c, int seed, int stop_after, const char *comm_name);
 
 /* The run's last lines: what training gained over the untrained network, or
  * plainly that it lost ground, and what usually helps. */
@@ -189,7 +189,7 @@ int cmd_train(int argc, char **argv)
     /* The backend's fault hook, for tests only (tests/fault_check.py): not a flag. */
     c.test_fault = getenv("HALLU_TEST_FAULT");
     int seed = (int)c.seed, stop_after = 0;
-    const char *config_file = NULL;
+    const char *config_file = NULL, *comm_name = "auto";
     cli_arg args[] = {
         { "method", CLI_ARG_STR, &c.method, "simclr | mocov1 | mocov2 | simsiam" },
         { "hallucinator", CLI_ARG_BOOL, &c.hallucinator, "add the Hallucinator (on by default)" },
@@ -235,7 +235,14 @@ int cmd_train(int argc, char **argv)
         { "seed", CLI_ARG_INT, &seed, "random seed (same seed + threads = same result, bit for bit)" },
         { "threads", CLI_ARG_INT, &c.threads, "compute threads (0 = all cores)" },
         { "device", CLI_ARG_STR, &c.device, CLI_DEVICE_HELP },
-        { "workers", CLI_ARG_INT, &c.workers, "data loading threads" },
+        { "workers", CLI_ARG_INT, &c.workers, "data loading threads (per rank)" },
+        { "comm", CLI_ARG_STR, &comm_name, "data-parallel communicator: auto (mpi when started by mpirun, else "
+          "single) | single | mpi | nccl; run N ranks with mpirun -np N hallu train ... (README)" },
+        { "sync-bn", CLI_ARG_BOOL, &c.sync_bn, "batch norm statistics over the global batch of all ranks (SyncBN); "
+          "without it each rank normalises its own share" },
+        { "dist-timeout", CLI_ARG_FLOAT, &c.dist_timeout, "seconds a rank waits for rank 0's kNN monitor or "
+          "checkpoint before giving up (0 = no bound)" },
+        { "bucket-mb", CLI_ARG_INT, &c.bucket_mb, "gradient all-reduce bucket in MiB (0 = 25)" },
         { "knn-every", CLI_ARG_INT, &c.knn_every, "kNN monitor every E epochs (0 = at the end only)" },
         { "knn-k", CLI_ARG_INT, &c.knn_k, "kNN neighbours" },
         { "knn-temperature", CLI_ARG_FLOAT, &c.knn_temperature, "kNN vote temperature" },
@@ -259,13 +266,21 @@ int cmd_train(int argc, char **argv)
                                    "Self-supervised pre-training with optional Hallucinator; with no options, a short "
                                    "SimCLR + Hallucinator run on the built-in synthetic set, then kNN accuracy.",
                                    args, nargs, merged_argc, merged ? merged : argv, NULL, 0, NULL);
-    int rc = r == CLI_PARSE_OK ? run_training(&c, seed, stop_after) : r == CLI_PARSE_HELP ? 0 : 2;
+    int rc = r == CLI_PARSE_OK ? run_training(&c, seed, stop_after, comm_name) : r == CLI_PARSE_HELP ? 0 : 2;
     free(merged);
     cli_config_free(&file);   /* after the run: string flags point into it */
     return rc;
 }
 
-static int run_training(hallu_train_config *cp, int seed, int stop_after)
+/* Threads per rank: "all cores" shared by the ranks on this host. */
+static int threads_per_rank(const hallu_comm *comm)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int per = (int)(cores > 0 ? cores : 1) / (comm->local_size > 0 ? comm->local_size : 1);
+    return per > 0 ? per : 1;
+}
+
+static int run_training(hallu_train_config *cp, int seed, int stop_after, const char *comm_name)
 {
     hallu_train_config c = *cp;
     if (seed < 0) {
@@ -275,27 +290,50 @@ static int run_training(hallu_train_config *cp, int seed, int stop_after)
     c.seed = (uint64_t)seed;
     c.stop_after_steps = stop_after;
     signal_watch watch;
-    if (signal_watch_start(&watch, c.out) != 0)
+    if (signal_watch_start(&watch, c.out) != 0)   /* first: threads MPI starts inherit the signal mask */
         return 1;
-
-    progress_view view = { .tty = isatty(STDERR_FILENO), .stop = &watch.stop };
-    hallu_train_callbacks cb = { .progress = on_progress, .message = on_message, .should_stop = on_should_stop,
-                                 .user = &view };
-    hallu_train_result res;
     hallu_error err;
     hallu_error_clear(&err);
-    fprintf(stderr, "hallu train: %s%s on %s, %s/%s, %d epochs x batch %d -> %s\n", c.method,
-            c.hallucinator ? " + Hallucinator" : "", c.data, c.arch, c.stem, c.epochs, c.batch_size, c.out);
+    hallu_comm *comm = NULL;
+    if (hallu_comm_create(comm_name, &comm, &err) != HALLU_OK) {
+        fprintf(stderr, "error: --comm %s: %s\n", comm_name, err.msg);
+        signal_watch_stop(&watch);
+        return 1;
+    }
+    c.comm = comm;
+    if (c.threads == 0 && comm->local_size > 1)
+        c.threads = threads_per_rank(comm);
+    int root = comm->rank == 0;
+    progress_view view = { .tty = isatty(STDERR_FILENO), .stop = &watch.stop };
+    /* Rank 0 speaks for the job; the others print only their errors. */
+    hallu_train_callbacks cb = { .progress = root ? on_progress : NULL, .message = root ? on_message : NULL,
+                                 .should_stop = on_should_stop, .user = &view };
+    hallu_train_result res;
+    if (root)
+        fprintf(stderr, "hallu train: %s%s on %s, %s/%s, %d epochs x batch %d -> %s\n", c.method,
+                c.hallucinator ? " + Hallucinator" : "", c.data, c.arch, c.stem, c.epochs, c.batch_size, c.out);
+    if (root && comm->size > 1)
+        fprintf(stderr, "hallu train: %d ranks (%s), %d images per rank per step, %d threads per rank%s\n",
+                comm->size, comm->ops->name, c.batch_size / comm->size, c.threads, c.sync_bn ? ", SyncBN" : "");
     hallu_status s = hallu_train_run(&c, &cb, &res, &err);
     signal_watch_stop(&watch);
+    int ranks = comm->size, rank = comm->rank;
+    hallu_comm_free(comm);
+    if (s != HALLU_OK && !root)
+        fprintf(stderr, "\nhallu train (rank %d of %d): %s%s\n", rank, ranks,
+                s == HALLU_ERR_INTERRUPTED ? "" : "error: ", err.msg);
     if (s == HALLU_ERR_INTERRUPTED) {
-        fprintf(stderr, "\n%s\n", err.msg);
+        if (root)
+            fprintf(stderr, "\n%s\n", err.msg);
         return 130;
     }
     if (s != HALLU_OK) {
-        fprintf(stderr, "\nerror: %s\n", err.msg);
+        if (root)
+            fprintf(stderr, "\nerror: %s\n", err.msg);
         return 1;
     }
+    if (!root)
+        return 0;
     if (res.collapsed)
         fprintf(stderr, "warning: the embeddings collapsed (see collapse_std in %s/" HALLU_RUN_METRICS_FILE ")\n", c.out);
     if (res.knn_floor_top1 >= 0)

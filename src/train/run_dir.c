@@ -158,7 +158,7 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
     if (n < 0 || (size_t)n >= sizeof run->config_json)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
-    if (run->resuming)
+    if (run->resuming || !train_is_root(run))   /* rank 0 writes the run's files */
         return HALLU_OK;
     /* config.json also records --init, which the checkpoint's config leaves out:
      * a resume reads the weights from the checkpoint, not from that file. */

@@ -24,7 +24,7 @@ static hallu_status split_features(train_run *run, const char *spec, hallu_split
     *num_classes = hallu_dataset_num_classes(ds);
     hallu_extract_config ec;
     hallu_extract_config_default(&ec);
-    ec.batch_size = run->cfg->batch_size;
+    ec.batch_size = run->cfg->batch_size / run->comm->size;   /* the model is planned for a rank's share */
     ec.num_workers = run->cfg->workers;
     ec.normalize = 1;
     s = hallu_eval_view(&ec.view, src.image_h, src.image_w, run->image_h, HALLU_CIFAR_MEAN, HALLU_CIFAR_STD, err);

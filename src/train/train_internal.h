@@ -3,6 +3,7 @@
 #define HALLU_TRAIN_INTERNAL_H
 
 #include "hallu/data.h"
+#include "hallu/dist.h"
 #include "hallu/loader.h"
 #include "hallu/optim.h"
 #include "hallu/ssl.h"
@@ -25,6 +26,10 @@ typedef enum { TRAIN_FAULT_NONE, TRAIN_FAULT_FORWARD, TRAIN_FAULT_OPTIMIZER, TRA
 
 typedef struct train_run {
     const hallu_train_config *cfg;
+    /* data-parallel ranks: cfg->comm, or a "single" one of the run's own (own_comm) */
+    hallu_comm *comm;
+    int own_comm;
+    int64_t bucket_floats;          /* gradient all-reduce bucket */
     hallu_ssl_config ssl_cfg;
     hallu_backend *be;
     hallu_params ps;
@@ -60,6 +65,19 @@ typedef struct train_run {
     train_fault_kind fault_kind;
     int64_t fault_at;
 } train_run;
+
+/* run_dist.c: agreeing across ranks (no-ops on one) */
+static inline int train_is_root(const train_run *run) { return run->comm->rank == 0; }
+/* Every rank's status -> one for all (the lowest failing rank's message). */
+hallu_status train_agree(train_run *run, hallu_status mine, hallu_error *err);
+/* 1 when any rank asks to stop (a failed collective goes to *s). */
+int train_stop_agreed(train_run *run, int mine, hallu_error *err, hallu_status *s);
+/* Sum the gradient block over ranks in buckets, then / ranks (failure: the backend's). */
+void train_allreduce_grads(train_run *run);
+/* Same recorded config and the same training data on every rank. */
+hallu_status train_check_same_setup(train_run *run, hallu_error *err);
+/* Same parameters and buffers on every rank. */
+hallu_status train_check_replicas(train_run *run, hallu_error *err);
 
 /* run_fault.c: the test fault hook */
 /* Parses cfg->test_fault into run->fault_kind / fault_at. */

@@ -16,7 +16,7 @@ void hallu_train_config_default(hallu_train_config *c)
         .optimizer = "sgd", .epochs = 4, .batch_size = 100, .lr = 0.1, .momentum = 0.9,
         .weight_decay = 5e-4, .seed = 0, .threads = 0, .workers = 2, .knn_every = 0, .knn_k = 200,
         .knn_temperature = 0.1, .knn_at_start = 1, .log_every = 10, .out = "runs/latest",
-        .queue_size = 4096, .moco_momentum = 0.99, .bn_splits = 1, .crop = "ccrop",
+        .queue_size = 4096, .moco_momentum = 0.99, .bn_splits = 1, .crop = "ccrop", .dist_timeout = 3600,
     };
 }
 
@@ -78,11 +78,16 @@ static hallu_status build_ssl_config(train_run *run, hallu_error *err)
     sc->queue_size = c->queue_size;
     sc->momentum = (float)c->moco_momentum;
     sc->bn_splits = c->bn_splits;
-    if (c->bn_splits < 1 || c->bn_splits > HALLU_BN_MAX_GROUPS || c->batch_size % c->bn_splits != 0 ||
+    int ranks = run->comm->size, per_rank = c->batch_size / ranks;
+    if (c->bn_splits < 1 || c->bn_splits > HALLU_BN_MAX_GROUPS || per_rank % c->bn_splits != 0 ||
         (c->bn_splits > 1 && kind != HALLU_METHOD_MOCOV1 && kind != HALLU_METHOD_MOCOV2))
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--bn-splits %d: expected 1..%d dividing --batch-size %d, "
-                               "and > 1 for mocov1/mocov2 only (--method %s)", c->bn_splits, HALLU_BN_MAX_GROUPS,
-                               c->batch_size, c->method);
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--bn-splits %d: expected 1..%d dividing the batch of "
+                               "each rank (%d = --batch-size %d / %d ranks), and > 1 for mocov1/mocov2 only "
+                               "(--method %s)", c->bn_splits, HALLU_BN_MAX_GROUPS, per_rank, c->batch_size, ranks,
+                               c->method);
+    if (c->sync_bn && c->bn_splits > 1)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--sync-bn with --bn-splits %d: SyncBN normalises over "
+                               "the whole global batch, Shuffle BN in groups; choose one", c->bn_splits);
     sc->seed = c->seed;
     if ((kind == HALLU_METHOD_MOCOV1 || kind == HALLU_METHOD_MOCOV2)) {
         int keys = c->batch_size * (c->hallucinator && c->enqueue_duplicates ? 2 : 1);
@@ -105,6 +110,11 @@ static hallu_status validate(const hallu_train_config *c, hallu_error *err)
                                c->crop);
     if (c->batch_size < 2)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--batch-size %d: expected at least 2", c->batch_size);
+    int ranks = c->comm ? c->comm->size : 1;
+    if (c->batch_size % ranks != 0 || c->batch_size / ranks < 2)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--batch-size %d is the global batch: it must divide by the "
+                               "%d ranks into at least 2 images each (e.g. --batch-size %d)", c->batch_size, ranks,
+                               (c->batch_size / ranks > 2 ? c->batch_size / ranks : 2) * ranks);
     if (!(c->lr > 0))
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--lr %g: expected a positive number", c->lr);
     if (c->warmup_epochs < 0 || (c->warmup_epochs > 0 && c->warmup_epochs >= c->epochs))
@@ -146,7 +156,9 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
     vc.view1_ccrop = !(c->crop && strcmp(c->crop, "rrc") == 0);
     hallu_loader_config lc;
     hallu_loader_config_default(&lc);
-    lc.batch_size = c->batch_size;
+    lc.batch_size = c->batch_size / run->comm->size;   /* this rank's slice of each global batch */
+    lc.rank = run->comm->rank;
+    lc.world_size = run->comm->size;
     lc.num_workers = c->workers;
     lc.seed = c->seed;
     lc.n_views = 2;
@@ -182,9 +194,11 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
         if (s != HALLU_OK)
             return s;
     }
-    s = hallu_ssl_plan(run->ssl, run->be, c->batch_size, run->image_h, run->image_w, err);
+    int per_rank = c->batch_size / run->comm->size;
+    hallu_ssl_set_comm(run->ssl, run->comm);
+    s = hallu_ssl_plan(run->ssl, run->be, per_rank, run->image_h, run->image_w, err);
     for (int v = 0; v < 2 && s == HALLU_OK; v++)
-        s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, (int64_t)c->batch_size * run->image_h *
+        s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, (int64_t)per_rank * run->image_h *
                                run->image_w * 3, "training views", err);
     if (s != HALLU_OK)
         return s;
@@ -210,6 +224,8 @@ static void teardown(train_run *run)
     if (run->train_ds)
         hallu_dataset_close(run->train_ds);
     hallu_backend_free(run->be);
+    if (run->own_comm)
+        hallu_comm_free(run->comm);
 }
 
 /* Everything a step needs is allocated at setup, so the device memory in use
@@ -237,13 +253,15 @@ static float learning_rate(const train_run *run, int64_t step)
 }
 
 typedef struct step_clock {
-    double start, window_start, window_wait;
+    double start, window_start, window_wait, window_comm;
     int64_t window_steps, steps_this_process;
 } step_clock;
 
 static hallu_status log_metrics(train_run *run, const hallu_ssl_stats *st, float lr, double ips, double wait,
-                                hallu_error *err)
+                                double comm, hallu_error *err)
 {
+    if (!train_is_root(run))   /* rank 0 writes the run's files */
+        return HALLU_OK;
     hallu_json_obj o;
     hallu_json_obj_init(&o);
     hallu_json_obj_add_int(&o, "epoch", run->epoch);
@@ -253,6 +271,10 @@ static hallu_status log_metrics(train_run *run, const hallu_ssl_stats *st, float
     hallu_json_obj_add_num(&o, "collapse_std", st->collapse_std);
     hallu_json_obj_add_num(&o, "images_per_s", ips);
     hallu_json_obj_add_num(&o, "data_wait", wait);
+    if (run->comm->size > 1) {   /* share of the wall time rank 0 spent in buffer collectives */
+        hallu_json_obj_add_int(&o, "ranks", run->comm->size);
+        hallu_json_obj_add_num(&o, "comm_fraction", comm);
+    }
     const char *line = hallu_json_obj_finish(&o, err);
     return line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
 }
@@ -261,9 +283,24 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
                                    int floor, hallu_error *err)
 {
     double top1 = 0, top5 = 0;
-    hallu_status s = train_knn(run, &top1, &top5, err);
+    hallu_status s = HALLU_OK;
+    if (train_is_root(run))   /* the others wait, leaving the cores to it */
+        s = train_knn(run, &top1, &top5, err);
+    hallu_error wait_err;
+    hallu_error_clear(&wait_err);
+    hallu_status w = run->comm->ops->barrier(run->comm, run->cfg->dist_timeout, &wait_err);
+    if (w != HALLU_OK && s == HALLU_OK) {
+        *err = wait_err;
+        s = w;
+    }
+    s = train_agree(run, s, err);
+    double result[2] = { top1, top5 };
+    if (s == HALLU_OK)
+        s = run->comm->ops->host_broadcast(run->comm, result, sizeof result, 0, err);
     if (s != HALLU_OK)
         return s;
+    top1 = result[0];
+    top5 = result[1];
     hallu_json_obj o;
     hallu_json_obj_init(&o);
     hallu_json_obj_add_int(&o, "epoch", run->epoch);
@@ -273,7 +310,7 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
     if (!floor && run->knn_floor_top1 >= 0)   /* points over the untrained network */
         hallu_json_obj_add_num(&o, "knn_gain_top1", top1 - run->knn_floor_top1);
     const char *line = hallu_json_obj_finish(&o, err);
-    s = line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
+    s = !train_is_root(run) ? HALLU_OK : line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
     char msg[160];
     snprintf(msg, sizeof msg, "%s kNN (k=%d, T=%.2g): top-1 %.2f%%  top-5 %.2f%%", floor ? "untrained" : "epoch",
              run->cfg->knn_k, run->cfg->knn_temperature, top1, top5);
@@ -287,7 +324,7 @@ static hallu_status knn_checkpoint(train_run *run, const hallu_train_callbacks *
         if (top1 > run->best_knn_top1)
             run->best_knn_top1 = top1;
     }
-    return s;
+    return train_agree(run, s, err);   /* rank 0's metrics line */
 }
 
 /* A diverged loss stops the run before anything of it is saved. */
@@ -307,7 +344,8 @@ static hallu_status check_loss(const train_run *run, const hallu_ssl_stats *st, 
 static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_ssl_stats *st, int read, float lr,
                                    hallu_error *err)
 {
-    hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1 };
+    hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1, .comm = run->comm,
+                         .sync_bn = run->cfg->sync_bn };
     int64_t step = run->global_step + 1;   /* counted from 1, as the test hook */
     size_t view_bytes = (size_t)b->n * run->image_h * run->image_w * 3 * sizeof(float);
     hallu_params_zero_grad(&run->ps);
@@ -315,14 +353,24 @@ static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_s
     if (s == HALLU_OK)
         s = hallu_backend_upload(run->be, run->views[1].data, b->views[1], view_bytes, err);
     train_fault_arm(run, TRAIN_FAULT_FORWARD, step);
-    if (s == HALLU_OK)
-        s = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]), hallu_buffer_f32(&run->views[1]), b->n,
-                           read ? st : NULL, err);
-    if (s == HALLU_OK) {
+    if (s == HALLU_OK || run->comm->size > 1) {
+        hallu_status t = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]),
+                                        hallu_buffer_f32(&run->views[1]), b->n, read ? st : NULL, err);
+        if (s == HALLU_OK)
+            s = t;
+    }
+    /* Every rank runs the collectives below even after a failure of its own
+     * (the ops are skipped, the calls are not), so that no rank waits for it. */
+    if (s == HALLU_OK || run->comm->size > 1) {
+        train_allreduce_grads(run);
         train_fault_arm(run, TRAIN_FAULT_OPTIMIZER, step);
         hallu_optimizer_step(run->opt, &run->ps, lr);
         hallu_ssl_after_step(run->ssl, &ctx);
-        s = hallu_backend_check(run->be, err);
+        if (!run->cfg->sync_bn)   /* rank-local BN: the running statistics become the ranks' mean */
+            hallu_ssl_average_buffers(run->ssl, &run->ps);
+        hallu_status c = hallu_backend_check(run->be, err);
+        if (s == HALLU_OK)
+            s = c;
     }
     if (s != HALLU_OK)
         return hallu_error_prefix(err, s, "step %lld (epoch %d) failed, nothing of it was saved", (long long)step,
@@ -352,6 +400,16 @@ static int stop_requested(const train_run *run, const hallu_train_callbacks *cb)
     return cb && cb->should_stop && cb->should_stop(cb->user);
 }
 
+/* A checkpoint of replicated state: checked to be the same on every rank,
+ * written by rank 0, its status agreed. */
+static hallu_status save_checkpoint_agreed(train_run *run, const char *path, hallu_error *err)
+{
+    hallu_status s = train_check_replicas(run, err);
+    if (s == HALLU_OK && train_is_root(run))
+        s = train_save_checkpoint(run, path, err);
+    return train_agree(run, s, err);
+}
+
 static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
                               step_clock *clk, hallu_ssl_stats *st, hallu_error *err)
 {
@@ -359,16 +417,20 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
     const hallu_batch *b = NULL;
     for (int64_t k = 0; k < run->step_in_epoch && s == HALLU_OK; k++)   /* resume mid-epoch */
         s = hallu_loader_next(run->loader, &b, err);
-    double ips = 0, wait = 0;
+    s = train_agree(run, s, err);
+    double ips = 0, wait = 0, comm = 0;
     while (s == HALLU_OK) {
         s = hallu_loader_next(run->loader, &b, err);
+        /* A rank whose data fails says so before the step's collectives; every
+         * rank has the same number of batches, so all reach the end together. */
+        s = train_agree(run, s, err);
         if (s != HALLU_OK || !b)
             break;
         float lr = learning_rate(run, run->global_step);
         /* The progress line shows the loss last read: from the first step on. */
         int read = (run->global_step + 1) % run->cfg->log_every == 0 || run->step_in_epoch + 1 == run->steps_per_epoch ||
                    clk->steps_this_process == 0;
-        s = train_one_step(run, b, st, read, lr, err);
+        s = train_agree(run, train_one_step(run, b, st, read, lr, err), err);
         if (s != HALLU_OK)
             break;
         run->global_step++;
@@ -378,27 +440,31 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         double now = hallu_now(), waited = hallu_loader_wait_seconds(run->loader);
         ips = (double)clk->window_steps * run->cfg->batch_size / (now - clk->window_start);
         wait = (waited - clk->window_wait) / (now - clk->window_start);
-        int stop = stop_requested(run, cb);
-        if (!read && stop)   /* the checkpoint below must not keep a diverged step */
+        comm = (run->comm->seconds - clk->window_comm) / (now - clk->window_start);
+        /* A signal on any rank stops every rank after this same step. */
+        int stop = train_stop_agreed(run, stop_requested(run, cb), err, &s);
+        if (s == HALLU_OK && !read && stop)   /* the checkpoint below must not keep a diverged step */
             s = hallu_ssl_read_stats(run->ssl, st, err);
-        if (s == HALLU_OK && (read || stop)) {
+        if (s == HALLU_OK && (read || stop)) {   /* the loss is the ranks' mean: every rank decides alike */
             s = check_loss(run, st, err);
             run->stats_step = run->global_step;
         }
         if (s != HALLU_OK)
             break;
         if (read) {
-            s = log_metrics(run, st, lr, ips, wait, err);
+            s = train_agree(run, log_metrics(run, st, lr, ips, wait, comm, err), err);
             clk->window_start = now;
             clk->window_wait = waited;
+            clk->window_comm = run->comm->seconds;
             clk->window_steps = 0;
         }
         report_progress(run, cb, st, lr, clk, ips, wait);
         if (s == HALLU_OK && stop) {
-            s = train_save_checkpoint(run, run->path_checkpoint, err);
+            s = save_checkpoint_agreed(run, run->path_checkpoint, err);
             return s == HALLU_OK ? hallu_error_set(err, HALLU_ERR_INTERRUPTED, "interrupted at step %lld (epoch %d); "
-                                                   "checkpoint saved to %s: continue with --resume",
-                                                   (long long)run->global_step, run->epoch, run->path_checkpoint) : s;
+                                                   "checkpoint saved to %s%s: continue with --resume",
+                                                   (long long)run->global_step, run->epoch, run->path_checkpoint,
+                                                   train_is_root(run) ? "" : " by rank 0") : s;
         }
     }
     return s;
@@ -429,7 +495,7 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
     run->epoch++;
     run->step_in_epoch = 0;
     train_fault_arm(run, TRAIN_FAULT_CHECKPOINT, run->epoch);
-    hallu_status s = train_save_checkpoint(run, run->path_checkpoint, err);
+    hallu_status s = save_checkpoint_agreed(run, run->path_checkpoint, err);
     if (s != HALLU_OK)
         return hallu_error_prefix(err, s, "saving the checkpoint of epoch %d (%s keeps the previous one)", run->epoch,
                                   run->path_checkpoint);
@@ -438,12 +504,13 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
         return knn_s;
     }
     /* The other kept checkpoints are copies of this one: serialize the state once. */
-    if (s == HALLU_OK && c->save_every > 0 && run->epoch % c->save_every == 0) {
+    int root = train_is_root(run);   /* the copies are rank 0's files */
+    if (s == HALLU_OK && root && c->save_every > 0 && run->epoch % c->save_every == 0) {
         char path[TRAIN_RUN_PATH_CAP];
         train_epoch_checkpoint_path(run, run->epoch, path);
         s = hallu_atomic_copy(run->path_checkpoint, path, err);
     }
-    if (s == HALLU_OK && c->keep_best && run->best_knn_top1 > best_before) {
+    if (s == HALLU_OK && root && c->keep_best && run->best_knn_top1 > best_before) {
         s = hallu_atomic_copy(run->path_checkpoint, run->path_best, err);
         if (s == HALLU_OK && cb && cb->message) {
             char msg[1200];
@@ -451,7 +518,59 @@ static hallu_status end_of_epoch(train_run *run, const hallu_train_callbacks *cb
             cb->message(cb->user, msg);
         }
     }
+    return train_agree(run, s, err);
+}
+
+/* The communicator the run trains with: the caller's, or a one-process one. */
+static hallu_status setup_comm(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    run->comm = c->comm;
+    if (!run->comm) {
+        hallu_status s = hallu_comm_create("single", &run->comm, err);
+        if (s != HALLU_OK)
+            return s;
+        run->own_comm = 1;
+    }
+    run->bucket_floats = (int64_t)(c->bucket_mb > 0 ? c->bucket_mb : 25) * (1 << 20) / (int64_t)sizeof(float);
+    return HALLU_OK;
+}
+
+/* Rank 0 opens the kNN monitor's sets (the others never read them) and tells
+ * the others whether there is a monitor. */
+static hallu_status setup_knn(train_run *run, hallu_error *err)
+{
+    hallu_status s = train_is_root(run) ? train_knn_check(run, err) : HALLU_OK;
+    s = train_agree(run, s, err);
+    int32_t off = run->knn_off;
+    if (s == HALLU_OK)
+        s = run->comm->ops->host_broadcast(run->comm, &off, sizeof off, 0, err);
+    run->knn_off = off;
     return s;
+}
+
+/* Resuming: every rank reads the checkpoint (--out must be readable on every
+ * host); all must have found it and stand at the same step. */
+static hallu_status resume_agreed(train_run *run, hallu_error *err)
+{
+    int64_t found = run->resuming;
+    hallu_status s = run->comm->ops->host_allreduce_i64(run->comm, &found, 1, HALLU_REDUCE_MIN, err);
+    if (s == HALLU_OK && found != run->resuming)
+        s = hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--resume: rank 0 found %s, but rank %d (host %s) %s: --out "
+                            "must be readable on every host (a shared directory, or copy it)",
+                            train_is_root(run) && run->resuming ? "a checkpoint" : "one",
+                            run->comm->rank, run->comm->host, run->resuming ? "does too" : "finds none");
+    s = train_agree(run, s, err);
+    if (s != HALLU_OK || !run->resuming)
+        return s;
+    s = train_agree(run, train_load_checkpoint(run, err), err);
+    if (s == HALLU_OK)
+        s = hallu_comm_check_same(run->comm, (uint64_t)run->global_step, "the step the checkpoint resumes from", err);
+    if (s == HALLU_OK)
+        s = train_check_replicas(run, err);
+    if (s == HALLU_OK && train_is_root(run))
+        s = train_truncate_metrics(run->path_metrics, run->global_step, err);
+    return train_agree(run, s, err);
 }
 
 hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_callbacks *cb,
@@ -464,27 +583,33 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     run.knn_floor_top1 = -1;
     hallu_params_init(&run.ps);
     *res = (hallu_train_result){ .knn_top1 = -1, .knn_top5 = -1, .knn_floor_top1 = -1 };
-    hallu_status s = validate(cfg, err);
+    hallu_status s = setup_comm(&run, err);
+    if (s != HALLU_OK)
+        return s;
+    /* Each rank sets up alone; one agreement names the first rank that failed
+     * (its data missing, a bad flag, ...), so no rank waits for another. */
+    s = validate(cfg, err);
     if (s == HALLU_OK) s = train_fault_parse(&run, err);
     if (s == HALLU_OK) s = build_ssl_config(&run, err);
     if (s == HALLU_OK) s = train_prepare_dir(&run, err);
     if (s == HALLU_OK) s = train_resolve_init(&run, err);
     if (s == HALLU_OK) s = setup_data(&run, err);
-    if (s == HALLU_OK) s = train_knn_check(&run, err);   /* a missing kNN set fails now, not after training */
-    if (s == HALLU_OK) s = setup_model(&run, err);   /* loads --init: a file that does not fit writes nothing */
+    s = train_agree(&run, s, err);
+    if (s == HALLU_OK) s = setup_knn(&run, err);   /* a missing kNN set fails now, not after training */
+    if (s == HALLU_OK) s = train_agree(&run, setup_model(&run, err), err);   /* loads --init: a file that does not fit writes nothing */
     if (s == HALLU_OK) report_memory(&run, cb);
-    if (s == HALLU_OK) s = train_create_dir(&run, err);
-    if (s == HALLU_OK) s = train_write_config(&run, err);
+    if (s == HALLU_OK && train_is_root(&run)) s = train_create_dir(&run, err);
+    if (s == HALLU_OK) s = train_write_config(&run, err);   /* builds the recorded config; rank 0 writes it */
+    if (s == HALLU_OK || run.comm->size > 1) s = train_agree(&run, s, err);
+    if (s == HALLU_OK) s = train_check_same_setup(&run, err);
     if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message) {
         char msg[TRAIN_RUN_PATH_CAP + 160];
         snprintf(msg, sizeof msg, "--resume: no checkpoint was saved before the earlier attempt stopped: "
                  "starting the run again from step 0%s%s", run.init_path[0] ? " with --init " : "", run.init_path);
         cb->message(cb->user, msg);
     }
-    if (s == HALLU_OK && run.resuming)
-        s = train_load_checkpoint(&run, err);
-    if (s == HALLU_OK && run.resuming)
-        s = train_truncate_metrics(run.path_metrics, run.global_step, err);
+    if (s == HALLU_OK)
+        s = resume_agreed(&run, err);
     if (s == HALLU_OK && run.knn_off && cb && cb->message) {
         char msg[1200];
         snprintf(msg, sizeof msg, "no kNN monitor: --data %s has no test split (pass --knn-test-data SPEC, a "
@@ -496,6 +621,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     step_clock clk = { .start = hallu_now() };
     clk.window_start = clk.start;
     clk.window_wait = run.loader ? hallu_loader_wait_seconds(run.loader) : 0;
+    clk.window_comm = run.comm->seconds;
     hallu_ssl_stats st;
     memset(&st, 0, sizeof st);
     while (s == HALLU_OK && run.epoch < cfg->epochs) {
@@ -504,7 +630,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
             s = end_of_epoch(&run, cb, res, &st, err);
     }
     if (s == HALLU_OK && cfg->epochs == 0 && !run.resuming)   /* the initial weights, as they start */
-        s = train_save_checkpoint(&run, run.path_checkpoint, err);
+        s = save_checkpoint_agreed(&run, run.path_checkpoint, err);
     res->knn_floor_top1 = run.knn_floor_top1;
     res->final_loss = st.loss;
     res->steps = run.global_step;
