@@ -6,7 +6,7 @@ outside src/backend/ reads or writes device memory.
 
 usage: device_check.py HALLU OUT_DIR short|default
   short:   SimCLR + Hallucinator, MoCo v2 + Hallucinator with Shuffle BN
-           (--bn-splits 2) and SimSiam, 2 epochs each on synthetic:300
+           (--bn-splits 2) and SimSiam, 1 epoch each on synthetic:300
   default: the main job exactly as `hallu train` runs it with no options"""
 import filecmp
 import os
@@ -21,7 +21,7 @@ shutil.rmtree(root, ignore_errors=True)
 os.makedirs(root)
 
 if mode == "short":
-    common = ["--data", "synthetic:300", "--batch-size", "50", "--epochs", "2", "--threads", "2", "--seed", "5"]
+    common = ["--data", "synthetic:300", "--batch-size", "50", "--epochs", "1", "--threads", "2", "--seed", "5"]
     runs = {
         "simclr_hal": ["--method", "simclr"],
         "mocov2_hal_shufflebn": ["--method", "mocov2", "--bn-splits", "2", "--queue-size", "400"],

@@ -404,8 +404,10 @@ static int stop_requested(const train_run *run, const hallu_train_callbacks *cb)
  * written by rank 0, its status agreed. */
 static hallu_status save_checkpoint_agreed(train_run *run, const char *path, hallu_error *err)
 {
-    hallu_status s = train_check_replicas(run, err);
-    if (s == HALLU_OK && train_is_root(run))
+    hallu_status s = train_check_replicas(run, err);   /* agreed already */
+    if (s != HALLU_OK)
+        return s;
+    if (train_is_root(run))
         s = train_save_checkpoint(run, path, err);
     return train_agree(run, s, err);
 }
@@ -568,7 +570,9 @@ static hallu_status resume_agreed(train_run *run, hallu_error *err)
         s = hallu_comm_check_same(run->comm, (uint64_t)run->global_step, "the step the checkpoint resumes from", err);
     if (s == HALLU_OK)
         s = train_check_replicas(run, err);
-    if (s == HALLU_OK && train_is_root(run))
+    if (s != HALLU_OK)   /* every failure above is the same on every rank */
+        return s;
+    if (train_is_root(run))
         s = train_truncate_metrics(run->path_metrics, run->global_step, err);
     return train_agree(run, s, err);
 }
@@ -597,10 +601,11 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     s = train_agree(&run, s, err);
     if (s == HALLU_OK) s = setup_knn(&run, err);   /* a missing kNN set fails now, not after training */
     if (s == HALLU_OK) s = train_agree(&run, setup_model(&run, err), err);   /* loads --init: a file that does not fit writes nothing */
+    int agreed_so_far = s == HALLU_OK;   /* the same on every rank: a failure above was agreed */
     if (s == HALLU_OK) report_memory(&run, cb);
     if (s == HALLU_OK && train_is_root(&run)) s = train_create_dir(&run, err);
     if (s == HALLU_OK) s = train_write_config(&run, err);   /* builds the recorded config; rank 0 writes it */
-    if (s == HALLU_OK || run.comm->size > 1) s = train_agree(&run, s, err);
+    if (agreed_so_far) s = train_agree(&run, s, err);
     if (s == HALLU_OK) s = train_check_same_setup(&run, err);
     if (s == HALLU_OK && cfg->resume && !run.resuming && cb && cb->message) {
         char msg[TRAIN_RUN_PATH_CAP + 160];
