@@ -254,11 +254,12 @@ static float learning_rate(const train_run *run, int64_t step)
 
 typedef struct step_clock {
     double start, window_start, window_wait, window_comm;
+    int64_t window_bytes;
     int64_t window_steps, steps_this_process;
 } step_clock;
 
 static hallu_status log_metrics(train_run *run, const hallu_ssl_stats *st, float lr, double ips, double wait,
-                                double comm, hallu_error *err)
+                                double comm, double comm_mb, hallu_error *err)
 {
     if (!train_is_root(run))   /* rank 0 writes the run's files */
         return HALLU_OK;
@@ -274,6 +275,7 @@ static hallu_status log_metrics(train_run *run, const hallu_ssl_stats *st, float
     if (run->comm->size > 1) {   /* share of the wall time rank 0 spent in buffer collectives */
         hallu_json_obj_add_int(&o, "ranks", run->comm->size);
         hallu_json_obj_add_num(&o, "comm_fraction", comm);
+        hallu_json_obj_add_num(&o, "comm_mb_per_step", comm_mb);   /* this rank's bytes into collectives */
     }
     const char *line = hallu_json_obj_finish(&o, err);
     return line ? hallu_jsonl_append(run->path_metrics, line, err) : err->code;
@@ -454,10 +456,12 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
         if (s != HALLU_OK)
             break;
         if (read) {
-            s = train_agree(run, log_metrics(run, st, lr, ips, wait, comm, err), err);
+            double mb = (double)(run->comm->bytes - clk->window_bytes) / (1 << 20) / (double)clk->window_steps;
+            s = train_agree(run, log_metrics(run, st, lr, ips, wait, comm, mb, err), err);
             clk->window_start = now;
             clk->window_wait = waited;
             clk->window_comm = run->comm->seconds;
+            clk->window_bytes = run->comm->bytes;
             clk->window_steps = 0;
         }
         report_progress(run, cb, st, lr, clk, ips, wait);
@@ -627,6 +631,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     clk.window_start = clk.start;
     clk.window_wait = run.loader ? hallu_loader_wait_seconds(run.loader) : 0;
     clk.window_comm = run.comm->seconds;
+    clk.window_bytes = run.comm->bytes;
     hallu_ssl_stats st;
     memset(&st, 0, sizeof st);
     while (s == HALLU_OK && run.epoch < cfg->epochs) {
