@@ -21,11 +21,16 @@ static void fill(float *v, size_t n, uint64_t stream, double scale, double shift
         v[i] = (float)(shift + scale * hallu_rng_normal(&rng));
 }
 
+static void *allocated[64];
+static int num_allocated;
+
 static void *dev(hallu_backend *be, const void *host, size_t nbytes)
 {
     hallu_error err = { 0 };
     void *p = be->ops->alloc(be, nbytes, "bn sync test", &err);
     CHECK(p != NULL);
+    if (p && num_allocated < 64)
+        allocated[num_allocated++] = p;
     if (p && host)
         CHECK_OK(hallu_backend_upload(be, p, host, nbytes, &err), &err);
     return p;
@@ -111,6 +116,8 @@ int main(void)
         double e = rel(a, b, cmp[k].n);
         CHECK_MSG(e < 1e-6, "sync bn %s: %.3e from the whole batch's", cmp[k].what, e);
     }
+    for (int i = 0; i < num_allocated; i++)
+        be->ops->release(be, allocated[i]);
     hallu_backend_free(be);
     return check_summary();
 }
