@@ -33,6 +33,10 @@ extern "C" {
 #endif
 
 typedef struct hallu_backend hallu_backend;
+/* Compute precision of a backend's convolutions: fp32, or bf16 products with
+ * fp32 accumulation (inputs and weights rounded to bf16 per call, outputs and
+ * weight gradients in fp32, as autocast runs them); everything else stays fp32. */
+typedef enum hallu_precision { HALLU_PRECISION_FP32 = 0, HALLU_PRECISION_BF16 } hallu_precision;
 typedef struct hallu_conv2d_plan hallu_conv2d_plan;   /* backend-owned */
 
 /* Geometry of a 2-D convolution without bias (square kernel/stride/padding). */
@@ -72,6 +76,9 @@ typedef struct hallu_backend_ops {
     void (*fill)(hallu_backend *be, float *y, float value, int64_t n);
     /* Bytes of device memory allocated now and at most so far. */
     void (*memory)(hallu_backend *be, size_t *live, size_t *peak);
+    /* Sets the precision of the convolution plans created from now on
+     * (hallu_backend_set_precision); NULL: fp32 only. */
+    hallu_status (*set_precision)(hallu_backend *be, hallu_precision precision, hallu_error *err);
     /* Test hook (hallu_backend_inject_fault); NULL where the backend has none. */
     hallu_status (*inject_fault)(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err);
 
@@ -345,6 +352,13 @@ hallu_status hallu_buffer_alloc(hallu_buffer *b, hallu_backend *be, hallu_dtype 
 void hallu_buffer_free(hallu_buffer *b);
 static inline float *hallu_buffer_f32(const hallu_buffer *b) { return (float *)b->data; }
 
+/* "fp32" | "bf16" -> precision; a named error otherwise. */
+hallu_status hallu_precision_parse(const char *name, hallu_precision *out, hallu_error *err);
+const char *hallu_precision_name(hallu_precision p);
+/* Convolutions planned from now on compute in `precision`. bf16 needs bf16
+ * instructions (AVX512-BF16 or AMX on x86): without them, a named error
+ * saying what the CPU lacks, never a slow emulation. */
+hallu_status hallu_backend_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err);
 /* Test-only fault hook of the cpu-isolated backend: the `nth_op`-th op (1 =
  * the next) or the `nth_alloc`-th allocation from now fails as a real failure
  * would (0 = never). HALLU_ERR_UNSUPPORTED on other backends. */

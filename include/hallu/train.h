@@ -91,6 +91,9 @@ typedef struct hallu_train_config {
                                   * holding only config/metrics (stopped before its first
                                   * checkpoint) starts again from step 0 */
     int64_t stop_after_steps;    /* > 0: behave as if interrupted after this many steps (tests) */
+    const char *precision;       /* "fp32" (NULL) | "bf16": convolutions with bf16 products and fp32
+                                  * accumulation (hallu_backend_set_precision); recorded in the config
+                                  * (a resume keeps it) when not fp32 */
     const char *device;          /* backend (hallu_backend_create): NULL/"" = "cpu"; not part of the
                                   * recorded config: a run may resume on another device */
     /* data parallelism */

@@ -235,6 +235,8 @@ int cmd_train(int argc, char **argv)
         { "seed", CLI_ARG_INT, &seed, "random seed (same seed + threads = same result, bit for bit)" },
         { "threads", CLI_ARG_INT, &c.threads, "compute threads (0 = all cores)" },
         { "device", CLI_ARG_STR, &c.device, CLI_DEVICE_HELP },
+        { "precision", CLI_ARG_STR, &c.precision, "fp32 | bf16: convolutions with bf16 products and fp32 accumulation "
+          "(needs AVX512-BF16 or AMX); weights, optimizer, batch norm and losses stay fp32" },
         { "workers", CLI_ARG_INT, &c.workers, "data loading threads (per rank)" },
         { "comm", CLI_ARG_STR, &comm_name, "data-parallel communicator: auto (mpi when started by mpirun, else "
           "single) | single | mpi | nccl; run N ranks with mpirun -np N hallu train ... (README)" },

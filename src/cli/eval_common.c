@@ -15,6 +15,7 @@ void cli_backbone_args_default(cli_backbone_args *a)
     a->batch_size = 256;
     a->workers = 4;
     a->device = cli_default_device();
+    a->precision = "fp32";
 }
 
 int cli_backbone_check(const cli_backbone_args *a, const char *cmd)
@@ -57,6 +58,10 @@ int cli_backbone_open(cli_backbone *bb, const cli_backbone_args *a)
         fprintf(stderr, "error: --device %s: %s\n", a->device, err.msg);
         return s == HALLU_ERR_INVALID_ARG ? 2 : 1;
     }
+    hallu_precision precision = HALLU_PRECISION_FP32;
+    s = hallu_precision_parse(a->precision, &precision, &err);
+    if (s == HALLU_OK)   /* before any convolution is planned */
+        s = hallu_backend_set_precision(bb->be, precision, &err);
     if (s == HALLU_OK)
         s = a->checkpoint ? hallu_checkpoint_load_backbone(a->checkpoint, bb->be, &bb->cfg, &bb->ps, &bb->net, &err)
                           : hallu_eval_load_weights(a->weights, a->arch, a->stem, bb->be, &bb->cfg, &bb->ps, &bb->net, &err);

@@ -17,6 +17,7 @@ typedef struct cli_backbone_args {
     int batch_size;             /* images per backbone forward */
     int threads, workers;
     const char *device;         /* backend name (--device; cli_default_device()) */
+    const char *precision;      /* fp32 | bf16 (--precision) */
 } cli_backbone_args;
 
 void cli_backbone_args_default(cli_backbone_args *a);
@@ -34,6 +35,8 @@ void cli_backbone_args_default(cli_backbone_args *a);
       "(shorter side to N*8/7, antialiased bilinear) and centre-cropped to NxN" },                               \
     { "mean-std", CLI_ARG_STR, &(a)->mean_std, "input normalisation: cifar | imagenet (as in training)" },           \
     { "device", CLI_ARG_STR, &(a)->device, CLI_DEVICE_HELP },                                                        \
+    { "precision", CLI_ARG_STR, &(a)->precision, "fp32 | bf16: convolutions with bf16 products, fp32 accumulation "   \
+      "(needs AVX512-BF16 or AMX)" },                                                                                  \
     { "threads", CLI_ARG_INT, &(a)->threads, "compute threads (0 = all cores)" },                                    \
     { "workers", CLI_ARG_INT, &(a)->workers, "data loading threads" }
 

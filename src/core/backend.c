@@ -146,6 +146,31 @@ void hallu_buffer_free(hallu_buffer *b)
         memset(b, 0, sizeof *b);
 }
 
+const char *hallu_precision_name(hallu_precision p)
+{
+    return p == HALLU_PRECISION_BF16 ? "bf16" : "fp32";
+}
+
+hallu_status hallu_precision_parse(const char *name, hallu_precision *out, hallu_error *err)
+{
+    if (name && strcmp(name, "fp32") == 0)
+        *out = HALLU_PRECISION_FP32;
+    else if (name && strcmp(name, "bf16") == 0)
+        *out = HALLU_PRECISION_BF16;
+    else
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "--precision %s: expected fp32 or bf16", name ? name : "");
+    return HALLU_OK;
+}
+
+hallu_status hallu_backend_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err)
+{
+    if (be->ops->set_precision)
+        return be->ops->set_precision(be, precision, err);
+    return precision == HALLU_PRECISION_FP32 ? HALLU_OK
+        : hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "--precision %s: backend %s computes in fp32 only",
+                          hallu_precision_name(precision), be->ops->name);
+}
+
 hallu_status hallu_backend_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)
 {
     if (!be || !be->ops->inject_fault)

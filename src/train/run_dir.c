@@ -156,6 +156,13 @@ hallu_status train_write_config(train_run *run, hallu_error *err)
         run->ssl_cfg.queue_size, run->ssl_cfg.momentum, run->ssl_cfg.bn_splits, run->ssl_cfg.proj_dim, data, c->train_subset, arch, stem,
         c->zero_init_residual, crop, opt, c->epochs, c->batch_size, c->warmup_epochs, c->lr, c->momentum, c->weight_decay,
         (unsigned long long)c->seed, c->threads, run->image_h, run->image_w);
+    /* Recorded only when not the default, so that earlier runs' configs read as before. */
+    char extra[96] = "";
+    int bf16 = c->precision && strcmp(c->precision, "fp32") != 0;
+    snprintf(extra, sizeof extra, "%s%s%.16s%s", c->sync_bn ? ", \"sync_bn\": 1" : "", bf16 ? ", \"precision\": \"" : "",
+             bf16 ? c->precision : "", bf16 ? "\"" : "");
+    if (extra[0] && n > 0 && (size_t)n < sizeof run->config_json)   /* before the closing brace */
+        n = n - 1 + snprintf(run->config_json + n - 1, sizeof run->config_json - (size_t)(n - 1), "%s}", extra);
     if (n < 0 || (size_t)n >= sizeof run->config_json)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "config too long to record (data spec '%s'?)", c->data);
     if (run->resuming || !train_is_root(run))   /* rank 0 writes the run's files */

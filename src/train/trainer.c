@@ -180,6 +180,11 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
     if (s != HALLU_OK)
         return hallu_error_prefix(err, s, "--device %s", c->device ? c->device : "cpu");
     s = train_fault_setup(run, err);
+    hallu_precision precision = HALLU_PRECISION_FP32;
+    if (s == HALLU_OK && c->precision && c->precision[0])
+        s = hallu_precision_parse(c->precision, &precision, err);
+    if (s == HALLU_OK)   /* before the model plans its convolutions */
+        s = hallu_backend_set_precision(run->be, precision, err);
     if (s == HALLU_OK)
         s = hallu_ssl_create(&run->ssl, &run->ssl_cfg, &run->ps, run->be, err);
     if (s == HALLU_OK)

@@ -2,6 +2,7 @@
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Each allocation carries its size in a header one alignment unit long, so that
@@ -83,6 +84,38 @@ static void cpu_destroy(hallu_backend *be)
     hallu_free(be);
 }
 
+static const char *cpu_isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+
+/* bf16 products need bf16 instructions: oneDNN's effective ISA (which
+ * ONEDNN_MAX_CPU_ISA can cap) must include AVX512-BF16 (AMX implies it). */
+static hallu_status cpu_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err)
+{
+    if (precision == HALLU_PRECISION_BF16) {
+        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+        if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
+            return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "--precision bf16: this CPU has no bf16 instructions "
+                                   "(AVX512-BF16 or AMX; oneDNN's ISA here is %s%s); bf16 would run emulated, slower "
+                                   "than fp32: use --precision fp32", cpu_isa_name(isa),
+                                   getenv("ONEDNN_MAX_CPU_ISA") || getenv("DNNL_MAX_CPU_ISA")
+                                       ? ", capped by ONEDNN_MAX_CPU_ISA" : "");
+    }
+    cpu_impl_of(be)->precision = precision;
+    return HALLU_OK;
+}
+
 static const hallu_backend_ops cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
@@ -94,6 +127,7 @@ static const hallu_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .fill = cpu_fill,
     .memory = cpu_memory,
+    .set_precision = cpu_set_precision,
     .conv2d_plan_create = cpu_conv2d_plan_create,
     .conv2d_plan_free = cpu_conv2d_plan_free,
     .conv2d_forward = cpu_conv2d_forward,

@@ -8,7 +8,13 @@
  * buffers shared by all plans. 1x1 convolutions run on NHWC directly (equally
  * fast there). Weights are reordered from PyTorch's OIHW into the primitives'
  * layout every call (they change every step; the reorder is tiny), and the
- * weight gradient is reordered back with a sum post-op, which gives dw += . */
+ * weight gradient is reordered back with a sum post-op, which gives dw += .
+ *
+ * bf16 plans (impl->precision, issue 28): the primitives take bf16 source,
+ * weights and output gradient and give fp32 output, input gradient and weight
+ * gradient (fp32 accumulation, as autocast); every activation stays NHWC
+ * (oneDNN's AMX kernels take it), so the boundary "reorders" are the fp32 ->
+ * bf16 roundings of x, dy and the weights, and no Winograd or GEMM path. */
 #include "backend/cpu/cpu_internal.h"
 
 #include <string.h>
@@ -31,6 +37,8 @@ struct hallu_conv2d_plan {
     cpu_impl *impl;
     cpu_prim fwd, bwd_data, bwd_weights;
     act_port in, out, in_grad;     /* src, dst/diff_dst, diff_src */
+    act_port out_grad;             /* bf16 plans: diff_dst (out is the fp32 dst) */
+    int bf16;
     cpu_prim w_to_fwd, w_to_bwd;   /* .prim NULL when oneDNN takes OIHW as is */
     cpu_prim dw_accumulate;        /* diff weights (oneDNN layout) -> user OIHW, dst += */
     dnnl_memory_t w_user, w_fwd, w_bwd, dw_prim, dw_user;
@@ -43,7 +51,9 @@ struct hallu_conv2d_plan {
 
 typedef struct conv_mds {
     dnnl_memory_desc_t src_user, dst_user, src_any, dst_any, w_user, w_any;
+    dnnl_memory_desc_t dsrc_any, dw_any, ddst_bf16;   /* backward: diff_src, diff_weights, bf16 diff_dst */
     const dnnl_memory_desc_t *src, *dst;   /* the forward primitive's choice */
+    const dnnl_memory_desc_t *ddst;        /* the backward passes' diff_dst */
 } conv_mds;
 
 #define GEOM_FMT "n=%d h=%d w=%d cin=%d cout=%d k=%d stride=%d pad=%d"
@@ -96,6 +106,7 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     port_free(&plan->in);
     port_free(&plan->out);
     port_free(&plan->in_grad);
+    port_free(&plan->out_grad);
     mem_free(plan->w_user);
     mem_free(plan->w_fwd);
     mem_free(plan->w_bwd);
@@ -213,14 +224,18 @@ static hallu_status mds_init(hallu_conv2d_plan *plan, conv_mds *md, hallu_error 
     const hallu_conv2d_geom *g = &plan->g;
     dnnl_dims_t src = { g->n, g->cin, g->h, g->w }, dst = { g->n, g->cout, g->oh, g->ow };
     dnnl_dims_t wts = { g->cout, g->cin, g->k, g->k };
-    /* 1x1 kernels are as fast on NHWC, so they skip the boundary reorders. */
-    dnnl_format_tag_t act = g->k > 1 ? dnnl_format_tag_any : dnnl_nhwc;
+    /* 1x1 kernels are as fast on NHWC, so they skip the boundary reorders; bf16 plans stay NHWC. */
+    dnnl_format_tag_t act = g->k > 1 && !plan->bf16 ? dnnl_format_tag_any : dnnl_nhwc;
+    dnnl_data_type_t in_t = plan->bf16 ? dnnl_bf16 : dnnl_f32;   /* what the products read */
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->src_user, 4, src, dnnl_f32, dnnl_nhwc), "src memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->dst_user, 4, dst, dnnl_f32, dnnl_nhwc), "dst memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->src_any, 4, src, dnnl_f32, act), "src memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->src_any, 4, src, in_t, act), "src memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->dst_any, 4, dst, dnnl_f32, act), "dst memory desc");
     DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->w_user, 4, wts, dnnl_f32, dnnl_oihw), "weight memory desc");
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->w_any, 4, wts, dnnl_f32, dnnl_format_tag_any), "weight memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->w_any, 4, wts, in_t, dnnl_format_tag_any), "weight memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->dsrc_any, 4, src, dnnl_f32, act), "diff_src memory desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->dw_any, 4, wts, dnnl_f32, dnnl_format_tag_any), "diff weights desc");
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&md->ddst_bf16, 4, dst, dnnl_bf16, dnnl_nhwc), "diff_dst memory desc");
     return HALLU_OK;
 }
 
@@ -250,6 +265,7 @@ static hallu_status build_forward(hallu_conv2d_plan *plan, conv_mds *md, dnnl_pr
         return s;
     md->src = dnnl_primitive_desc_query_md(*fwd_pd, dnnl_query_src_md, 0);
     md->dst = dnnl_primitive_desc_query_md(*fwd_pd, dnnl_query_dst_md, 0);
+    md->ddst = plan->bf16 ? &md->ddst_bf16 : md->dst;
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(*fwd_pd, dnnl_query_weights_md, 0);
     if ((s = port_init(plan, &plan->in, 0, &md->src_user, md->src, err)) != HALLU_OK ||
         (s = port_init(plan, &plan->out, 1, &md->dst_user, md->dst, err)) != HALLU_OK ||
@@ -268,8 +284,8 @@ static hallu_status build_backward_data(hallu_conv2d_plan *plan, const conv_mds 
     dnnl_convolution_desc_t desc;
     /* diff_src gets its own choice: with few input channels the forward takes
      * plain NCHW, for which only the reference backward-data kernel exists. */
-    DNNL_TRY(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &md->src_any, &md->w_any,
-                                                      md->dst, strides, pad, pad),
+    DNNL_TRY(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &md->dsrc_any, &md->w_any,
+                                                      md->ddst, strides, pad, pad),
              "backward-data convolution descriptor");
     dnnl_primitive_desc_t pd;
     hallu_status s = pd_create(plan, &pd, &desc, fwd_pd, "backward-data primitive descriptor", err);
@@ -278,6 +294,8 @@ static hallu_status build_backward_data(hallu_conv2d_plan *plan, const conv_mds 
     const dnnl_memory_desc_t *want = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *diff_src = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_src_md, 0);
     s = port_init(plan, &plan->in_grad, 0, &md->src_user, diff_src, err);
+    if (s == HALLU_OK && plan->bf16)   /* dy rounded to bf16 on its way in */
+        s = port_init(plan, &plan->out_grad, 1, &md->dst_user, md->ddst, err);
     if (s == HALLU_OK)
         s = weights_for(plan, want, &md->w_user, &plan->w_to_bwd, &plan->w_bwd, &plan->w_bwd_buf, err);
     if (s != HALLU_OK) {
@@ -293,8 +311,9 @@ static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_m
     const hallu_conv2d_geom *g = &plan->g;
     dnnl_dims_t strides = { g->stride, g->stride }, pad = { g->pad, g->pad };
     dnnl_convolution_desc_t desc;
-    DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, md->src, &md->w_any,
-                                                         NULL, md->dst, strides, pad, pad),
+    DNNL_TRY(dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, md->src,
+                                                         plan->bf16 ? &md->dw_any : &md->w_any, NULL, md->ddst,
+                                                         strides, pad, pad),
              "backward-weights convolution descriptor");
     dnnl_primitive_desc_t pd;
     hallu_status s = pd_create(plan, &pd, &desc, fwd_pd, "backward-weights primitive descriptor", err);
@@ -312,7 +331,8 @@ static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_m
 
 static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
 {
-    plan->use_wino = cpu_wino_wanted(&plan->g);
+    plan->bf16 = plan->impl->precision == HALLU_PRECISION_BF16;
+    plan->use_wino = !plan->bf16 && cpu_wino_wanted(&plan->g);
     if (plan->use_wino)
         return cpu_wino_init(plan->impl, &plan->g, &plan->wino, err);
     conv_mds md;
@@ -325,7 +345,7 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     s = build_forward(plan, &md, &fwd_pd, err);
     if (s == HALLU_OK)
         s = build_backward_data(plan, &md, fwd_pd, err);
-    plan->use_gemm_dw = cpu_conv_gemm_wanted(&plan->g);
+    plan->use_gemm_dw = !plan->bf16 && cpu_conv_gemm_wanted(&plan->g);
     if (s == HALLU_OK)
         s = plan->use_gemm_dw ? cpu_conv_gemm_init(plan->impl, &plan->g, &plan->gemm, err)
                               : build_backward_weights(plan, &md, fwd_pd, err);
@@ -470,7 +490,8 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
         return;
     }
     int onednn_dw = dw && !plan->use_gemm_dw;
-    dnnl_memory_t ddst = dx || onednn_dw ? port_in(plan, &plan->out, dy) : NULL;
+    act_port *grad_port = plan->bf16 ? &plan->out_grad : &plan->out;
+    dnnl_memory_t ddst = dx || onednn_dw ? port_in(plan, grad_port, dy) : NULL;
     if (dx)
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)

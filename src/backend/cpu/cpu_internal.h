@@ -36,6 +36,8 @@ typedef struct cpu_impl {
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
+    /* Precision of the convolution plans created from now on (set_precision). */
+    hallu_precision precision;
     /* Device memory handed out by cpu_alloc: now and at most. */
     size_t bytes_live, bytes_peak;
 } cpu_impl;

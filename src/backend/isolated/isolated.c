@@ -140,6 +140,11 @@ static void iso_memory(hallu_backend *be, size_t *live, size_t *peak)
     inner_of(be)->ops->memory(inner_of(be), live, peak);
 }
 
+static hallu_status iso_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err)
+{
+    return hallu_backend_set_precision(inner_of(be), precision, err);
+}
+
 static hallu_status iso_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)
 {
     if (nth_op < 0 || nth_alloc < 0)
@@ -597,6 +602,7 @@ static const hallu_backend_ops iso_ops = {
     .fill = iso_fill,
     .memory = iso_memory,
     .inject_fault = iso_inject_fault,
+    .set_precision = iso_set_precision,
     .conv2d_plan_create = iso_conv2d_plan_create,
     .conv2d_plan_free = iso_conv2d_plan_free,
     .conv2d_forward = iso_conv2d_forward,
