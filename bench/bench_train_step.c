@@ -11,6 +11,10 @@
  * Images/s are batch / median step time, on every side. Memory: hallu's device
  * memory planned for the step, and each side's peak RSS (the PyTorch child's
  * holds both layouts' models and steps, and Python).
+ * bf16 (issue 28): hallu with --precision bf16 and PyTorch under bf16
+ * autocast run in the same rounds where the CPU has bf16 instructions; their
+ * fraction is of this machine's bf16 peak, measured through the backend (a
+ * 1x1 bf16 convolution of 4096 x 2048 x 2048, i.e. a GEMM).
  * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
 #include "hallu/models.h"
 #include "hallu/optim.h"
@@ -64,6 +68,44 @@ static double sgemm_gflops(hallu_backend *be)
     return best;
 }
 
+/* The machine's bf16 product speed through the backend (bf16 convolution
+ * plan, AMX or AVX512-BF16 by oneDNN): a 1x1 convolution is a GEMM of
+ * (n h w) x cin x cout; best of three; 0 when bf16 is unavailable. */
+static double bf16_gflops(int threads)
+{
+    hallu_error err;
+    hallu_backend *be = NULL;
+    if (hallu_backend_cpu_create(&be, threads, &err) != HALLU_OK)
+        return 0;
+    double best = 0;
+    hallu_conv2d_geom g;
+    hallu_conv2d_plan *plan = NULL;
+    if (hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK &&
+        hallu_conv2d_geom_init(&g, 64, 8, 8, 2048, 2048, 1, 1, 0, &err) == HALLU_OK &&
+        be->ops->conv2d_plan_create(be, &g, &plan, &err) == HALLU_OK) {
+        size_t nx = (size_t)64 * 8 * 8 * 2048, nw = (size_t)2048 * 2048;
+        float *x = be->ops->alloc(be, nx * 4, "bench x", &err), *w = be->ops->alloc(be, nw * 4, "bench w", &err);
+        float *y = be->ops->alloc(be, nx * 4, "bench y", &err);
+        if (x && w && y) {
+            be->ops->fill(be, x, 0.5f, (int64_t)nx);
+            be->ops->fill(be, w, 0.25f, (int64_t)nw);
+            be->ops->conv2d_forward(plan, y, x, w);
+            for (int r = 0; r < 3; r++) {
+                double t0 = hallu_now();
+                be->ops->conv2d_forward(plan, y, x, w);
+                double gf = 2.0 * (double)nx * 2048 / (hallu_now() - t0) / 1e9;
+                best = gf > best ? gf : best;
+            }
+        }
+        if (x) be->ops->release(be, x);
+        if (w) be->ops->release(be, w);
+        if (y) be->ops->release(be, y);
+        be->ops->conv2d_plan_free(plan);
+    }
+    hallu_backend_free(be);
+    return best;
+}
+
 /* Peak resident set size in MiB of this process (RUSAGE_SELF) or of its
  * waited-for children (RUSAGE_CHILDREN). */
 static double peak_rss_mib(int who)
@@ -112,7 +154,8 @@ typedef struct hallu_side {
     int batch;
 } hallu_side;
 
-static void hallu_side_create(hallu_side *h, int batch, int threads)
+/* 0, or -1 (message printed) when the precision is unavailable here. */
+static int hallu_side_create(hallu_side *h, int batch, int threads, hallu_precision precision)
 {
     hallu_error err;
     hallu_resnet_config cfg;
@@ -123,7 +166,17 @@ static void hallu_side_create(hallu_side *h, int batch, int threads)
     hallu_optim_config_default(&oc, HALLU_OPTIM_SGD);
     oc.momentum = 0.9;
     oc.weight_decay = 5e-4;
-    if (hallu_backend_cpu_create(&h->be, threads, &err) || hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
+    if (hallu_backend_cpu_create(&h->be, threads, &err)) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
+    }
+    if (hallu_backend_set_precision(h->be, precision, &err) != HALLU_OK) {
+        printf("hallu  %s: %s\n", hallu_precision_name(precision), err.msg);
+        hallu_backend_free(h->be);
+        h->be = NULL;
+        return -1;
+    }
+    if (hallu_resnet_parse_arch("resnet18", "cifar", &cfg, &err) ||
         hallu_classifier_create(&h->clf, &cfg, 10, &h->ps, &err) || hallu_params_alloc(&h->ps, h->be, &err) ||
         hallu_classifier_plan(&h->clf, h->be, batch, 32, 32, &err) ||
         hallu_optimizer_create(&h->opt, &oc, &h->ps, &err) || hallu_classifier_init_weights(&h->clf, &h->ps, 0, &err)) {
@@ -145,6 +198,7 @@ static void hallu_side_create(hallu_side *h, int batch, int threads)
         exit(1);
     }
     free(x);
+    return 0;
 }
 
 /* One training step; returns its wall time in seconds. */
@@ -262,55 +316,79 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_train_step [BATCH>=1] [THREADS>=1] [STEPS>=1] [--no-torch]\n");
         return 2;
     }
-    hallu_side h;
-    hallu_side_create(&h, batch, threads);
+    hallu_side h, hb;
+    hallu_side_create(&h, batch, threads, HALLU_PRECISION_FP32);
     size_t live = 0, planned = 0;   /* everything the step uses is allocated by now */
     hallu_backend_memory(h.be, &live, &planned);
+    int bf16 = hallu_side_create(&hb, batch, threads, HALLU_PRECISION_BF16) == 0;
     torch_side t = { 0, NULL, NULL };
     if (torch && torch_side_start(&t, batch, threads) != 0) {
         perror("bench: starting bench_train_torch.py");
         return 1;
     }
-    static const char *layouts[2] = { "nchw", "channels_last" };
-    double *secs = malloc(sizeof(double) * 3 * steps);
+    /* sides: hallu fp32, hallu bf16, then PyTorch's layouts (bf16 ones where the CPU has bf16) */
+    static const char *layouts[4] = { "nchw", "channels_last", "nchw_bf16", "channels_last_bf16" };
+    int nlayouts = torch ? (bf16 ? 4 : 2) : 0;
+    double *secs = calloc((size_t)6 * steps, sizeof(double));
     for (int s = -1; s < steps; s++) {   /* round -1 is warm-up */
-        double sh = hallu_side_step(&h), st[2] = { 0, 0 };
-        for (int l = 0; torch && l < 2; l++) {
+        double sh = hallu_side_step(&h), shb = 0, st[4] = { 0, 0, 0, 0 };
+        if (bf16) {
+            settle();
+            shb = hallu_side_step(&hb);
+        }
+        for (int l = 0; l < nlayouts; l++) {
             settle();
             st[l] = torch_side_step(&t, layouts[l]);
         }
         settle();
         if (s >= 0) {
             secs[s] = sh;
-            secs[steps + s] = st[0];
-            secs[2 * steps + s] = st[1];
+            secs[steps + s] = shb;
+            for (int l = 0; l < 4; l++)
+                secs[(2 + l) * steps + s] = st[l];
         }
     }
     double rss_hallu = peak_rss_mib(RUSAGE_SELF);   /* before the GEMM measurement's matrices */
-    double peak = sgemm_gflops(h.be);
-    double ips = batch / median(secs, steps);
+    double peak = sgemm_gflops(h.be), peak_bf16 = bf16 ? bf16_gflops(threads) : 0;
+    double ips = batch / median(secs, steps), ips_bf16 = bf16 ? batch / median(secs + steps, steps) : 0;
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
     printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
+    if (bf16)
+        printf("machine bf16 products (a 1x1 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
+               threads, peak_bf16);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);
+    if (bf16)
+        printf("hallu  bf16 (--precision bf16): %.1f images/s = %.0f%% of the bf16 peak; bf16 / fp32 = %.2fx\n",
+               ips_bf16, 100.0 * ips_bf16 * step_flops / 1e9 / peak_bf16, ips_bf16 / ips);
     int rc = 0;
     if (torch) {
         const char *tunables = torch_glibc_tunables();
+        double best_torch = 0;
         printf("torch  malloc: GLIBC_TUNABLES=%s\n", tunables ? tunables : "(unset: glibc defaults)");
-        for (int l = 0; l < 2; l++) {
-            double tips = batch / median(secs + (l + 1) * steps, steps);
-            printf("torch  %-13s %.1f images/s = %.0f%% of sgemm peak; hallu / torch = %.2fx\n", layouts[l], tips,
-                   100.0 * tips * step_flops / 1e9 / peak, ips / tips);
+        for (int l = 0; l < nlayouts; l++) {
+            double tips = batch / median(secs + (l + 2) * steps, steps);
+            int lb = l >= 2;
+            best_torch = tips > best_torch ? tips : best_torch;
+            printf("torch  %-18s %.1f images/s = %.0f%% of the %s peak; hallu fp32 / torch = %.2fx", layouts[l], tips,
+                   100.0 * tips * step_flops / 1e9 / (lb ? peak_bf16 : peak), lb ? "bf16" : "sgemm", ips / tips);
+            if (bf16)
+                printf(", hallu bf16 / torch = %.2fx", ips_bf16 / tips);
+            printf("\n");
         }
+        if (bf16)
+            printf("hallu bf16 / best torch configuration = %.2fx\n", ips_bf16 / best_torch);
         rc = torch_side_stop(&t);
     }
     printf("memory hallu: %.1f MiB device memory planned for the step, peak RSS %.1f MiB", (double)planned / (1 << 20),
            rss_hallu);
     if (torch)
-        printf("; torch: peak RSS %.1f MiB (both layouts)", peak_rss_mib(RUSAGE_CHILDREN));
+        printf("; torch: peak RSS %.1f MiB (all layouts)", peak_rss_mib(RUSAGE_CHILDREN));
     printf("\n");
     free(secs);
     hallu_side_free(&h);
+    if (bf16)
+        hallu_side_free(&hb);
     return rc;
 }

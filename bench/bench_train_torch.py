@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PyTorch peer of bench_train_step: one training step of ResNet-18 (CIFAR stem,
-32x32, batch B, fp32) = forward + cross-entropy + backward + SGD, at T threads,
-in the default NCHW layout and in channels_last; images/s = batch / median step
+32x32, batch B) = forward + cross-entropy + backward + SGD, at T threads, in
+fp32 and under bf16 autocast, each in the default NCHW layout and in
+channels_last; images/s = batch / median step
 time, as bench_train_step computes hallu's. Prints one line per layout:
   torch <layout> <images/s>
 Usage: bench_train_torch.py BATCH THREADS STEPS WARMUP
@@ -22,7 +23,7 @@ import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402
 
 
-LAYOUTS = ("nchw", "channels_last")
+LAYOUTS = ("nchw", "channels_last", "nchw_bf16", "channels_last_bf16")   # _bf16: torch.autocast("cpu", bfloat16)
 
 
 def model_cifar():
@@ -37,6 +38,8 @@ class Peer:
 
     def __init__(self, layout, batch):
         torch.manual_seed(0)
+        self.bf16 = layout.endswith("_bf16")
+        layout = layout.replace("_bf16", "")
         self.model = model_cifar()
         self.x = torch.randn(batch, 3, 32, 32)
         self.y = torch.randint(0, 10, (batch,))
@@ -50,7 +53,8 @@ class Peer:
         """One training step; returns its wall time in seconds."""
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            loss = nn.functional.cross_entropy(self.model(self.x), self.y)
         loss.backward()
         self.opt.step()
         return time.perf_counter() - t0

@@ -14,7 +14,17 @@
  * within rounding of its kink does not decide the outcome.
  * Runs on the test backend (HALLU_TEST_DEVICE): views are uploaded, gradients
  * and parameters downloaded, and the SGD steps run on a staged host copy.
- * Usage: parity_ssl DIR (holding ref_ssl_<name>.safetensors) */
+ * --bf16 (issue 28): the backend computes convolutions in bf16 and the
+ * peer is PyTorch's bf16 autocast step on the same weights and views
+ * (tools/ref_ssl_bf16.py). The first step's loss must be within 1e-2 of
+ * PyTorch's bf16 loss. Gradients: on these small batches bf16's rounding
+ * moves the deep layers' gradients far from the exact fp32 ones, PyTorch's
+ * own by 30-80% (their gradient is a small difference of large terms), and two
+ * bf16 implementations round at different places, so each gradient's error
+ * against the exact reference must stay within 2 x PyTorch autocast's error
+ * + 1e-3 (as accurate as autocast); both figures are printed. Skipped (77) on
+ * a CPU without bf16 instructions.
+ * Usage: parity_ssl DIR [--bf16] (DIR holding ref_ssl[_bf16]_<name>.safetensors) */
 #include "check.h"
 #include "test_backend.h"
 #include "testutil.h"
@@ -32,15 +42,26 @@ static const char *const configs[] = {
     "simclr", "simclr_hal", "mocov1", "mocov1_hal", "mocov2", "mocov2_hal", "simsiam", "simsiam_hal",
     "simclr_hal_residual_mask", "mocov2_hal_enqdup", "simsiam_hal_residual",
 };
+static const char *const bf16_configs[] = { "simclr_hal", "mocov2_hal", "simsiam_hal" };
+
+/* The mode's file prefix, tolerances (gradients, loss) and steps compared. */
+static const char *file_prefix = "ref_ssl_";
+static int bf16_mode;
+static double worst_ratio;   /* bf16: hallu's gradient error / PyTorch autocast's, worst tensor */
+static double tol_grad = TOL, tol_loss = TOL, worst_loss;
+static int steps_compared = 3;
 
 static double worst;
 
 static int compare(const char *cfg, const char *name, const float *got, const float *want, int64_t n, double floor)
 {
     tu_diff d = tu_compare_ff(got, want, (size_t)n, floor);
-    double rel = d.rel, maxabs = d.maxabs;
-    int ok = rel <= TOL && isfinite(rel);
-    worst = rel > worst ? rel : worst;
+    double rel = d.rel, maxabs = d.maxabs, tol = floor >= 1.0 ? tol_loss : tol_grad;
+    int ok = rel <= tol && isfinite(rel);
+    if (floor >= 1.0)
+        worst_loss = rel > worst_loss ? rel : worst_loss;
+    else
+        worst = rel > worst ? rel : worst;
     printf("  %-24s %-52s rel %.2e  maxabs %.2e%s\n", cfg, name, rel, maxabs, ok ? "" : "  FAIL");
     return ok;
 }
@@ -157,6 +178,40 @@ static hallu_status sgd(run *r, double lr, double momentum, double wd, hallu_err
 
 /* Every trainable tensor of `flat` (a host copy of ps.grad or ps.param)
  * against the reference's prefix + name. */
+/* bf16: each gradient's distance from the exact reference (st) against
+ * PyTorch autocast's (peer). */
+static int compare_bf16(const char *cfg, const run *r, const float *flat, const hallu_safetensors *st,
+                        const hallu_safetensors *peer)
+{
+    int ok = 1;
+    for (int i = 0; i < r->ps.num_trainable; i++) {
+        const hallu_tensor_info *t = &r->ps.trainable[i];
+        char name[HALLU_NAME_MAX + 16];
+        snprintf(name, sizeof name, "grad.%s", t->name);
+        const hallu_st_tensor *exact = hallu_safetensors_find(st, name), *torch = hallu_safetensors_find(peer, name);
+        if (!exact || !torch || exact->numel != t->numel || torch->numel != t->numel) {
+            printf("  %-24s %s missing in a reference  FAIL\n", cfg, name);
+            ok = 0;
+            continue;
+        }
+        float *want = malloc((size_t)t->numel * sizeof(float)), *tb = malloc((size_t)t->numel * sizeof(float));
+        memcpy(want, exact->data, (size_t)t->numel * sizeof(float));
+        memcpy(tb, torch->data, (size_t)t->numel * sizeof(float));
+        double eh = tu_compare_ff(flat + t->offset, want, (size_t)t->numel, 1e-12).rel;
+        double et = tu_compare_ff(tb, want, (size_t)t->numel, 1e-12).rel;
+        double eht = tu_compare_ff(flat + t->offset, tb, (size_t)t->numel, 1e-12).rel;
+        int good = isfinite(eh) && eh <= 2 * et + 1e-3;
+        ok &= good;
+        worst_ratio = et > 0 && eh / et > worst_ratio ? eh / et : worst_ratio;
+        worst = eht > worst ? eht : worst;
+        printf("  %-24s %-48s from exact: hallu bf16 %.2e, torch bf16 %.2e; hallu vs torch %.2e%s\n", cfg, name, eh,
+               et, eht, good ? "" : "  FAIL");
+        free(want);
+        free(tb);
+    }
+    return ok;
+}
+
 static int compare_trainable(const char *cfg, const run *r, const float *flat, const char *prefix,
                              const hallu_safetensors *st)
 {
@@ -182,7 +237,7 @@ static int compare_trainable(const char *cfg, const run *r, const float *flat, c
 static int run_config(const char *dir, const char *name, hallu_backend *be)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/ref_ssl_%s.safetensors", dir, name);
+    snprintf(path, sizeof path, "%s/%s%s.safetensors", dir, file_prefix, name);
     hallu_error err = { 0 };
     hallu_safetensors st = { 0 };
     run r = { 0 };
@@ -197,7 +252,7 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
     if (s == HALLU_OK)
         s = hallu_safetensors_copy(&st, "loss", HALLU_DTYPE_F32, &loss1, 1, &err);
     hallu_nn_ctx ctx = { .be = be, .ps = &r.ps, .training = 1 };
-    for (int step = 0; step < 3 && s == HALLU_OK; step++) {
+    for (int step = 0; step < steps_compared && s == HALLU_OK; step++) {
         hallu_ssl_stats stats;
         if (step > 0) {
             /* Start from the reference's weights (see tools/ref_ssl.py:
@@ -225,7 +280,22 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
         if (s != HALLU_OK)
             break;
         got[step] = stats.loss;
-        if (step == 0) {
+        if (step == 0 && bf16_mode) {
+            char peer_path[1024];
+            snprintf(peer_path, sizeof peer_path, "%s/ref_ssl_bf16_%s.safetensors", dir, name);
+            hallu_safetensors peer = { 0 };
+            float peer_loss = 0;
+            s = hallu_safetensors_open(&peer, peer_path, &err);
+            if (s == HALLU_OK)
+                s = hallu_safetensors_copy(&peer, "loss", HALLU_DTYPE_F32, &peer_loss, 1, &err);
+            if (s == HALLU_OK) {
+                printf("  %-24s loss hallu bf16 %.6f  torch bf16 %.6f  exact %.6f\n", name, stats.loss, peer_loss,
+                       loss1);
+                ok &= compare(name, "loss (vs torch bf16)", &stats.loss, &peer_loss, 1, 1.0);
+                ok &= compare_bf16(name, &r, r.grad, &st, &peer);
+            }
+            hallu_safetensors_close(&peer);
+        } else if (step == 0) {
             ok &= compare(name, "loss", &stats.loss, &loss1, 1, 1.0);
             ok &= compare_trainable(name, &r, r.grad, "grad.", &st);
         }
@@ -234,10 +304,12 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
         if (s == HALLU_OK)
             s = hallu_backend_check(be, &err);
     }
-    if (s == HALLU_OK) {
+    if (s == HALLU_OK && steps_compared == 3) {
         printf("  %-24s losses hallu %.6f %.6f %.6f  torch %.6f %.6f %.6f\n", name, got[0], got[1], got[2],
                want[0], want[1], want[2]);
         ok &= compare(name, "losses (3 SGD steps)", got, want, 3, 1.0);
+    } else if (s == HALLU_OK) {
+        printf("  %-24s loss hallu %.6f  torch %.6f\n", name, got[0], loss1);
     } else {
         fprintf(stderr, "%s: %s\n", name, err.msg);
         ok = 0;
@@ -254,17 +326,41 @@ static int run_config(const char *dir, const char *name, hallu_backend *be)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s DIR\n", argv[0]);
+    int bf16 = argc == 3 && strcmp(argv[2], "--bf16") == 0;
+    if (argc != 2 && !bf16) {
+        fprintf(stderr, "usage: %s DIR [--bf16]\n", argv[0]);
         return 2;
     }
     hallu_error err = { 0 };
     hallu_backend *be = NULL;
     if (test_backend_create(&be, 2, &err) != HALLU_OK)
         return 1;
-    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++)
-        CHECK_MSG(run_config(argv[1], configs[i], be), "configuration %s", configs[i]);
-    printf("worst relative error %.2e (tolerance %.0e)\n", worst, TOL);
+    const char *const *list = configs;
+    size_t count = sizeof configs / sizeof configs[0];
+    if (bf16) {
+        hallu_status s = hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err);
+        if (s == HALLU_ERR_UNSUPPORTED) {
+            printf("skipped: %s\n", err.msg);
+            hallu_backend_free(be);
+            return 77;
+        }
+        CHECK_OK(s, &err);
+        bf16_mode = 1;
+        tol_grad = 5e-2;
+        tol_loss = 1e-2;
+        steps_compared = 1;
+        list = bf16_configs;
+        count = sizeof bf16_configs / sizeof bf16_configs[0];
+    }
+    for (size_t i = 0; i < count; i++)
+        CHECK_MSG(run_config(argv[1], list[i], be), "configuration %s", list[i]);
+    if (bf16)
+        printf("bf16: worst loss error vs torch bf16 %.2e (tolerance %.0e); worst gradient hallu vs torch bf16 %.2e; "
+               "worst ratio of errors from exact (hallu / torch) %.2f (tolerance 2 + 1e-3 absolute)\n", worst_loss,
+               tol_loss, worst, worst_ratio);
+    else
+        printf("worst relative error: gradients %.2e (tolerance %.0e), losses %.2e (tolerance %.0e)\n", worst, tol_grad,
+               worst_loss, tol_loss);
     hallu_backend_free(be);
     return check_summary();
 }

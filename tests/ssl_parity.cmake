@@ -12,3 +12,13 @@ target_compile_definitions(parity_ssl PRIVATE _POSIX_C_SOURCE=200809L _DEFAULT_S
 target_link_libraries(parity_ssl PRIVATE hallu_testsupport hallu)
 add_test(NAME parity_ssl COMMAND parity_ssl ${_ssl_dir})
 set_tests_properties(parity_ssl PROPERTIES FIXTURES_REQUIRED ssl_ref LABELS parity TIMEOUT 600)
+
+# bf16 (issue 28): PyTorch's bf16 autocast step on the same weights and views
+# (tools/ref_ssl_bf16.py, after ref_ssl.py) against hallu --precision bf16;
+# skipped (77) on a CPU without bf16 instructions.
+add_test(NAME ssl_parity_bf16_ref COMMAND ${HALLU_PY} ${CMAKE_SOURCE_DIR}/tools/ref_ssl_bf16.py ${_ssl_dir})
+set_tests_properties(ssl_parity_bf16_ref PROPERTIES FIXTURES_REQUIRED ssl_ref FIXTURES_SETUP ssl_ref_bf16
+                     LABELS parity TIMEOUT 600)
+add_test(NAME parity_ssl_bf16 COMMAND parity_ssl ${_ssl_dir} --bf16)
+set_tests_properties(parity_ssl_bf16 PROPERTIES FIXTURES_REQUIRED "ssl_ref;ssl_ref_bf16" LABELS parity TIMEOUT 600
+                     SKIP_RETURN_CODE 77)
