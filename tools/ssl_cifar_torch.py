@@ -55,6 +55,11 @@ TEMPERATURE = {"simclr": 0.5, "mocov1": 0.07, "mocov2": 0.2}
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="ImageFolder root with train/ and test/")
+    p.add_argument("--amp", default="none", choices=["none", "bf16"],
+                   help="bf16: the encoder and heads under torch.autocast(bfloat16) (hallu's --precision bf16 peer)")
+    p.add_argument("--channels-last", action="store_true", help="the model and views in channels_last")
+    p.add_argument("--time-steps", type=int, default=0,
+                   help="N > 0: only time N training steps (no kNN) and print the median images/s of steps 2..N")
     p.add_argument("--method", default="simclr", choices=["simclr", "mocov1", "mocov2", "simsiam"])
     p.add_argument("--hallucinator", action="store_true")
     p.add_argument("--hal-init", default="residual", choices=["reference", "residual"])
@@ -216,6 +221,7 @@ class Method(nn.Module):
     def __init__(self, a):
         super().__init__()
         self.method = a.method
+        self.amp = a.amp == "bf16"
         dim = 512 if a.method == "simsiam" else 128
         self.bn_splits = a.bn_splits if a.method.startswith("moco") else 1
         self.encoder = resnet18_cifar(a.zero_init_residual, self.bn_splits)
@@ -237,6 +243,9 @@ class Method(nn.Module):
             self.ptr, self.m, self.t = 0, a.moco_momentum, self.temperature
 
     def embed(self, x):
+        if self.amp:   # autocast's bf16 ops; the Hallucinator and the loss stay float32
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return self.projector(self.encoder(x)).float()
         return self.projector(self.encoder(x))
 
     def loss(self, v1, v2):
@@ -370,6 +379,9 @@ def epoch_batches(a, n, epoch, skip):
     return [perm[i:i + a.batch_size] for i in range(0, n - a.batch_size + 1, a.batch_size)][skip:]
 
 
+step_seconds = []   # wall time of each training step (forward, backward, update), for --time-steps
+
+
 def train(a, model, train_images, device, log, resumed, floor):
     data = TwoViews(train_images, a.crop == "ccrop")
     fixed = set(map(id, model.predictor.parameters())) if a.fix_pred_lr and a.method == "simsiam" else set()
@@ -379,6 +391,7 @@ def train(a, model, train_images, device, log, resumed, floor):
     opt = torch.optim.SGD([g for g in groups if g["params"]], lr=a.lr, momentum=a.momentum,
                           weight_decay=a.weight_decay)
     per_epoch = len(data) // a.batch_size
+    step_seconds.clear()
     total, step, loss, std = a.epochs * per_epoch, 0, float("nan"), float("nan")
     if resumed is not None:
         opt.load_state_dict(resumed["opt"])
@@ -394,6 +407,9 @@ def train(a, model, train_images, device, log, resumed, floor):
                                              num_workers=a.workers, worker_init_fn=seed_worker,
                                              pin_memory=device.type == "cuda")
         for v1, v2 in loader:
+            if a.channels_last:
+                v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+            t_step = time.perf_counter()
             for group in opt.param_groups:
                 group["lr"] = a.lr if group["fixed_lr"] else a.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
             v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
@@ -401,7 +417,10 @@ def train(a, model, train_images, device, log, resumed, floor):
             opt.zero_grad(set_to_none=True)
             out.backward()
             opt.step()
+            step_seconds.append(time.perf_counter() - t_step)
             step += 1
+            if a.time_steps and step >= a.time_steps:
+                return loss, std
             if step % 10 == 0 or step == total:
                 loss, std = out.item(), collapse_std(z)
                 log(f"epoch {epoch + 1} step {step}/{total} loss {loss:.4f} collapse_std {std:.4f}")
@@ -425,6 +444,16 @@ def main(argv):
         print(f"[{a.tag or a.method}] {msg}", file=sys.stderr, flush=True)
 
     t0 = time.time()
+    if a.time_steps:   # the step's speed only: the data, model and steps, no kNN
+        model = Method(a).to(device)
+        if a.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        train(a, model, load_split(os.path.join(a.data, "train"), a.train_subset)[0], device, log, None, None)
+        times = sorted(step_seconds[1:])
+        print(json.dumps({"method": a.method, "hallucinator": a.hallucinator, "amp": a.amp,
+                          "channels_last": a.channels_last, "batch": a.batch_size, "steps": len(step_seconds),
+                          "images_per_s": a.batch_size / times[len(times) // 2]}), flush=True)
+        return
     train_set = load_split(os.path.join(a.data, "train"), a.train_subset)
     test_set = load_split(os.path.join(a.data, "test"), a.test_subset)
     resumed = load_checkpoint(a)

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""SimCLR + Hallucinator training step, fp32 and bf16, hallu against PyTorch,
+in one invocation (issue 28; not a pass/fail test): hallu train with
+--precision fp32 and bf16 (images/s of each logged step from metrics.jsonl),
+and tools/ssl_cifar_torch.py --time-steps (fp32 and bf16 autocast, NCHW and
+channels_last, glibc huge-page malloc), ResNet-18 CIFAR stem, the same data,
+batch and threads; medians of steps 2..N.
+
+usage: bench/ssl_step_precision.py HALLU CIFAR_DIR [--batch 256] [--steps 5] [--threads 2]
+  CIFAR_DIR: an ImageFolder tree with train/ and test/ (the unpacked cifar10-jpeg.tar.gz)
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def hallu_run(a, precision, work):
+    out = os.path.join(work, precision)
+    cmd = [a.hallu, "train", "--method", "simclr", "--hallucinator", "--data", "imagefolder:" + a.data,
+           "--train-subset", str(a.batch * a.steps), "--batch-size", str(a.batch), "--epochs", "1",
+           "--threads", str(a.threads), "--log-every", "1", "--no-knn-floor", "--knn-k", "10",
+           "--precision", precision, "--out", out]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        print("hallu %s: %s" % (precision, p.stdout.strip().splitlines()[-1]))
+        return None
+    rows = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"loss"' in l]
+    return statistics.median(r["images_per_s"] for r in rows[1:])
+
+
+def torch_run(a, amp, channels_last):
+    cmd = ["/usr/bin/python3", os.path.join(HERE, "..", "tools", "ssl_cifar_torch.py"), "--data", a.data,
+           "--method", "simclr", "--hallucinator", "--train-subset", str(a.batch * a.steps), "--batch-size",
+           str(a.batch), "--threads", str(a.threads), "--time-steps", str(a.steps), "--amp", amp]
+    if channels_last:
+        cmd.append("--channels-last")
+    env = dict(os.environ, GLIBC_TUNABLES=os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"))
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    return json.loads(lines[-1])["images_per_s"] if lines else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("hallu")
+    ap.add_argument("data")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="hallu-ssl-precision-")
+    rows = {"hallu fp32": hallu_run(a, "fp32", work), "hallu bf16": hallu_run(a, "bf16", work)}
+    for amp in ("none", "bf16"):
+        for cl in (False, True):
+            rows["torch %s %s" % ("fp32" if amp == "none" else "bf16 autocast", "channels_last" if cl else "NCHW")] = \
+                torch_run(a, amp, cl)
+    shutil.rmtree(work, ignore_errors=True)
+    print("SimCLR + Hallucinator step, ResNet-18 CIFAR stem, batch %d, %d threads, medians of steps 2..%d:" %
+          (a.batch, a.threads, a.steps))
+    for k, v in rows.items():
+        print("  %-32s %s" % (k, "%.1f images/s" % v if v else "unavailable"))
+    h32, h16 = rows["hallu fp32"], rows["hallu bf16"]
+    torch_best = max((v for k, v in rows.items() if k.startswith("torch") and v), default=None)
+    if h16 and h32:
+        print("  hallu bf16 / hallu fp32 = %.2fx" % (h16 / h32))
+    if h16 and torch_best:
+        print("  hallu bf16 / best PyTorch configuration = %.2fx" % (h16 / torch_best))
+
+
+if __name__ == "__main__":
+    main()
