@@ -1,8 +1,9 @@
-# --precision (issue 28): the named error on a CPU without bf16 instructions,
+# --precision (issue 28): the named error on a CPU without bf16 instructions
+# and bit-exact bf16 resume (tests/precision_check.py),
 # tested by capping oneDNN's ISA; test_conv_bf16 (unit) checks the bf16
 # convolutions where the CPU has them, and skips (77) where it does not.
-add_test(NAME precision_without_bf16
+add_test(NAME precision_checks
          COMMAND ${HALLU_PY} ${CMAKE_CURRENT_SOURCE_DIR}/precision_check.py $<TARGET_FILE:hallu_cli>
                  ${CMAKE_CURRENT_BINARY_DIR}/precision_runs)
-set_tests_properties(precision_without_bf16 PROPERTIES LABELS "cli" TIMEOUT 300)
+set_tests_properties(precision_checks PROPERTIES LABELS "cli" TIMEOUT 300)
 set_tests_properties(test_conv_bf16 PROPERTIES SKIP_RETURN_CODE 77)
