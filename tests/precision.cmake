@@ -1,7 +1,8 @@
-# --precision (issue 28): the named error on a CPU without bf16 instructions
-# and bit-exact bf16 resume (tests/precision_check.py),
-# tested by capping oneDNN's ISA; test_conv_bf16 (unit) checks the bf16
-# convolutions where the CPU has them, and skips (77) where it does not.
+# --precision (issue 28), tests/precision_check.py: the named error on a CPU
+# without bf16 instructions (tested by capping oneDNN's ISA) and bit-exact
+# bf16 resume; test_conv_bf16 (unit) checks the bf16 convolutions where the
+# CPU has them and skips (77) where it does not; parity_ssl_bf16
+# (ssl_parity.cmake) compares a bf16 step with PyTorch's autocast.
 add_test(NAME precision_checks
          COMMAND ${HALLU_PY} ${CMAKE_CURRENT_SOURCE_DIR}/precision_check.py $<TARGET_FILE:hallu_cli>
                  ${CMAKE_CURRENT_BINARY_DIR}/precision_runs)
