@@ -21,7 +21,8 @@ shutil.rmtree(root, ignore_errors=True)
 os.makedirs(root)
 
 if mode == "short":
-    common = ["--data", "synthetic:300", "--batch-size", "50", "--epochs", "1", "--threads", "2", "--seed", "5"]
+    common = ["--data", "synthetic:300", "--batch-size", "50", "--epochs", "1", "--threads", "2", "--seed", "5",
+              "--no-knn-floor"]
     runs = {
         "simclr_hal": ["--method", "simclr"],
         "mocov2_hal_shufflebn": ["--method", "mocov2", "--bn-splits", "2", "--queue-size", "400"],

@@ -16,7 +16,7 @@ if(MPI_C_FOUND AND HALLU_MPIRUN)
                    ${CMAKE_CURRENT_BINARY_DIR}/dist_equivalence)
   add_test(NAME dist_two_hosts
            COMMAND ${HALLU_PY} ${CMAKE_CURRENT_SOURCE_DIR}/dist_check.py $<TARGET_FILE:hallu_cli>
-                   ${CMAKE_CURRENT_BINARY_DIR}/dist_two_hosts --only simclr+hal --also-loopback
+                   ${CMAKE_CURRENT_BINARY_DIR}/dist_two_hosts --only simclr+hal --also-loopback --no-floor
                    --launcher "${CMAKE_CURRENT_SOURCE_DIR}/netns_mpirun.sh --timeout 600 --")
   add_test(NAME dist_faults
            COMMAND ${HALLU_PY} ${CMAKE_CURRENT_SOURCE_DIR}/dist_faults.py $<TARGET_FILE:hallu_cli>

@@ -118,7 +118,7 @@ def scenario_kill9(hallu, work):
 
 
 def scenario_sigint(hallu, work):
-    args = ["--data", "synthetic:480", "--batch-size", "32", "--epochs", "2", "--method", "mocov2",
+    args = ["--data", "synthetic:320", "--batch-size", "32", "--epochs", "2", "--method", "mocov2",
             "--queue-size", "320"]
     full, cut = os.path.join(work, "sigint-full"), os.path.join(work, "sigint-cut")
     rc = mpirun(2, hallu, args, full, full + ".log")
