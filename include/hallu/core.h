@@ -81,6 +81,12 @@ int hallu_get_num_threads(void);
 /* Monotonic wall clock in seconds. */
 double hallu_now(void);
 
+/* FNV-1a 64 of n bytes, continuing from h (start with HALLU_FNV_OFFSET): the
+ * checksum of checkpoints and packed datasets, and the fingerprints ranks
+ * compare. */
+#define HALLU_FNV_OFFSET 0xcbf29ce484222325ULL
+uint64_t hallu_fnv1a64(uint64_t h, const void *data, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -102,9 +102,6 @@ hallu_status hallu_comm_agree(hallu_comm *c, hallu_status mine, hallu_error *err
  * a mismatch names the first rank that differs from rank 0. */
 hallu_status hallu_comm_check_same(hallu_comm *c, uint64_t value, const char *what, hallu_error *err);
 
-/* FNV-1a 64 of bytes, continuing from h (start with HALLU_FNV_OFFSET). */
-#define HALLU_FNV_OFFSET 0xcbf29ce484222325ULL
-uint64_t hallu_fnv1a64(uint64_t h, const void *data, size_t n);
 
 #ifdef __cplusplus
 }

@@ -97,8 +97,6 @@ typedef struct packed_header {
     uint64_t pixels_sum, meta_sum, header_sum;
 } packed_header;
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-uint64_t packed_fnv1a(uint64_t h, const uint8_t *p, size_t n);
 /* Writes the header (with its checksum in bytes 120..127) into b. */
 void packed_header_encode(const packed_header *hd, uint8_t b[HALLU_PACKED_HEADER_BYTES]);
 

@@ -195,7 +195,7 @@ static hallu_status pack_one(pack_state *ps, int64_t i, hallu_error *err)
     if (st != HALLU_OK)
         return st;
     size_t n = (size_t)ps->h * ps->w * 3;
-    ps->pixels_sum = packed_fnv1a(ps->pixels_sum, ps->out, n);
+    ps->pixels_sum = hallu_fnv1a64(ps->pixels_sum, ps->out, n);
     ps->labels[ps->count++] = label;
     return write_bytes(ps, ps->out, n, err);
 }
@@ -234,7 +234,7 @@ static hallu_status write_tail(pack_state *ps, packed_header *hd, const uint8_t 
             le[4 * i + k] = (uint8_t)((uint32_t)ps->labels[i] >> (8 * k));
     if (st == HALLU_OK)
         st = write_bytes(ps, le, (size_t)ps->count * 4, err);
-    hd->meta_sum = packed_fnv1a(packed_fnv1a(FNV_OFFSET, names, hd->names_bytes), le,
+    hd->meta_sum = hallu_fnv1a64(hallu_fnv1a64(HALLU_FNV_OFFSET, names, hd->names_bytes), le,
                                 (size_t)ps->count * 4);
     free(le);
     hd->count = (uint64_t)ps->count;
@@ -308,7 +308,7 @@ hallu_status hallu_packed_write(const hallu_dataset *ds, hallu_split split, cons
                                 hallu_error *err)
 {
     hallu_pack_options defaults = { 0 };
-    pack_state ps = { .ds = ds, .opt = opt ? opt : &defaults, .pixels_sum = FNV_OFFSET };
+    pack_state ps = { .ds = ds, .opt = opt ? opt : &defaults, .pixels_sum = HALLU_FNV_OFFSET };
     if (ps.opt->size < 0 || ps.opt->size > 65535)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "pack: size %d outside 0..65535",
                                ps.opt->size);

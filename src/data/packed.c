@@ -11,15 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define FNV_PRIME 0x100000001b3ULL
 #define MAX_CLASSES (1 << 20)
-
-uint64_t packed_fnv1a(uint64_t h, const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * FNV_PRIME;
-    return h;
-}
 
 static uint32_t get_u32(const uint8_t *p)
 {
@@ -61,7 +53,7 @@ void packed_header_encode(const packed_header *hd, uint8_t b[HALLU_PACKED_HEADER
     put_u64(b + 72, hd->file_size);
     put_u64(b + 80, hd->pixels_sum);
     put_u64(b + 88, hd->meta_sum);
-    put_u64(b + 120, packed_fnv1a(FNV_OFFSET, b, 120));
+    put_u64(b + 120, hallu_fnv1a64(HALLU_FNV_OFFSET, b, 120));
 }
 
 static void header_decode(const uint8_t *b, packed_header *hd)
@@ -210,8 +202,8 @@ static hallu_status parse_names(const uint8_t *p, const packed_header *hd, const
 static hallu_status check_sums(const uint8_t *d, const packed_header *hd, bool verify_pixels,
                                const char *name, hallu_error *err)
 {
-    uint64_t meta = packed_fnv1a(FNV_OFFSET, d + hd->names_offset, hd->names_bytes);
-    meta = packed_fnv1a(meta, d + hd->labels_offset, 4 * hd->count);
+    uint64_t meta = hallu_fnv1a64(HALLU_FNV_OFFSET, d + hd->names_offset, hd->names_bytes);
+    meta = hallu_fnv1a64(meta, d + hd->labels_offset, 4 * hd->count);
     if (meta != hd->meta_sum)
         return FAIL("packed: %s: checksum of class names + labels is %016llx, header says %016llx "
                     "(file corrupt)", name, (unsigned long long)meta,
@@ -219,7 +211,7 @@ static hallu_status check_sums(const uint8_t *d, const packed_header *hd, bool v
     if (!verify_pixels)
         return HALLU_OK;
     uint64_t image = (uint64_t)hd->h * hd->w * 3;
-    uint64_t pix = packed_fnv1a(FNV_OFFSET, d + hd->pixels_offset, hd->count * image);
+    uint64_t pix = hallu_fnv1a64(HALLU_FNV_OFFSET, d + hd->pixels_offset, hd->count * image);
     if (pix != hd->pixels_sum)
         return FAIL("packed: %s: pixel checksum is %016llx, header says %016llx (file corrupt)",
                     name, (unsigned long long)pix, (unsigned long long)hd->pixels_sum);
@@ -246,7 +238,7 @@ static hallu_status packed_validate(const data_buffer *buf, packed_header *hd,
         return FAIL("packed: %s: not a packed file (needs the %d-byte header starting with '%s')",
                     name, HALLU_PACKED_HEADER_BYTES, HALLU_PACKED_MAGIC);
     header_decode(buf->data, hd);
-    uint64_t sum = packed_fnv1a(FNV_OFFSET, buf->data, 120);
+    uint64_t sum = hallu_fnv1a64(HALLU_FNV_OFFSET, buf->data, 120);
     if (sum != hd->header_sum)
         return FAIL("packed: %s: header checksum is %016llx, header says %016llx (file corrupt)",
                     name, (unsigned long long)sum, (unsigned long long)hd->header_sum);

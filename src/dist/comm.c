@@ -68,16 +68,6 @@ void hallu_comm_free(hallu_comm *c)
         c->ops->destroy(c);
 }
 
-uint64_t hallu_fnv1a64(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 hallu_status hallu_comm_agree(hallu_comm *c, hallu_status mine, hallu_error *err)
 {
     if (c->size == 1)

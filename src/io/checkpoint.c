@@ -4,16 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
-
 static int64_t entry_bytes(const hallu_st_entry *e)
 {
     int64_t numel = 1;
@@ -30,14 +20,14 @@ static int cmp_entry_name(const void *a, const void *b)
 void hallu_checkpoint_checksum(const hallu_st_entry *entries, int num_entries, char out[17])
 {
     const hallu_st_entry **order = malloc((size_t)(num_entries + 1) * sizeof *order);
-    uint64_t h = 0xcbf29ce484222325ULL;
+    uint64_t h = HALLU_FNV_OFFSET;
     if (order) {
         for (int i = 0; i < num_entries; i++)
             order[i] = &entries[i];
         qsort(order, (size_t)num_entries, sizeof *order, cmp_entry_name);
         for (int i = 0; i < num_entries; i++) {
-            h = fnv1a(h, order[i]->name, strlen(order[i]->name) + 1);
-            h = fnv1a(h, order[i]->data, (size_t)entry_bytes(order[i]));
+            h = hallu_fnv1a64(h, order[i]->name, strlen(order[i]->name) + 1);
+            h = hallu_fnv1a64(h, order[i]->data, (size_t)entry_bytes(order[i]));
         }
         free(order);
     }

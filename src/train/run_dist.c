@@ -44,11 +44,6 @@ void train_allreduce_grads(train_run *run)
     run->be->ops->scale(run->be, run->ps.grad, 1.0f / (float)comm->size, run->ps.grad, n);
 }
 
-static uint64_t hash_u64s(uint64_t h, const int64_t *v, int n)
-{
-    return hallu_fnv1a64(h, v, (size_t)n * sizeof *v);
-}
-
 /* Rank 0's configuration is authoritative: every rank must have built the
  * same recorded config and see a training set of the same size, image size
  * and content at its ends (the first and last images' pixels and labels). */
@@ -62,7 +57,7 @@ hallu_status train_check_same_setup(train_run *run, hallu_error *err)
         return s;
     const hallu_source *src = &run->train_src;
     int64_t shape[4] = { src->size, src->image_h, src->image_w, run->steps_per_epoch };
-    uint64_t data = hash_u64s(HALLU_FNV_OFFSET, shape, 4);
+    uint64_t data = hallu_fnv1a64(HALLU_FNV_OFFSET, shape, sizeof shape);
     hallu_status mine = HALLU_OK;
     hallu_error local;
     hallu_error_clear(&local);

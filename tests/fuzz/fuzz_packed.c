@@ -37,12 +37,12 @@ static void repair(uint8_t *b, size_t size)
     uint64_t names = rd64(b + 40), nbytes = rd64(b + 48), pix = rd64(b + 56), lab = rd64(b + 64);
     uint64_t image = h * w * 3;
     if (count < (1u << 20) && in_file(names, nbytes, size) && in_file(lab, 4 * count, size)) {
-        uint64_t m = packed_fnv1a(FNV_OFFSET, b + names, nbytes);
-        wr64(b + 88, packed_fnv1a(m, b + lab, 4 * count));
+        uint64_t m = hallu_fnv1a64(HALLU_FNV_OFFSET, b + names, nbytes);
+        wr64(b + 88, hallu_fnv1a64(m, b + lab, 4 * count));
     }
     if (count < (1u << 20) && image < (1u << 20) && in_file(pix, count * image, size))
-        wr64(b + 80, packed_fnv1a(FNV_OFFSET, b + pix, count * image));
-    wr64(b + 120, packed_fnv1a(FNV_OFFSET, b, 120));
+        wr64(b + 80, hallu_fnv1a64(HALLU_FNV_OFFSET, b + pix, count * image));
+    wr64(b + 120, hallu_fnv1a64(HALLU_FNV_OFFSET, b, 120));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
