@@ -9,6 +9,12 @@
  * header: hallu_backend_create("cpu-isolated") is its way in). */
 hallu_status hallu_backend_isolated_create(hallu_backend **out, int num_threads, hallu_error *err);
 
+#ifdef HALLU_HAVE_CUDA_BACKEND
+/* hallu_backend_cuda_create (src/backend/cuda/), built with -DHALLU_CUDA=AUTO|ON
+ * where nvcc, cuBLAS and cuDNN are found. */
+#include "backend/cuda/cuda_internal.h"
+#endif
+
 hallu_status hallu_conv2d_geom_init(hallu_conv2d_geom *g, int n, int h, int w, int cin,
                                     int cout, int k, int stride, int pad, hallu_error *err)
 {
@@ -47,7 +53,14 @@ void hallu_backend_free(hallu_backend *be)
         be->ops->destroy(be);
 }
 
-const char *hallu_backend_device_names(void) { return "cpu, cpu-isolated"; }
+const char *hallu_backend_device_names(void)
+{
+#ifdef HALLU_HAVE_CUDA_BACKEND
+    return "cpu, cpu-isolated, cuda[:N]";
+#else
+    return "cpu, cpu-isolated";
+#endif
+}
 
 hallu_status hallu_backend_create(const char *device, int num_threads, hallu_backend **out, hallu_error *err)
 {
@@ -58,10 +71,16 @@ hallu_status hallu_backend_create(const char *device, int num_threads, hallu_bac
         return hallu_backend_cpu_create(out, num_threads, err);
     if (strcmp(device, "cpu-isolated") == 0)
         return hallu_backend_isolated_create(out, num_threads, err);
+#ifdef HALLU_HAVE_CUDA_BACKEND
+    /* "cuda" or "cuda:N"; other spellings are named by the CUDA backend's parser. */
+    if (strncmp(device, "cuda", 4) == 0)
+        return hallu_backend_cuda_create(device, num_threads, out, err);
+#else
     if (strncmp(device, "cuda", 4) == 0)
         return hallu_error_set(err, HALLU_ERR_UNSUPPORTED,
                                "device '%s': this build of hallu has no CUDA backend (devices: %s)", device,
                                hallu_backend_device_names());
+#endif
     return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "device '%s' is unknown (expected one of: %s)", device,
                            hallu_backend_device_names());
 }

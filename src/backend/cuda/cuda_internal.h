@@ -30,6 +30,12 @@
 extern "C" {
 #endif
 
+/* One live cuda_alloc block (see cuda_impl.allocs). */
+typedef struct cuda_alloc_rec {
+    void *p;                    /* NULL: empty slot */
+    size_t nbytes;
+} cuda_alloc_rec;
+
 typedef struct cuda_impl {
     hallu_backend *be;          /* the owner, where failures are recorded */
     int device;                 /* CUDA device ordinal (--device cuda:N) */
@@ -38,8 +44,10 @@ typedef struct cuda_impl {
     cudnnHandle_t cudnn;        /* bound to stream */
     hallu_precision precision;  /* of the conv plans created from now on */
     int allow_tf32;             /* HALLU_CUDA_TF32=1 in the environment at creation */
-    /* Workspace shared by every conv plan and cuBLAS (grown at plan creation,
-     * never during a step; plans run one at a time on the one stream). */
+    /* Workspace shared by every conv plan: cuDNN's workspace, the weights in
+     * KRSC, bf16 copies of the operands (grown at plan creation, never during
+     * a step; plans run one at a time on the one stream, so one buffer serves
+     * all). cuBLAS keeps the default workspace of its handle. */
     void *workspace;
     size_t workspace_bytes;
     /* Small device scratch for reductions (norms, block sums), grown on demand
@@ -49,6 +57,11 @@ typedef struct cuda_impl {
     /* Device memory handed out by cuda_alloc: now and at most. */
     size_t bytes_live, bytes_peak;
     char device_name[256];
+    int cc_major, cc_minor;     /* compute capability (bf16 needs >= 8.0) */
+    /* Sizes of the live cuda_alloc blocks (host-side open-addressing table keyed
+     * by device address: device memory has no room for a host-readable header). */
+    cuda_alloc_rec *allocs;
+    size_t allocs_cap, allocs_used;
 } cuda_impl;
 
 static inline cuda_impl *cuda_impl_of(hallu_backend *be) { return (cuda_impl *)be->impl; }
@@ -63,6 +76,9 @@ int cuda_check_blas(hallu_backend *be, cublasStatus_t st, const char *what);
 int cuda_check_dnn(hallu_backend *be, cudnnStatus_t st, const char *what);
 /* After a kernel launch: records cudaGetLastError() as the failure of `what`. */
 void cuda_check_launch(hallu_backend *be, const char *what);
+/* "<cudnnGetErrorString>: <cudnnGetLastErrorString>" for errors built outside
+ * a backend failure (plan creation). */
+void cuda_dnn_message(char *buf, size_t size, cudnnStatus_t st);
 
 /* Threads per block for elementwise kernels, and the grid for n elements
  * (capped; kernels loop grid-stride). */
