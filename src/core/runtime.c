@@ -38,22 +38,16 @@ void hallu_free(void *p) { free(p); }
 const char *hallu_version(void) { return HALLU_VERSION; }
 
 #ifdef HALLU_HAVE_CUDA_BACKEND
-/* The versions the CUDA backend was compiled against (headers' macros; CMake
- * passes the toolkit's, whose runtime is linked statically). */
-#include <cublas_api.h>
-#include <cudnn_version.h>
-#define HALLU_STR_(x) #x
-#define HALLU_STR(x) HALLU_STR_(x)
-#define HALLU_CUDA_BACKEND_DESC ", cuda (CUDA runtime " HALLU_CUDA_RUNTIME_VERSION ", cuBLAS " \
-    HALLU_STR(CUBLAS_VER_MAJOR) "." HALLU_STR(CUBLAS_VER_MINOR) "." HALLU_STR(CUBLAS_VER_PATCH) ", cuDNN " \
-    HALLU_STR(CUDNN_MAJOR) "." HALLU_STR(CUDNN_MINOR) "." HALLU_STR(CUDNN_PATCHLEVEL) ")"
-#else
-#define HALLU_CUDA_BACKEND_DESC ""
+#include "backend/cuda/cuda_internal.h"   /* cuda_backends_compiled: the versions it was built against */
 #endif
 
 const char *hallu_backends_compiled(void)
 {
-    return "cpu (oneDNN + OpenMP)" HALLU_CUDA_BACKEND_DESC;
+#ifdef HALLU_HAVE_CUDA_BACKEND
+    return cuda_backends_compiled();
+#else
+    return "cpu (oneDNN + OpenMP)";
+#endif
 }
 
 void hallu_set_num_threads(int n)

@@ -12,6 +12,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- versions --------------------------------------------------------------- */
+
+#ifndef HALLU_CUDA_RUNTIME_VERSION   /* CMake passes the toolkit's major.minor */
+#define HALLU_CUDA_RUNTIME_VERSION "?"
+#endif
+#define CUDA_STR_(x) #x
+#define CUDA_STR(x) CUDA_STR_(x)
+
+const char *cuda_backends_compiled(void)
+{
+    return "cpu (oneDNN + OpenMP), cuda (CUDA runtime " HALLU_CUDA_RUNTIME_VERSION ", cuBLAS "
+        CUDA_STR(CUBLAS_VER_MAJOR) "." CUDA_STR(CUBLAS_VER_MINOR) "." CUDA_STR(CUBLAS_VER_PATCH) ", cuDNN "
+        CUDA_STR(CUDNN_MAJOR) "." CUDA_STR(CUDNN_MINOR) "." CUDA_STR(CUDNN_PATCHLEVEL) ")";
+}
+
 /* ---- failures ------------------------------------------------------------ */
 
 int cuda_check_rt(hallu_backend *be, cudaError_t st, const char *what)

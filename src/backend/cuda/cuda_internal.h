@@ -98,6 +98,10 @@ hallu_status cuda_scratch_reserve(cuda_impl *impl, size_t need, hallu_error *err
 
 /* ---- cuda_backend.cu ---- */
 hallu_status hallu_backend_cuda_create(const char *device, int num_threads, hallu_backend **out, hallu_error *err);
+/* hallu_backends_compiled() of a build with this backend: "cpu (oneDNN +
+ * OpenMP), cuda (CUDA runtime X.Y, cuBLAS X.Y.Z, cuDNN X.Y.Z)", the versions
+ * of the headers compiled against. */
+const char *cuda_backends_compiled(void);
 
 /* ---- cuda_conv.cu ---- */
 hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g, hallu_conv2d_plan **out,
