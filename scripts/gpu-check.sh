@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# The GPU check, in ONE command on the lent GPU machine (docs/GPU.md): sets up
+# the carried prefix (.gpu-carry/ship/root.tar.xz from scripts/gpu-carry.sh:
+# oneDNN, libjpeg, libpng, zlib, pkg-config, OpenMPI), finds cuDNN / cuBLAS /
+# NCCL (the CUDA toolkit's, else PyTorch's nvidia-* wheels), configures hallu
+# with -DHALLU_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -G Ninja, builds, runs
+# `ctest -L gpu`, then bench/gpu_step.py (hallu --device cuda against PyTorch on
+# the same GPU), and ends with a SUMMARY block. Everything is also written to
+# $OUT/gpu-check.log and $OUT/summary.txt (plus $OUT/bench.json) when OUT is set.
+#
+# usage: scripts/gpu-check.sh [--dry-run] [--quick] [--jobs N] [--build-dir DIR]
+#                             [--ctest-timeout S] [--bench-budget S] [--compile best|all|none]
+#                             [--deadline S]
+#   --deadline S      the whole script's target wall time (560 s: a device call's
+#                     timeout_s of 600 leaves room); the benchmark's budget shrinks
+#                     to what the build and tests left, and it is skipped under 60 s
+#   --dry-run  for a machine without a GPU (here): the same steps; the gpu tests
+#              must all report skipped, the benchmark prints "no GPU: skipped";
+#              defaults to -j2 and build dir build-gpu
+#   --quick    skip the benchmark
+# Exit status: 0 when the build succeeded and no gpu test failed (in --dry-run:
+# and none ran unskipped); 1 otherwise.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+T0=$(date +%s)
+DRY=0
+QUICK=0
+JOBS=""
+BUILD=""
+CTEST_TIMEOUT=240
+BENCH_BUDGET=200
+COMPILE=best
+DEADLINE=560
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) DRY=1 ;;
+        --quick) QUICK=1 ;;
+        --jobs) JOBS=$2; shift ;;
+        --build-dir) BUILD=$2; shift ;;
+        --ctest-timeout) CTEST_TIMEOUT=$2; shift ;;
+        --bench-budget) BENCH_BUDGET=$2; shift ;;
+        --compile) COMPILE=$2; shift ;;
+        --deadline) DEADLINE=$2; shift ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "gpu-check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$JOBS" ] || JOBS=$([ "$DRY" = 1 ] && echo 2 || nproc)
+[ -n "$BUILD" ] || BUILD=build-gpu
+case "$BUILD" in /*) ;; *) BUILD=$REPO/$BUILD ;; esac
+
+WORK=$(mktemp -d /tmp/hallu-gpu-check.XXXXXX)
+LOGDIR=${OUT:-$WORK}
+mkdir -p "$LOGDIR"
+LOG=$LOGDIR/gpu-check.log
+ARCH=x86_64-linux-gnu
+
+run_check() {
+
+say() { printf '[gpu-check %4ds] %s\n' $(($(date +%s) - T0)) "$*"; }
+STATUS_BUILD="not run"
+STATUS_CTEST="not run"
+CT_PASS=0 CT_FAIL=0 CT_SKIP=0 CT_TOTAL=0
+BENCH_TABLE="not run"
+RC=0
+
+# ---------------------------------------------------------------- 1. the carried prefix
+ROOT=""
+if [ -n "${HALLU_GPU_CARRY_ROOT:-}" ]; then          # gpu-carry.sh --isolate: already unpacked
+    ROOT=$HALLU_GPU_CARRY_ROOT
+elif [ -f .gpu-carry/ship/root.tar.xz ]; then
+    ROOT=$WORK/carry
+    mkdir -p "$ROOT"
+    if ! tar -C "$ROOT" -xJf .gpu-carry/ship/root.tar.xz 2>/dev/null; then
+        say "tar -xJ failed; unpacking with Python's tarfile"
+        python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            .gpu-carry/ship/root.tar.xz "$ROOT" || { say "cannot unpack the carried prefix"; return 1; }
+    fi
+elif [ -d .gpu-carry/root ]; then
+    ROOT=$REPO/.gpu-carry/root
+fi
+if [ -n "$ROOT" ]; then
+    export LD_LIBRARY_PATH="$ROOT/usr/lib/$ARCH:$ROOT/usr/lib/$ARCH/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    export CMAKE_PREFIX_PATH="$ROOT/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+    export PKG_CONFIG_PATH="$ROOT/usr/lib/$ARCH/pkgconfig:$ROOT/usr/share/pkgconfig"
+    command -v pkg-config >/dev/null || export PATH="$PATH:$ROOT/usr/bin"   # pkgconf, only if the machine has none
+    [ -e "$ROOT/usr/bin/pkg-config" ] || ln -sf pkgconf "$ROOT/usr/bin/pkg-config" 2>/dev/null || true
+    say "carried prefix: $ROOT ($(du -sh "$ROOT" | cut -f1))"
+else
+    say "no carried prefix (.gpu-carry/ship/root.tar.xz): using the system's oneDNN, libjpeg, libpng"
+fi
+MPI_ARGS=(-DHALLU_MPI=OFF)
+if [ -n "$ROOT" ] && [ -x "$ROOT/usr/bin/opal_wrapper" ]; then
+    export OPAL_PREFIX=$ROOT/usr OPAL_SYSCONFDIR=$ROOT/etc/openmpi PMIX_INSTALL_PREFIX=$ROOT/usr/lib/$ARCH/pmix2
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 PMIX_MCA_pcompress_base_silence_warning=1
+    export PATH="$PATH:$ROOT/usr/bin"   # orted, for a singleton MPI_Init
+    MPI_ARGS=(-DHALLU_MPI=ON -DMPI_C_COMPILER="$ROOT/usr/bin/mpicc.openmpi")
+elif command -v mpicc >/dev/null; then
+    MPI_ARGS=(-DHALLU_MPI=ON)
+fi
+
+# ---------------------------------------------------------------- 2. CUDA, cuDNN, cuBLAS, NCCL
+NVCC=$(command -v nvcc || true)
+[ -n "$NVCC" ] || for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do [ -x "$d/nvcc" ] && NVCC=$d/nvcc && break; done
+if [ -z "$NVCC" ]; then say "nvcc not found"; return 1; fi
+CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")")
+export PATH="$(dirname "$NVCC"):$PATH"
+PY=${PY:-}
+if [ -z "$PY" ]; then
+    for c in /opt/torch/.venv/bin/python3 python3 /usr/bin/python3; do
+        if command -v "$c" >/dev/null && "$c" -c 'import torch' 2>/dev/null; then PY=$(command -v "$c"); break; fi
+    done
+    [ -n "$PY" ] || PY=$(command -v python3 || echo /usr/bin/python3)
+fi
+# The nvidia-* wheels' folders (cu13/, cudnn/, nccl/, ... under site-packages/nvidia).
+NV_DIRS=$("$PY" -c 'import nvidia, sys; print("\n".join(nvidia.__path__))' 2>/dev/null || true)
+SHIM=$WORK/nvshim
+mkdir -p "$SHIM/include" "$SHIM/lib"
+CUDA_INC_DIRS=("$CUDA_HOME/include" "$CUDA_HOME/targets/x86_64-linux/include")
+CUDA_LIB_DIRS=("$CUDA_HOME/lib64" "$CUDA_HOME/lib" "$CUDA_HOME/targets/x86_64-linux/lib")
+EXTRA_LIB_DIRS=()
+declare -A FROM
+# find_dep NAME HEADER LIB: the toolkit's copy, else the wheels' (headers and
+# libraries linked into $SHIM, with the unversioned lib*.so the wheels lack).
+find_dep() {
+    local name=$1 header=$2 lib=$3 d found_h="" found_l=""
+    for d in "${CUDA_INC_DIRS[@]}"; do [ -f "$d/$header" ] && found_h=$d && break; done
+    for d in "${CUDA_LIB_DIRS[@]}"; do compgen -G "$d/lib$lib.so*" >/dev/null && found_l=$d && break; done
+    if [ -n "$found_h" ] && [ -n "$found_l" ]; then FROM[$name]="toolkit $found_l"; return 0; fi
+    local hdir="" ldir="" nv
+    while IFS= read -r nv; do
+        [ -n "$nv" ] || continue
+        [ -z "$hdir" ] && hdir=$(find "$nv" -maxdepth 3 -name "$header" -path '*/include/*' 2>/dev/null | head -1)
+        [ -z "$ldir" ] && ldir=$(find "$nv" -maxdepth 3 -name "lib$lib.so*" -path '*/lib/*' 2>/dev/null | head -1)
+    done <<<"$NV_DIRS"
+    if [ -z "$found_h" ]; then
+        [ -n "$hdir" ] || { FROM[$name]="MISSING ($header)"; return 1; }
+        hdir=$(dirname "$hdir")
+        # only this library's headers (cudnn*.h, cublas*.h, nccl*.h and folders), not the wheel's whole cu13/include
+        local pat=${header%%[_.]*}
+        for f in "$hdir"/"$pat"*; do ln -sfn "$f" "$SHIM/include/$(basename "$f")"; done
+    fi
+    if [ -z "$found_l" ]; then
+        [ -n "$ldir" ] || { FROM[$name]="MISSING (lib$lib.so)"; return 1; }
+        ldir=$(dirname "$ldir")
+        local f
+        for f in "$ldir"/lib*.so*; do ln -sfn "$f" "$SHIM/lib/$(basename "$f")"; done
+        for f in "$ldir"/lib$lib.so.*; do ln -sfn "$f" "$SHIM/lib/lib$lib.so"; break; done
+        EXTRA_LIB_DIRS+=("$ldir")
+    fi
+    FROM[$name]="wheel ${ldir:-$found_l} (headers: ${hdir:-$found_h})"
+}
+find_dep cudnn cudnn.h cudnn
+find_dep cublas cublas_v2.h cublas
+find_dep cublasLt cublasLt.h cublasLt
+find_dep nccl nccl.h nccl
+for n in cudnn cublas cublasLt nccl; do say "$n: ${FROM[$n]}"; done
+# unversioned links for every versioned library the shim holds (cuDNN's sub-libraries, cublasLt, ...)
+for f in "$SHIM"/lib/lib*.so.*; do
+    [ -e "$f" ] || continue
+    b=$(basename "$f"); u=${b%%.so.*}.so
+    [ -e "$SHIM/lib/$u" ] || ln -sfn "$f" "$SHIM/lib/$u"
+done
+LIBPATH="$SHIM/lib"
+for d in "${EXTRA_LIB_DIRS[@]}"; do LIBPATH="$LIBPATH:$d"; done
+export LD_LIBRARY_PATH="$LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CMAKE_PREFIX_PATH="$SHIM${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+export CUDNN_ROOT=$SHIM CUDNN_HOME=$SHIM CUDNN_PATH=$SHIM NCCL_HOME=$SHIM NCCL_ROOT=$SHIM CUDAToolkit_ROOT=$CUDA_HOME
+if [ -n "$(ls -A "$SHIM/include")" ]; then
+    # headers only the wheels have: visible to every compile (C, C++, CUDA), after the toolkit's own
+    export CFLAGS="${CFLAGS:-} -idirafter $SHIM/include"
+    export CXXFLAGS="${CXXFLAGS:-} -idirafter $SHIM/include"
+    export CUDAFLAGS="${CUDAFLAGS:-} -I$SHIM/include"
+fi
+
+# ---------------------------------------------------------------- versions
+hver() {   # hver FILE MACRO... : the macros' values joined by '.'
+    local f=$1; shift
+    [ -f "$f" ] || { echo "n/a"; return; }
+    local out="" m v
+    for m in "$@"; do
+        v=$(awk -v m="$m" '$1=="#define" && $2==m {print $3; exit}' "$f")
+        out=${out:+$out.}${v:-?}
+    done
+    echo "$out"
+}
+inc_of() {   # the header as the build sees it: toolkit first, then the shim
+    local d
+    for d in "${CUDA_INC_DIRS[@]}" "$SHIM/include"; do [ -e "$d/$1" ] && { echo "$d/$1"; return; }; done
+}
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+DRIVER=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+V_NVCC=$("$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')
+V_CUDART=$(hver "$(inc_of cuda_runtime_api.h)" CUDART_VERSION)
+V_CUDNN=$(hver "$(inc_of cudnn_version.h)" CUDNN_MAJOR CUDNN_MINOR CUDNN_PATCHLEVEL)
+V_CUBLAS=$(hver "$(inc_of cublas_api.h)" CUBLAS_VER_MAJOR CUBLAS_VER_MINOR CUBLAS_VER_PATCH)
+V_NCCL=$(hver "$(inc_of nccl.h)" NCCL_MAJOR NCCL_MINOR NCCL_PATCH)
+V_TORCH=$("$PY" -c 'import torch; c = torch.backends.cudnn; print("torch %s (CUDA %s, cuDNN %s)" % (torch.__version__, torch.version.cuda, c.version() if c.is_available() else "n/a"))' 2>/dev/null || echo "no torch")
+say "GPU: ${GPU:-none} (driver ${DRIVER:-n/a}); nvcc $V_NVCC at $CUDA_HOME; python $PY: $V_TORCH"
+
+# ---------------------------------------------------------------- 3. configure + build
+say "configure: $BUILD"
+if cmake -S "$REPO" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHALLU_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" "${MPI_ARGS[@]}" >"$WORK/configure.log" 2>&1; then
+    grep -E '^-- hallu:|^-- Found (CUDAToolkit|JPEG|PNG|OpenMP_C|MPI_C)' "$WORK/configure.log"
+    grep -E '^(DNNL_LIB|JPEG_LIBRARY_RELEASE|PNG_LIBRARY_RELEASE|NCCL_LIBRARY|CUDNN[A-Z_]*|CUBLAS[A-Z_]*|CUDA_cudart_LIBRARY|CUDA_cublas_LIBRARY|MPI_mpi_LIBRARY):' \
+        "$BUILD/CMakeCache.txt" | sed 's/^/   /'
+    say "build: -j$JOBS"
+    if cmake --build "$BUILD" -j"$JOBS" >"$WORK/build.log" 2>&1; then
+        STATUS_BUILD="ok"
+    else
+        STATUS_BUILD="FAILED"
+        grep -E 'error|Error' "$WORK/build.log" | head -40
+        tail -20 "$WORK/build.log"
+    fi
+    [ -n "${OUT:-}" ] && cp "$WORK/build.log" "$OUT/build.log" 2>/dev/null
+else
+    STATUS_BUILD="configure FAILED"
+    tail -40 "$WORK/configure.log"
+fi
+say "build: $STATUS_BUILD"
+[ "$STATUS_BUILD" = ok ] || RC=1
+
+# ---------------------------------------------------------------- 4. ctest -L gpu
+if [ "$STATUS_BUILD" = ok ]; then
+    say "ctest -L gpu (timeout ${CTEST_TIMEOUT} s each)"
+    ( cd "$BUILD" && ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT" ) 2>&1 | tee "$WORK/ctest.log"
+    CT_PASS=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$WORK/ctest.log")
+    CT_SKIP=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .*\*\*\*(Skipped|Not Run)' "$WORK/ctest.log")
+    CT_TOTAL=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+:' "$WORK/ctest.log")
+    CT_FAIL=$((CT_TOTAL - CT_PASS - CT_SKIP))
+    STATUS_CTEST="$CT_PASS passed, $CT_FAIL failed, $CT_SKIP skipped of $CT_TOTAL"
+    [ "$CT_TOTAL" -gt 0 ] || STATUS_CTEST="no test carries the label gpu"
+    [ "$CT_FAIL" -eq 0 ] || RC=1
+    if [ "$DRY" = 1 ] && [ "$CT_PASS" -gt 0 ]; then
+        STATUS_CTEST="$STATUS_CTEST (dry run: a gpu test PASSED without a GPU: it should skip, exit 77)"
+        RC=1
+    fi
+    say "ctest: $STATUS_CTEST"
+fi
+
+# ---------------------------------------------------------------- 5. benchmark
+if [ "$QUICK" = 1 ]; then
+    BENCH_TABLE="skipped (--quick)"
+elif [ "$STATUS_BUILD" != ok ]; then
+    BENCH_TABLE="not run (the build failed)"
+else
+    left=$((DEADLINE - ($(date +%s) - T0)))
+    [ $((left - 160)) -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$((left - 160))
+fi
+if [ "$QUICK" = 0 ] && [ "$STATUS_BUILD" = ok ] && [ "$BENCH_BUDGET" -lt 60 ]; then
+    BENCH_TABLE="not run: only ${left} s left of --deadline ${DEADLINE}"
+elif [ "$QUICK" = 0 ] && [ "$STATUS_BUILD" = ok ]; then
+    say "benchmark: bench/gpu_step.py (budget ${BENCH_BUDGET} s, --compile $COMPILE)"
+    BJSON=${OUT:+$OUT/bench.json}
+    BJSON=${BJSON:-$WORK/bench.json}
+    PYTHONUNBUFFERED=1 timeout $((BENCH_BUDGET + 150)) "$PY" "$REPO/bench/gpu_step.py" \
+        --hallu-bench "$BUILD/bench/bench_gpu_step" --budget-s "$BENCH_BUDGET" --compile "$COMPILE" \
+        --json "$BJSON" 2>&1 | tee "$WORK/bench.log"
+    brc=${PIPESTATUS[0]}
+    if grep -q '^no GPU: skipped' "$WORK/bench.log"; then
+        BENCH_TABLE=$(grep -E '^(no GPU|hallu --device cuda)' "$WORK/bench.log")
+    elif grep -q '^BENCHMARK' "$WORK/bench.log"; then
+        BENCH_TABLE=$(sed -n '/^BENCHMARK/,$p' "$WORK/bench.log")
+    else
+        BENCH_TABLE="FAILED (exit $brc): $(tail -3 "$WORK/bench.log" | tr '\n' ' ')"
+    fi
+fi
+
+# ---------------------------------------------------------------- SUMMARY
+SUMMARY=$(cat <<EOF
+==================== SUMMARY (scripts/gpu-check.sh$([ "$DRY" = 1 ] && echo " --dry-run")) ====================
+date:        $(date -u '+%Y-%m-%d %H:%M:%S UTC'); $(($(date +%s) - T0)) s wall; commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo n/a)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo " (+ uncommitted changes)")
+GPU:         ${GPU:-none visible} (driver ${DRIVER:-n/a})
+CUDA:        nvcc $V_NVCC, runtime headers $V_CUDART ($CUDA_HOME)
+cuDNN:       $V_CUDNN (${FROM[cudnn]})
+cuBLAS:      $V_CUBLAS (${FROM[cublas]})
+NCCL:        $V_NCCL (${FROM[nccl]})
+PyTorch:     $V_TORCH
+build:       $STATUS_BUILD ($BUILD, -j$JOBS, HALLU_CUDA=ON, CUDA arch 90, ${MPI_ARGS[*]})
+ctest -L gpu: $STATUS_CTEST
+benchmark:
+$BENCH_TABLE
+exit:        $RC
+EOF
+)
+echo
+echo "$SUMMARY"
+[ -n "${OUT:-}" ] && echo "$SUMMARY" >"$OUT/summary.txt"
+return $RC
+}
+
+run_check 2>&1 | tee "$LOG"
+exit "${PIPESTATUS[0]}"
