@@ -536,6 +536,8 @@ hallu_status hallu_backend_cuda_create(const char *device, int num_threads, hall
     impl->device = ordinal;
     impl->precision = HALLU_PRECISION_FP32;
     s = cuda_impl_init(impl, device, err);
+    if (s == HALLU_OK)
+        s = cuda_scratch_reserve(impl, CUDA_SCRATCH_BYTES, err);
     if (s != HALLU_OK) {
         cuda_destroy(be);
         return s;

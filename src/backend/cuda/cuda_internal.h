@@ -50,8 +50,8 @@ typedef struct cuda_impl {
      * all). cuBLAS keeps the default workspace of its handle. */
     void *workspace;
     size_t workspace_bytes;
-    /* Small device scratch for reductions (norms, block sums), grown on demand
-     * at plan/setup time by cuda_scratch_reserve. */
+    /* Small device scratch for reductions (norms, block sums): CUDA_SCRATCH_BYTES
+     * reserved at creation, so no op allocates during a step. */
     void *scratch;
     size_t scratch_bytes;
     /* Device memory handed out by cuda_alloc: now and at most. */
@@ -90,6 +90,12 @@ static inline unsigned cuda_blocks(int64_t n)
         b = 1;
     return (unsigned)(b > 65535 * 8 ? 65535 * 8 : b);
 }
+
+/* The scratch reserved at creation: cuda_nn.cu's partial sums need at most
+ * CUDA_NN_SCRATCH_BYTES (544 KiB), the row losses (cuda_rows.cu, cuda_ssl.cu)
+ * one double per block of a capped grid (about 8 KiB); ops check and name a
+ * shortfall rather than overrun. */
+enum { CUDA_SCRATCH_BYTES = 1 << 20 };
 
 /* Grows impl->workspace (or impl->scratch) to `need` bytes at plan/setup time;
  * named HALLU_ERR_OOM on failure. */
