@@ -41,6 +41,14 @@ enum { NORM_MAX_BLOCKS = 1024, NORM_MIN_ELEMS = 1 << 14 };
  * The norms need at most 2 * NORM_MAX_BLOCKS doubles, which fit below. */
 #define CUDA_NN_SCRATCH_BYTES \
     ((size_t)NN_MAX_BLOCKS * 32 * 2 * sizeof(double) + (size_t)2 * NN_SLAB * sizeof(double))
+/* The bound above needs every slab's tiles to fit NN_MAX_BLOCKS (at least one
+ * split each), and the scratch reserved at creation to hold it: a change to
+ * either size fails here instead of as a failed op on the GPU. */
+static_assert(NN_SLAB / 32 <= NN_MAX_BLOCKS, "a slab's column tiles exceed NN_MAX_BLOCKS");
+static_assert(CUDA_NN_SCRATCH_BYTES <= (size_t)CUDA_SCRATCH_BYTES,
+              "cuda_nn.cu's partials exceed the scratch reserved at creation (CUDA_SCRATCH_BYTES)");
+static_assert((size_t)2 * NORM_MAX_BLOCKS * sizeof(double) <= CUDA_NN_SCRATCH_BYTES,
+              "the norms' partials exceed CUDA_NN_SCRATCH_BYTES");
 
 /* ---- helpers ---- */
 
