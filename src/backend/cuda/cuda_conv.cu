@@ -315,9 +315,22 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
 hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g, hallu_conv2d_plan **out,
                                      hallu_error *err)
 {
-    if (!out)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "conv2d_plan_create: out is NULL");
+    if (!be || !out || !g)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "conv2d_plan_create: NULL %s",
+                               !be ? "backend" : !out ? "out" : "geometry");
     *out = NULL;
+    /* As the CPU backend: a geometry hallu_conv2d_geom_init would refuse, or
+     * one whose oh/ow disagree with it, is the caller's error (INVALID_ARG),
+     * not a cuDNN failure. */
+    hallu_conv2d_geom check;
+    hallu_status s = hallu_conv2d_geom_init(&check, g->n, g->h, g->w, g->cin, g->cout, g->k, g->stride, g->pad, err);
+    if (s != HALLU_OK)
+        return s;
+    if (check.oh != g->oh || check.ow != g->ow)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "conv2d_plan_create: output %dx%d does not match " GEOM_FMT " (expected %dx%d)",
+                               g->oh, g->ow, GEOM_ARGS(g), check.oh, check.ow);
+    g = &check;
     /* cuDNN's legacy descriptors count elements in int. */
     int64_t x_count = (int64_t)g->n * g->h * g->w * g->cin, y_count = (int64_t)g->n * g->oh * g->ow * g->cout;
     int64_t w_count = (int64_t)g->cout * g->cin * g->k * g->k;
@@ -325,7 +338,7 @@ hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom 
         return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "conv2d_plan_create: a tensor of more than %d elements "
                                "(input %lld, output %lld, weight %lld) for " GEOM_FMT " (use a smaller batch)",
                                INT_MAX, (long long)x_count, (long long)y_count, (long long)w_count, GEOM_ARGS(g));
-    hallu_status s = hallu_backend_check(be, err);   /* a failed backend plans nothing */
+    s = hallu_backend_check(be, err);   /* a failed backend plans nothing */
     if (s != HALLU_OK)
         return s;
     hallu_conv2d_plan *plan = (hallu_conv2d_plan *)calloc(1, sizeof *plan);
@@ -358,6 +371,22 @@ static void *ws_at(const hallu_conv2d_plan *plan, size_t off)
 
 static void *dnn_ws(const hallu_conv2d_plan *plan) { return ws_at(plan, 0); }
 
+/* The shared workspace must still hold this plan's layout: growing it for a
+ * later plan frees the old buffer first, and when that growth fails and the
+ * old size cannot be had back either (cuda_workspace_reserve), the workspace
+ * is smaller than the earlier plans' layouts. Then the op fails by name
+ * instead of handing cuDNN and the kernels addresses past the buffer. */
+static int plan_workspace_ok(const hallu_conv2d_plan *plan, const char *what)
+{
+    const cuda_impl *impl = plan->impl;
+    if (plan->total <= impl->workspace_bytes && (plan->total == 0 || impl->workspace))
+        return 1;
+    hallu_backend_fail(plan->be, HALLU_ERR_OOM, "%s: the shared CUDA workspace holds %zu bytes, this plan needs %zu "
+                       "(a later plan's workspace growth failed) for " GEOM_FMT, what, impl->workspace_bytes,
+                       plan->total, GEOM_ARGS(&plan->g));
+    return 0;
+}
+
 /* Launch helpers: enqueue on the backend's stream, record a failed launch.
  * Each returns cuda_enter's answer afterwards (0: stop enqueuing). */
 template <typename T>
@@ -388,7 +417,7 @@ static int launch_from_bf16(hallu_conv2d_plan *plan, float *dst, const bf16 *src
 void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
     hallu_backend *be = plan->be;
-    if (!cuda_enter(be))
+    if (!cuda_enter(be) || !plan_workspace_ok(plan, "conv2d_forward"))
         return;
     const float one = 1.0f, zero = 0.0f;   /* float scaling factors also for bf16 data (float compute) */
     const void *xin = x, *win = w;
@@ -423,7 +452,7 @@ void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
                           const float *w)
 {
     hallu_backend *be = plan->be;
-    if (!cuda_enter(be) || (!dx && !dw))
+    if (!cuda_enter(be) || (!dx && !dw) || !plan_workspace_ok(plan, "conv2d_backward"))
         return;
     cuda_impl *impl = plan->impl;
     const hallu_conv2d_geom *g = &plan->g;
