@@ -65,7 +65,7 @@ int cuda_check_dnn(hallu_backend *be, cudnnStatus_t st, const char *what)
         return 1;
     char msg[320];
     cuda_dnn_message(msg, sizeof msg, st);
-    hallu_backend_fail(be, st == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND, "%s: %s", what, msg);
+    hallu_backend_fail(be, cuda_dnn_oom(st) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND, "%s: %s", what, msg);
     return 0;
 }
 
@@ -535,7 +535,7 @@ static hallu_status cuda_impl_init(cuda_impl *impl, const char *device, hallu_er
         char msg[320];
         cuda_dnn_message(msg, sizeof msg, ds);
         cudaGetLastError();
-        return hallu_error_set(err, ds == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
+        return hallu_error_set(err, cuda_dnn_oom(ds) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
                                "device '%s': cuDNN handle setup: %s", device, msg);
     }
     return HALLU_OK;

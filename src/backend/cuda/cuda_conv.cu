@@ -123,7 +123,7 @@ static hallu_status plan_dnn_fail(hallu_error *err, const hallu_conv2d_geom *g, 
     char msg[320];
     cuda_dnn_message(msg, sizeof msg, st);
     cudaGetLastError();
-    return hallu_error_set(err, st == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
+    return hallu_error_set(err, cuda_dnn_oom(st) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
                            "conv2d_plan_create: %s: %s for " GEOM_FMT, what, msg, GEOM_ARGS(g));
 }
 
@@ -193,8 +193,11 @@ static hallu_status pick_algo(hallu_conv2d_plan *plan, cudnnConvolutionDescripto
         snprintf(call, sizeof call, "%s: cudnnSetConvolutionMathType", what);
         DNN_TRY(cudnnSetConvolutionMathType(cd, perf[i].mathType), call);
         size_t bytes = 0;
-        if (ws_query(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > CONV_ALGO_WS_MAX)
+        if (ws_query(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > CONV_ALGO_WS_MAX) {
+            char stale[256];
+            cudnnGetLastErrorString(stale, sizeof stale);   /* a rejected candidate's reason must not label a later error */
             continue;
+        }
         *algo_out = perf[i].algo;
         *ws_out = bytes;
         return HALLU_OK;
