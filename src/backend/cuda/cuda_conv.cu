@@ -159,10 +159,22 @@ static cudnnMathType_t plan_math(const hallu_conv2d_plan *plan)
     return plan->impl->allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
 }
 
-static int math_ok(const hallu_conv2d_plan *plan, cudnnMathType_t m)
+/* Whether a heuristic candidate's math type is acceptable, and the math type
+ * the descriptor then carries (*use). fp32 without TF32: the descriptor is
+ * always CUDNN_FMA_MATH (DEFAULT_MATH would allow TF32 on Ampere and newer).
+ * cuDNN 8+ reports FMA_MATH for such candidates when the descriptor had it
+ * (PyTorch asserts as much), but should a version report DEFAULT_MATH
+ * instead, those candidates are still tried with FMA_MATH forced (the
+ * workspace query then confirms the algorithm runs that way) rather than all
+ * skipped in favour of the slow fallback; explicit tensor-op candidates are
+ * skipped. */
+static int math_ok(const hallu_conv2d_plan *plan, cudnnMathType_t m, cudnnMathType_t *use)
 {
-    if (!plan->bf16 && !plan->impl->allow_tf32)
-        return m == CUDNN_FMA_MATH;   /* anything else may use TF32 tensor cores */
+    *use = m;
+    if (!plan->bf16 && !plan->impl->allow_tf32) {
+        *use = CUDNN_FMA_MATH;
+        return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+    }
     return 1;
 }
 
@@ -187,11 +199,12 @@ static hallu_status pick_algo(hallu_conv2d_plan *plan, cudnnConvolutionDescripto
     snprintf(call, sizeof call, "%s: cudnnGet*Algorithm_v7", what);
     DNN_TRY(get_v7(max_algos, &returned, perf), call);
     for (int i = 0; i < returned && i < max_algos; i++) {
+        cudnnMathType_t math = CUDNN_DEFAULT_MATH;
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
-            !math_ok(plan, perf[i].mathType))
+            !math_ok(plan, perf[i].mathType, &math))
             continue;
         snprintf(call, sizeof call, "%s: cudnnSetConvolutionMathType", what);
-        DNN_TRY(cudnnSetConvolutionMathType(cd, perf[i].mathType), call);
+        DNN_TRY(cudnnSetConvolutionMathType(cd, math), call);
         size_t bytes = 0;
         if (ws_query(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > CONV_ALGO_WS_MAX) {
             char stale[256];
