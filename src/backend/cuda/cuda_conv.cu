@@ -325,6 +325,19 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     if (plan->bf16)
         off += align_up((size_t)plan->y_count * sizeof(bf16));
     plan->total = off;
+    /* HALLU_CUDA_CONV_LOG=1: one line per plan on stderr (which algorithms the
+     * heuristics gave, and their workspace), for GPU checks and benchmarks. */
+    const char *log = getenv("HALLU_CUDA_CONV_LOG");
+    if (log && log[0] == '1') {
+        cudnnMathType_t mf = CUDNN_DEFAULT_MATH, md = CUDNN_DEFAULT_MATH, mw = CUDNN_DEFAULT_MATH;
+        cudnnGetConvolutionMathType(plan->cd_fwd, &mf);
+        cudnnGetConvolutionMathType(plan->cd_bwd_data, &md);
+        cudnnGetConvolutionMathType(plan->cd_bwd_filter, &mw);
+        fprintf(stderr, "hallu cuda conv plan " GEOM_FMT " %s: fwd algo %d math %d ws %zu, bwd-data algo %d math %d "
+                "ws %zu, bwd-filter algo %d math %d ws %zu, plan workspace %zu bytes\n", GEOM_ARGS(g),
+                plan->bf16 ? "bf16" : "fp32", (int)plan->algo_fwd, (int)mf, plan->ws_fwd, (int)plan->algo_bwd_data,
+                (int)md, plan->ws_bwd_data, (int)plan->algo_bwd_filter, (int)mw, plan->ws_bwd_filter, plan->total);
+    }
     return cuda_workspace_reserve(plan->impl, plan->total, err);
 }
 
