@@ -65,7 +65,7 @@ int cuda_check_dnn(hallu_backend *be, cudnnStatus_t st, const char *what)
         return 1;
     char msg[320];
     cuda_dnn_message(msg, sizeof msg, st);
-    hallu_backend_fail(be, st == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND, "%s: %s", what, msg);
+    hallu_backend_fail(be, cuda_dnn_oom(st) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND, "%s: %s", what, msg);
     return 0;
 }
 
@@ -182,9 +182,10 @@ static void *cuda_alloc(hallu_backend *be, size_t nbytes, const char *what, hall
     if (st != cudaSuccess) {
         cudaGetLastError();   /* cudaErrorMemoryAllocation is not sticky: keep it from a later launch check */
         hallu_error_set(err, st == cudaErrorMemoryAllocation ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
-                        "out of device memory allocating %zu bytes for %s on cuda:%d (%s; %zu bytes live): "
-                        "cudaMalloc: %s (%s)", nbytes, name, impl->device, impl->device_name, impl->bytes_live,
-                        cudaGetErrorString(st), cudaGetErrorName(st));
+                        "%s %zu bytes for %s on cuda:%d (%s; %zu bytes live): cudaMalloc: %s (%s)",
+                        st == cudaErrorMemoryAllocation ? "out of device memory allocating" : "allocating", nbytes,
+                        name, impl->device, impl->device_name, impl->bytes_live, cudaGetErrorString(st),
+                        cudaGetErrorName(st));
         return NULL;
     }
     st = cudaMemsetAsync(p, 0, nbytes, impl->stream);
@@ -209,7 +210,15 @@ static void cuda_release(hallu_backend *be, void *p)
     if (!p)
         return;
     cuda_impl *impl = cuda_impl_of(be);
-    impl->bytes_live -= rec_take(impl, p);
+    size_t nbytes = rec_take(impl, p);
+    if (!nbytes) {
+        /* Not a block of cuda_alloc (an offset into one, or released twice):
+         * freeing it would free someone else's block or fail in cudaFree. */
+        hallu_backend_fail(be, HALLU_ERR_INVALID_ARG, "release: %p is not a live block of this backend's alloc "
+                           "(released twice, or an offset into a block)", p);
+        return;
+    }
+    impl->bytes_live -= nbytes;
     cuda_check_rt(be, cudaStreamSynchronize(impl->stream), "release: cudaStreamSynchronize");
     cuda_check_rt(be, cudaFree(p), "release: cudaFree");
 }
@@ -258,6 +267,7 @@ static hallu_status shared_reserve(cuda_impl *impl, void **buf, size_t *have, si
 {
     if (need <= *have)
         return HALLU_OK;
+    size_t old_have = *have;
     cudaError_t st = cudaStreamSynchronize(impl->stream);
     if (st != cudaSuccess) {
         cudaGetLastError();
@@ -278,10 +288,20 @@ static hallu_status shared_reserve(cuda_impl *impl, void **buf, size_t *have, si
     if (st != cudaSuccess) {
         cudaGetLastError();
         *buf = NULL;
+        /* The plans made so far lay out their parts within old_have bytes:
+         * take that size back so that they keep working (the plan that asked
+         * for more fails with this error); conv ops check the size they need. */
+        if (old_have && cudaMalloc(buf, old_have) == cudaSuccess) {
+            *have = old_have;
+        } else {
+            cudaGetLastError();
+            *buf = NULL;
+        }
         return hallu_error_set(err, st == cudaErrorMemoryAllocation ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
-                               "out of device memory allocating %zu bytes for the %s on cuda:%d (%s; %zu bytes "
-                               "live): cudaMalloc: %s (%s)", need, what, impl->device, impl->device_name,
-                               impl->bytes_live, cudaGetErrorString(st), cudaGetErrorName(st));
+                               "%s %zu bytes for the %s on cuda:%d (%s; %zu bytes live): cudaMalloc: %s (%s)",
+                               st == cudaErrorMemoryAllocation ? "out of device memory allocating" : "allocating",
+                               need, what, impl->device, impl->device_name, impl->bytes_live,
+                               cudaGetErrorString(st), cudaGetErrorName(st));
     }
     *have = need;
     return HALLU_OK;
@@ -468,13 +488,20 @@ static hallu_status cuda_impl_init(cuda_impl *impl, const char *device, hallu_er
     impl->cc_minor = prop.minor;
     /* Non-blocking: nothing else in the process (the legacy default stream)
      * orders itself with the backend's work. */
-    if ((st = cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking)) != cudaSuccess)
+    /* Handles go into impl only once created: cuda_destroy frees what is
+     * non-NULL, and a failed create leaves its output unspecified. */
+    cudaStream_t stream = NULL;
+    if ((st = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)) != cudaSuccess)
         return rt_error(err, HALLU_ERR_BACKEND, device, "cudaStreamCreateWithFlags", st);
+    impl->stream = stream;
 
     const char *tf32 = getenv("HALLU_CUDA_TF32");
     impl->allow_tf32 = tf32 && strcmp(tf32, "1") == 0;
 
-    cublasStatus_t bs = cublasCreate(&impl->cublas);
+    cublasHandle_t blas = NULL;
+    cublasStatus_t bs = cublasCreate(&blas);
+    if (bs == CUBLAS_STATUS_SUCCESS)
+        impl->cublas = blas;
     if (bs == CUBLAS_STATUS_SUCCESS)
         bs = cublasSetStream(impl->cublas, impl->stream);
     /* fp32 gemms in fp32 (no TF32 unless HALLU_CUDA_TF32=1), as the CPU
@@ -498,14 +525,17 @@ static hallu_status cuda_impl_init(cuda_impl *impl, const char *device, hallu_er
         return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "device '%s': libcudnn %zu.%zu loaded, hallu was built "
                                "against cuDNN %d.%d", device, dnn_version / 10000, dnn_version / 100 % 100,
                                CUDNN_MAJOR, CUDNN_MINOR);
-    cudnnStatus_t ds = cudnnCreate(&impl->cudnn);
+    cudnnHandle_t dnn = NULL;
+    cudnnStatus_t ds = cudnnCreate(&dnn);
+    if (ds == CUDNN_STATUS_SUCCESS)
+        impl->cudnn = dnn;
     if (ds == CUDNN_STATUS_SUCCESS)
         ds = cudnnSetStream(impl->cudnn, impl->stream);
     if (ds != CUDNN_STATUS_SUCCESS) {
         char msg[320];
         cuda_dnn_message(msg, sizeof msg, ds);
         cudaGetLastError();
-        return hallu_error_set(err, ds == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
+        return hallu_error_set(err, cuda_dnn_oom(ds) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
                                "device '%s': cuDNN handle setup: %s", device, msg);
     }
     return HALLU_OK;

@@ -123,7 +123,7 @@ static hallu_status plan_dnn_fail(hallu_error *err, const hallu_conv2d_geom *g, 
     char msg[320];
     cuda_dnn_message(msg, sizeof msg, st);
     cudaGetLastError();
-    return hallu_error_set(err, st == CUDNN_STATUS_ALLOC_FAILED ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
+    return hallu_error_set(err, cuda_dnn_oom(st) ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
                            "conv2d_plan_create: %s: %s for " GEOM_FMT, what, msg, GEOM_ARGS(g));
 }
 
@@ -159,10 +159,22 @@ static cudnnMathType_t plan_math(const hallu_conv2d_plan *plan)
     return plan->impl->allow_tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
 }
 
-static int math_ok(const hallu_conv2d_plan *plan, cudnnMathType_t m)
+/* Whether a heuristic candidate's math type is acceptable, and the math type
+ * the descriptor then carries (*use). fp32 without TF32: the descriptor is
+ * always CUDNN_FMA_MATH (DEFAULT_MATH would allow TF32 on Ampere and newer).
+ * cuDNN 8+ reports FMA_MATH for such candidates when the descriptor had it
+ * (PyTorch asserts as much), but should a version report DEFAULT_MATH
+ * instead, those candidates are still tried with FMA_MATH forced (the
+ * workspace query then confirms the algorithm runs that way) rather than all
+ * skipped in favour of the slow fallback; explicit tensor-op candidates are
+ * skipped. */
+static int math_ok(const hallu_conv2d_plan *plan, cudnnMathType_t m, cudnnMathType_t *use)
 {
-    if (!plan->bf16 && !plan->impl->allow_tf32)
-        return m == CUDNN_FMA_MATH;   /* anything else may use TF32 tensor cores */
+    *use = m;
+    if (!plan->bf16 && !plan->impl->allow_tf32) {
+        *use = CUDNN_FMA_MATH;
+        return m == CUDNN_FMA_MATH || m == CUDNN_DEFAULT_MATH;
+    }
     return 1;
 }
 
@@ -187,14 +199,18 @@ static hallu_status pick_algo(hallu_conv2d_plan *plan, cudnnConvolutionDescripto
     snprintf(call, sizeof call, "%s: cudnnGet*Algorithm_v7", what);
     DNN_TRY(get_v7(max_algos, &returned, perf), call);
     for (int i = 0; i < returned && i < max_algos; i++) {
+        cudnnMathType_t math = CUDNN_DEFAULT_MATH;
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
-            !math_ok(plan, perf[i].mathType))
+            !math_ok(plan, perf[i].mathType, &math))
             continue;
         snprintf(call, sizeof call, "%s: cudnnSetConvolutionMathType", what);
-        DNN_TRY(cudnnSetConvolutionMathType(cd, perf[i].mathType), call);
+        DNN_TRY(cudnnSetConvolutionMathType(cd, math), call);
         size_t bytes = 0;
-        if (ws_query(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > CONV_ALGO_WS_MAX)
+        if (ws_query(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS || bytes > CONV_ALGO_WS_MAX) {
+            char stale[256];
+            cudnnGetLastErrorString(stale, sizeof stale);   /* a rejected candidate's reason must not label a later error */
             continue;
+        }
         *algo_out = perf[i].algo;
         *ws_out = bytes;
         return HALLU_OK;
@@ -309,15 +325,41 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     if (plan->bf16)
         off += align_up((size_t)plan->y_count * sizeof(bf16));
     plan->total = off;
+    /* HALLU_CUDA_CONV_LOG=1: one line per plan on stderr (which algorithms the
+     * heuristics gave, and their workspace), for GPU checks and benchmarks. */
+    const char *log = getenv("HALLU_CUDA_CONV_LOG");
+    if (log && log[0] == '1') {
+        cudnnMathType_t mf = CUDNN_DEFAULT_MATH, md = CUDNN_DEFAULT_MATH, mw = CUDNN_DEFAULT_MATH;
+        cudnnGetConvolutionMathType(plan->cd_fwd, &mf);
+        cudnnGetConvolutionMathType(plan->cd_bwd_data, &md);
+        cudnnGetConvolutionMathType(plan->cd_bwd_filter, &mw);
+        fprintf(stderr, "hallu cuda conv plan " GEOM_FMT " %s: fwd algo %d math %d ws %zu, bwd-data algo %d math %d "
+                "ws %zu, bwd-filter algo %d math %d ws %zu, plan workspace %zu bytes\n", GEOM_ARGS(g),
+                plan->bf16 ? "bf16" : "fp32", (int)plan->algo_fwd, (int)mf, plan->ws_fwd, (int)plan->algo_bwd_data,
+                (int)md, plan->ws_bwd_data, (int)plan->algo_bwd_filter, (int)mw, plan->ws_bwd_filter, plan->total);
+    }
     return cuda_workspace_reserve(plan->impl, plan->total, err);
 }
 
 hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g, hallu_conv2d_plan **out,
                                      hallu_error *err)
 {
-    if (!out)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "conv2d_plan_create: out is NULL");
+    if (!be || !out || !g)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "conv2d_plan_create: NULL %s",
+                               !be ? "backend" : !out ? "out" : "geometry");
     *out = NULL;
+    /* As the CPU backend: a geometry hallu_conv2d_geom_init would refuse, or
+     * one whose oh/ow disagree with it, is the caller's error (INVALID_ARG),
+     * not a cuDNN failure. */
+    hallu_conv2d_geom check;
+    hallu_status s = hallu_conv2d_geom_init(&check, g->n, g->h, g->w, g->cin, g->cout, g->k, g->stride, g->pad, err);
+    if (s != HALLU_OK)
+        return s;
+    if (check.oh != g->oh || check.ow != g->ow)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "conv2d_plan_create: output %dx%d does not match " GEOM_FMT " (expected %dx%d)",
+                               g->oh, g->ow, GEOM_ARGS(g), check.oh, check.ow);
+    g = &check;
     /* cuDNN's legacy descriptors count elements in int. */
     int64_t x_count = (int64_t)g->n * g->h * g->w * g->cin, y_count = (int64_t)g->n * g->oh * g->ow * g->cout;
     int64_t w_count = (int64_t)g->cout * g->cin * g->k * g->k;
@@ -325,7 +367,7 @@ hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom 
         return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "conv2d_plan_create: a tensor of more than %d elements "
                                "(input %lld, output %lld, weight %lld) for " GEOM_FMT " (use a smaller batch)",
                                INT_MAX, (long long)x_count, (long long)y_count, (long long)w_count, GEOM_ARGS(g));
-    hallu_status s = hallu_backend_check(be, err);   /* a failed backend plans nothing */
+    s = hallu_backend_check(be, err);   /* a failed backend plans nothing */
     if (s != HALLU_OK)
         return s;
     hallu_conv2d_plan *plan = (hallu_conv2d_plan *)calloc(1, sizeof *plan);
@@ -358,6 +400,22 @@ static void *ws_at(const hallu_conv2d_plan *plan, size_t off)
 
 static void *dnn_ws(const hallu_conv2d_plan *plan) { return ws_at(plan, 0); }
 
+/* The shared workspace must still hold this plan's layout: growing it for a
+ * later plan frees the old buffer first, and when that growth fails and the
+ * old size cannot be had back either (cuda_workspace_reserve), the workspace
+ * is smaller than the earlier plans' layouts. Then the op fails by name
+ * instead of handing cuDNN and the kernels addresses past the buffer. */
+static int plan_workspace_ok(const hallu_conv2d_plan *plan, const char *what)
+{
+    const cuda_impl *impl = plan->impl;
+    if (plan->total <= impl->workspace_bytes && (plan->total == 0 || impl->workspace))
+        return 1;
+    hallu_backend_fail(plan->be, HALLU_ERR_OOM, "%s: the shared CUDA workspace holds %zu bytes, this plan needs %zu "
+                       "(a later plan's workspace growth failed) for " GEOM_FMT, what, impl->workspace_bytes,
+                       plan->total, GEOM_ARGS(&plan->g));
+    return 0;
+}
+
 /* Launch helpers: enqueue on the backend's stream, record a failed launch.
  * Each returns cuda_enter's answer afterwards (0: stop enqueuing). */
 template <typename T>
@@ -388,7 +446,7 @@ static int launch_from_bf16(hallu_conv2d_plan *plan, float *dst, const bf16 *src
 void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
     hallu_backend *be = plan->be;
-    if (!cuda_enter(be))
+    if (!cuda_enter(be) || !plan_workspace_ok(plan, "conv2d_forward"))
         return;
     const float one = 1.0f, zero = 0.0f;   /* float scaling factors also for bf16 data (float compute) */
     const void *xin = x, *win = w;
@@ -423,7 +481,7 @@ void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
                           const float *w)
 {
     hallu_backend *be = plan->be;
-    if (!cuda_enter(be) || (!dx && !dw))
+    if (!cuda_enter(be) || (!dx && !dw) || !plan_workspace_ok(plan, "conv2d_backward"))
         return;
     cuda_impl *impl = plan->impl;
     const hallu_conv2d_geom *g = &plan->g;

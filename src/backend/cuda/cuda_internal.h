@@ -79,6 +79,13 @@ void cuda_check_launch(hallu_backend *be, const char *what);
 /* "<cudnnGetErrorString>: <cudnnGetLastErrorString>" for errors built outside
  * a backend failure (plan creation). */
 void cuda_dnn_message(char *buf, size_t size, cudnnStatus_t st);
+/* cuDNN 9's allocation failures (HALLU_ERR_OOM): host and device.
+ * CUDNN_STATUS_ALLOC_FAILED is only the host one now (a deprecated alias). */
+static inline int cuda_dnn_oom(cudnnStatus_t st)
+{
+    return st == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+           st == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+}
 
 /* Threads per block for elementwise kernels, and the grid for n elements
  * (capped; kernels loop grid-stride). */
