@@ -13,8 +13,9 @@
  * holds both layouts' models and steps, and Python).
  * bf16 (issue 28): hallu with --precision bf16 and PyTorch under bf16
  * autocast run in the same rounds where the CPU has bf16 instructions; their
- * fraction is of this machine's bf16 peak, measured through the backend (a
- * 1x1 bf16 convolution of 4096 x 2048 x 2048, i.e. a GEMM).
+ * fraction is of this machine's bf16 peak, measured through the backend (the
+ * better of a 1x1 bf16 convolution of 4096 x 2048 x 2048, i.e. a GEMM, and a
+ * compute-bound 3x3 one: bf16_gflops).
  * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
 #include "hallu/models.h"
 #include "hallu/optim.h"
@@ -68,9 +69,44 @@ static double sgemm_gflops(hallu_backend *be)
     return best;
 }
 
-/* The machine's bf16 product speed through the backend (bf16 convolution
- * plan, AMX or AVX512-BF16 by oneDNN): a 1x1 convolution is a GEMM of
- * (n h w) x cin x cout; best of three; 0 when bf16 is unavailable. */
+/* Best bf16 speed of one convolution shape through the backend (bf16 plan,
+ * AMX or AVX512-BF16 by oneDNN): direct-convolution FLOPs per second of the
+ * forward, best of three, the fp32 -> bf16 rounding of x included. */
+static double bf16_conv_gflops(hallu_backend *be, int n, int hw, int c, int k)
+{
+    hallu_error err;
+    hallu_conv2d_geom g;
+    hallu_conv2d_plan *plan = NULL;
+    double best = 0;
+    if (hallu_conv2d_geom_init(&g, n, hw, hw, c, c, k, 1, k / 2, &err) != HALLU_OK ||
+        be->ops->conv2d_plan_create(be, &g, &plan, &err) != HALLU_OK)
+        return 0;
+    size_t nx = (size_t)n * hw * hw * c, nw = (size_t)c * c * k * k;
+    float *x = be->ops->alloc(be, nx * 4, "bench x", &err), *w = be->ops->alloc(be, nw * 4, "bench w", &err);
+    float *y = be->ops->alloc(be, nx * 4, "bench y", &err);
+    if (x && w && y) {
+        be->ops->fill(be, x, 0.5f, (int64_t)nx);
+        be->ops->fill(be, w, 0.25f, (int64_t)nw);
+        be->ops->conv2d_forward(plan, y, x, w);
+        for (int r = 0; r < 3; r++) {
+            double t0 = hallu_now();
+            be->ops->conv2d_forward(plan, y, x, w);
+            double gf = 2.0 * (double)nx * c * k * k / (hallu_now() - t0) / 1e9;
+            best = gf > best ? gf : best;
+        }
+    }
+    if (x) be->ops->release(be, x);
+    if (w) be->ops->release(be, w);
+    if (y) be->ops->release(be, y);
+    be->ops->conv2d_plan_free(plan);
+    return best;
+}
+
+/* The machine's bf16 product speed through the backend: the better of a GEMM
+ * (a 1x1 convolution of (64 x 8 x 8) x 2048 x 2048, where rounding x to bf16
+ * and writing the fp32 output weigh) and a compute-bound 3x3 convolution
+ * (256 images of 8x8 x 256 channels, ResNet-18's third stage, where they do
+ * not); 0 when bf16 is unavailable. */
 static double bf16_gflops(int threads)
 {
     hallu_error err;
@@ -78,29 +114,9 @@ static double bf16_gflops(int threads)
     if (hallu_backend_cpu_create(&be, threads, &err) != HALLU_OK)
         return 0;
     double best = 0;
-    hallu_conv2d_geom g;
-    hallu_conv2d_plan *plan = NULL;
-    if (hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK &&
-        hallu_conv2d_geom_init(&g, 64, 8, 8, 2048, 2048, 1, 1, 0, &err) == HALLU_OK &&
-        be->ops->conv2d_plan_create(be, &g, &plan, &err) == HALLU_OK) {
-        size_t nx = (size_t)64 * 8 * 8 * 2048, nw = (size_t)2048 * 2048;
-        float *x = be->ops->alloc(be, nx * 4, "bench x", &err), *w = be->ops->alloc(be, nw * 4, "bench w", &err);
-        float *y = be->ops->alloc(be, nx * 4, "bench y", &err);
-        if (x && w && y) {
-            be->ops->fill(be, x, 0.5f, (int64_t)nx);
-            be->ops->fill(be, w, 0.25f, (int64_t)nw);
-            be->ops->conv2d_forward(plan, y, x, w);
-            for (int r = 0; r < 3; r++) {
-                double t0 = hallu_now();
-                be->ops->conv2d_forward(plan, y, x, w);
-                double gf = 2.0 * (double)nx * 2048 / (hallu_now() - t0) / 1e9;
-                best = gf > best ? gf : best;
-            }
-        }
-        if (x) be->ops->release(be, x);
-        if (w) be->ops->release(be, w);
-        if (y) be->ops->release(be, y);
-        be->ops->conv2d_plan_free(plan);
+    if (hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK) {
+        double gemm = bf16_conv_gflops(be, 64, 8, 2048, 1), conv = bf16_conv_gflops(be, 256, 8, 256, 3);
+        best = gemm > conv ? gemm : conv;
     }
     hallu_backend_free(be);
     return best;
@@ -354,7 +370,7 @@ int main(int argc, char **argv)
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
     printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
     if (bf16)
-        printf("machine bf16 products (a 1x1 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
+        printf("machine bf16 products (best of a 1x1 and a 3x3 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
                threads, peak_bf16);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
