@@ -33,9 +33,13 @@ extern "C" {
 #endif
 
 typedef struct hallu_backend hallu_backend;
-/* Compute precision of a backend's convolutions: fp32, or bf16 products with
- * fp32 accumulation (inputs and weights rounded to bf16 per call, outputs and
- * weight gradients in fp32, as autocast runs them); everything else stays fp32. */
+/* Compute precision of a backend's products: fp32, or bf16 products with fp32
+ * accumulation, as autocast runs them. The cpu backend rounds the convolutions'
+ * inputs and weights to bf16 per call and keeps their outputs and weight
+ * gradients in fp32; the cuda backend also runs gemm/linear in bf16 (cuBLAS's
+ * COMPUTE_32F_FAST_16BF, fp32 in and out) and rounds convolution outputs to
+ * bf16, as cuDNN's bf16 convolutions (and autocast) do. Everything else (batch
+ * norm, losses, the Hallucinator, weights, optimizer) stays fp32. */
 typedef enum hallu_precision { HALLU_PRECISION_FP32 = 0, HALLU_PRECISION_BF16 } hallu_precision;
 typedef struct hallu_conv2d_plan hallu_conv2d_plan;   /* backend-owned */
 

@@ -178,8 +178,30 @@ static int math_ok(const hallu_conv2d_plan *plan, cudnnMathType_t m, cudnnMathTy
     return 1;
 }
 
+/* fp32 plans are the parity path (CUDA against the CPU backend and PyTorch at
+ * 1e-4): they keep to the GEMM-family algorithms, whose only error is fp32
+ * summation order. FFT and Winograd transforms add their own rounding (some
+ * 1e-5 .. 1e-4 relative for F(4x4, 3x3)), which bf16 plans can afford and
+ * fp32 ones are not for. */
+static int transform_algo(cudnnConvolutionFwdAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_FWD_ALGO_FFT || a == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+}
+static int transform_algo(cudnnConvolutionBwdDataAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD || a == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+}
+static int transform_algo(cudnnConvolutionBwdFilterAlgo_t a)
+{
+    return a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT || a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+           a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
 /* One pass's choice: the first heuristic candidate (cuDNN ranks them by
- * expected speed) that succeeded, is deterministic, has an acceptable math type
+ * expected speed) that succeeded, is deterministic, is no transform algorithm
+ * in an fp32 plan, has an acceptable math type
  * and whose workspace, queried with that math type set, fits; else `fallback`
  * (a deterministic algorithm that takes every geometry) with the plan's math
  * type. The passes differ in their types and argument orders only: get_v7
@@ -201,7 +223,7 @@ static hallu_status pick_algo(hallu_conv2d_plan *plan, cudnnConvolutionDescripto
     for (int i = 0; i < returned && i < max_algos; i++) {
         cudnnMathType_t math = CUDNN_DEFAULT_MATH;
         if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].determinism != CUDNN_DETERMINISTIC ||
-            !math_ok(plan, perf[i].mathType, &math))
+            !math_ok(plan, perf[i].mathType, &math) || (!plan->bf16 && transform_algo(perf[i].algo)))
             continue;
         snprintf(call, sizeof call, "%s: cudnnSetConvolutionMathType", what);
         DNN_TRY(cudnnSetConvolutionMathType(cd, math), call);
