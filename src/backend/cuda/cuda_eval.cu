@@ -8,6 +8,7 @@
  * compaction and a sort; votes add each class's neighbours in heap order, as
  * the CPU does; hit counters are integer sums of one block. */
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
 
 #include <limits.h>
 #include <math.h>
@@ -15,46 +16,13 @@
 
 namespace {
 
-constexpr int ROW_THREADS = 256, ROW_GRID_MAX = 1024;
+constexpr int ROW_THREADS = 256;
 constexpr int TOPK_THREADS = 512;
 /* Up to this k the selected keys are sorted in shared memory (16 KiB). */
 constexpr int TOPK_SHARED_K = 2048;
 constexpr int VOTE_THREADS = 256;
 constexpr int HITS_THREADS = 1024;
 constexpr int NO_CLASS = INT_MAX;   /* "no candidate yet" in an argmax */
-const unsigned FULL_MASK = 0xffffffffu;
-
-unsigned row_grid(int64_t rows)
-{
-    return (unsigned)(rows < 1 ? 1 : rows < ROW_GRID_MAX ? rows : ROW_GRID_MAX);
-}
-
-template <typename T> __device__ T warp_sum(T v)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_down_sync(FULL_MASK, v, o);
-    return v;
-}
-
-/* Sum over the block with a fixed pairing (a shuffle tree per warp, then warp
- * 0 over the warp sums), returned to every thread. All threads must call it;
- * sh holds 33 elements and may be reused by the next call. */
-template <typename T> __device__ T block_sum(T v, T *sh)
-{
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum(v);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = lane < nw ? sh[lane] : T(0);
-        v = warp_sum(v);
-        if (lane == 0)
-            sh[32] = v;
-    }
-    __syncthreads();
-    return sh[32];
-}
 
 /* (v, c) beats (bv, bc): a larger value, or an equal one at a lower class; any
  * candidate beats NO_CLASS. A strict total order, so the argmax does not

@@ -10,59 +10,15 @@
  * elementwise float formulas use explicit roundings (__fmul_rn, ...) so that
  * nvcc does not fuse them into FMAs the CPU build does not use. */
 #include "cuda_internal.h"
+#include "cuda_reduce.cuh"
 
 #include <math.h>
 #include <stdint.h>
 
 namespace {
 
-constexpr int ROW_THREADS = 256, WIDE_THREADS = 1024, ROW_GRID_MAX = 1024;
+constexpr int ROW_THREADS = 256, WIDE_THREADS = 1024;
 constexpr int COL_TILE = 32, COL_GROUPS = 8;   /* collapse_std's block: 32 columns x 8 row groups */
-const unsigned FULL_MASK = 0xffffffffu;
-
-unsigned row_grid(int64_t rows)
-{
-    return (unsigned)(rows < 1 ? 1 : rows < ROW_GRID_MAX ? rows : ROW_GRID_MAX);
-}
-
-struct sum_op {
-    template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
-};
-/* Operands are never NaN where it is used (NaN inputs are skipped before). */
-struct max_op {
-    __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
-};
-
-template <typename T, typename Op> __device__ T warp_reduce(T v, Op op)
-{
-    for (int o = 16; o > 0; o >>= 1)
-        v = op(v, __shfl_down_sync(FULL_MASK, v, o));
-    return v;
-}
-
-/* Reduction over the block with a fixed pairing (a shuffle tree per warp, then
- * warp 0 over the warp results), returned to every thread. All threads of the
- * block must call it (blockDim a multiple of 32); sh holds 33 elements. Reusing
- * sh in the next call is safe: its first write follows this call's last barrier. */
-template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op, T identity)
-{
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_reduce(v, op);
-    if (lane == 0)
-        sh[w] = v;
-    __syncthreads();
-    if (w == 0) {
-        v = lane < nw ? sh[lane] : identity;
-        v = warp_reduce(v, op);
-        if (lane == 0)
-            sh[32] = v;
-    }
-    __syncthreads();
-    return sh[32];
-}
-
-__device__ double block_sum(double v, double *sh) { return block_reduce(v, sh, sum_op(), 0.0); }
-__device__ float block_max(float v, float *sh) { return block_reduce(v, sh, max_op(), -INFINITY); }
 
 /* Per-block partials (grid of them) and one more slot, in the backend's scratch;
  * NULL (failure recorded) when it cannot grow. Reserving is a no-op once the
