@@ -41,15 +41,31 @@ ASAN_OPTIONS=detect_leaks=0 "$OUT/make_seeds" "$OUT/corpus"
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=(); for f in tests/fuzz/fuzz_*.c; do targets+=("$(basename "$f" .c)"); done
 fi
-failed=()
 for t in "${targets[@]}"; do
   "$CC" "${CFLAGS[@]}" -fsanitize=fuzzer "tests/fuzz/$t.c" "$OUT/libhallu_fuzz.a" "${LIBS[@]}" \
     -o "$OUT/$t"
   mkdir -p "$OUT/corpus/$t"
+done
+# Each fuzzer is one process on one core: JOBS of them run side by side (the
+# same SECS each, in a fraction of the wall time), then each reports in turn.
+fuzz_one() {
+  local t=$1
+  rm -f "$OUT/$t.rc"
+  "$OUT/$t" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+    -artifact_prefix="$OUT/findings/$t-" -print_final_stats=1 "$OUT/corpus/$t" >"$OUT/$t.log" 2>&1
+  echo $? >"$OUT/$t.rc"
+}
+running=0
+for t in "${targets[@]}"; do
+  fuzz_one "$t" &
+  running=$((running + 1))
+  if [ "$running" -ge "$JOBS" ]; then wait; running=0; fi
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
   echo "fuzz: $t for ${SECS}s"
-  if ! "$OUT/$t" -max_total_time="$SECS" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-       -artifact_prefix="$OUT/findings/$t-" -print_final_stats=1 "$OUT/corpus/$t" \
-       >"$OUT/$t.log" 2>&1; then
+  if [ "$(cat "$OUT/$t.rc" 2>/dev/null)" != 0 ]; then
     echo "fuzz: FINDING in $t (log $OUT/$t.log):"
     tail -n 40 "$OUT/$t.log"
     failed+=("$t")
