@@ -4,7 +4,11 @@
  * path), (2) from a packed file written by hallu_packed_write (memory-mapped
  * uint8, the packed-cache reader) and (3) decoding JPEGs from an ImageFolder.
  * Prints "RESULT <name> <images/s>" lines for bench/run_data_bench.sh.
- * Usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E] */
+ * --size S sets the views' side (32: CIFAR; 224 with --asymmetric 1: the
+ * ImageNet-scale two views with BYOL's blur/solarize, what a GPU pre-training
+ * run at 224 asks of the loader).
+ * Usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E]
+ *                   [--size S] [--asymmetric 0|1] */
 #include "hallu/loader.h"
 
 #include <stdio.h>
@@ -35,12 +39,12 @@ static hallu_status mem_get(void *ctx, int64_t i, hallu_image *img, int32_t *lab
 typedef struct bench_args {
     const char *folder, *pack;
     int64_t n;
-    int workers, batch, epochs;
+    int workers, batch, epochs, size, asymmetric;
 } bench_args;
 
 static int parse_args(int argc, char **argv, bench_args *a)
 {
-    *a = (bench_args){NULL, NULL, 20000, 2, 256, 1};
+    *a = (bench_args){NULL, NULL, 20000, 2, 256, 1, 32, 0};
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--folder"))
             a->folder = argv[i + 1];
@@ -54,10 +58,15 @@ static int parse_args(int argc, char **argv, bench_args *a)
             a->batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--epochs"))
             a->epochs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--size"))
+            a->size = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--asymmetric"))
+            a->asymmetric = atoi(argv[i + 1]);
         else
             return 0;
     }
-    return a->n > 0 && a->workers > 0 && a->batch > 0 && a->epochs > 0;
+    return a->n > 0 && a->workers > 0 && a->batch > 0 && a->epochs > 0 && a->size >= 8 && a->size <= 1024 &&
+           (a->asymmetric == 0 || a->asymmetric == 1);
 }
 
 /* Decodes the first n images of the folder into memory (what a packed cache holds),
@@ -105,7 +114,9 @@ static hallu_status run(const char *name, const hallu_source *src, const bench_a
     cfg.seed = 1;
     cfg.n_views = 2;
     hallu_ssl_views_config vc;
-    hallu_ssl_views_default(&vc, 32);
+    hallu_ssl_views_default(&vc, a->size);
+    if (a->asymmetric)
+        hallu_ssl_views_set_asymmetric(&vc);
     hallu_status st = hallu_ssl_views_build(&vc, cfg.views, err);
     hallu_loader *ld = NULL;
     if (st == HALLU_OK)
@@ -164,7 +175,8 @@ int main(int argc, char **argv)
 {
     bench_args a;
     if (!parse_args(argc, argv, &a)) {
-        fprintf(stderr, "usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E]\n");
+        fprintf(stderr, "usage: bench_data [--folder DIR [--pack FILE]] [--n N] [--workers W] [--batch B] [--epochs E] "
+                        "[--size S (8..1024)] [--asymmetric 0|1]\n");
         return 2;
     }
     hallu_error err;
@@ -177,8 +189,9 @@ int main(int argc, char **argv)
     if (st == HALLU_OK)
         st = load_memory(&a, ds, &m, &err);
     hallu_source src = {&m, mem_get, m.n, m.h, m.w, (size_t)m.h * m.w * 3};
-    printf("bench_data: %d workers, batch %d, %lld images (%s)\n", a.workers, a.batch,
-           (long long)m.n, ds ? "decoded from the folder" : "random pixels");
+    printf("bench_data: %d workers, batch %d, %lld images (%s), views %dx%d%s\n", a.workers, a.batch,
+           (long long)m.n, ds ? "decoded from the folder" : "random pixels", a.size, a.size,
+           a.asymmetric ? " with blur/solarize" : "");
     if (st == HALLU_OK)
         st = run("hallu_memory", &src, &a, &err);
     if (st == HALLU_OK && ds && a.pack)

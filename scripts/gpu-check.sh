@@ -252,12 +252,23 @@ fi
 # ---------------------------------------------------------------- 4b. the loader at GPU pace
 # Whether the data pipeline keeps up with a GPU step on this machine's cores:
 # METHOD.md's two-view CIFAR augmentation (32x32) through the threaded loader,
-# all cores, batch 512 (bench_data's in-memory path; a few seconds).
+# all cores, batch 512 (bench_data's in-memory path; a few seconds); then the
+# same at ImageNet scale from JPEGs (decoded in the loop: hallu_jpeg_folder).
 LOADER="not run"
 if [ "$STATUS_BUILD" = ok ] && [ -x "$BUILD/bench/bench_data" ]; then
     LOADER=$(timeout 120 "$BUILD/bench/bench_data" --n 50000 --workers "$(nproc)" --batch 512 --epochs 1 2>&1 |
              sed -n 's/^RESULT hallu_memory \([0-9.]*\)/\1 images\/s (two views, 32x32, batch 512, '"$(nproc)"' workers)/p')
     [ -n "$LOADER" ] || LOADER="failed"
+    # ImageNet scale: 224x224 views with blur/solarize from 500x375 JPEGs
+    # (decode + augment per image; made here with Pillow, ~10-20 s).
+    JPEGS="$WORK/jpeg224"
+    if timeout 90 "$PY" "$REPO/bench/make_jpeg_folder.py" "$JPEGS" --n 2000 >/dev/null 2>&1; then
+        L224=$(timeout 150 "$BUILD/bench/bench_data" --folder "$JPEGS" --n 2000 --workers "$(nproc)" --batch 256 \
+                   --size 224 --asymmetric 1 2>&1 | sed -n 's/^RESULT \(hallu_[a-z_]*\) \([0-9.]*\)/\1 \2/p' | tr '\n' ' ')
+        LOADER="$LOADER; 224x224 (blur/solarize) from 500x375 JPEGs, $(nproc) workers: ${L224:-failed} images/s"
+    else
+        LOADER="$LOADER; 224x224: could not write the JPEGs (Pillow?)"
+    fi
     say "loader: $LOADER"
 fi
 
