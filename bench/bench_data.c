@@ -69,16 +69,29 @@ static int parse_args(int argc, char **argv, bench_args *a)
            (a->asymmetric == 0 || a->asymmetric == 1);
 }
 
-/* Decodes the first n images of the folder into memory (what a packed cache holds),
- * or makes random 32x32 images when there is no folder. */
+/* Decodes the first n images of the folder into memory (what a packed cache holds;
+ * they must share the first one's size), or makes random 32x32 images when there
+ * is no folder. */
 static hallu_status load_memory(const bench_args *a, hallu_dataset *ds, mem_images *m,
                                 hallu_error *err)
 {
     m->h = m->w = 32;
     if (ds) {
         m->n = hallu_dataset_size(ds) < a->n ? hallu_dataset_size(ds) : a->n;
-        m->h = hallu_dataset_image_height(ds) ? hallu_dataset_image_height(ds) : 32;
-        m->w = hallu_dataset_image_width(ds) ? hallu_dataset_image_width(ds) : 32;
+        m->h = hallu_dataset_image_height(ds);
+        m->w = hallu_dataset_image_width(ds);
+        if (!m->h || !m->w) {   /* a folder of JPEGs: its first image tells (all must share it) */
+            size_t cap = (size_t)8192 * 8192 * 3;
+            hallu_image probe = {malloc(cap), 0, 0, cap};
+            int32_t label;
+            hallu_status st = probe.data ? hallu_dataset_get(ds, 0, &probe, &label, err)
+                                         : hallu_error_set(err, HALLU_ERR_OOM, "bench: probe image buffer");
+            free(probe.data);
+            if (st != HALLU_OK)
+                return st;
+            m->h = probe.h;
+            m->w = probe.w;
+        }
     } else {
         m->n = a->n;
     }
