@@ -204,7 +204,8 @@ say "GPU: ${GPU:-none} (driver ${DRIVER:-n/a}); nvcc $V_NVCC at $CUDA_HOME; pyth
 # ---------------------------------------------------------------- 3. configure + build
 say "configure: $BUILD"
 if cmake -S "$REPO" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHALLU_CUDA=ON \
-        -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" "${MPI_ARGS[@]}" >"$WORK/configure.log" 2>&1; then
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_CUDA_COMPILER="$NVCC" -DHALLU_PY="$PY" "${MPI_ARGS[@]}" \
+        >"$WORK/configure.log" 2>&1; then
     grep -E '^-- hallu:|^-- Found (CUDAToolkit|JPEG|PNG|OpenMP_C|MPI_C)' "$WORK/configure.log"
     grep -E '^(DNNL_LIB|JPEG_LIBRARY_RELEASE|PNG_LIBRARY_RELEASE|NCCL_LIBRARY|CUDNN[A-Z_]*|CUBLAS[A-Z_]*|CUDA_cudart_LIBRARY|CUDA_cublas_LIBRARY|MPI_mpi_LIBRARY):' \
         "$BUILD/CMakeCache.txt" | sed 's/^/   /'
