@@ -53,6 +53,9 @@ typedef struct hallu_conv2d_geom {
 /* Validates and fills oh/ow; error names the offending value. */
 hallu_status hallu_conv2d_geom_init(hallu_conv2d_geom *g, int n, int h, int w, int cin,
                                     int cout, int k, int stride, int pad, hallu_error *err);
+/* For backends' conv2d_plan_create: *out = a validated copy of g (INVALID_ARG,
+ * named, when hallu_conv2d_geom_init refuses it or its oh/ow disagree). */
+hallu_status hallu_conv2d_geom_check(hallu_conv2d_geom *out, const hallu_conv2d_geom *g, hallu_error *err);
 
 /* 2-D max pooling k x k, stride s, padding p (padding never wins the max). */
 typedef struct hallu_pool2d_geom {

@@ -31,6 +31,17 @@ hallu_status hallu_conv2d_geom_init(hallu_conv2d_geom *g, int n, int h, int w, i
     return HALLU_OK;
 }
 
+hallu_status hallu_conv2d_geom_check(hallu_conv2d_geom *out, const hallu_conv2d_geom *g, hallu_error *err)
+{
+    hallu_status s = hallu_conv2d_geom_init(out, g->n, g->h, g->w, g->cin, g->cout, g->k, g->stride, g->pad, err);
+    if (s == HALLU_OK && (out->oh != g->oh || out->ow != g->ow))
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
+                               "conv2d_plan_create: output %dx%d does not match n=%d h=%d w=%d cin=%d cout=%d k=%d "
+                               "stride=%d pad=%d (expected %dx%d)", g->oh, g->ow, g->n, g->h, g->w, g->cin, g->cout,
+                               g->k, g->stride, g->pad, out->oh, out->ow);
+    return s;
+}
+
 hallu_status hallu_pool2d_geom_init(hallu_pool2d_geom *g, int n, int h, int w, int c,
                                     int k, int stride, int pad, hallu_error *err)
 {

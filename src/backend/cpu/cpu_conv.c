@@ -362,13 +362,9 @@ hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *
                                !be ? "backend" : !out ? "out" : "geometry");
     *out = NULL;
     hallu_conv2d_geom check;
-    hallu_status s = hallu_conv2d_geom_init(&check, g->n, g->h, g->w, g->cin, g->cout, g->k, g->stride, g->pad, err);
+    hallu_status s = hallu_conv2d_geom_check(&check, g, err);
     if (s != HALLU_OK)
         return s;
-    if (check.oh != g->oh || check.ow != g->ow)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
-                               "conv2d_plan_create: output %dx%d does not match " GEOM_FMT " (expected %dx%d)",
-                               g->oh, g->ow, GEOM_ARGS(g), check.oh, check.ow);
     hallu_conv2d_plan *plan = hallu_calloc(sizeof *plan, "conv2d plan", err);
     if (!plan)
         return HALLU_ERR_OOM;

@@ -374,13 +374,9 @@ hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom 
      * one whose oh/ow disagree with it, is the caller's error (INVALID_ARG),
      * not a cuDNN failure. */
     hallu_conv2d_geom check;
-    hallu_status s = hallu_conv2d_geom_init(&check, g->n, g->h, g->w, g->cin, g->cout, g->k, g->stride, g->pad, err);
+    hallu_status s = hallu_conv2d_geom_check(&check, g, err);
     if (s != HALLU_OK)
         return s;
-    if (check.oh != g->oh || check.ow != g->ow)
-        return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
-                               "conv2d_plan_create: output %dx%d does not match " GEOM_FMT " (expected %dx%d)",
-                               g->oh, g->ow, GEOM_ARGS(g), check.oh, check.ow);
     g = &check;
     /* cuDNN's legacy descriptors count elements in int. */
     int64_t x_count = (int64_t)g->n * g->h * g->w * g->cin, y_count = (int64_t)g->n * g->oh * g->ow * g->cout;
