@@ -83,6 +83,16 @@ typedef struct hallu_backend_ops {
     void (*fill)(hallu_backend *be, float *y, float value, int64_t n);
     /* Bytes of device memory allocated now and at most so far. */
     void (*memory)(hallu_backend *be, size_t *live, size_t *peak);
+    /* Host memory for staging uploads (the loader's batches), page-locked where
+     * the device copies from it asynchronously (cuda): an upload from it may
+     * return before its bytes are read, so they must stay unchanged until
+     * upload_wait returns. NULL slots: plain host memory and synchronous reads
+     * (hallu_backend_host_alloc / _upload_wait fall back). */
+    void *(*host_alloc)(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err);
+    void (*host_free)(hallu_backend *be, void *p);
+    /* Returns once every upload issued so far has read its source bytes (not
+     * waiting for other work queued on the device). */
+    void (*upload_wait)(hallu_backend *be);
     /* Sets the precision of the convolution plans created from now on
      * (hallu_backend_set_precision); NULL: fp32 only. */
     hallu_status (*set_precision)(hallu_backend *be, hallu_precision precision, hallu_error *err);
@@ -123,6 +133,12 @@ typedef struct hallu_backend_ops {
     void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
     void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
+    /* y [pixels][3] = (x / 255 - mean[c]) / std[c] for uint8 NHWC x [pixels][3]:
+     * ToTensor then Normalize with hallu_aug_normalize's float operations, so the
+     * loader's bits (images cross to the device as bytes, a quarter of floats).
+     * mean and std are 3 HOST floats each, parameters like other ops' scalars. */
+    void (*normalize_u8)(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                         const float *std);
 
     /* ---- pooling ---- */
     /* argmax [n][oh][ow][c] stores the flat input index (h*w_in + w) of each max */
@@ -343,6 +359,13 @@ hallu_status hallu_backend_upload(hallu_backend *be, void *dst_dev, const void *
                                   hallu_error *err);
 hallu_status hallu_backend_download(hallu_backend *be, void *dst_host, const void *src_dev, size_t nbytes,
                                     hallu_error *err);
+
+/* Staging memory for uploads (ops->host_alloc, or hallu_alloc where the
+ * backend has none); free with hallu_backend_host_free. After an upload from
+ * it, change its bytes only once hallu_backend_upload_wait has returned. */
+void *hallu_backend_host_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err);
+void hallu_backend_host_free(hallu_backend *be, void *p);
+void hallu_backend_upload_wait(hallu_backend *be);
 
 /* A device buffer with its element type: what long-lived state is made of. */
 typedef struct hallu_buffer {
