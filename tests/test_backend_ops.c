@@ -25,6 +25,7 @@
  * compile time and against the offsets at run time). A cuda device that
  * cannot be created (HALLU_ERR_UNSUPPORTED: no GPU, or a build without CUDA)
  * skips the test (exit 77). */
+#include "hallu/augment.h"
 #include "hallu/backend.h"
 #include "hallu/rng.h"
 #include "testutil.h"
@@ -49,10 +50,10 @@ static const struct slot {
     const char *name;
 } k_slots[] = {
     SLOT(destroy), SLOT(alloc), SLOT(release), SLOT(upload), SLOT(download), SLOT(copy), SLOT(fill),
-    SLOT(memory), SLOT(set_precision), SLOT(inject_fault),
+    SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
     SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_backward),
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward),
-    SLOT(relu_forward), SLOT(relu_backward), SLOT(add), SLOT(axpy), SLOT(scale),
+    SLOT(relu_forward), SLOT(relu_backward), SLOT(add), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
     SLOT(l2norm_rows_forward), SLOT(l2norm_rows_backward), SLOT(softmax_xent_forward), SLOT(softmax_xent_backward),
@@ -111,8 +112,8 @@ static const hallu_backend_ops *ops_of(int s, size_t off)
 
 /* ---- buffers: one device allocation per side ---- */
 
-enum { T_F32, T_F64, T_I32, T_I64 };
-static const size_t k_tsize[] = { 4, 8, 4, 8 };
+enum { T_F32, T_F64, T_I32, T_I64, T_U8 };
+static const size_t k_tsize[] = { 4, 8, 4, 8, 1 };
 
 typedef struct buf {
     void *p[2];
@@ -329,8 +330,9 @@ static void cmp_(const char *name, buf b, int normwise)
     } else {
         size_t wrong = 0;
         for (size_t i = 0; i < b.n; i++)
-            wrong += b.type == T_I32 ? ((int32_t *)a)[i] != ((int32_t *)r)[i]
-                                     : ((int64_t *)a)[i] != ((int64_t *)r)[i];
+            wrong += b.type == T_I32   ? ((int32_t *)a)[i] != ((int32_t *)r)[i]
+                     : b.type == T_I64 ? ((int64_t *)a)[i] != ((int64_t *)r)[i]
+                                       : ((uint8_t *)a)[i] != ((uint8_t *)r)[i];
         e = wrong ? INFINITY : 0;
         if (wrong)
             fprintf(stderr, "    %s: %zu of %zu integers differ\n", name, wrong, b.n);
@@ -399,6 +401,38 @@ static void t_memory(void)
         CMP("buffer", b);
         free(h);
         free(back);
+    }
+    op_end();
+
+    op_begin("host_alloc / upload_wait / host_free (staging memory)");
+    if (g_dut_ops.host_alloc) {
+        size_t nb = 4 * 300;
+        unsigned char *h = OP(host_alloc)(g_be[0], nb, "test staging", &err), *orig = tu_xmalloc(nb);
+        if (!h)
+            die("host_alloc of %zu bytes on %s: %s", nb, g_dut_ops.name, err.msg);
+        for (size_t i = 0; i < nb; i++)
+            h[i] = orig[i] = (unsigned char)hallu_rng_u32(&g_rng);
+        buf b = mk(T_F32, 300);
+        OP(upload)(g_be[0], b.p[0], h, nb);
+        ops_of(1, offsetof(hallu_backend_ops, upload))->upload(g_be[1], b.p[1], orig, nb);
+        OP(upload_wait)(g_be[0]);
+        memset(h, 0xA5, nb);   /* allowed now: the upload has read the bytes */
+        CMP("buffer (staging bytes changed after upload_wait)", b);
+        if (strcmp(g_dut_ops.name, "cpu-isolated") == 0) {
+            /* that backend checks the contract: bytes changed before upload_wait fail, named */
+            OP(upload)(g_be[0], b.p[0], h, nb);
+            h[17] ^= 1;
+            OP(upload_wait)(g_be[0]);
+            hallu_error e2 = { 0 };
+            int seen = hallu_backend_check(g_be[0], &e2) != HALLU_OK && strstr(e2.msg, "before upload_wait");
+            hallu_backend_clear_failure(g_be[0]);
+            op_note("bytes changed before upload_wait reported", seen ? 0 : INFINITY, seen);
+            sync_ref(b);
+        }
+        OP(host_free)(g_be[0], h);
+        free(orig);
+    } else {
+        op_note("no staging memory (NULL slots)", 0, 1);
     }
     op_end();
 
@@ -705,6 +739,30 @@ static void t_eltwise(void)
     op_begin("scale n=%lld", (long long)n);
     BOTH(scale, F(y), 1.7f, F(b), n);
     CMP("y", y);
+    op_end();
+
+    op_begin("normalize_u8 (every byte value, odd size): the loader's bits");
+    {
+        int64_t pixels = 1031;
+        size_t nb = (size_t)pixels * 3;
+        uint8_t *h = tu_xmalloc(nb);
+        for (size_t i = 0; i < nb; i++)
+            h[i] = i < 768 ? (uint8_t)(i / 3) : (uint8_t)hallu_rng_u32(&g_rng);
+        buf x = mk(T_U8, nb), out = f32u(nb + 8, -1, 1);
+        put(x, h);
+        BOTH(normalize_u8, F(out) + 3, (const uint8_t *)x.p[g_side] + 0, pixels, HALLU_CIFAR_MEAN, HALLU_CIFAR_STD);
+        CMP("y", out);
+        /* against the loader's own normalisation, on the host, bit for bit */
+        float *want = tu_falloc(nb), *got = tu_falloc(nb + 8);
+        hallu_image img = { h, 1, (int)pixels, nb };
+        hallu_aug_normalize(want, &img, HALLU_CIFAR_MEAN, HALLU_CIFAR_STD);
+        get(out, 0, got);
+        int same = memcmp(want, got + 3, nb * sizeof(float)) == 0;
+        op_note("y vs hallu_aug_normalize (bits)", same ? 0 : INFINITY, same);
+        free(h);
+        free(want);
+        free(got);
+    }
     op_end();
 
     op_begin("add_scalar n=7");

@@ -182,6 +182,12 @@ hallu_status hallu_view_pipeline_apply(const hallu_view_pipeline *pl, const hall
                                        hallu_rng *rng, float *out, int out_h, int out_w,
                                        hallu_aug_workspace *ws, hallu_error *err);
 
+/* The same without the normalisation: out is [out_h][out_w][3] bytes, the
+ * pipeline's image before hallu_aug_normalize (with pl->mean/std). */
+hallu_status hallu_view_pipeline_apply_u8(const hallu_view_pipeline *pl, const hallu_image *src,
+                                          hallu_rng *rng, uint8_t *out, int out_h, int out_w,
+                                          hallu_aug_workspace *ws, hallu_error *err);
+
 /* ---- recipes -------------------------------------------------------------------- */
 
 extern const float HALLU_CIFAR_MEAN[3];

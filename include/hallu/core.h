@@ -70,6 +70,11 @@ void *hallu_alloc(size_t nbytes, const char *what, hallu_error *err);
 void *hallu_calloc(size_t nbytes, const char *what, hallu_error *err);
 void hallu_free(void *p);
 
+/* The table of ToTensor then Normalize for 8-bit channel values:
+ * table[c][v] = ((float)v / 255 - mean[c]) / std[c] in fp32 (one definition,
+ * so the loader and every backend's normalize_u8 give the same bits). */
+void hallu_u8_normalize_table(float table[3][256], const float mean[3], const float std[3]);
+
 /* Library version string ("0.1.0") and a human list of compiled-in backends. */
 const char *hallu_version(void);
 const char *hallu_backends_compiled(void);

@@ -44,6 +44,15 @@ void hallu_source_from_dataset(hallu_source *src, const hallu_dataset *ds);
 
 #define HALLU_LOADER_MAX_VIEWS 4
 
+/* Where a loader's batch views live (alloc NULL: hallu_alloc / hallu_free),
+ * e.g. a backend's staging memory (hallu_backend_host_alloc), from which
+ * uploads run asynchronously. */
+typedef struct hallu_host_allocator {
+    void *ctx;
+    void *(*alloc)(void *ctx, size_t nbytes, const char *what, hallu_error *err);
+    void (*free)(void *ctx, void *p);
+} hallu_host_allocator;
+
 typedef struct hallu_loader_config {
     int batch_size;
     int num_workers;          /* >= 1 */
@@ -56,9 +65,15 @@ typedef struct hallu_loader_config {
     int rank, world_size;     /* world_size >= 1, 0 <= rank < world_size */
     int n_views;              /* 1..HALLU_LOADER_MAX_VIEWS */
     hallu_view_pipeline views[HALLU_LOADER_MAX_VIEWS];
+    /* 1: batches carry each view's bytes before normalisation (views_u8), for
+     * a device to normalise (the backend's normalize_u8 with the view's
+     * mean/std gives the bits of views[]): a quarter of the bytes to copy. */
+    int u8_views;
+    hallu_host_allocator batch_memory;
 } hallu_loader_config;
 
-/* batch_size 256, 2 workers, prefetch 4, shuffle, drop_last, one rank, no views. */
+/* batch_size 256, 2 workers, prefetch 4, shuffle, drop_last, one rank, no
+ * views, float views in hallu_alloc memory. */
 void hallu_loader_config_default(hallu_loader_config *cfg);
 
 /* A ready batch; valid until the next hallu_loader_next / start_epoch / destroy. */
@@ -66,7 +81,8 @@ typedef struct hallu_batch {
     int64_t step;             /* batch number within the epoch (0-based) */
     int n;                    /* images (may be < batch_size: last batch, skipped images) */
     int n_views, h, w;
-    float *views[HALLU_LOADER_MAX_VIEWS]; /* each [n][h][w][3], normalised */
+    float *views[HALLU_LOADER_MAX_VIEWS]; /* each [n][h][w][3], normalised (NULL with u8_views) */
+    uint8_t *views_u8[HALLU_LOADER_MAX_VIEWS]; /* u8_views: each [n][h][w][3] bytes (else NULL) */
     int32_t *labels;          /* [n], -1 when unlabeled */
     int64_t *indices;         /* [n] source indices */
 } hallu_batch;

@@ -149,6 +149,29 @@ hallu_status hallu_backend_download(hallu_backend *be, void *dst_host, const voi
     return hallu_backend_check(be, err);
 }
 
+void *hallu_backend_host_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    if (be && be->ops->host_alloc)
+        return be->ops->host_alloc(be, nbytes, what, err);
+    return hallu_alloc(nbytes, what, err);
+}
+
+void hallu_backend_host_free(hallu_backend *be, void *p)
+{
+    if (!p)
+        return;
+    if (be && be->ops->host_free)
+        be->ops->host_free(be, p);
+    else
+        hallu_free(p);
+}
+
+void hallu_backend_upload_wait(hallu_backend *be)
+{
+    if (be && be->ops->upload_wait)
+        be->ops->upload_wait(be);
+}
+
 hallu_status hallu_buffer_alloc(hallu_buffer *b, hallu_backend *be, hallu_dtype dtype, int64_t count,
                                 const char *what, hallu_error *err)
 {

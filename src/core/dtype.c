@@ -20,3 +20,10 @@ const char *hallu_dtype_name(hallu_dtype dt)
 {
     return (unsigned)dt < HALLU_DTYPE_COUNT ? dtype_table[dt].name : "?";
 }
+
+void hallu_u8_normalize_table(float table[3][256], const float mean[3], const float std[3])
+{
+    for (int c = 0; c < 3; c++)
+        for (int v = 0; v < 256; v++)
+            table[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
+}

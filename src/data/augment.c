@@ -274,9 +274,7 @@ void hallu_aug_normalize(float *out, const hallu_image *img, const float mean[3]
 {
     /* Same float ops as ToTensor (v / 255) then Normalize ((x - m) / s), tabulated. */
     float lut[3][256];
-    for (int c = 0; c < 3; c++)
-        for (int v = 0; v < 256; v++)
-            lut[c][v] = ((float)v / 255.0f - mean[c]) / std[c];
+    hallu_u8_normalize_table(lut, mean, std);
     size_t n = (size_t)img->h * img->w;
     const uint8_t *p = img->data;
     for (size_t i = 0; i < n; i++) {

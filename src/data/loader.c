@@ -110,8 +110,12 @@ static hallu_status process_sample(worker_ctx *w, const work_item *it, int pos, 
     for (int v = 0; st == HALLU_OK && v < ld->cfg.n_views; v++) {
         hallu_rng rng;
         hallu_aug_rng_init(&rng, ld->cfg.seed, it->epoch, index, (uint32_t)v);
-        st = hallu_view_pipeline_apply(&ld->cfg.views[v], &w->img, &rng, b->views[v] + pos * plane,
-                                       ld->view_h, ld->view_w, &w->ws, err);
+        if (ld->cfg.u8_views)
+            st = hallu_view_pipeline_apply_u8(&ld->cfg.views[v], &w->img, &rng, b->views_u8[v] + pos * plane,
+                                              ld->view_h, ld->view_w, &w->ws, err);
+        else
+            st = hallu_view_pipeline_apply(&ld->cfg.views[v], &w->img, &rng, b->views[v] + pos * plane,
+                                           ld->view_h, ld->view_w, &w->ws, err);
     }
     if (st != HALLU_OK)
         return hallu_error_prefix(err, st, "loader: image %u", index);
@@ -130,8 +134,12 @@ static void compact_slot(hallu_loader *ld, slot *s)
         if (!s->ok[i])
             continue;
         if (n != i) {
-            for (int v = 0; v < b->n_views; v++)
-                memmove(b->views[v] + n * plane, b->views[v] + i * plane, plane * sizeof(float));
+            for (int v = 0; v < b->n_views; v++) {
+                if (b->views[v])
+                    memmove(b->views[v] + n * plane, b->views[v] + i * plane, plane * sizeof(float));
+                if (b->views_u8[v])
+                    memmove(b->views_u8[v] + n * plane, b->views_u8[v] + i * plane, plane);
+            }
             b->labels[n] = b->labels[i];
             b->indices[n] = b->indices[i];
         }
@@ -271,6 +279,8 @@ static hallu_status validate_config(const hallu_source *src, const hallu_loader_
     if (cfg->n_views < 1 || cfg->n_views > HALLU_LOADER_MAX_VIEWS)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loader: n_views %d outside 1..%d",
                                cfg->n_views, HALLU_LOADER_MAX_VIEWS);
+    if (!cfg->batch_memory.alloc != !cfg->batch_memory.free)
+        return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loader: batch_memory needs both alloc and free (or neither)");
     return HALLU_OK;
 }
 
@@ -292,6 +302,23 @@ static hallu_status view_dims(hallu_loader *ld, hallu_error *err)
     return HALLU_OK;
 }
 
+/* Batch view memory: the configured allocator's, else hallu_alloc's. */
+static void *batch_alloc(hallu_loader *ld, size_t nbytes)
+{
+    hallu_error e = { 0 };
+    const hallu_host_allocator *a = &ld->cfg.batch_memory;
+    return a->alloc ? a->alloc(a->ctx, nbytes, "loader batch view", &e) : hallu_alloc(nbytes, "loader batch view", &e);
+}
+
+static void batch_free(hallu_loader *ld, void *p)
+{
+    const hallu_host_allocator *a = &ld->cfg.batch_memory;
+    if (p && a->alloc)
+        a->free(a->ctx, p);
+    else
+        hallu_free(p);
+}
+
 static hallu_status alloc_slots(hallu_loader *ld, hallu_error *err)
 {
     int bs = ld->cfg.batch_size;
@@ -305,9 +332,17 @@ static hallu_status alloc_slots(hallu_loader *ld, hallu_error *err)
         b->n_views = ld->cfg.n_views;
         b->h = ld->view_h;
         b->w = ld->view_w;
-        for (int v = 0; v < ld->cfg.n_views; v++)
-            if (!(b->views[v] = hallu_alloc((size_t)bs * plane * sizeof(float), "loader batch view", err)))
-                return HALLU_ERR_OOM;
+        for (int v = 0; v < ld->cfg.n_views; v++) {
+            size_t nbytes = (size_t)bs * plane * (ld->cfg.u8_views ? 1 : sizeof(float));
+            void *p = batch_alloc(ld, nbytes);
+            if (!p)
+                return hallu_error_set(err, HALLU_ERR_OOM, "loader: out of memory for a batch view of %zu bytes",
+                                       nbytes);
+            if (ld->cfg.u8_views)
+                b->views_u8[v] = p;
+            else
+                b->views[v] = p;
+        }
         b->labels = hallu_alloc((size_t)bs * sizeof *b->labels, "loader labels", err);
         b->indices = hallu_alloc((size_t)bs * sizeof *b->indices, "loader indices", err);
         ld->slots[i].ok = hallu_alloc((size_t)bs, "loader sample flags", err);
@@ -463,8 +498,10 @@ static void free_slots(hallu_loader *ld)
 {
     for (int i = 0; ld->slots && i < ld->n_slots; i++) {
         slot *s = &ld->slots[i];
-        for (int v = 0; v < HALLU_LOADER_MAX_VIEWS; v++)
-            hallu_free(s->batch.views[v]);
+        for (int v = 0; v < HALLU_LOADER_MAX_VIEWS; v++) {
+            batch_free(ld, s->batch.views[v]);
+            batch_free(ld, s->batch.views_u8[v]);
+        }
         hallu_free(s->batch.labels);
         hallu_free(s->batch.indices);
         hallu_free(s->ok);

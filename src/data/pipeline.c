@@ -357,9 +357,9 @@ static hallu_status run_photometric(run_state *rs, const hallu_aug_op *op, hallu
     }
 }
 
-hallu_status hallu_view_pipeline_apply(const hallu_view_pipeline *pl, const hallu_image *src,
-                                       hallu_rng *rng, float *out, int out_h, int out_w,
-                                       hallu_aug_workspace *ws, hallu_error *err)
+/* Every op of pl on src; *result is the final image (in ws's buffers, or src). */
+static hallu_status run_ops(const hallu_view_pipeline *pl, const hallu_image *src, hallu_rng *rng, int out_h,
+                            int out_w, hallu_aug_workspace *ws, hallu_image *result, hallu_error *err)
 {
     if (!src->data || src->h <= 0 || src->w <= 0)
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "view pipeline: empty input image %dx%d",
@@ -380,6 +380,28 @@ hallu_status hallu_view_pipeline_apply(const hallu_view_pipeline *pl, const hall
         return hallu_error_set(err, HALLU_ERR_INVALID_ARG,
                                "view pipeline: result is %dx%d, expected %dx%d (input %dx%d)",
                                rs.cur.h, rs.cur.w, out_h, out_w, src->h, src->w);
-    hallu_aug_normalize(out, &rs.cur, pl->mean, pl->std);
+    *result = rs.cur;
     return HALLU_OK;
+}
+
+hallu_status hallu_view_pipeline_apply(const hallu_view_pipeline *pl, const hallu_image *src,
+                                       hallu_rng *rng, float *out, int out_h, int out_w,
+                                       hallu_aug_workspace *ws, hallu_error *err)
+{
+    hallu_image img;
+    hallu_status st = run_ops(pl, src, rng, out_h, out_w, ws, &img, err);
+    if (st == HALLU_OK)
+        hallu_aug_normalize(out, &img, pl->mean, pl->std);
+    return st;
+}
+
+hallu_status hallu_view_pipeline_apply_u8(const hallu_view_pipeline *pl, const hallu_image *src,
+                                          hallu_rng *rng, uint8_t *out, int out_h, int out_w,
+                                          hallu_aug_workspace *ws, hallu_error *err)
+{
+    hallu_image img;
+    hallu_status st = run_ops(pl, src, rng, out_h, out_w, ws, &img, err);
+    if (st == HALLU_OK)
+        memcpy(out, img.data, (size_t)out_h * out_w * 3);
+    return st;
 }

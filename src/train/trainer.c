@@ -128,6 +128,28 @@ static hallu_status validate(const hallu_train_config *c, hallu_error *err)
     return HALLU_OK;
 }
 
+/* The loader's batches in the backend's staging memory. */
+static void *staging_alloc(void *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    return hallu_backend_host_alloc(be, nbytes, what, err);
+}
+
+static void staging_free(void *be, void *p)
+{
+    hallu_backend_host_free(be, p);
+}
+
+/* The device first: the loader's batches go to its staging memory. */
+static hallu_status setup_backend(train_run *run, hallu_error *err)
+{
+    const hallu_train_config *c = run->cfg;
+    hallu_status s = hallu_backend_create(c->device && c->device[0] ? c->device : "cpu", c->threads, &run->be, err);
+    if (s != HALLU_OK)
+        return hallu_error_prefix(err, s, "--device %s", c->device ? c->device : "cpu");
+    run->device_normalize = !run->be->ops->host_memory;
+    return HALLU_OK;
+}
+
 static hallu_status setup_data(train_run *run, hallu_error *err)
 {
     const hallu_train_config *c = run->cfg;
@@ -163,6 +185,14 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
     lc.seed = c->seed;
     lc.n_views = 2;
     s = hallu_ssl_views_build(&vc, lc.views, err);
+    if (s == HALLU_OK && run->device_normalize) {
+        lc.u8_views = 1;
+        lc.batch_memory = (hallu_host_allocator){ run->be, staging_alloc, staging_free };
+        for (int v = 0; v < 2; v++) {
+            memcpy(run->view_mean[v], lc.views[v].mean, sizeof run->view_mean[v]);
+            memcpy(run->view_std[v], lc.views[v].std, sizeof run->view_std[v]);
+        }
+    }
     if (s == HALLU_OK)
         s = hallu_loader_create(&run->loader, &run->train_src, &lc, err);
     if (s != HALLU_OK)
@@ -176,10 +206,7 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
 static hallu_status setup_model(train_run *run, hallu_error *err)
 {
     const hallu_train_config *c = run->cfg;
-    hallu_status s = hallu_backend_create(c->device && c->device[0] ? c->device : "cpu", c->threads, &run->be, err);
-    if (s != HALLU_OK)
-        return hallu_error_prefix(err, s, "--device %s", c->device ? c->device : "cpu");
-    s = train_fault_setup(run, err);
+    hallu_status s = train_fault_setup(run, err);
     hallu_precision precision = HALLU_PRECISION_FP32;
     if (s == HALLU_OK && c->precision && c->precision[0])
         s = hallu_precision_parse(c->precision, &precision, err);
@@ -202,9 +229,11 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
     int per_rank = c->batch_size / run->comm->size;
     hallu_ssl_set_comm(run->ssl, run->comm);
     s = hallu_ssl_plan(run->ssl, run->be, per_rank, run->image_h, run->image_w, err);
+    int64_t view_elems = (int64_t)per_rank * run->image_h * run->image_w * 3;
     for (int v = 0; v < 2 && s == HALLU_OK; v++)
-        s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, (int64_t)per_rank * run->image_h *
-                               run->image_w * 3, "training views", err);
+        s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, view_elems, "training views", err);
+    for (int v = 0; v < 2 && s == HALLU_OK && run->device_normalize; v++)
+        s = hallu_buffer_alloc(&run->views_u8[v], run->be, HALLU_DTYPE_U8, view_elems, "training views (bytes)", err);
     if (s != HALLU_OK)
         return s;
     hallu_optim_config oc;
@@ -219,13 +248,17 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
 
 static void teardown(train_run *run)
 {
+    if (run->be)   /* no upload may still read the loader's memory */
+        hallu_backend_upload_wait(run->be);
     hallu_loader_destroy(run->loader);
     hallu_optimizer_free(run->opt);
     if (run->ssl)
         hallu_ssl_free(run->ssl);
     hallu_params_free(&run->ps);
-    hallu_buffer_free(&run->views[0]);
-    hallu_buffer_free(&run->views[1]);
+    for (int v = 0; v < 2; v++) {
+        hallu_buffer_free(&run->views[v]);
+        hallu_buffer_free(&run->views_u8[v]);
+    }
     if (run->train_ds)
         hallu_dataset_close(run->train_ds);
     hallu_backend_free(run->be);
@@ -343,6 +376,26 @@ static hallu_status check_loss(const train_run *run, const hallu_ssl_stats *st, 
                            "lower --lr (now %g)", st->loss, (long long)run->global_step, run->epoch + 1, run->cfg->lr);
 }
 
+/* The batch's views into run->views: as floats, or as bytes the device
+ * normalises (the upload may still be reading b's bytes on return: see
+ * run_epoch's upload_wait). */
+static hallu_status upload_views(train_run *run, const hallu_batch *b, hallu_error *err)
+{
+    size_t pixels = (size_t)b->n * run->image_h * run->image_w;
+    hallu_status s = HALLU_OK;
+    for (int v = 0; v < 2 && s == HALLU_OK; v++) {
+        if (!run->device_normalize) {
+            s = hallu_backend_upload(run->be, run->views[v].data, b->views[v], pixels * 3 * sizeof(float), err);
+            continue;
+        }
+        s = hallu_backend_upload(run->be, run->views_u8[v].data, b->views_u8[v], pixels * 3, err);
+        if (s == HALLU_OK)
+            run->be->ops->normalize_u8(run->be, hallu_buffer_f32(&run->views[v]), run->views_u8[v].data,
+                                       (int64_t)pixels, run->view_mean[v], run->view_std[v]);
+    }
+    return s;
+}
+
 /* One step on the device. The backend's first failure, if any, is checked once
  * at the end (ops after a failure are skipped), so a failed step never reaches
  * a checkpoint. The step's loss stays in device memory unless `read`: logged
@@ -354,11 +407,8 @@ static hallu_status train_one_step(train_run *run, const hallu_batch *b, hallu_s
     hallu_nn_ctx ctx = { .be = run->be, .ps = &run->ps, .training = 1, .comm = run->comm,
                          .sync_bn = run->cfg->sync_bn };
     int64_t step = run->global_step + 1;   /* counted from 1, as the test hook */
-    size_t view_bytes = (size_t)b->n * run->image_h * run->image_w * 3 * sizeof(float);
     hallu_params_zero_grad(&run->ps);
-    hallu_status s = hallu_backend_upload(run->be, run->views[0].data, b->views[0], view_bytes, err);
-    if (s == HALLU_OK)
-        s = hallu_backend_upload(run->be, run->views[1].data, b->views[1], view_bytes, err);
+    hallu_status s = upload_views(run, b, err);
     train_fault_arm(run, TRAIN_FAULT_FORWARD, step);
     if (s == HALLU_OK || run->comm->size > 1) {
         hallu_status t = hallu_ssl_step(run->ssl, &ctx, hallu_buffer_f32(&run->views[0]),
@@ -429,6 +479,7 @@ static hallu_status run_epoch(train_run *run, const hallu_train_callbacks *cb,
     s = train_agree(run, s, err);
     double ips = 0, wait = 0, comm = 0;
     while (s == HALLU_OK) {
+        hallu_backend_upload_wait(run->be);   /* the last batch's bytes go back to the loader now */
         s = hallu_loader_next(run->loader, &b, err);
         /* A rank whose data fails says so before the step's collectives; every
          * rank has the same number of batches, so all reach the end together. */
@@ -606,6 +657,7 @@ hallu_status hallu_train_run(const hallu_train_config *cfg, const hallu_train_ca
     if (s == HALLU_OK) s = build_ssl_config(&run, err);
     if (s == HALLU_OK) s = train_prepare_dir(&run, err);
     if (s == HALLU_OK) s = train_resolve_init(&run, err);
+    if (s == HALLU_OK) s = setup_backend(&run, err);
     if (s == HALLU_OK) s = setup_data(&run, err);
     s = train_agree(&run, s, err);
     if (s == HALLU_OK) s = setup_knn(&run, err);   /* a missing kNN set fails now, not after training */

@@ -140,6 +140,7 @@ static const hallu_backend_ops cpu_ops = {
     .add = cpu_add,
     .axpy = cpu_axpy,
     .scale = cpu_scale,
+    .normalize_u8 = cpu_normalize_u8,
     .maxpool2d_forward = cpu_maxpool2d_forward,
     .maxpool2d_backward = cpu_maxpool2d_backward,
     .global_avgpool_forward = cpu_global_avgpool_forward,

@@ -79,3 +79,19 @@ void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t
 {
     ELT_PARALLEL(be, n, scale_range(y, alpha, x, lo, hi));
 }
+
+/* The loader's normalisation (hallu_aug_normalize) run on the backend: one
+ * table per channel, then a lookup per byte. */
+void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                      const float *std)
+{
+    float table[3][256];
+    hallu_u8_normalize_table(table, mean, std);
+    ELT_PARALLEL(be, pixels, {
+        for (int64_t p = lo; p < hi; p++) {
+            y[p * 3 + 0] = table[0][x[p * 3 + 0]];
+            y[p * 3 + 1] = table[1][x[p * 3 + 1]];
+            y[p * 3 + 2] = table[2][x[p * 3 + 2]];
+        }
+    });
+}

@@ -181,6 +181,8 @@ void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const floa
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
+void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                      const float *std);
 
 /* pooling (cpu_pool.c) */
 void cpu_maxpool2d_forward(hallu_backend *be, float *y, int32_t *argmax, const float *x,

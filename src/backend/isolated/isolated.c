@@ -25,10 +25,27 @@ hallu_status hallu_backend_isolated_create(hallu_backend **out, int num_threads,
 
 #define ISO_TAG ((uintptr_t)1 << 62)
 
+/* A block of staging memory (host_alloc), and an upload read from one that
+ * upload_wait has not yet confirmed. */
+typedef struct iso_block {
+    const unsigned char *p;
+    size_t n;
+} iso_block;
+typedef struct iso_pending {
+    const unsigned char *src;
+    size_t n;
+    uint64_t sum;           /* FNV-1a of the bytes when the upload read them */
+} iso_pending;
+#define ISO_MAX_PENDING 64
+
 typedef struct iso_impl {
     hallu_backend *inner;   /* the CPU backend doing the work */
     int64_t fault_op;       /* countdown to an injected op failure; 0 = off */
     int64_t fault_alloc;    /* countdown to an injected allocation failure; 0 = off */
+    iso_block *blocks;      /* live staging blocks */
+    int n_blocks, cap_blocks;
+    iso_pending pending[ISO_MAX_PENDING];
+    int n_pending;
 } iso_impl;
 
 /* A conv plan of this backend: the inner backend's plan and the owner. */
@@ -88,6 +105,7 @@ static void iso_destroy(hallu_backend *be)
     if (!be)
         return;
     if (be->impl) {
+        free(iso_of(be)->blocks);
         hallu_backend_free(inner_of(be));
         hallu_free(be->impl);
     }
@@ -111,9 +129,90 @@ static void iso_release(hallu_backend *be, void *p)
         inner_of(be)->ops->release(inner_of(be), D(p));
 }
 
+/* ---- staging memory: the asynchronous-upload contract, checked ----
+ * On a GPU an upload from page-locked memory reads its source some time after
+ * the call returns, so the caller must leave those bytes alone until
+ * upload_wait returns. This backend reads them at once (results stay the cpu
+ * backend's) and keeps a checksum of each such upload; upload_wait compares:
+ * bytes changed in between are a named failure, the bug that on a GPU would
+ * feed a step torn images. */
+
+static iso_block *iso_block_of(iso_impl *impl, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (int i = 0; i < impl->n_blocks; i++)
+        if (c >= impl->blocks[i].p && c < impl->blocks[i].p + impl->blocks[i].n)
+            return n <= (size_t)(impl->blocks[i].p + impl->blocks[i].n - c) ? &impl->blocks[i] : NULL;
+    return NULL;
+}
+
+static void *iso_host_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    iso_impl *impl = iso_of(be);
+    if (impl->n_blocks == impl->cap_blocks) {
+        int cap = impl->cap_blocks ? 2 * impl->cap_blocks : 16;
+        iso_block *b = realloc(impl->blocks, (size_t)cap * sizeof *b);
+        if (!b) {
+            hallu_error_set(err, HALLU_ERR_OOM, "out of memory registering staging memory for %s", what ? what : "?");
+            return NULL;
+        }
+        impl->blocks = b;
+        impl->cap_blocks = cap;
+    }
+    void *p = hallu_alloc(nbytes ? nbytes : 1, what, err);
+    if (p)
+        impl->blocks[impl->n_blocks++] = (iso_block){ p, nbytes };
+    return p;
+}
+
+/* Confirms pending upload i (its bytes unchanged) and drops it. */
+static void iso_confirm(hallu_backend *be, int i)
+{
+    iso_impl *impl = iso_of(be);
+    iso_pending q = impl->pending[i];
+    impl->pending[i] = impl->pending[--impl->n_pending];
+    if (hallu_fnv1a64(HALLU_FNV_OFFSET, q.src, q.n) != q.sum)
+        hallu_backend_fail(be, HALLU_ERR_BACKEND, "upload_wait: the %zu staging bytes at %p changed after their "
+                           "upload and before upload_wait (an asynchronous copy would have read the new bytes)",
+                           q.n, (const void *)q.src);
+}
+
+static void iso_host_free(hallu_backend *be, void *p)
+{
+    iso_impl *impl = iso_of(be);
+    for (int i = 0; i < impl->n_blocks; i++) {
+        if (impl->blocks[i].p != p)
+            continue;
+        iso_block blk = impl->blocks[i];
+        for (int j = impl->n_pending - 1; j >= 0; j--)
+            if (impl->pending[j].src >= blk.p && impl->pending[j].src < blk.p + blk.n) {
+                impl->pending[j] = impl->pending[--impl->n_pending];
+                hallu_backend_fail(be, HALLU_ERR_BACKEND, "host_free: staging memory %p freed before upload_wait "
+                                   "confirmed an upload from it", p);
+            }
+        impl->blocks[i] = impl->blocks[--impl->n_blocks];
+        hallu_free(p);
+        return;
+    }
+    fprintf(stderr, "hallu cpu-isolated: host_free of %p, which host_alloc did not return\n", p);
+    abort();
+}
+
+static void iso_upload_wait(hallu_backend *be)
+{
+    while (iso_of(be)->n_pending > 0)
+        iso_confirm(be, 0);
+}
+
 static void iso_upload(hallu_backend *be, void *dst, const void *src, size_t nbytes)
 {
     ENTER(be);
+    iso_impl *impl = iso_of(be);
+    if (nbytes && iso_block_of(impl, src, nbytes)) {
+        if (impl->n_pending == ISO_MAX_PENDING)   /* a caller that never waits: check the oldest now */
+            iso_confirm(be, 0);
+        impl->pending[impl->n_pending++] = (iso_pending){ src, nbytes, hallu_fnv1a64(HALLU_FNV_OFFSET, src, nbytes) };
+    }
     RUN(be, inner_of(be)->ops->upload(inner_of(be), D(dst), src, nbytes));
 }
 
@@ -258,6 +357,13 @@ static void iso_scale(hallu_backend *be, float *y, float alpha, const float *x, 
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->scale(inner_of(be), D(y), alpha, D(x), n));
+}
+
+static void iso_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                             const float *std)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->normalize_u8(inner_of(be), D(y), D(x), pixels, mean, std));
 }
 
 /* ---- pooling ---- */
@@ -601,6 +707,9 @@ static const hallu_backend_ops iso_ops = {
     .copy = iso_copy,
     .fill = iso_fill,
     .memory = iso_memory,
+    .host_alloc = iso_host_alloc,
+    .host_free = iso_host_free,
+    .upload_wait = iso_upload_wait,
     .inject_fault = iso_inject_fault,
     .set_precision = iso_set_precision,
     .conv2d_plan_create = iso_conv2d_plan_create,
@@ -615,6 +724,7 @@ static const hallu_backend_ops iso_ops = {
     .add = iso_add,
     .axpy = iso_axpy,
     .scale = iso_scale,
+    .normalize_u8 = iso_normalize_u8,
     .maxpool2d_forward = iso_maxpool2d_forward,
     .maxpool2d_backward = iso_maxpool2d_backward,
     .global_avgpool_forward = iso_global_avgpool_forward,
