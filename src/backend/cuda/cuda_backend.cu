@@ -451,6 +451,7 @@ static const hallu_backend_ops cuda_ops = {
     .add = cuda_add,
     .axpy = cuda_axpy,
     .scale = cuda_scale,
+    .normalize_u8 = cuda_normalize_u8,
     .maxpool2d_forward = cuda_maxpool2d_forward,
     .maxpool2d_backward = cuda_maxpool2d_backward,
     .global_avgpool_forward = cuda_global_avgpool_forward,

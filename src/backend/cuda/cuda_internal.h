@@ -171,6 +171,8 @@ void cuda_add(hallu_backend *be, float *y, const float *a, const float *b, int64
 void cuda_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cuda_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cuda_add_scalar(hallu_backend *be, float *y, float value, int64_t n);
+void cuda_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                       const float *std);
 void cuda_maxpool2d_forward(hallu_backend *be, float *y, int32_t *argmax, const float *x,
                             const hallu_pool2d_geom *g);
 void cuda_maxpool2d_backward(hallu_backend *be, float *dx, const float *dy, const int32_t *argmax,
