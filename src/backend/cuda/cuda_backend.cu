@@ -229,14 +229,29 @@ static void cuda_memory(hallu_backend *be, size_t *live, size_t *peak)
     *peak = cuda_impl_of(be)->bytes_peak;
 }
 
-/* Host memory here is pageable (never pinned by hallu): cudaMemcpyAsync from it
- * returns once the bytes are staged, so the caller may reuse src at once. */
+/* From pageable host memory, cudaMemcpyAsync returns once the bytes are
+ * staged, so the caller may reuse src at once; from page-locked memory
+ * (cuda_host_alloc) it returns at once and the copy reads src later, in stream
+ * order: upload_event, recorded right after the copy, marks when it has. */
 static void cuda_upload(hallu_backend *be, void *dst, const void *src, size_t nbytes)
 {
     if (!cuda_enter(be) || !nbytes)
         return;
-    cuda_check_rt(be, cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, cuda_impl_of(be)->stream),
-                  "upload: cudaMemcpyAsync");
+    cuda_impl *impl = cuda_impl_of(be);
+    if (cuda_check_rt(be, cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, impl->stream),
+                      "upload: cudaMemcpyAsync") &&
+        cuda_check_rt(be, cudaEventRecord(impl->upload_event, impl->stream), "upload: cudaEventRecord"))
+        impl->upload_recorded = 1;
+}
+
+/* Waits for the last upload's copy (and, the stream being in order, the work
+ * queued before it), not for work queued after it. Not gated on an earlier
+ * failure: uploads enqueued before it may still be reading their sources. */
+static void cuda_upload_wait(hallu_backend *be)
+{
+    cuda_impl *impl = cuda_impl_of(be);
+    if (impl->upload_recorded)
+        cuda_check_rt(be, cudaEventSynchronize(impl->upload_event), "upload_wait: cudaEventSynchronize");
 }
 
 /* The one op that waits: the host reads dst when it returns. A fault of any
@@ -257,6 +272,48 @@ static void cuda_copy(hallu_backend *be, void *dst, const void *src, size_t nbyt
         return;
     cuda_check_rt(be, cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, cuda_impl_of(be)->stream),
                   "copy: cudaMemcpyAsync");
+}
+
+/* Page-locked staging memory: uploads from it are asynchronous DMA. Made
+ * current on the backend's device first (the caller may be another thread,
+ * whose current device would otherwise get a context). Not sticky on failure,
+ * as cuda_alloc; not zero-filled (hallu_alloc's contract). */
+static void *cuda_host_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    cuda_impl *impl = cuda_impl_of(be);
+    const char *name = what ? what : "buffer";
+    if (nbytes == 0)
+        nbytes = 1;
+    cudaError_t st = cudaSetDevice(impl->device);
+    if (st != cudaSuccess) {
+        cudaGetLastError();
+        hallu_error_set(err, HALLU_ERR_BACKEND, "allocating %zu bytes of page-locked host memory for %s: "
+                        "cudaSetDevice(%d): %s (%s)", nbytes, name, impl->device, cudaGetErrorString(st),
+                        cudaGetErrorName(st));
+        return NULL;
+    }
+    void *p = NULL;
+    st = cudaHostAlloc(&p, nbytes, cudaHostAllocDefault);
+    if (st != cudaSuccess) {
+        cudaGetLastError();   /* not sticky: keep it from a later launch check */
+        hallu_error_set(err, st == cudaErrorMemoryAllocation ? HALLU_ERR_OOM : HALLU_ERR_BACKEND,
+                        "%s %zu bytes of page-locked host memory for %s (cuda:%d): cudaHostAlloc: %s (%s)",
+                        st == cudaErrorMemoryAllocation ? "out of memory allocating" : "allocating", nbytes, name,
+                        impl->device, cudaGetErrorString(st), cudaGetErrorName(st));
+        return NULL;
+    }
+    return p;
+}
+
+/* An upload may still be reading p: wait for the uploads before freeing it. */
+static void cuda_host_free(hallu_backend *be, void *p)
+{
+    if (!p)
+        return;
+    cuda_impl *impl = cuda_impl_of(be);
+    cuda_check_rt(be, cudaSetDevice(impl->device), "host_free: cudaSetDevice");
+    cuda_upload_wait(be);
+    cuda_check_rt(be, cudaFreeHost(p), "host_free: cudaFreeHost");
 }
 
 /* Grows a shared device buffer. The old one may still be read by queued work
@@ -344,6 +401,8 @@ static void cuda_destroy(hallu_backend *be)
          * may be shared, e.g. with the NCCL communicator). */
         if (impl->stream)
             cudaStreamSynchronize(impl->stream);
+        if (impl->upload_event)
+            cudaEventDestroy(impl->upload_event);
         if (impl->workspace)
             cudaFree(impl->workspace);
         if (impl->scratch)
@@ -375,6 +434,9 @@ static const hallu_backend_ops cuda_ops = {
     .copy = cuda_copy,
     .fill = cuda_fill,
     .memory = cuda_memory,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .upload_wait = cuda_upload_wait,
     .set_precision = cuda_set_precision,
     .inject_fault = NULL,
     .conv2d_plan_create = cuda_conv2d_plan_create,
@@ -389,6 +451,7 @@ static const hallu_backend_ops cuda_ops = {
     .add = cuda_add,
     .axpy = cuda_axpy,
     .scale = cuda_scale,
+    .normalize_u8 = cuda_normalize_u8,
     .maxpool2d_forward = cuda_maxpool2d_forward,
     .maxpool2d_backward = cuda_maxpool2d_backward,
     .global_avgpool_forward = cuda_global_avgpool_forward,
@@ -494,6 +557,10 @@ static hallu_status cuda_impl_init(cuda_impl *impl, const char *device, hallu_er
     if ((st = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking)) != cudaSuccess)
         return rt_error(err, HALLU_ERR_BACKEND, device, "cudaStreamCreateWithFlags", st);
     impl->stream = stream;
+    cudaEvent_t upload_event = NULL;
+    if ((st = cudaEventCreateWithFlags(&upload_event, cudaEventDisableTiming)) != cudaSuccess)
+        return rt_error(err, HALLU_ERR_BACKEND, device, "cudaEventCreateWithFlags", st);
+    impl->upload_event = upload_event;
 
     const char *tf32 = getenv("HALLU_CUDA_TF32");
     impl->allow_tf32 = tf32 && strcmp(tf32, "1") == 0;

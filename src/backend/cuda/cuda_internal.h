@@ -2,7 +2,8 @@
  *
  * One device, one stream: every op is enqueued on impl->stream and returns
  * without waiting, except download (and the few ops whose result the host
- * reads: softmax_xent_forward's returned loss), which synchronise the stream.
+ * reads: softmax_xent_forward's returned loss), which synchronise the stream,
+ * and upload_wait, which waits for the last upload's copy only.
  * Device memory is plain cudaMalloc (never managed memory). Failures follow the
  * backend contract (include/hallu/backend.h): the first failing call is recorded
  * with hallu_backend_fail (sticky), later ops return at once (cuda_enter).
@@ -40,6 +41,10 @@ typedef struct cuda_impl {
     hallu_backend *be;          /* the owner, where failures are recorded */
     int device;                 /* CUDA device ordinal (--device cuda:N) */
     cudaStream_t stream;        /* every op runs here */
+    /* Recorded on stream right after each upload's copy: upload_wait waits
+     * for it (created at backend creation, timing disabled). */
+    cudaEvent_t upload_event;
+    int upload_recorded;        /* 1 once upload_event has been recorded */
     cublasHandle_t cublas;      /* bound to stream; TF32 off unless allow_tf32 */
     cudnnHandle_t cudnn;        /* bound to stream */
     hallu_precision precision;  /* of the conv plans created from now on */
@@ -166,6 +171,8 @@ void cuda_add(hallu_backend *be, float *y, const float *a, const float *b, int64
 void cuda_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cuda_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cuda_add_scalar(hallu_backend *be, float *y, float value, int64_t n);
+void cuda_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                       const float *std);
 void cuda_maxpool2d_forward(hallu_backend *be, float *y, int32_t *argmax, const float *x,
                             const hallu_pool2d_geom *g);
 void cuda_maxpool2d_backward(hallu_backend *be, float *dx, const float *dy, const int32_t *argmax,

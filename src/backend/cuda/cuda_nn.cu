@@ -650,6 +650,26 @@ static __global__ void add_scalar_kernel(float *y, float value, int64_t n)
     GRID_STRIDE(i, n) y[i] = f_add(y[i], value);
 }
 
+/* The loader's normalisation of 8-bit RGB (hallu_u8_normalize_table's
+ * formula, element by element): ((float)v / 255 - mean[c]) / std[c] with each
+ * operation rounded to nearest, so the CPU's bits. mean/std travel by value. */
+typedef struct u8_norm_params {
+    float mean[3], std[3];
+} u8_norm_params;
+
+static __global__ void normalize_u8_kernel(float *y, const uint8_t *x, int64_t n, u8_norm_params q)
+{
+    GRID_STRIDE(i, n)
+    {
+        int c = (int)(i % 3);
+        /* Selects, not q.mean[c]: a dynamic index into a parameter would go
+         * through local memory. */
+        float m = c == 0 ? q.mean[0] : c == 1 ? q.mean[1] : q.mean[2];
+        float s = c == 0 ? q.std[0] : c == 1 ? q.std[1] : q.std[2];
+        y[i] = f_div(f_sub(f_div((float)x[i], 255.0f), m), s);
+    }
+}
+
 void cuda_fill(hallu_backend *be, float *y, float value, int64_t n)
 {
     if (!cuda_enter(be))
@@ -718,6 +738,28 @@ void cuda_add_scalar(hallu_backend *be, float *y, float value, int64_t n)
         return;
     add_scalar_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, value, n);
     cuda_check_launch(be, "add_scalar");
+}
+
+void cuda_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
+                       const float *std)
+{
+    if (!cuda_enter(be))
+        return;
+    if (pixels <= 0)
+        return;
+    if (pixels > INT64_MAX / 3) {
+        hallu_backend_fail(be, HALLU_ERR_INVALID_ARG, "normalize_u8: %lld pixels overflow the element count",
+                           (long long)pixels);
+        return;
+    }
+    int64_t n = pixels * 3;
+    u8_norm_params q;
+    for (int c = 0; c < 3; c++) {
+        q.mean[c] = mean[c];
+        q.std[c] = std[c];
+    }
+    normalize_u8_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, x, n, q);
+    cuda_check_launch(be, "normalize_u8");
 }
 
 /* ---- pooling ---- */
