@@ -124,6 +124,75 @@ static void test_thread_independence(void)
     free(ref[1].views);
 }
 
+/* Batch memory from a counting allocator, to see the loader use and free it. */
+typedef struct counting_alloc {
+    int allocs, frees;
+} counting_alloc;
+
+static void *count_alloc(void *ctx, size_t nbytes, const char *what, hallu_error *err)
+{
+    ((counting_alloc *)ctx)->allocs++;
+    return hallu_alloc(nbytes, what, err);
+}
+
+static void count_free(void *ctx, void *p)
+{
+    ((counting_alloc *)ctx)->frees++;
+    hallu_free(p);
+}
+
+/* u8_views: the bytes before normalisation, which normalised (as a device's
+ * normalize_u8 does) are the float views' bits; skipped images compacted alike. */
+static void test_u8_views(void)
+{
+    hallu_error err;
+    fake_source fs = {17};
+    hallu_source src = fake(&fs, 60);
+    hallu_loader_config cfg;
+    ssl_config(&cfg, 2);
+    cfg.skip_bad = 1;
+    hallu_loader *ld;
+    CHECK_OK(hallu_loader_create(&ld, &src, &cfg, &err), &err);
+    if (!ld)
+        return;
+    epoch_dump ref;
+    run_epoch(ld, 3, &ref);
+    hallu_loader_destroy(ld);
+
+    counting_alloc ca = {0, 0};
+    cfg.u8_views = 1;
+    cfg.batch_memory = (hallu_host_allocator){ &ca, count_alloc, count_free };
+    CHECK_OK(hallu_loader_create(&ld, &src, &cfg, &err), &err);
+    if (!ld)
+        return;
+    CHECK(ca.allocs == (cfg.prefetch + 1) * 2);   /* every slot's two views */
+    CHECK_OK(hallu_loader_start_epoch(ld, 3, &err), &err);
+    const hallu_batch *b;
+    int n = 0, short_batch = 0;
+    float *f = malloc(sizeof(float) * IMG * IMG * 3);
+    while (hallu_loader_next(ld, &b, &err) == HALLU_OK && b) {
+        size_t plane = (size_t)b->h * b->w * 3;
+        CHECK(b->views[0] == NULL && b->views_u8[0] != NULL && b->views_u8[1] != NULL);
+        short_batch |= b->n < cfg.batch_size;
+        for (int i = 0; i < b->n && n < ref.n; i++, n++) {
+            CHECK(b->indices[i] == ref.indices[n]);
+            for (int v = 0; v < 2; v++) {
+                hallu_image img = { b->views_u8[v] + i * plane, b->h, b->w, plane };
+                hallu_aug_normalize(f, &img, cfg.views[v].mean, cfg.views[v].std);
+                CHECK(memcmp(f, ref.views + ((size_t)n * 2 + v) * plane, plane * sizeof(float)) == 0);
+            }
+        }
+    }
+    CHECK(n == ref.n && n > 0 && short_batch);   /* the bad image was skipped: one batch compacted */
+    free(f);
+    free(ref.views);
+    hallu_loader_destroy(ld);
+    CHECK(ca.frees == ca.allocs);
+    /* alloc without free (or the reverse) is refused */
+    cfg.batch_memory.free = NULL;
+    CHECK(hallu_loader_create(&ld, &src, &cfg, &err) == HALLU_ERR_INVALID_ARG);
+}
+
 static void plain_config(hallu_loader_config *cfg, int bs)
 {
     hallu_loader_config_default(cfg);
@@ -331,5 +400,6 @@ int main(void)
     test_sharding();
     test_errors();
     test_bad_config();
+    test_u8_views();
     return check_summary();
 }
