@@ -11,16 +11,21 @@
  * does the same), so this measures the device's work alone. Each step ends by
  * downloading one parameter float, which waits for every op of the step (one
  * stream); images/s = B / median step time (B source images, two views each).
+ * Measured apart, after the steps: the trainer's input path for one batch
+ * (two views of B x size x size x 3 bytes from the backend's staging memory,
+ * uploaded, normalize_u8 into the float views, then a wait for the device),
+ * median over 10 repetitions: "input_s", to set against the step.
  *
  * Prints one JSON line: {"device", "arch", "stem", "precision", "batch",
  * "size", "steps", "median_step_s", "images_per_s", "device_mib_peak",
- * "loss"} or {"error": "..."}; exit 0, 3 when the device or precision is
+ * "loss", "input_s"} or {"error": "..."}; exit 0, 3 when the device or precision is
  * unavailable here (a named error from hallu, e.g. "this build of hallu has no
  * CUDA backend" or no GPU), 1 on any other failure.
  *
  * usage: bench_gpu_step [--device cuda] [--precision fp32|bf16] [--arch resnet18]
  *          [--stem cifar] [--batch 512] [--size 32] [--steps 20] [--warmup 5]
  *          [--threads N] */
+#include "hallu/augment.h"
 #include "hallu/models.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
@@ -178,6 +183,31 @@ int main(int argc, char **argv)
     hallu_ssl_stats st;
     if ((s = hallu_ssl_read_stats(ssl, &st, &err)) != HALLU_OK)
         return fail(1, "loss", &err);
+
+    /* The input path: bytes from staging memory, uploaded and normalised on the device. */
+    enum { INPUT_REPS = 10 };
+    double in_secs[INPUT_REPS];
+    uint8_t *staged = hallu_backend_host_alloc(be, n, "bench staged views", &err);
+    hallu_buffer bytes;
+    if (!staged || (s = hallu_buffer_alloc(&bytes, be, HALLU_DTYPE_U8, (int64_t)n, "bench byte views", &err)) != HALLU_OK)
+        return fail(1, "input", &err);
+    for (size_t i = 0; i < n; i++)
+        staged[i] = (uint8_t)hallu_rng_u32(&rng);
+    for (int r = 0; r < INPUT_REPS; r++) {
+        double t0 = hallu_now();
+        for (int v = 0; v < 2; v++) {
+            hallu_backend_upload(be, bytes.data, staged, n, &err);
+            be->ops->normalize_u8(be, hallu_buffer_f32(&views[v]), bytes.data, (int64_t)n / 3, HALLU_CIFAR_MEAN,
+                                  HALLU_CIFAR_STD);
+        }
+        hallu_backend_upload_wait(be);
+        if ((s = hallu_backend_download(be, &sync, views[1].data, sizeof sync, &err)) != HALLU_OK)
+            return fail(1, "input", &err);
+        in_secs[r] = hallu_now() - t0;
+    }
+    hallu_buffer_free(&bytes);
+    hallu_backend_host_free(be, staged);
+    qsort(in_secs, INPUT_REPS, sizeof *in_secs, cmp_double);
     size_t live = 0, peak = 0;
     hallu_backend_memory(be, &live, &peak);
     qsort(secs, (size_t)steps, sizeof *secs, cmp_double);
@@ -193,8 +223,10 @@ int main(int argc, char **argv)
     printf(", \"precision\": ");
     json_str(hallu_precision_name(precision));
     printf(", \"batch\": %d, \"size\": %d, \"steps\": %d, \"warmup\": %d, \"median_step_s\": %.6f, "
-           "\"min_step_s\": %.6f, \"images_per_s\": %.2f, \"device_mib_peak\": %.1f, \"loss\": %.6g}\n",
-           batch, size, steps, warmup, med, secs[0], batch / med, (double)peak / (1 << 20), st.loss);
+           "\"min_step_s\": %.6f, \"images_per_s\": %.2f, \"device_mib_peak\": %.1f, \"loss\": %.6g, "
+           "\"input_s\": %.6f}\n",
+           batch, size, steps, warmup, med, secs[0], batch / med, (double)peak / (1 << 20), st.loss,
+           0.5 * (in_secs[INPUT_REPS / 2 - 1] + in_secs[INPUT_REPS / 2]));
     free(secs);
     for (int v = 0; v < 2; v++)
         hallu_buffer_free(&views[v]);

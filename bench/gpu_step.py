@@ -297,6 +297,8 @@ def fmt_row(name, r, flops, peak):
         s += "  %6.1f TFLOP/s  %5.1f%% of bf16 peak" % (tf, 100.0 * tf / peak)
     if "device_mib_peak" in r:
         s += "  %7.0f MiB" % r["device_mib_peak"]
+    if "input_s" in r:   # the trainer's input path for one batch (bytes up, normalised on the device)
+        s += "  input %.2f ms (%.1f%% of a step)" % (r["input_s"] * 1e3, 100.0 * r["input_s"] / r["median_step_s"])
     return s
 
 
