@@ -98,6 +98,13 @@ void hallu_comm_abort(hallu_comm *c, int code);
  * rank. One small host all-reduce and, on failure, one broadcast. */
 hallu_status hallu_comm_agree(hallu_comm *c, hallu_status mine, hallu_error *err);
 
+/* The mean over ranks of n device floats: sums all-reduced in pieces of at
+ * most `bucket` floats (<= 0: one piece), then x (1 / size) on the device. A
+ * failed collective is recorded on be (hallu_backend_fail, its message after
+ * `what`, if any) and ends the call. Nothing happens on one rank. */
+void hallu_comm_allreduce_mean_f32(hallu_comm *c, hallu_backend *be, float *buf, int64_t n, int64_t bucket,
+                                   const char *what);
+
 /* Checks that every rank holds the same `what` (e.g. a configuration hash); on
  * a mismatch names the first rank that differs from rank 0. */
 hallu_status hallu_comm_check_same(hallu_comm *c, uint64_t value, const char *what, hallu_error *err);

@@ -131,3 +131,23 @@ void hallu_comm_abort(hallu_comm *c, int code)
     (void)c;
     (void)code;
 }
+
+void hallu_comm_allreduce_mean_f32(hallu_comm *c, hallu_backend *be, float *buf, int64_t n, int64_t bucket,
+                                   const char *what)
+{
+    if (c->size == 1 || n <= 0)
+        return;
+    if (bucket <= 0)
+        bucket = n;
+    for (int64_t at = 0; at < n; at += bucket) {
+        int64_t cnt = n - at < bucket ? n - at : bucket;
+        hallu_error e;
+        hallu_error_clear(&e);
+        hallu_status s = c->ops->allreduce_sum_f32(c, be, buf + at, cnt, &e);
+        if (s != HALLU_OK) {
+            hallu_backend_fail(be, s, "%s%s%s", what ? what : "", what ? ": " : "", e.msg);
+            return;
+        }
+    }
+    be->ops->scale(be, buf, 1.0f / (float)c->size, buf, n);
+}

@@ -304,12 +304,7 @@ void ssl_comm_check(hallu_ssl *ssl, hallu_status s, const hallu_error *err)
 
 static void average_block(hallu_ssl *ssl, float *block, int64_t n)
 {
-    if (n <= 0)
-        return;
-    hallu_error err;
-    hallu_error_clear(&err);
-    ssl_comm_check(ssl, ssl->comm->ops->allreduce_sum_f32(ssl->comm, ssl->be, block, n, &err), &err);
-    ssl->be->ops->scale(ssl->be, block, 1.0f / (float)ssl->ranks, block, n);
+    hallu_comm_allreduce_mean_f32(ssl->comm, ssl->be, block, n, 0, NULL);
 }
 
 void hallu_ssl_average_buffers(hallu_ssl *ssl, hallu_params *ps)

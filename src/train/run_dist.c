@@ -28,20 +28,8 @@ int train_stop_agreed(train_run *run, int mine, hallu_error *err, hallu_status *
  * computes, as every rank's loss is the mean over its own rows. */
 void train_allreduce_grads(train_run *run)
 {
-    hallu_comm *comm = run->comm;
-    if (comm->size == 1)
-        return;
-    int64_t n = run->ps.trainable_numel, bucket = run->bucket_floats;
-    for (int64_t at = 0; at < n; at += bucket) {
-        int64_t cnt = n - at < bucket ? n - at : bucket;
-        hallu_error e;
-        hallu_error_clear(&e);
-        if (comm->ops->allreduce_sum_f32(comm, run->be, run->ps.grad + at, cnt, &e) != HALLU_OK) {
-            hallu_backend_fail(run->be, e.code, "gradient all-reduce: %s", e.msg);
-            return;
-        }
-    }
-    run->be->ops->scale(run->be, run->ps.grad, 1.0f / (float)comm->size, run->ps.grad, n);
+    hallu_comm_allreduce_mean_f32(run->comm, run->be, run->ps.grad, run->ps.trainable_numel, run->bucket_floats,
+                                  "gradient all-reduce");
 }
 
 /* Rank 0's configuration is authoritative: every rank must have built the
