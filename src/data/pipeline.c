@@ -384,24 +384,29 @@ static hallu_status run_ops(const hallu_view_pipeline *pl, const hallu_image *sr
     return HALLU_OK;
 }
 
+/* The pipeline's result normalised into out_f, or as bytes into out_b. */
+static hallu_status apply_to(const hallu_view_pipeline *pl, const hallu_image *src, hallu_rng *rng, float *out_f,
+                             uint8_t *out_b, int out_h, int out_w, hallu_aug_workspace *ws, hallu_error *err)
+{
+    hallu_image img;
+    hallu_status st = run_ops(pl, src, rng, out_h, out_w, ws, &img, err);
+    if (st == HALLU_OK && out_f)
+        hallu_aug_normalize(out_f, &img, pl->mean, pl->std);
+    else if (st == HALLU_OK)
+        memcpy(out_b, img.data, (size_t)out_h * out_w * 3);
+    return st;
+}
+
 hallu_status hallu_view_pipeline_apply(const hallu_view_pipeline *pl, const hallu_image *src,
                                        hallu_rng *rng, float *out, int out_h, int out_w,
                                        hallu_aug_workspace *ws, hallu_error *err)
 {
-    hallu_image img;
-    hallu_status st = run_ops(pl, src, rng, out_h, out_w, ws, &img, err);
-    if (st == HALLU_OK)
-        hallu_aug_normalize(out, &img, pl->mean, pl->std);
-    return st;
+    return apply_to(pl, src, rng, out, NULL, out_h, out_w, ws, err);
 }
 
 hallu_status hallu_view_pipeline_apply_u8(const hallu_view_pipeline *pl, const hallu_image *src,
                                           hallu_rng *rng, uint8_t *out, int out_h, int out_w,
                                           hallu_aug_workspace *ws, hallu_error *err)
 {
-    hallu_image img;
-    hallu_status st = run_ops(pl, src, rng, out_h, out_w, ws, &img, err);
-    if (st == HALLU_OK)
-        memcpy(out, img.data, (size_t)out_h * out_w * 3);
-    return st;
+    return apply_to(pl, src, rng, NULL, out, out_h, out_w, ws, err);
 }
