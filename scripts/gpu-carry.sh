@@ -22,6 +22,7 @@
 #   .gpu-carry/root/             the unpacked, pruned prefix (for checks here; not carried)
 #   .gpu-carry/ship/root.tar.xz  that prefix, compressed: THE carried payload
 #   .gpu-carry/ship/MANIFEST     package versions and sizes
+#   .gpu-carry/ship/cifar10-jpeg.tar.gz  ../shared's CIFAR-10, for gpu-check.sh --cifar (19 MiB)
 # oneDNN alone is 38 MiB unpacked, so the prefix travels compressed (~16 MiB)
 # and gpu-check.sh unpacks it under /tmp there (tar, or Python's tarfile).
 #
@@ -190,14 +191,18 @@ fi
 # ---------------------------------------------------------------- pack + size
 cd "$CARRY"
 tar -C root -cJf ship/root.tar.xz .
+# CIFAR-10 (JPEG) for gpu-check.sh --cifar, when ../shared has it (ignored
+# here, like everything under .gpu-carry; never committed).
+rm -f ship/cifar10-jpeg.tar.gz
+[ -f "$REPO/../shared/data/cifar10-jpeg.tar.gz" ] && cp "$REPO/../shared/data/cifar10-jpeg.tar.gz" ship/
 unpacked=$(du -sb root | cut -f1)
-packed=$(stat -c %s ship/root.tar.xz)
+packed=$(du -cb ship/root.tar.xz ship/cifar10-jpeg.tar.gz 2>/dev/null | tail -1 | cut -f1)
 tree=$(cd "$REPO" && git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 # The newest glibc symbol version any carried ELF file asks for (the GPU machine's glibc must be at least that).
 glibc=$(find root -type f \( -name '*.so*' -o -path '*/bin/*' \) -exec sh -c 'objdump -T "$1" 2>/dev/null' _ {} \; \
         | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 {
-    echo "unpacked prefix: $((unpacked / 1048576)) MiB; carried tarball: $((packed / 1048576)) MiB ($packed bytes)"
+    echo "unpacked prefix: $((unpacked / 1048576)) MiB; carried (prefix tarball$([ -f ship/cifar10-jpeg.tar.gz ] && echo " + CIFAR-10 JPEG")): $((packed / 1048576)) MiB ($packed bytes)"
     echo "git tree: $((tree / 1048576)) MiB ($tree bytes); together: $(((packed + tree) / 1048576)) MiB of the tool's 64 MiB"
     echo "newest glibc symbol version needed: ${glibc:-none}"
     echo "MPI carried: $([ "$MPI" = 1 ] && echo yes || echo no)"

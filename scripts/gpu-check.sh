@@ -14,6 +14,15 @@
 #   --deadline S      the whole script's target wall time (560 s: a device call's
 #                     timeout_s of 600 leaves room); the benchmark's budget shrinks
 #                     to what the build and tests left, and it is skipped under 60 s
+#   --cifar    after the rest: CIFAR-10 SimCLR + Hallucinator pre-training on the
+#              GPU (issue 27's item 4) for --cifar-epochs (30) or until the
+#              deadline, kNN every 5 epochs, and the projected time of 500
+#              epochs from the measured pace; the data is cifar10-jpeg.tar.gz
+#              (gpu-carry.sh copies it into .gpu-carry/ship; never committed)
+#   --cifar-only  the build, then the CIFAR stage alone (a second device call
+#              on the still-warm machine: the build folder is kept there)
+#   --cifar-epochs N, --cifar-precision fp32|bf16 (fp32); for a smoke test of
+#              the stage on a CPU: --cifar-device cpu --cifar-subset 1000
 #   --dry-run  for a machine without a GPU (here): the same steps; the gpu tests
 #              must all report skipped, the benchmark prints "no GPU: skipped";
 #              defaults to -j2 and build dir build-gpu
@@ -32,6 +41,12 @@ CTEST_TIMEOUT=240
 BENCH_BUDGET=200
 COMPILE=best
 DEADLINE=560
+CIFAR=0
+CIFAR_ONLY=0
+CIFAR_EPOCHS=30
+CIFAR_PRECISION=fp32
+CIFAR_DEVICE=cuda
+CIFAR_SUBSET=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) DRY=1 ;;
@@ -42,6 +57,12 @@ while [ $# -gt 0 ]; do
         --bench-budget) BENCH_BUDGET=$2; shift ;;
         --compile) COMPILE=$2; shift ;;
         --deadline) DEADLINE=$2; shift ;;
+        --cifar) CIFAR=1 ;;
+        --cifar-only) CIFAR=1; CIFAR_ONLY=1; QUICK=1 ;;
+        --cifar-epochs) CIFAR_EPOCHS=$2; shift ;;
+        --cifar-precision) CIFAR_PRECISION=$2; shift ;;
+        --cifar-device) CIFAR_DEVICE=$2; shift ;;
+        --cifar-subset) CIFAR_SUBSET=$2; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu-check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -226,7 +247,9 @@ say "build: $STATUS_BUILD"
 [ "$STATUS_BUILD" = ok ] || RC=1
 
 # ---------------------------------------------------------------- 4. ctest -L gpu
-if [ "$STATUS_BUILD" = ok ]; then
+if [ "$STATUS_BUILD" = ok ] && [ "$CIFAR_ONLY" = 1 ]; then
+    STATUS_CTEST="skipped (--cifar-only)"
+elif [ "$STATUS_BUILD" = ok ]; then
     say "ctest -L gpu (timeout ${CTEST_TIMEOUT} s each)"
     ( cd "$BUILD" && ctest -L gpu --output-on-failure --timeout "$CTEST_TIMEOUT" -j "$CTEST_JOBS" ) 2>&1 | tee "$WORK/ctest.log"
     CT_PASS=$(grep -cE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed' "$WORK/ctest.log")
@@ -256,7 +279,7 @@ fi
 # all cores, batch 512 (bench_data's in-memory path; a few seconds); then the
 # same at ImageNet scale from JPEGs (decoded in the loop: hallu_jpeg_folder).
 LOADER="not run"
-if [ "$STATUS_BUILD" = ok ] && [ -x "$BUILD/bench/bench_data" ]; then
+if [ "$STATUS_BUILD" = ok ] && [ -x "$BUILD/bench/bench_data" ] && [ "$CIFAR_ONLY" = 0 ]; then
     LOADER=$(timeout 120 "$BUILD/bench/bench_data" --n 50000 --workers "$(nproc)" --batch 512 --epochs 1 2>&1 |
              sed -n 's/^RESULT hallu_memory \([0-9.]*\)/\1 images\/s (two views, 32x32, batch 512, '"$(nproc)"' workers)/p')
     [ -n "$LOADER" ] || LOADER="failed"
@@ -281,6 +304,8 @@ elif [ "$STATUS_BUILD" != ok ]; then
 else
     left=$((DEADLINE - ($(date +%s) - T0)))
     [ $((left - 160)) -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$((left - 160))
+    # with --cifar, the benchmark leaves the CIFAR stage half of what is left
+    [ "$CIFAR" = 1 ] && [ $(((left - 160) / 2)) -lt "$BENCH_BUDGET" ] && BENCH_BUDGET=$(((left - 160) / 2))
 fi
 if [ "$QUICK" = 0 ] && [ "$STATUS_BUILD" = ok ] && [ "$BENCH_BUDGET" -lt 60 ]; then
     BENCH_TABLE="not run: only ${left} s left of --deadline ${DEADLINE}"
@@ -301,6 +326,66 @@ elif [ "$QUICK" = 0 ] && [ "$STATUS_BUILD" = ok ]; then
     fi
 fi
 
+# ---------------------------------------------------------------- 6. CIFAR-10 pre-training
+# SimCLR + Hallucinator, ResNet-18 CIFAR stem, batch 512, lr 0.5, weight decay
+# 1e-4 (METHOD.md's recipe values), kNN (k 200, T 0.1) on the full test split
+# every 5 epochs, so a run the deadline cuts short still has its last kNN.
+CIFAR_LINE="not run"
+if [ "$CIFAR" = 1 ] && [ "$STATUS_BUILD" = ok ]; then
+    TGZ=""
+    for f in .gpu-carry/ship/cifar10-jpeg.tar.gz shared/data/cifar10-jpeg.tar.gz ../shared/data/cifar10-jpeg.tar.gz; do
+        [ -f "$f" ] && TGZ=$f && break
+    done
+    CRUN=${OUT:-$WORK}/cifar_run
+    left=$((DEADLINE - ($(date +%s) - T0) - 20))
+    if [ -z "$TGZ" ]; then
+        CIFAR_LINE="not run: no cifar10-jpeg.tar.gz (scripts/gpu-carry.sh copies it into .gpu-carry/ship)"
+    elif [ "$DRY" = 1 ] && [ "$CIFAR_DEVICE" = cuda ]; then
+        CIFAR_LINE="not run (--dry-run): would train $CIFAR_EPOCHS epochs on $TGZ"
+    elif [ "$left" -lt 90 ]; then
+        CIFAR_LINE="not run: only $left s left of --deadline $DEADLINE"
+    else
+        CD=$WORK/cifar
+        mkdir -p "$CD/packed"
+        tar xzf "$TGZ" -C "$CD"
+        for split in train test; do
+            "$BUILD/hallu" data pack --data "imagefolder:$CD/cifar10" --split $split --out "$CD/packed/$split.hpk" \
+                >/dev/null 2>&1 || say "cifar: packing $split failed"
+        done
+        left=$((DEADLINE - ($(date +%s) - T0) - 20))
+        say "cifar: hallu train --device $CIFAR_DEVICE, $CIFAR_EPOCHS epochs ($CIFAR_PRECISION), at most $left s"
+        CT0=$(date +%s)
+        timeout -s INT -k 15 "$left" "$BUILD/hallu" train --device "$CIFAR_DEVICE" --precision "$CIFAR_PRECISION" \
+            --train-subset "$CIFAR_SUBSET" \
+            --data "packed:$CD/packed" --method simclr --hallucinator --epochs "$CIFAR_EPOCHS" --batch-size 512 \
+            --lr 0.5 --weight-decay 1e-4 --knn-every 5 --workers "$(nproc)" --log-every 20 --out "$CRUN" \
+            >"$WORK/cifar.log" 2>&1
+        crc=$?
+        tail -5 "$WORK/cifar.log"
+        CIFAR_LINE=$("$PY" - "$CRUN/metrics.jsonl" "$crc" "$(($(date +%s) - CT0))" <<'PY'
+import json, sys
+path, rc, wall = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    rows = [json.loads(l) for l in open(path)]
+except OSError:
+    print("FAILED (exit %d): no metrics.jsonl" % rc); sys.exit()
+steps = [r for r in rows if "images_per_s" in r and r.get("epoch", 0) >= 1] or [r for r in rows if "images_per_s" in r]
+knn = [r for r in rows if "knn_top1" in r]
+floor = next((r["knn_floor_top1"] for r in rows if "knn_floor_top1" in r), float("nan"))
+epochs = max((r["epoch"] + 1 for r in rows if "loss" in r), default=0)
+ips = sorted(r["images_per_s"] for r in steps)[len(steps) // 2] if steps else 0
+last = knn[-1] if knn else None
+proj = 500 * 50000 / ips / 3600 if ips else float("nan")   # the full training split
+print("exit %d, %d s wall, %s epochs reached; kNN top-1 %s (untrained %.2f); step pace %.0f images/s "
+      "(median); 500 epochs at that pace: %.1f h of training (+ kNN)"
+      % (rc, wall, epochs, "%.2f at epoch %d" % (last["knn_top1"], last["epoch"] + 1) if last else "none",
+         floor, ips, proj))
+PY
+)
+    fi
+    say "cifar: $CIFAR_LINE"
+fi
+
 # ---------------------------------------------------------------- SUMMARY
 SUMMARY=$(cat <<EOF
 ==================== SUMMARY (scripts/gpu-check.sh$([ "$DRY" = 1 ] && echo " --dry-run")) ====================
@@ -316,6 +401,7 @@ ctest -L gpu: $STATUS_CTEST
 loader:      $LOADER
 benchmark:
 $BENCH_TABLE
+cifar:       $CIFAR_LINE
 exit:        $RC
 EOF
 )

@@ -30,7 +30,7 @@ const cli_arg *cli_arg_find(const cli_arg *args, int nargs, const char *name, si
  * (so a test suite can run every command on cpu-isolated), else "cpu". */
 const char *cli_default_device(void);
 /* The --device flag's help text (names the devices and the variable). */
-#define CLI_DEVICE_HELP "device to compute on: cpu or cpu-isolated (a test backend; default: $HALLU_DEVICE, else cpu)"
+#define CLI_DEVICE_HELP "device to compute on: cpu, cpu-isolated (a test backend) or cuda[:N] (GPU N, where `hallu version` lists cuda); default: $HALLU_DEVICE, else cpu"
 
 cli_parse_result cli_parse(const char *usage, const char *summary, const cli_arg *args, int nargs,
                            int argc, char **argv, const char **positional, int max_positional,
