@@ -3,6 +3,7 @@
 #define HALLU_EVAL_INTERNAL_H
 
 #include "hallu/eval.h"
+#include "hallu/loader.h"
 
 /* Every label in [0, num_classes); the error names `what` and the sample. */
 hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes, const char *what,
@@ -11,12 +12,29 @@ hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes
 /* Parses one line holding a JSON object; for each of keys[0..nkeys) present
  * with a finite number value sets values[i] and present[i] = 1 (others get
  * present[i] = 0). Returns 0, or -1 when the line is not a well-formed object. */
-/* The frozen backbone on n host images [n][h][w][3]: uploads them into *img
- * (a device buffer on ctx->be, allocated or grown here; free it with
- * hallu_buffer_free) and forwards; *features ([n][feature_dim]) is the net's
- * device output, valid until its next forward. */
-hallu_status eval_forward_images(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_buffer *img, const float *images,
-                                 int n, int h, int w, const float **features, hallu_error *err);
+/* The loader batches' way to the device: floats as the loader normalised them
+ * (host-memory backends), or, on a backend with its own memory, the bytes
+ * (the loader's u8_views in the backend's staging memory) normalised there
+ * by normalize_u8 with the view's mean/std (the same bits, a quarter of the
+ * copy). Device buffers grow on demand. */
+typedef struct eval_input {
+    hallu_backend *be;
+    int device_normalize;
+    float mean[3], std[3];
+    hallu_buffer img;      /* F32 [n][h][w][3] */
+    hallu_buffer bytes;    /* U8, with device_normalize */
+} eval_input;
+
+/* Sets up in for be and lc's single view, and lc's u8_views / batch_memory
+ * to match (before hallu_loader_create). */
+void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc);
+void eval_input_free(eval_input *in);
+/* The frozen backbone on images [off, off + n) of b: uploads them and
+ * forwards; *features ([n][feature_dim]) is the net's device output, valid
+ * until its next forward. Waits for the upload before returning, so b may go
+ * back to the loader at once. */
+hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_batch *b,
+                                int off, int n, const float **features, hallu_error *err);
 
 int eval_json_numbers(const char *line, const char *const *keys, int nkeys, double *values, int *present);
 

@@ -61,24 +61,72 @@ hallu_status hallu_eval_view(hallu_view_pipeline *pl, int img_h, int img_w, int 
     return hallu_test_pipeline(pl, size * 8 / 7, size, mean, std, err);
 }
 
-hallu_status eval_forward_images(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_buffer *img, const float *images,
-                                 int n, int h, int w, const float **features, hallu_error *err)
+static void *staging_alloc(void *be, size_t nbytes, const char *what, hallu_error *err)
 {
-    int64_t count = (int64_t)n * h * w * 3;
-    hallu_status s = HALLU_OK;
-    if (img->count < count) {
-        hallu_buffer_free(img);
-        s = hallu_buffer_alloc(img, ctx->be, HALLU_DTYPE_F32, count, "evaluation images", err);
+    return hallu_backend_host_alloc(be, nbytes, what, err);
+}
+
+static void staging_free(void *be, void *p)
+{
+    hallu_backend_host_free(be, p);
+}
+
+void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc)
+{
+    memset(in, 0, sizeof *in);
+    in->be = be;
+    in->device_normalize = !be->ops->host_memory;
+    memcpy(in->mean, lc->views[0].mean, sizeof in->mean);
+    memcpy(in->std, lc->views[0].std, sizeof in->std);
+    if (in->device_normalize) {
+        lc->u8_views = 1;
+        lc->batch_memory = (hallu_host_allocator){ be, staging_alloc, staging_free };
+    }
+}
+
+void eval_input_free(eval_input *in)
+{
+    hallu_buffer_free(&in->img);
+    hallu_buffer_free(&in->bytes);
+}
+
+/* buf holds at least count elements of dtype (grown, contents dropped). */
+static hallu_status ensure(hallu_buffer *buf, hallu_backend *be, hallu_dtype dtype, int64_t count, const char *what,
+                           hallu_error *err)
+{
+    if (buf->data && buf->count >= count)
+        return HALLU_OK;
+    hallu_buffer_free(buf);
+    return hallu_buffer_alloc(buf, be, dtype, count, what, err);
+}
+
+hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_batch *b,
+                                int off, int n, const float **features, hallu_error *err)
+{
+    size_t plane = (size_t)b->h * b->w * 3;
+    int64_t count = (int64_t)n * (int64_t)plane;
+    hallu_status s = ensure(&in->img, ctx->be, HALLU_DTYPE_F32, count, "evaluation images", err);
+    if (s == HALLU_OK && !in->device_normalize)
+        s = hallu_backend_upload(ctx->be, in->img.data, b->views[0] + (size_t)off * plane,
+                                 (size_t)count * sizeof(float), err);
+    if (s == HALLU_OK && in->device_normalize) {
+        s = ensure(&in->bytes, ctx->be, HALLU_DTYPE_U8, count, "evaluation images (bytes)", err);
+        if (s == HALLU_OK)
+            s = hallu_backend_upload(ctx->be, in->bytes.data, b->views_u8[0] + (size_t)off * plane, (size_t)count, err);
+        if (s == HALLU_OK)
+            ctx->be->ops->normalize_u8(ctx->be, hallu_buffer_f32(&in->img), in->bytes.data, count / 3, in->mean,
+                                       in->std);
     }
     if (s == HALLU_OK)
-        s = hallu_backend_upload(ctx->be, img->data, images, (size_t)count * sizeof(float), err);
-    return s == HALLU_OK ? hallu_resnet_forward(net, ctx, 0, hallu_buffer_f32(img), n, features, err) : s;
+        s = hallu_resnet_forward(net, ctx, 0, hallu_buffer_f32(&in->img), n, features, err);
+    hallu_backend_upload_wait(ctx->be);   /* b's bytes are read: the loader may have them back */
+    return s;
 }
 
 /* Runs one epoch of ld through the backbone and stores row indices[i] of out;
  * host_f ([batch][dim]) takes each batch's features off the device. */
 static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
-                                  const hallu_extract_config *cfg, hallu_buffer *img, float *host_f,
+                                  const hallu_extract_config *cfg, eval_input *in, float *host_f,
                                   hallu_feature_set *out, hallu_error *err)
 {
     hallu_status s = hallu_loader_start_epoch(ld, 0, err);
@@ -89,7 +137,7 @@ static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, ha
         if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
             break;
         const float *f = NULL;
-        if ((s = eval_forward_images(net, ctx, img, b->views[0], b->n, b->h, b->w, &f, err)) != HALLU_OK)
+        if ((s = eval_forward_batch(net, ctx, in, b, 0, b->n, &f, err)) != HALLU_OK)
             break;
         if ((s = hallu_backend_download(ctx->be, host_f, f, (size_t)b->n * dim * sizeof(float), err)) != HALLU_OK)
             break;
@@ -127,19 +175,20 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
     lc.drop_last = 0;
     lc.n_views = 1;
     lc.views[0] = cfg->view;
+    eval_input in;
+    eval_input_init(&in, ctx->be, &lc);
     hallu_loader *ld = NULL;
     hallu_status s = hallu_loader_create(&ld, src, &lc, err);
     if (s == HALLU_OK)
         s = hallu_feature_set_alloc(out, src->size, hallu_resnet_feature_dim(net), err);
-    hallu_buffer img = { 0 };
     float *host_f = NULL;
     if (s == HALLU_OK &&
         !(host_f = hallu_alloc((size_t)cfg->batch_size * out->dim * sizeof(float), "feature batch", err)))
         s = err->code;
     if (s == HALLU_OK)
-        s = extract_epoch(net, ctx, ld, cfg, &img, host_f, out, err);
+        s = extract_epoch(net, ctx, ld, cfg, &in, host_f, out, err);
     hallu_loader_destroy(ld);
-    hallu_buffer_free(&img);
+    eval_input_free(&in);
     hallu_free(host_f);
     if (s == HALLU_OK && cfg->normalize)
         hallu_l2_normalize_rows(out->x, out->n, out->dim);

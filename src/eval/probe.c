@@ -301,7 +301,7 @@ hallu_status hallu_linear_probe_features(hallu_backend *be, const hallu_feature_
 
 /* One epoch of augmented views through the frozen backbone, one head step per batch. */
 static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn_ctx *ctx, hallu_loader *ld,
-                                hallu_buffer *img, const hallu_probe_config *cfg, int epoch, int num_classes,
+                                eval_input *in, const hallu_probe_config *cfg, int epoch, int num_classes,
                                 hallu_error *err)
 {
     double lr = hallu_probe_lr_at(cfg, epoch);
@@ -316,8 +316,7 @@ static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn
         for (int off = 0; off < b->n && s == HALLU_OK; off += fb) {
             int m = b->n - off < fb ? b->n - off : fb;
             const float *f = NULL;
-            s = eval_forward_images(net, ctx, img, b->views[0] + (size_t)off * b->h * b->w * 3, m, b->h, b->w, &f,
-                                    err);
+            s = eval_forward_batch(net, ctx, in, b, off, m, &f, err);
             if (s == HALLU_OK)
                 h->be->ops->copy(h->be, hallu_buffer_f32(&h->x) + (size_t)off * h->dim, f,
                                  (size_t)m * h->dim * sizeof(float));
@@ -356,8 +355,9 @@ hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ct
     lc.seed = cfg->seed;
     lc.n_views = 1;
     lc.views[0] = *train_view;
+    eval_input in;
+    eval_input_init(&in, ctx->be, &lc);
     hallu_loader *ld = NULL;
-    hallu_buffer img = { 0 };
     probe_head h;
     memset(&h, 0, sizeof h);
     s = hallu_loader_create(&ld, src, &lc, err);
@@ -365,12 +365,12 @@ hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ct
         s = head_create(&h, ctx->be, test, num_classes, cfg, head, err);
     for (int epoch = 0; epoch < cfg->epochs && s == HALLU_OK; epoch++) {
         double t0 = hallu_now();
-        s = image_epoch(&h, net, ctx, ld, &img, cfg, epoch, num_classes, err);
+        s = image_epoch(&h, net, ctx, ld, &in, cfg, epoch, num_classes, err);
         if (s == HALLU_OK)
             s = end_epoch(&h, test, cfg, epoch, t0, res, err);
     }
     hallu_loader_destroy(ld);
-    hallu_buffer_free(&img);
+    eval_input_free(&in);
     head_free(&h);
     return s;
 }
