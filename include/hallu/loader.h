@@ -39,6 +39,12 @@ typedef struct hallu_source {
     size_t max_image_bytes;   /* initial buffer size per worker (0: grow on demand) */
 } hallu_source;
 
+/* One image of src into *img, growing img->data (hallu_alloc; free it with
+ * hallu_free) once when the source names a larger size, as the contract of
+ * hallu_source_get_fn above allows. */
+hallu_status hallu_source_read(const hallu_source *src, int64_t index, hallu_image *img, int32_t *label,
+                               hallu_error *err);
+
 /* Adapter: a source reading from an open dataset (which must outlive the loader). */
 void hallu_source_from_dataset(hallu_source *src, const hallu_dataset *ds);
 

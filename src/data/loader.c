@@ -78,24 +78,29 @@ static int64_t batch_len(const hallu_loader *ld, int64_t b)
     return left < ld->cfg.batch_size ? left : ld->cfg.batch_size;
 }
 
-static hallu_status read_image(worker_ctx *w, int64_t index, int32_t *label, hallu_error *err)
+hallu_status hallu_source_read(const hallu_source *src, int64_t index, hallu_image *img, int32_t *label,
+                               hallu_error *err)
 {
-    const hallu_source *src = &w->ld->src;
     for (int attempt = 0; attempt < 2; attempt++) {
-        hallu_status st = src->get(src->ctx, index, &w->img, label, err);
-        size_t need = (size_t)(w->img.h > 0 ? w->img.h : 0) * (size_t)(w->img.w > 0 ? w->img.w : 0) * 3;
-        if (st != HALLU_ERR_INVALID_ARG || need <= w->img.capacity || need > ((size_t)1 << 30))
+        hallu_status st = src->get(src->ctx, index, img, label, err);
+        size_t need = (size_t)(img->h > 0 ? img->h : 0) * (size_t)(img->w > 0 ? img->w : 0) * 3;
+        if (st != HALLU_ERR_INVALID_ARG || need <= img->capacity || need > ((size_t)1 << 30))
             return st;
         /* The source told us the size it needs: grow and retry once. */
-        hallu_free(w->img.data);
-        w->img.capacity = 0;
-        w->img.data = hallu_alloc(need, "loader image buffer", err);
-        if (!w->img.data)
+        hallu_free(img->data);
+        img->capacity = 0;
+        img->data = hallu_alloc(need, "image buffer", err);
+        if (!img->data)
             return HALLU_ERR_OOM;
-        w->img.capacity = need;
+        img->capacity = need;
     }
-    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "loader: image %lld: buffer keeps growing",
+    return hallu_error_set(err, HALLU_ERR_INVALID_ARG, "image %lld: the source asks for a larger buffer again",
                            (long long)index);
+}
+
+static hallu_status read_image(worker_ctx *w, int64_t index, int32_t *label, hallu_error *err)
+{
+    return hallu_source_read(&w->ld->src, index, &w->img, label, err);
 }
 
 static hallu_status process_sample(worker_ctx *w, const work_item *it, int pos, hallu_error *err)

@@ -61,16 +61,6 @@ hallu_status hallu_eval_view(hallu_view_pipeline *pl, int img_h, int img_w, int 
     return hallu_test_pipeline(pl, size * 8 / 7, size, mean, std, err);
 }
 
-static void *staging_alloc(void *be, size_t nbytes, const char *what, hallu_error *err)
-{
-    return hallu_backend_host_alloc(be, nbytes, what, err);
-}
-
-static void staging_free(void *be, void *p)
-{
-    hallu_backend_host_free(be, p);
-}
-
 void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc)
 {
     memset(in, 0, sizeof *in);
@@ -80,7 +70,7 @@ void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc)
     memcpy(in->std, lc->views[0].std, sizeof in->std);
     if (in->device_normalize) {
         lc->u8_views = 1;
-        lc->batch_memory = (hallu_host_allocator){ be, staging_alloc, staging_free };
+        lc->batch_memory = (hallu_host_allocator){ be, hallu_backend_host_alloc_cb, hallu_backend_host_free_cb };
     }
 }
 

@@ -53,20 +53,7 @@ hallu_status train_check_same_setup(train_run *run, hallu_error *err)
     for (int k = 0; k < 2 && mine == HALLU_OK; k++) {
         int64_t index = k == 0 ? 0 : src->size - 1;
         int32_t label = -1;
-        for (int attempt = 0; attempt < 2; attempt++) {   /* the source names the size it needs */
-            mine = src->get(src->ctx, index, &img, &label, &local);
-            size_t need = (size_t)(img.h > 0 ? img.h : 0) * (size_t)(img.w > 0 ? img.w : 0) * 3;
-            if (mine != HALLU_ERR_INVALID_ARG || need <= img.capacity || need > ((size_t)1 << 30))
-                break;
-            hallu_free(img.data);
-            img.capacity = 0;
-            img.data = hallu_alloc(need, "data check image", &local);
-            if (!img.data) {
-                mine = local.code;
-                break;
-            }
-            img.capacity = need;
-        }
+        mine = hallu_source_read(src, index, &img, &label, &local);
         if (mine == HALLU_OK) {
             data = hallu_fnv1a64(data, img.data, (size_t)img.h * img.w * 3);
             data = hallu_fnv1a64(data, &label, sizeof label);

@@ -128,17 +128,6 @@ static hallu_status validate(const hallu_train_config *c, hallu_error *err)
     return HALLU_OK;
 }
 
-/* The loader's batches in the backend's staging memory. */
-static void *staging_alloc(void *be, size_t nbytes, const char *what, hallu_error *err)
-{
-    return hallu_backend_host_alloc(be, nbytes, what, err);
-}
-
-static void staging_free(void *be, void *p)
-{
-    hallu_backend_host_free(be, p);
-}
-
 /* The device first: the loader's batches go to its staging memory. */
 static hallu_status setup_backend(train_run *run, hallu_error *err)
 {
@@ -187,7 +176,7 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
     s = hallu_ssl_views_build(&vc, lc.views, err);
     if (s == HALLU_OK && run->device_normalize) {
         lc.u8_views = 1;
-        lc.batch_memory = (hallu_host_allocator){ run->be, staging_alloc, staging_free };
+        lc.batch_memory = (hallu_host_allocator){ run->be, hallu_backend_host_alloc_cb, hallu_backend_host_free_cb };
         for (int v = 0; v < 2; v++) {
             memcpy(run->view_mean[v], lc.views[v].mean, sizeof run->view_mean[v]);
             memcpy(run->view_std[v], lc.views[v].std, sizeof run->view_std[v]);
