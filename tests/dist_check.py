@@ -22,8 +22,11 @@ replaces the default mpirun line with --launcher.
 
 usage: dist_check.py HALLU WORKDIR [--ranks N] [--launcher "CMD ..."] [--only NAME]
 """
-import argparse, json, os, shlex, shutil, struct, subprocess, sys
+import argparse, json, os, shlex, shutil, subprocess, sys
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from safetensors_io import load_file  # noqa: E402
 
 CONFIGS = {
     "simclr+hal": (["--method", "simclr", "--sync-bn"], []),
@@ -33,17 +36,7 @@ CONFIGS = {
 
 
 def load_st(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    out = {}
-    for k, v in head.items():
-        if k == "__metadata__":
-            continue
-        dt = {"F32": np.float32, "I64": np.int64, "F64": np.float64, "I32": np.int32}[v["dtype"]]
-        s, e = v["data_offsets"]
-        out[k] = np.frombuffer(raw[8 + n + s:8 + n + e], dtype=dt).reshape(v["shape"])
-    return out
+    return {k: v.numpy() for k, v in load_file(path).items()}
 
 
 def losses(run):

@@ -16,7 +16,10 @@
 
 usage: dist_faults.py HALLU WORKDIR [SCENARIO ...]
 """
-import json, os, shutil, signal, struct, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from safetensors_io import load_file  # noqa: E402
 
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
 BASE = ["train", "--no-knn-floor", "--knn-k", "10", "--workers", "1", "--threads", "1", "--log-every", "1",
@@ -84,11 +87,8 @@ def wait_step(run, step, timeout=240):
 
 
 def load_st(path):
-    raw = open(path, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    head = json.loads(raw[8:8 + n])
-    return {k: raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]
-            for k, v in head.items() if k != "__metadata__"}
+    """Each tensor's bytes (bit-for-bit comparisons)."""
+    return {k: v.numpy().tobytes() for k, v in load_file(path).items()}
 
 
 def losses(run):
