@@ -366,10 +366,6 @@ hallu_status hallu_backend_download(hallu_backend *be, void *dst_host, const voi
 void *hallu_backend_host_alloc(hallu_backend *be, size_t nbytes, const char *what, hallu_error *err);
 void hallu_backend_host_free(hallu_backend *be, void *p);
 void hallu_backend_upload_wait(hallu_backend *be);
-/* The same two with the backend as a void * context: an allocator callback's
- * shape (the loader's batch_memory = { be, these two }). */
-void *hallu_backend_host_alloc_cb(void *be, size_t nbytes, const char *what, hallu_error *err);
-void hallu_backend_host_free_cb(void *be, void *p);
 
 /* A device buffer with its element type: what long-lived state is made of. */
 typedef struct hallu_buffer {

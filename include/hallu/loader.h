@@ -17,6 +17,7 @@
 #define HALLU_LOADER_H
 
 #include "hallu/augment.h"
+#include "hallu/backend.h"
 #include "hallu/core.h"
 #include "hallu/data.h"
 
@@ -113,6 +114,21 @@ double hallu_loader_wait_seconds(const hallu_loader *ld);
 int64_t hallu_loader_skipped(const hallu_loader *ld);
 /* Output size of each view. */
 void hallu_loader_view_dims(const hallu_loader *ld, int *h, int *w);
+/* ---- batches to a device ----
+ * On a backend with its own memory (not host_memory) a batch crosses as bytes
+ * (u8_views, in the backend's staging memory: a quarter of the floats, and an
+ * asynchronous copy on CUDA) and the device normalises it (normalize_u8, the
+ * same bits); on the cpu backend the workers' float views go as they are. */
+/* Sets cfg's u8_views and batch_memory for device be (before hallu_loader_create). */
+void hallu_loader_config_for_device(hallu_loader_config *cfg, hallu_backend *be);
+/* Images [off, off + n) of view v of b (a batch of ld) into the device floats
+ * dst [n][h][w][3] of be: uploaded, or with u8_views uploaded into bytes_dev
+ * (device, >= n*h*w*3 bytes) and normalised there with the view's mean/std.
+ * The bytes may still be read after the call: hallu_backend_upload_wait
+ * before b goes back to the loader (the next hallu_loader_next). */
+hallu_status hallu_loader_upload_view(const hallu_loader *ld, hallu_backend *be, const hallu_batch *b, int v, int off,
+                                      int n, float *dst, void *bytes_dev, hallu_error *err);
+
 /* Stops and joins the workers, frees everything. NULL is fine. */
 void hallu_loader_destroy(hallu_loader *ld);
 

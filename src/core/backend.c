@@ -166,16 +166,6 @@ void hallu_backend_host_free(hallu_backend *be, void *p)
         hallu_free(p);
 }
 
-void *hallu_backend_host_alloc_cb(void *be, size_t nbytes, const char *what, hallu_error *err)
-{
-    return hallu_backend_host_alloc(be, nbytes, what, err);
-}
-
-void hallu_backend_host_free_cb(void *be, void *p)
-{
-    hallu_backend_host_free(be, p);
-}
-
 void hallu_backend_upload_wait(hallu_backend *be)
 {
     if (be && be->ops->upload_wait)

@@ -514,6 +514,37 @@ static void free_slots(hallu_loader *ld)
     free(ld->slots);
 }
 
+/* The backend's staging memory as a batch_memory allocator. */
+static void *staging_alloc(void *be, size_t nbytes, const char *what, hallu_error *err)
+{
+    return hallu_backend_host_alloc(be, nbytes, what, err);
+}
+
+static void staging_free(void *be, void *p)
+{
+    hallu_backend_host_free(be, p);
+}
+
+void hallu_loader_config_for_device(hallu_loader_config *cfg, hallu_backend *be)
+{
+    if (be->ops->host_memory)
+        return;
+    cfg->u8_views = 1;
+    cfg->batch_memory = (hallu_host_allocator){ be, staging_alloc, staging_free };
+}
+
+hallu_status hallu_loader_upload_view(const hallu_loader *ld, hallu_backend *be, const hallu_batch *b, int v, int off,
+                                      int n, float *dst, void *bytes_dev, hallu_error *err)
+{
+    size_t plane = (size_t)b->h * b->w * 3, count = (size_t)n * plane;
+    if (!ld->cfg.u8_views)
+        return hallu_backend_upload(be, dst, b->views[v] + (size_t)off * plane, count * sizeof(float), err);
+    hallu_status s = hallu_backend_upload(be, bytes_dev, b->views_u8[v] + (size_t)off * plane, count, err);
+    if (s == HALLU_OK)
+        be->ops->normalize_u8(be, dst, bytes_dev, (int64_t)(count / 3), ld->cfg.views[v].mean, ld->cfg.views[v].std);
+    return s;
+}
+
 void hallu_loader_destroy(hallu_loader *ld)
 {
     if (!ld)

@@ -12,29 +12,21 @@ hallu_status eval_check_labels(const int32_t *labels, int64_t n, int num_classes
 /* Parses one line holding a JSON object; for each of keys[0..nkeys) present
  * with a finite number value sets values[i] and present[i] = 1 (others get
  * present[i] = 0). Returns 0, or -1 when the line is not a well-formed object. */
-/* The loader batches' way to the device: floats as the loader normalised them
- * (host-memory backends), or, on a backend with its own memory, the bytes
- * (the loader's u8_views in the backend's staging memory) normalised there
- * by normalize_u8 with the view's mean/std (the same bits, a quarter of the
- * copy). Device buffers grow on demand. */
+/* Device buffers for loader batches on their way to the backbone (grown on
+ * demand): the float images, and their bytes where the device normalises
+ * them (hallu_loader_config_for_device). */
 typedef struct eval_input {
-    hallu_backend *be;
-    int device_normalize;
-    float mean[3], std[3];
     hallu_buffer img;      /* F32 [n][h][w][3] */
-    hallu_buffer bytes;    /* U8, with device_normalize */
+    hallu_buffer bytes;    /* U8, with u8_views */
 } eval_input;
 
-/* Sets up in for be and lc's single view, and lc's u8_views / batch_memory
- * to match (before hallu_loader_create). */
-void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc);
 void eval_input_free(eval_input *in);
-/* The frozen backbone on images [off, off + n) of b: uploads them and
- * forwards; *features ([n][feature_dim]) is the net's device output, valid
- * until its next forward. Waits for the upload before returning, so b may go
- * back to the loader at once. */
-hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_batch *b,
-                                int off, int n, const float **features, hallu_error *err);
+/* The frozen backbone on images [off, off + n) of b (a batch of ld): uploads
+ * them (hallu_loader_upload_view) and forwards; *features ([n][feature_dim])
+ * is the net's device output, valid until its next forward. Waits for the
+ * upload before returning, so b may go back to the loader at once. */
+hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_loader *ld,
+                                const hallu_batch *b, int off, int n, const float **features, hallu_error *err);
 
 int eval_json_numbers(const char *line, const char *const *keys, int nkeys, double *values, int *present);
 

@@ -61,19 +61,6 @@ hallu_status hallu_eval_view(hallu_view_pipeline *pl, int img_h, int img_w, int 
     return hallu_test_pipeline(pl, size * 8 / 7, size, mean, std, err);
 }
 
-void eval_input_init(eval_input *in, hallu_backend *be, hallu_loader_config *lc)
-{
-    memset(in, 0, sizeof *in);
-    in->be = be;
-    in->device_normalize = !be->ops->host_memory;
-    memcpy(in->mean, lc->views[0].mean, sizeof in->mean);
-    memcpy(in->std, lc->views[0].std, sizeof in->std);
-    if (in->device_normalize) {
-        lc->u8_views = 1;
-        lc->batch_memory = (hallu_host_allocator){ be, hallu_backend_host_alloc_cb, hallu_backend_host_free_cb };
-    }
-}
-
 void eval_input_free(eval_input *in)
 {
     hallu_buffer_free(&in->img);
@@ -90,23 +77,15 @@ static hallu_status ensure(hallu_buffer *buf, hallu_backend *be, hallu_dtype dty
     return hallu_buffer_alloc(buf, be, dtype, count, what, err);
 }
 
-hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_batch *b,
-                                int off, int n, const float **features, hallu_error *err)
+hallu_status eval_forward_batch(hallu_resnet *net, const hallu_nn_ctx *ctx, eval_input *in, const hallu_loader *ld,
+                                const hallu_batch *b, int off, int n, const float **features, hallu_error *err)
 {
-    size_t plane = (size_t)b->h * b->w * 3;
-    int64_t count = (int64_t)n * (int64_t)plane;
+    int64_t count = (int64_t)n * b->h * b->w * 3;
     hallu_status s = ensure(&in->img, ctx->be, HALLU_DTYPE_F32, count, "evaluation images", err);
-    if (s == HALLU_OK && !in->device_normalize)
-        s = hallu_backend_upload(ctx->be, in->img.data, b->views[0] + (size_t)off * plane,
-                                 (size_t)count * sizeof(float), err);
-    if (s == HALLU_OK && in->device_normalize) {
+    if (s == HALLU_OK && b->views_u8[0])
         s = ensure(&in->bytes, ctx->be, HALLU_DTYPE_U8, count, "evaluation images (bytes)", err);
-        if (s == HALLU_OK)
-            s = hallu_backend_upload(ctx->be, in->bytes.data, b->views_u8[0] + (size_t)off * plane, (size_t)count, err);
-        if (s == HALLU_OK)
-            ctx->be->ops->normalize_u8(ctx->be, hallu_buffer_f32(&in->img), in->bytes.data, count / 3, in->mean,
-                                       in->std);
-    }
+    if (s == HALLU_OK)
+        s = hallu_loader_upload_view(ld, ctx->be, b, 0, off, n, hallu_buffer_f32(&in->img), in->bytes.data, err);
     if (s == HALLU_OK)
         s = hallu_resnet_forward(net, ctx, 0, hallu_buffer_f32(&in->img), n, features, err);
     hallu_backend_upload_wait(ctx->be);   /* b's bytes are read: the loader may have them back */
@@ -127,7 +106,7 @@ static hallu_status extract_epoch(hallu_resnet *net, const hallu_nn_ctx *ctx, ha
         if ((s = hallu_loader_next(ld, &b, err)) != HALLU_OK || !b)
             break;
         const float *f = NULL;
-        if ((s = eval_forward_batch(net, ctx, in, b, 0, b->n, &f, err)) != HALLU_OK)
+        if ((s = eval_forward_batch(net, ctx, in, ld, b, 0, b->n, &f, err)) != HALLU_OK)
             break;
         if ((s = hallu_backend_download(ctx->be, host_f, f, (size_t)b->n * dim * sizeof(float), err)) != HALLU_OK)
             break;
@@ -165,8 +144,8 @@ hallu_status hallu_extract_features(hallu_resnet *net, const hallu_nn_ctx *ctx, 
     lc.drop_last = 0;
     lc.n_views = 1;
     lc.views[0] = cfg->view;
-    eval_input in;
-    eval_input_init(&in, ctx->be, &lc);
+    hallu_loader_config_for_device(&lc, ctx->be);
+    eval_input in = { 0 };
     hallu_loader *ld = NULL;
     hallu_status s = hallu_loader_create(&ld, src, &lc, err);
     if (s == HALLU_OK)

@@ -316,7 +316,7 @@ static hallu_status image_epoch(probe_head *h, hallu_resnet *net, const hallu_nn
         for (int off = 0; off < b->n && s == HALLU_OK; off += fb) {
             int m = b->n - off < fb ? b->n - off : fb;
             const float *f = NULL;
-            s = eval_forward_batch(net, ctx, in, b, off, m, &f, err);
+            s = eval_forward_batch(net, ctx, in, ld, b, off, m, &f, err);
             if (s == HALLU_OK)
                 h->be->ops->copy(h->be, hallu_buffer_f32(&h->x) + (size_t)off * h->dim, f,
                                  (size_t)m * h->dim * sizeof(float));
@@ -355,8 +355,8 @@ hallu_status hallu_linear_probe_images(hallu_resnet *net, const hallu_nn_ctx *ct
     lc.seed = cfg->seed;
     lc.n_views = 1;
     lc.views[0] = *train_view;
-    eval_input in;
-    eval_input_init(&in, ctx->be, &lc);
+    hallu_loader_config_for_device(&lc, ctx->be);
+    eval_input in = { 0 };
     hallu_loader *ld = NULL;
     probe_head h;
     memset(&h, 0, sizeof h);

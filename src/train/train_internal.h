@@ -61,13 +61,9 @@ typedef struct train_run {
     char init_path[TRAIN_RUN_PATH_CAP];
     /* The two views of a batch in device memory (the loader fills host memory). */
     hallu_buffer views[2];
-    /* Backends on their own memory (not host_memory) take the views as bytes
-     * (the loader's u8_views, in the backend's staging memory) and normalise
-     * them on the device with each view's mean/std: a quarter of the bytes
-     * to copy, and the copy runs asynchronously. */
-    int device_normalize;
+    /* The views' bytes where the device normalises them (the loader's
+     * u8_views: hallu_loader_config_for_device); empty otherwise. */
     hallu_buffer views_u8[2];
-    float view_mean[2][3], view_std[2][3];
     /* hallu_train_config.test_fault, parsed: where an op fails (test hook) */
     train_fault_kind fault_kind;
     int64_t fault_at;

@@ -135,7 +135,6 @@ static hallu_status setup_backend(train_run *run, hallu_error *err)
     hallu_status s = hallu_backend_create(c->device && c->device[0] ? c->device : "cpu", c->threads, &run->be, err);
     if (s != HALLU_OK)
         return hallu_error_prefix(err, s, "--device %s", c->device ? c->device : "cpu");
-    run->device_normalize = !run->be->ops->host_memory;
     return HALLU_OK;
 }
 
@@ -174,14 +173,7 @@ static hallu_status setup_data(train_run *run, hallu_error *err)
     lc.seed = c->seed;
     lc.n_views = 2;
     s = hallu_ssl_views_build(&vc, lc.views, err);
-    if (s == HALLU_OK && run->device_normalize) {
-        lc.u8_views = 1;
-        lc.batch_memory = (hallu_host_allocator){ run->be, hallu_backend_host_alloc_cb, hallu_backend_host_free_cb };
-        for (int v = 0; v < 2; v++) {
-            memcpy(run->view_mean[v], lc.views[v].mean, sizeof run->view_mean[v]);
-            memcpy(run->view_std[v], lc.views[v].std, sizeof run->view_std[v]);
-        }
-    }
+    hallu_loader_config_for_device(&lc, run->be);
     if (s == HALLU_OK)
         s = hallu_loader_create(&run->loader, &run->train_src, &lc, err);
     if (s != HALLU_OK)
@@ -221,7 +213,7 @@ static hallu_status setup_model(train_run *run, hallu_error *err)
     int64_t view_elems = (int64_t)per_rank * run->image_h * run->image_w * 3;
     for (int v = 0; v < 2 && s == HALLU_OK; v++)
         s = hallu_buffer_alloc(&run->views[v], run->be, HALLU_DTYPE_F32, view_elems, "training views", err);
-    for (int v = 0; v < 2 && s == HALLU_OK && run->device_normalize; v++)
+    for (int v = 0; v < 2 && s == HALLU_OK && !run->be->ops->host_memory; v++)
         s = hallu_buffer_alloc(&run->views_u8[v], run->be, HALLU_DTYPE_U8, view_elems, "training views (bytes)", err);
     if (s != HALLU_OK)
         return s;
@@ -370,18 +362,10 @@ static hallu_status check_loss(const train_run *run, const hallu_ssl_stats *st, 
  * run_epoch's upload_wait). */
 static hallu_status upload_views(train_run *run, const hallu_batch *b, hallu_error *err)
 {
-    size_t pixels = (size_t)b->n * run->image_h * run->image_w;
     hallu_status s = HALLU_OK;
-    for (int v = 0; v < 2 && s == HALLU_OK; v++) {
-        if (!run->device_normalize) {
-            s = hallu_backend_upload(run->be, run->views[v].data, b->views[v], pixels * 3 * sizeof(float), err);
-            continue;
-        }
-        s = hallu_backend_upload(run->be, run->views_u8[v].data, b->views_u8[v], pixels * 3, err);
-        if (s == HALLU_OK)
-            run->be->ops->normalize_u8(run->be, hallu_buffer_f32(&run->views[v]), run->views_u8[v].data,
-                                       (int64_t)pixels, run->view_mean[v], run->view_std[v]);
-    }
+    for (int v = 0; v < 2 && s == HALLU_OK; v++)
+        s = hallu_loader_upload_view(run->loader, run->be, b, v, 0, b->n, hallu_buffer_f32(&run->views[v]),
+                                     run->views_u8[v].data, err);
     return s;
 }
 
