@@ -43,7 +43,7 @@ struct hallu_conv2d_plan {
     cpu_prim dw_accumulate;        /* diff weights (oneDNN layout) -> user OIHW, dst += */
     dnnl_memory_t w_user, w_fwd, w_bwd, dw_prim, dw_user;
     void *w_fwd_buf, *w_bwd_buf, *dw_buf;
-    int use_gemm_dw;               /* weight gradient by im2col + sgemm instead */
+    int use_gemm_dw;               /* weight gradient by im2col + a GEMM instead */
     cpu_conv_gemm gemm;
     int use_wino;                  /* all three passes by Winograd, no oneDNN primitives */
     cpu_wino wino;
@@ -345,9 +345,9 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     s = build_forward(plan, &md, &fwd_pd, err);
     if (s == HALLU_OK)
         s = build_backward_data(plan, &md, fwd_pd, err);
-    plan->use_gemm_dw = !plan->bf16 && cpu_conv_gemm_wanted(&plan->g);
+    plan->use_gemm_dw = cpu_conv_gemm_wanted(&plan->g, plan->bf16);
     if (s == HALLU_OK)
-        s = plan->use_gemm_dw ? cpu_conv_gemm_init(plan->impl, &plan->g, &plan->gemm, err)
+        s = plan->use_gemm_dw ? cpu_conv_gemm_init(plan->impl, &plan->g, plan->bf16, &plan->gemm, err)
                               : build_backward_weights(plan, &md, fwd_pd, err);
     if (fwd_pd)
         dnnl_primitive_desc_destroy(fwd_pd);
@@ -487,15 +487,25 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
     }
     int onednn_dw = dw && !plan->use_gemm_dw;
     act_port *grad_port = plan->bf16 ? &plan->out_grad : &plan->out;
-    dnnl_memory_t ddst = dx || onednn_dw ? port_in(plan, grad_port, dy) : NULL;
+    /* bf16 plans' GEMM weight gradient reads the bf16 dy (and x) that the
+     * boundary reorders write, as oneDNN's primitives do. */
+    dnnl_memory_t ddst = dx || onednn_dw || (dw && plan->bf16) ? port_in(plan, grad_port, dy) : NULL;
     if (dx)
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)
         backward_weights(plan, dw, ddst, x);
+    const void *gemm_dy = dy, *gemm_x = x;
+    if (dw && plan->use_gemm_dw && plan->bf16) {
+        void *h = NULL;
+        dnnl_memory_get_data_handle(ddst, &h);
+        gemm_dy = h;
+        dnnl_memory_get_data_handle(port_in(plan, &plan->in, x), &h);
+        gemm_x = h;
+    }
     cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
     /* After the wait: the GEMM path runs outside oneDNN's stream. */
     if (dw && plan->use_gemm_dw)
-        cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, dy, x);
+        cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, gemm_dy, gemm_x);
 }
 
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)

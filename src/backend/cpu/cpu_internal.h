@@ -137,18 +137,27 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                          const float *x, const float *w);
 
-/* GEMM weight gradient for convolutions with small outputs (cpu_conv_gemm.c),
- * where oneDNN's direct AVX2 kernel is slow: im2col over chunks of images, then
- * one oneDNN sgemm per chunk into an [cout][k*k*cin] buffer, added into dw. */
+/* GEMM weight gradient where oneDNN's direct kernel is slow (cpu_conv_gemm.c):
+ * im2col over chunks of images, then per chunk one oneDNN sgemm (fp32) or bf16
+ * matmul (bf16 plans; x and dy already rounded to bf16 NHWC) into an
+ * [cout][k*k*cin] buffer, added into dw. */
+typedef struct cpu_matmul {
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c, scratch;   /* handles set per call */
+} cpu_matmul;
 typedef struct cpu_conv_gemm {
-    int chunk;         /* images per sgemm */
+    int chunk;         /* images per GEMM */
+    int bf16;
     float *dw_ohwi;    /* [cout][k][k][cin] */
+    cpu_matmul mm[2];  /* bf16: [0] for `chunk` images, [1] for the shorter last chunk */
 } cpu_conv_gemm;
-int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g);
-hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, hallu_error *err);
+int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g, int bf16);
+hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_conv_gemm *cg,
+                                hallu_error *err);
 void cpu_conv_gemm_free(cpu_conv_gemm *cg);
+/* dw += the weight gradient; dy and x are float, or bf16 (uint16_t) for bf16 plans. */
 void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
-                                    const float *dy, const float *x);
+                                    const void *dy, const void *x);
 
 /* Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions with >= 16 channels
  * each side and outputs of at least 4x4 (cpu_conv_wino.c): all three passes on NHWC,
