@@ -126,9 +126,12 @@ int main(void)
     test_conv(be, 2, 8, 8, 32, 64, 3, 2, 1);     /* stride 2 */
     test_conv(be, 2, 8, 8, 32, 64, 1, 2, 0);     /* a downsample 1x1 */
     /* Outputs of <= 64 pixels and stride-2 1x1 layers take the weight gradient
-     * by im2col + bf16 matmul (cpu_conv_gemm.c); larger outputs oneDNN's kernel. */
+     * by im2col + bf16 matmul (cpu_conv_gemm.c), 3x3 layers with <= 16 output
+     * pixels all three passes; the others oneDNN's kernels. */
     test_conv(be, 2, 16, 16, 16, 32, 3, 1, 1);   /* 256 output pixels: oneDNN's backward weights */
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
+    test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
+    test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
     hallu_backend_free(be);
     return check_summary();
 }

@@ -43,7 +43,7 @@ struct hallu_conv2d_plan {
     cpu_prim dw_accumulate;        /* diff weights (oneDNN layout) -> user OIHW, dst += */
     dnnl_memory_t w_user, w_fwd, w_bwd, dw_prim, dw_user;
     void *w_fwd_buf, *w_bwd_buf, *dw_buf;
-    int use_gemm_dw;               /* weight gradient by im2col + a GEMM instead */
+    int gemm_passes;               /* CPU_GEMM_*: passes by im2col + a GEMM instead */
     cpu_conv_gemm gemm;
     int use_wino;                  /* all three passes by Winograd, no oneDNN primitives */
     cpu_wino wino;
@@ -345,10 +345,11 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     s = build_forward(plan, &md, &fwd_pd, err);
     if (s == HALLU_OK)
         s = build_backward_data(plan, &md, fwd_pd, err);
-    plan->use_gemm_dw = cpu_conv_gemm_wanted(&plan->g, plan->bf16);
-    if (s == HALLU_OK)
-        s = plan->use_gemm_dw ? cpu_conv_gemm_init(plan->impl, &plan->g, plan->bf16, &plan->gemm, err)
-                              : build_backward_weights(plan, &md, fwd_pd, err);
+    plan->gemm_passes = cpu_conv_gemm_passes(&plan->g, plan->bf16);
+    if (s == HALLU_OK && plan->gemm_passes)
+        s = cpu_conv_gemm_init(plan->impl, &plan->g, plan->bf16, plan->gemm_passes, &plan->gemm, err);
+    if (s == HALLU_OK && !(plan->gemm_passes & CPU_GEMM_DW))
+        s = build_backward_weights(plan, &md, fwd_pd, err);
     if (fwd_pd)
         dnnl_primitive_desc_destroy(fwd_pd);
     return s;
@@ -442,6 +443,14 @@ static dnnl_memory_t weights_prepare(hallu_conv2d_plan *plan, cpu_prim *reorder,
     return mem;
 }
 
+/* The data of a memory object (a bf16 boundary buffer, for the GEMM passes). */
+static const uint16_t *mem_data(dnnl_memory_t mem)
+{
+    void *h = NULL;
+    dnnl_memory_get_data_handle(mem, &h);
+    return h;
+}
+
 static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
 {
     if (plan->use_wino) {
@@ -449,6 +458,11 @@ static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, cons
         return;
     }
     dnnl_memory_t src = port_in(plan, &plan->in, x);
+    if (plan->gemm_passes & CPU_GEMM_FWD) {
+        cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
+        cpu_conv_gemm_forward(plan->impl, &plan->g, &plan->gemm, y, mem_data(src), w);
+        return;
+    }
     dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_fwd, plan->w_fwd, w);
     dnnl_memory_t dst = port_out(plan, &plan->out, y);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DST, dst } };
@@ -485,26 +499,27 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
         cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
         return;
     }
-    int onednn_dw = dw && !plan->use_gemm_dw;
+    int gemm_dx = dx && (plan->gemm_passes & CPU_GEMM_DX), gemm_dw = dw && (plan->gemm_passes & CPU_GEMM_DW);
+    int onednn_dx = dx && !gemm_dx, onednn_dw = dw && !gemm_dw;
     act_port *grad_port = plan->bf16 ? &plan->out_grad : &plan->out;
-    /* bf16 plans' GEMM weight gradient reads the bf16 dy (and x) that the
-     * boundary reorders write, as oneDNN's primitives do. */
-    dnnl_memory_t ddst = dx || onednn_dw || (dw && plan->bf16) ? port_in(plan, grad_port, dy) : NULL;
-    if (dx)
+    /* bf16 plans' GEMM passes read the bf16 dy (and x) that the boundary
+     * reorders write, as oneDNN's primitives do. */
+    int want_ddst = onednn_dx || onednn_dw || (plan->bf16 && (gemm_dx || gemm_dw));
+    dnnl_memory_t ddst = want_ddst ? port_in(plan, grad_port, dy) : NULL;
+    if (onednn_dx)
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)
         backward_weights(plan, dw, ddst, x);
     const void *gemm_dy = dy, *gemm_x = x;
-    if (dw && plan->use_gemm_dw && plan->bf16) {
-        void *h = NULL;
-        dnnl_memory_get_data_handle(ddst, &h);
-        gemm_dy = h;
-        dnnl_memory_get_data_handle(port_in(plan, &plan->in, x), &h);
-        gemm_x = h;
+    if (plan->bf16 && gemm_dw) {
+        gemm_dy = mem_data(ddst);
+        gemm_x = mem_data(port_in(plan, &plan->in, x));
     }
     cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
-    /* After the wait: the GEMM path runs outside oneDNN's stream. */
-    if (dw && plan->use_gemm_dw)
+    /* After the wait: the GEMM passes run outside oneDNN's stream. */
+    if (gemm_dx)
+        cpu_conv_gemm_backward_data(plan->impl, &plan->g, &plan->gemm, dx, mem_data(ddst), w);
+    if (gemm_dw)
         cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, gemm_dy, gemm_x);
 }
 

@@ -1,13 +1,18 @@
-/* Convolution weight gradient as im2col + a oneDNN GEMM, for layers where
- * oneDNN 2.6's direct backward-weights kernels are slow.
- * fp32: layers with few output pixels (ResNet's last stages), where the direct
- * AVX2 kernel reaches under half of sgemm's throughput; im2col + sgemm.
- * bf16 (issue 28): the same layers and the stride-2 1x1 downsampling layers,
- * where the AMX backward-weights kernel runs at 4-15% of the bf16 peak while
- * oneDNN's bf16 matmul (also AMX) reaches 60-70% on the same products;
- * im2col of the bf16 x, then one matmul per chunk of images with dy^T read in
- * place (a transposed view of the bf16 NHWC output gradient).
- * Works on NHWC buffers directly, so it needs no layout reorders. */
+/* Convolutions as im2col + a oneDNN GEMM, for layers where oneDNN 2.6's
+ * direct kernels are slow. Works on NHWC buffers directly (no layout reorders).
+ * fp32: the weight gradient of layers with few output pixels (ResNet's last
+ * stages), where the direct AVX2 kernel reaches under half of sgemm's
+ * throughput; im2col + sgemm.
+ * bf16 (issue 28), on the bf16 x and dy the plan's boundary reorders write:
+ * - the weight gradient of the same layers and of the stride-2 1x1
+ *   downsampling layers, where the AMX backward-weights kernel ran at 4-15% of
+ *   the bf16 peak while oneDNN's bf16 matmul (also AMX) reaches 60-70% on the
+ *   same products: im2col, then dw^T-shaped [cout][k*k*cin] = dy^T col, dy^T
+ *   a transposed view of the NHWC gradient;
+ * - forward and input gradient of 3x3 layers with <= 16 output pixels (the
+ *   last stage at 32x32), where the direct kernels ran at 25-35%:
+ *   y = col W^T, and dcol = dy W then col2im (a scatter-add, per image, in a
+ *   fixed order), with W as bf16 [cout][k][k][cin] converted per call. */
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
@@ -18,26 +23,30 @@
  * 2048) and their im2col rows are half the bytes. */
 enum { GEMM_ROWS = 2048, GEMM_ROWS_BF16 = 16384 };
 
-int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g, int bf16)
+int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16)
 {
-    return (g->k > 1 && g->oh * g->ow <= 64) || (bf16 && g->k == 1 && g->stride > 1);
+    int pix = g->oh * g->ow, passes = 0;
+    if ((g->k > 1 && pix <= 64) || (bf16 && g->k == 1 && g->stride > 1))
+        passes |= CPU_GEMM_DW;
+    if (bf16 && g->k > 1 && pix <= 16)
+        passes |= CPU_GEMM_FWD | CPU_GEMM_DX;
+    return passes;
 }
 
-/* A bf16 matmul dw_ohwi[cout][kkc] = dy^T[cout][rows] col[rows][kkc] over `rows`
- * output pixels, dy^T read in place from NHWC dy[rows][cout]. */
-static hallu_status matmul_create(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_matmul *mm, int64_t rows,
-                                  hallu_error *err)
+/* C[m][n] (fp32) = A[m][k] B[k][n] in bf16, A stored [k][m] when a_trans and B
+ * stored [n][k] when b_trans; handles set per call. */
+static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int64_t n, int64_t k, int a_trans,
+                                  int b_trans, hallu_error *err)
 {
-    int64_t kkc = (int64_t)g->k * g->k * g->cin;
-    dnnl_dims_t a_dims = { g->cout, rows }, a_strides = { 1, g->cout };
-    dnnl_dims_t b_dims = { rows, kkc }, c_dims = { g->cout, kkc };
+    dnnl_dims_t a_dims = { m, k }, b_dims = { k, n }, c_dims = { m, n };
+    dnnl_dims_t a_strides = { a_trans ? 1 : k, a_trans ? m : 1 }, b_strides = { b_trans ? 1 : n, b_trans ? k : 1 };
     dnnl_memory_desc_t a, b, c;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t desc;
     dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a, 2, a_dims, dnnl_bf16, a_strides);
     if (st == dnnl_success)
-        st = dnnl_memory_desc_init_by_tag(&b, 2, b_dims, dnnl_bf16, dnnl_ab);
+        st = dnnl_memory_desc_init_by_strides(&b, 2, b_dims, dnnl_bf16, b_strides);
     if (st == dnnl_success)
         st = dnnl_memory_desc_init_by_tag(&c, 2, c_dims, dnnl_f32, dnnl_ab);
     if (st == dnnl_success)
@@ -65,8 +74,8 @@ static hallu_status matmul_create(cpu_impl *impl, const hallu_conv2d_geom *g, cp
     if (pd)
         dnnl_primitive_desc_destroy(pd);
     if (st != dnnl_success)
-        return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: bf16 weight-gradient matmul (%d x %lld x "
-                               "%lld) failed (oneDNN status %d)", g->cout, (long long)kkc, (long long)rows, (int)st);
+        return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: bf16 matmul %lld x %lld x %lld failed "
+                               "(oneDNN status %d)", (long long)m, (long long)n, (long long)k, (int)st);
     return cpu_shared_reserve(&impl->dnnl_scratch, &impl->dnnl_scratch_bytes, need, "oneDNN scratchpad", err);
 }
 
@@ -81,32 +90,85 @@ static void matmul_free(cpu_matmul *mm)
     memset(mm, 0, sizeof *mm);
 }
 
-hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_conv_gemm *cg,
+static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, float *c)
+{
+    dnnl_memory_set_data_handle(mm->a, (void *)a);
+    dnnl_memory_set_data_handle(mm->b, (void *)b);
+    dnnl_memory_set_data_handle(mm->c, c);
+    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mm->a }, { DNNL_ARG_WEIGHTS, mm->b }, { DNNL_ARG_DST, mm->c } };
+    int nargs = 3;
+    if (mm->scratch) {
+        dnnl_memory_set_data_handle(mm->scratch, impl->dnnl_scratch);
+        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, mm->scratch };
+    }
+    cpu_check(impl, dnnl_primitive_execute(mm->prim, impl->stream, nargs, args), "conv2d bf16 matmul: execute");
+    cpu_check(impl, dnnl_stream_wait(impl->stream), "conv2d bf16 matmul: dnnl_stream_wait");
+}
+
+/* The pass's matmuls for `chunk` images ([0]) and the shorter last chunk ([1]). */
+static hallu_status matmul_pair(cpu_impl *impl, const hallu_conv2d_geom *g, int chunk, cpu_matmul *mm, int pass,
+                                hallu_error *err)
+{
+    int64_t pix = (int64_t)g->oh * g->ow, kkc = (int64_t)g->k * g->k * g->cin;
+    int tail = g->n % chunk;
+    hallu_status s = HALLU_OK;
+    for (int i = 0; i < 2 && s == HALLU_OK; i++) {
+        int64_t rows = (i == 0 ? chunk : tail) * pix;
+        if (rows == 0)
+            break;
+        if (pass == CPU_GEMM_DW)   /* dw[cout][kkc] = dy^T col */
+            s = matmul_create(impl, &mm[i], g->cout, kkc, rows, 1, 0, err);
+        else if (pass == CPU_GEMM_FWD)   /* y[rows][cout] = col W^T */
+            s = matmul_create(impl, &mm[i], rows, g->cout, kkc, 0, 1, err);
+        else   /* dcol[rows][kkc] = dy W */
+            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, err);
+    }
+    return s;
+}
+
+hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, int passes, cpu_conv_gemm *cg,
                                 hallu_error *err)
 {
     int pix = g->oh * g->ow;
     cg->bf16 = bf16;
+    cg->passes = passes;
     cg->chunk = cpu_images_per_chunk(bf16 ? GEMM_ROWS_BF16 : GEMM_ROWS, pix, g->n);
-    size_t kkc = (size_t)g->k * g->k * g->cin, elem = bf16 ? sizeof(uint16_t) : sizeof(float);
-    cg->dw_ohwi = hallu_alloc((size_t)g->cout * kkc * sizeof(float), "conv2d weight gradient", err);
-    if (!cg->dw_ohwi)
-        return HALLU_ERR_OOM;
-    hallu_status s = cpu_shared_reserve_floats(&impl->col, &impl->col_bytes, (size_t)cg->chunk * pix * kkc * elem,
-                                               "conv2d im2col buffer", err);
-    int tail = g->n % cg->chunk;
-    if (s == HALLU_OK && bf16)
-        s = matmul_create(impl, g, &cg->mm[0], (int64_t)cg->chunk * pix, err);
-    if (s == HALLU_OK && bf16 && tail)
-        s = matmul_create(impl, g, &cg->mm[1], (int64_t)tail * pix, err);
+    size_t kkc = (size_t)g->k * g->k * g->cin, rows = (size_t)cg->chunk * pix;
+    /* the shared buffer holds a chunk's im2col rows, or its fp32 dcol rows */
+    size_t col_bytes = rows * kkc * (bf16 ? sizeof(uint16_t) : sizeof(float));
+    if (passes & CPU_GEMM_DX)
+        col_bytes = rows * kkc * sizeof(float);
+    hallu_status s = cpu_shared_reserve_floats(&impl->col, &impl->col_bytes, col_bytes, "conv2d im2col buffer", err);
+    if (s == HALLU_OK && (passes & CPU_GEMM_DW)) {
+        cg->dw_ohwi = hallu_alloc((size_t)g->cout * kkc * sizeof(float), "conv2d weight gradient", err);
+        s = cg->dw_ohwi ? HALLU_OK : HALLU_ERR_OOM;
+    }
+    if (s == HALLU_OK && (passes & (CPU_GEMM_FWD | CPU_GEMM_DX))) {
+        cg->w_ohwi = hallu_alloc((size_t)g->cout * kkc * sizeof(uint16_t), "conv2d bf16 weights", err);
+        s = cg->w_ohwi ? HALLU_OK : HALLU_ERR_OOM;
+    }
+    if (!bf16)
+        return s;
+    if (s == HALLU_OK && (passes & CPU_GEMM_DW))
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_dw, CPU_GEMM_DW, err);
+    if (s == HALLU_OK && (passes & CPU_GEMM_FWD))
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_fwd, CPU_GEMM_FWD, err);
+    if (s == HALLU_OK && (passes & CPU_GEMM_DX))
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_dx, CPU_GEMM_DX, err);
     return s;
 }
 
 void cpu_conv_gemm_free(cpu_conv_gemm *cg)
 {
     hallu_free(cg->dw_ohwi);
+    hallu_free(cg->w_ohwi);
     cg->dw_ohwi = NULL;
-    matmul_free(&cg->mm[0]);
-    matmul_free(&cg->mm[1]);
+    cg->w_ohwi = NULL;
+    for (int i = 0; i < 2; i++) {
+        matmul_free(&cg->mm_dw[i]);
+        matmul_free(&cg->mm_fwd[i]);
+        matmul_free(&cg->mm_dx[i]);
+    }
 }
 
 /* col[p][(ky*k + kx)*cin + ci] = x[img][iy][ix][ci] (0 in the padding) for the
@@ -133,6 +195,36 @@ static void im2col(void *col, const void *x, size_t elem, const hallu_conv2d_geo
     }
 }
 
+static CPU_HOT void add_run(float *restrict d, const float *restrict s, int n)
+{
+    for (int i = 0; i < n; i++)
+        d[i] += s[i];
+}
+
+/* dx[img] = the sum of dcol's rows over the taps that read each input pixel,
+ * for images [img0, img0 + cnt): the transpose of im2col, in a fixed order. */
+static void col2im(float *dx, const float *dcol, const hallu_conv2d_geom *g, int img0, int cnt, int nt)
+{
+    int64_t pix = (int64_t)g->oh * g->ow, kkc = (int64_t)g->k * g->k * g->cin, img_elems = (int64_t)g->h * g->w * g->cin;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < cnt; i++) {
+        float *d = dx + (img0 + i) * img_elems;
+        memset(d, 0, (size_t)img_elems * sizeof(float));
+        for (int64_t q = 0; q < pix; q++) {
+            int oy = (int)(q / g->ow), ox = (int)(q % g->ow);
+            const float *src = dcol + (i * pix + q) * kkc;
+            for (int ky = 0; ky < g->k; ky++) {
+                int iy = oy * g->stride - g->pad + ky;
+                for (int kx = 0; kx < g->k; kx++, src += g->cin) {
+                    int ix = ox * g->stride - g->pad + kx;
+                    if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
+                        add_run(d + ((int64_t)iy * g->w + ix) * g->cin, src, g->cin);
+                }
+            }
+        }
+    }
+}
+
 /* dw[co][ci][ky][kx] += ohwi[co][ky][kx][ci] */
 static void add_ohwi(float *dw, const float *ohwi, const hallu_conv2d_geom *g, int nt)
 {
@@ -147,24 +239,57 @@ static void add_ohwi(float *dw, const float *ohwi, const hallu_conv2d_geom *g, i
     }
 }
 
-/* One bf16 chunk: its own matmul result, added into dw (no accumulation across
- * chunks inside oneDNN, so one primitive per chunk length suffices). */
-static void matmul_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, cpu_matmul *mm, float *dw,
-                         const uint16_t *dy)
+/* Round to nearest even, NaN kept a (quiet) NaN: as oneDNN's f32 -> bf16. */
+static inline uint16_t bf16_round(float f)
 {
-    dnnl_memory_set_data_handle(mm->a, (void *)dy);
-    dnnl_memory_set_data_handle(mm->b, impl->col);
-    dnnl_memory_set_data_handle(mm->c, cg->dw_ohwi);
-    dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mm->a }, { DNNL_ARG_WEIGHTS, mm->b }, { DNNL_ARG_DST, mm->c } };
-    int nargs = 3;
-    if (mm->scratch) {
-        dnnl_memory_set_data_handle(mm->scratch, impl->dnnl_scratch);
-        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, mm->scratch };
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* ohwi[co][ky][kx][ci] = bf16(w[co][ci][ky][kx]) */
+static void weights_to_ohwi_bf16(uint16_t *ohwi, const float *w, const hallu_conv2d_geom *g, int nt)
+{
+    int kk = g->k * g->k;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int co = 0; co < g->cout; co++) {
+        const float *src = w + (int64_t)co * g->cin * kk;
+        uint16_t *d = ohwi + (int64_t)co * kk * g->cin;
+        for (int s = 0; s < kk; s++)
+            for (int ci = 0; ci < g->cin; ci++)
+                d[s * g->cin + ci] = bf16_round(src[ci * kk + s]);
     }
-    cpu_check(impl, dnnl_primitive_execute(mm->prim, impl->stream, nargs, args),
-              "conv2d bf16 weight gradient: dnnl_primitive_execute");
-    cpu_check(impl, dnnl_stream_wait(impl->stream), "conv2d bf16 weight gradient: dnnl_stream_wait");
-    add_ohwi(dw, cg->dw_ohwi, g, impl->num_threads);
+}
+
+static int chunk_len(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg, int img0)
+{
+    return g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
+}
+
+void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y,
+                           const uint16_t *x, const float *w)
+{
+    int64_t pix = (int64_t)g->oh * g->ow;
+    weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
+    for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
+        int cnt = chunk_len(g, cg, img0);
+        im2col(impl->col, x, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
+        matmul_run(impl, &cg->mm_fwd[cnt == cg->chunk ? 0 : 1], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
+    }
+}
+
+void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
+                                 const uint16_t *dy, const float *w)
+{
+    int64_t pix = (int64_t)g->oh * g->ow;
+    weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
+    for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
+        int cnt = chunk_len(g, cg, img0);
+        matmul_run(impl, &cg->mm_dx[cnt == cg->chunk ? 0 : 1], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
+        col2im(dx, impl->col, g, img0, cnt, impl->num_threads);
+    }
 }
 
 void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
@@ -173,11 +298,13 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
     int64_t pix = (int64_t)g->oh * g->ow, kkc = (int64_t)g->k * g->k * g->cin;
     size_t elem = cg->bf16 ? sizeof(uint16_t) : sizeof(float);
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
-        int cnt = g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
+        int cnt = chunk_len(g, cg, img0);
         im2col(impl->col, x, elem, g, img0, cnt, impl->num_threads);
         if (cg->bf16) {
-            matmul_chunk(impl, g, cg, &cg->mm[cnt == cg->chunk ? 0 : 1], dw,
-                         (const uint16_t *)dy + img0 * pix * g->cout);
+            /* each chunk's own product, added into dw: one primitive per chunk length */
+            matmul_run(impl, &cg->mm_dw[cnt == cg->chunk ? 0 : 1], (const uint16_t *)dy + img0 * pix * g->cout,
+                       impl->col, cg->dw_ohwi);
+            add_ohwi(dw, cg->dw_ohwi, g, impl->num_threads);
             continue;
         }
         /* ohwi[cout][kkc] (+)= dy[rows][cout]^T col[rows][kkc] */

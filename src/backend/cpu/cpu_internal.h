@@ -137,24 +137,32 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                          const float *x, const float *w);
 
-/* GEMM weight gradient where oneDNN's direct kernel is slow (cpu_conv_gemm.c):
- * im2col over chunks of images, then per chunk one oneDNN sgemm (fp32) or bf16
- * matmul (bf16 plans; x and dy already rounded to bf16 NHWC) into an
- * [cout][k*k*cin] buffer, added into dw. */
+/* Convolution passes as im2col + GEMM where oneDNN's direct kernels are slow
+ * (cpu_conv_gemm.c): per chunk of images, oneDNN's sgemm (fp32 weight
+ * gradient) or bf16 matmuls (bf16 plans: weight gradient, and forward / input
+ * gradient of the smallest outputs; x and dy already rounded to bf16 NHWC). */
+enum { CPU_GEMM_DW = 1, CPU_GEMM_FWD = 2, CPU_GEMM_DX = 4 };
 typedef struct cpu_matmul {
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c, scratch;   /* handles set per call */
 } cpu_matmul;
 typedef struct cpu_conv_gemm {
-    int chunk;         /* images per GEMM */
-    int bf16;
-    float *dw_ohwi;    /* [cout][k][k][cin] */
-    cpu_matmul mm[2];  /* bf16: [0] for `chunk` images, [1] for the shorter last chunk */
+    int chunk;          /* images per GEMM */
+    int bf16, passes;   /* CPU_GEMM_* */
+    float *dw_ohwi;     /* weight gradient [cout][k][k][cin] */
+    uint16_t *w_ohwi;   /* bf16 weights [cout][k][k][cin] */
+    cpu_matmul mm_dw[2], mm_fwd[2], mm_dx[2];   /* bf16: [0] `chunk` images, [1] the shorter last chunk */
 } cpu_conv_gemm;
-int cpu_conv_gemm_wanted(const hallu_conv2d_geom *g, int bf16);
-hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_conv_gemm *cg,
+/* The passes (CPU_GEMM_*) that take the GEMM route for this geometry. */
+int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16);
+hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, int passes, cpu_conv_gemm *cg,
                                 hallu_error *err);
 void cpu_conv_gemm_free(cpu_conv_gemm *cg);
+/* bf16 only: y = conv(x, w); dx = the input gradient (overwritten). */
+void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y,
+                           const uint16_t *x, const float *w);
+void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
+                                 const uint16_t *dy, const float *w);
 /* dw += the weight gradient; dy and x are float, or bf16 (uint16_t) for bf16 plans. */
 void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
                                     const void *dy, const void *x);
