@@ -87,10 +87,10 @@ static double bf16_conv_gflops(hallu_backend *be, int n, int hw, int c, int k)
     if (x && w && y) {
         be->ops->fill(be, x, 0.5f, (int64_t)nx);
         be->ops->fill(be, w, 0.25f, (int64_t)nw);
-        be->ops->conv2d_forward(plan, y, x, w);
+        be->ops->conv2d_forward(plan, y, x, NULL, w);
         for (int r = 0; r < 3; r++) {
             double t0 = hallu_now();
-            be->ops->conv2d_forward(plan, y, x, w);
+            be->ops->conv2d_forward(plan, y, x, NULL, w);
             double gf = 2.0 * (double)nx * c * k * k / (hallu_now() - t0) / 1e9;
             best = gf > best ? gf : best;
         }

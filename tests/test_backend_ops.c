@@ -53,7 +53,7 @@ static const struct slot {
     SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
     SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_backward),
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward),
-    SLOT(relu_forward), SLOT(relu_backward), SLOT(add), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
+    SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
     SLOT(l2norm_rows_forward), SLOT(l2norm_rows_backward), SLOT(softmax_xent_forward), SLOT(softmax_xent_backward),
@@ -112,8 +112,8 @@ static const hallu_backend_ops *ops_of(int s, size_t off)
 
 /* ---- buffers: one device allocation per side ---- */
 
-enum { T_F32, T_F64, T_I32, T_I64, T_U8 };
-static const size_t k_tsize[] = { 4, 8, 4, 8, 1 };
+enum { T_F32, T_F64, T_I32, T_I64, T_U8, T_U16 };
+static const size_t k_tsize[] = { 4, 8, 4, 8, 1, 2 };
 
 typedef struct buf {
     void *p[2];
@@ -501,13 +501,13 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
 
     buf x = f32u(nx, -1, 1), wt = f32u(nw, -0.5, 0.5), y = f32u(ny, -9, 9);
     op_begin("conv2d_forward %s", geo);
-    BOTH_PLAN(conv2d_forward, plan, F(y), F(x), F(wt));
+    BOTH_PLAN(conv2d_forward, plan, F(y), F(x), NULL, F(wt));
     CMP("y", y);
     op_end();
 
     buf dy = f32u(ny, -1, 1), dx = f32u(nx, -9, 9), dw = f32u(nw, -0.3, 0.3);
     op_begin("conv2d_backward %s", geo);
-    BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), F(x), F(wt));
+    BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), F(x), NULL, F(wt));
     CMP("dx", dx);
     CMP("dw (accumulated)", dw);
     op_end();
@@ -515,11 +515,11 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
     if (null_variants) {
         op_begin("conv2d_backward dx=NULL %s", geo);
         sync_ref(dw);
-        BOTH_PLAN(conv2d_backward, plan, NULL, F(dw), F(dy), F(x), F(wt));
+        BOTH_PLAN(conv2d_backward, plan, NULL, F(dw), F(dy), F(x), NULL, F(wt));
         CMP("dw", dw);
         op_end();
         op_begin("conv2d_backward dw=NULL %s", geo);
-        BOTH_PLAN(conv2d_backward, plan, F(dx), NULL, F(dy), F(x), F(wt));
+        BOTH_PLAN(conv2d_backward, plan, F(dx), NULL, F(dy), F(x), NULL, F(wt));
         CMP("dx", dx);
         op_end();
     }
@@ -716,6 +716,40 @@ static void t_eltwise(void)
     BOTH(copy, F(xi), F(x), n * sizeof(float));
     BOTH(relu_forward, F(xi), F(xi), n);
     CMP("y (in place)", xi);
+    op_end();
+
+    op_begin("relu_forward_x16 n=%lld (and in place): y as relu_forward, y16 = bf16(y)", (long long)n);
+    if (g_dut_ops.relu_forward_x16) {
+        /* rounding cases: ties to even both ways, a carry into the exponent,
+         * overflow to infinity, NaN */
+        static const uint32_t special[] = { 0x3f808000u, 0x3f818000u, 0x3f80c000u, 0x3f7fffffu, 0x7f7fffffu,
+                                            0x7fc00001u, 0x7f800001u, 0x00008000u };
+        float *hx = tu_falloc(n), *hy = tu_falloc(n);
+        get(x, 1, hx);
+        for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+            memcpy(&hx[200 + i], &special[i], sizeof special[i]);
+        buf xs = mk(T_F32, n), y16 = mk(T_U16, n), yi = mk(T_F32, n), yi16 = mk(T_U16, n);
+        put(xs, hx);
+        BOTH(relu_forward_x16, F(y), (uint16_t *)y16.p[g_side], F(xs), n);
+        CMP("y", y);
+        BOTH(copy, F(yi), F(xs), n * sizeof(float));
+        BOTH(relu_forward_x16, F(yi), (uint16_t *)yi16.p[g_side], F(yi), n);
+        CMP("y (in place)", yi);
+        uint16_t *got = tu_xmalloc(n * 2), *got_in_place = tu_xmalloc(n * 2);
+        get(y16, 0, got);
+        get(yi16, 0, got_in_place);
+        get(y, 0, hy);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &hy[i], sizeof u);
+            uint16_t want = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
+                                                            : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            bad += got[i] != want || got_in_place[i] != want;
+        }
+        op_note("y16 vs round-to-nearest-even bf16 of y (elements off)", (double)bad, bad == 0);
+        free(hx), free(hy), free(got), free(got_in_place);
+    }
     op_end();
 
     op_begin("relu_backward n=%lld (and in place)", (long long)n);

@@ -8,6 +8,7 @@
  * checks the named error there. */
 #include "check.h"
 #include "hallu/backend.h"
+#include "hallu/models.h"
 #include "ref_ops.h"
 #include "test_backend.h"
 #include "testutil.h"
@@ -66,6 +67,39 @@ static void *dev(hallu_backend *be, const void *host, size_t nbytes)
     return p;
 }
 
+/* The convolution given x's bf16 copy (conv2d_forward's x16, from
+ * relu_forward_x16) gives the bits it gives rounding x itself: y, dx and dw. */
+static void same_with_x16(hallu_backend *be, hallu_conv2d_plan *plan, float *x_d, const float *w_d,
+                          const float *dy_d, size_t nx, size_t ny, size_t nw)
+{
+    if (!be->ops->relu_forward_x16)
+        return;
+    hallu_error err = { 0 };
+    uint16_t *x16 = dev(be, NULL, nx * 2);
+    float *out[2][3];   /* [without, with x16][y, dx, dw] */
+    size_t counts[3] = { ny, nx, nw };
+    be->ops->relu_forward_x16(be, x_d, x16, x_d, (int64_t)nx);   /* x >= 0 from here: a ReLU output */
+    for (int with = 0; with < 2; with++) {
+        for (int i = 0; i < 3; i++)
+            out[with][i] = dev(be, NULL, counts[i] * 4);
+        be->ops->fill(be, out[with][2], 0.0f, (int64_t)nw);
+        be->ops->conv2d_forward(plan, out[with][0], x_d, with ? x16 : NULL, w_d);
+        be->ops->conv2d_backward(plan, out[with][1], out[with][2], dy_d, x_d, with ? x16 : NULL, w_d);
+    }
+    const char *names[3] = { "y", "dx", "dw" };
+    for (int i = 0; i < 3; i++) {
+        float *a = tu_falloc(counts[i]), *b = tu_falloc(counts[i]);
+        CHECK_OK(hallu_backend_download(be, a, out[0][i], counts[i] * 4, &err), &err);
+        CHECK_OK(hallu_backend_download(be, b, out[1][i], counts[i] * 4, &err), &err);
+        CHECK_MSG(memcmp(a, b, counts[i] * 4) == 0, "%s with x16 differs from %s rounding x itself", names[i],
+                  names[i]);
+        free(a), free(b);
+        be->ops->release(be, out[0][i]);
+        be->ops->release(be, out[1][i]);
+    }
+    be->ops->release(be, x16);
+}
+
 static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout, int k, int stride, int pad)
 {
     hallu_error err = { 0 };
@@ -84,8 +118,8 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     float *y = tu_falloc(ny), *dx = tu_falloc(nx), *dw = tu_falloc(nw);
     double *ry = tu_dalloc(ny), *rdx = tu_dalloc(nx), *rdw = tu_dalloc(nw);
     double *uy = tu_dalloc(ny);
-    be->ops->conv2d_forward(plan, y_d, x_d, w_d);
-    be->ops->conv2d_backward(plan, dx_d, dw_d, dy_d, x_d, w_d);
+    be->ops->conv2d_forward(plan, y_d, x_d, NULL, w_d);
+    be->ops->conv2d_backward(plan, dx_d, dw_d, dy_d, x_d, NULL, w_d);
     CHECK_OK(hallu_backend_download(be, y, y_d, ny * 4, &err), &err);
     CHECK_OK(hallu_backend_download(be, dx, dx_d, nx * 4, &err), &err);
     CHECK_OK(hallu_backend_download(be, dw, dw_d, nw * 4, &err), &err);
@@ -100,12 +134,87 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
               "inputs with fp32 accumulation (y %.2e dx %.2e dw %.2e)", cin, cout, k, stride, ey, edx, edw);
     CHECK_MSG(eu > 1e-4, "bf16 conv %d->%d k%d s%d: output as exact as fp32 (%.2e): not computed in bf16", cin, cout,
               k, stride, eu);
+    same_with_x16(be, plan, x_d, w_d, dy_d, nx, ny, nw);
     void *bufs[] = { x_d, w_d, dy_d, y_d, dx_d, dw_d };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         be->ops->release(be, bufs[i]);
     be->ops->conv2d_plan_free(plan);
     input_free(&x), input_free(&wt), input_free(&dy);
     free(y), free(dx), free(dw), free(ry), free(rdx), free(rdw), free(uy);
+}
+
+/* A ResNet (CIFAR stem) forward and backward in bf16 on two instances:
+ * features into the host array, the weight gradients returned (malloc'd,
+ * *ngrad floats). */
+enum { NET_BATCH = 3, NET_HW = 16 };
+static float *run_resnet(hallu_backend *be, const char *arch, float *features, int64_t *ngrad)
+{
+    hallu_error err = { 0 };
+    hallu_params ps;
+    hallu_params_init(&ps);
+    hallu_resnet *net = NULL;
+    hallu_resnet_config rc;
+    CHECK_OK(hallu_resnet_parse_arch(arch, "cifar", &rc, &err), &err);
+    if (hallu_resnet_create(&net, &rc, &ps, "", &err) != HALLU_OK || hallu_params_alloc(&ps, be, &err) != HALLU_OK ||
+        hallu_resnet_plan(net, be, NET_BATCH, NET_HW, NET_HW, 2, &err) != HALLU_OK) {
+        CHECK_MSG(0, "resnet setup: %s", err.msg);
+        hallu_resnet_free(net, be);
+        hallu_params_free(&ps);
+        return NULL;
+    }
+    CHECK_OK(hallu_resnet_init_weights(net, &ps, 3, &err), &err);
+    int dim = hallu_resnet_feature_dim(net);
+    size_t nx = (size_t)NET_BATCH * NET_HW * NET_HW * 3, nf = (size_t)NET_BATCH * dim;
+    hallu_rng rng;
+    hallu_rng_init(&rng, 77, 1);
+    input x0 = input_new(nx, &rng, 1.0), x1 = input_new(nx, &rng, 1.0), df = input_new(nf, &rng, 1.0);
+    float *x_d[2] = { dev(be, x0.f, nx * 4), dev(be, x1.f, nx * 4) }, *df_d = dev(be, df.f, nf * 4);
+    hallu_nn_ctx ctx = { .be = be, .ps = &ps, .training = 1 };
+    hallu_params_zero_grad(&ps);
+    for (int inst = 0; inst < 2; inst++) {
+        const float *f = NULL;
+        CHECK_OK(hallu_resnet_forward(net, &ctx, inst, x_d[inst], NET_BATCH, &f, &err), &err);
+        CHECK_OK(hallu_backend_download(be, features + inst * nf, f, nf * 4, &err), &err);
+    }
+    for (int inst = 1; inst >= 0; inst--)   /* backward of the first instance after the second's */
+        CHECK_OK(hallu_resnet_backward(net, &ctx, inst, df_d, &err), &err);
+    *ngrad = ps.trainable_numel;
+    float *grad = tu_falloc((size_t)ps.trainable_numel);
+    CHECK_OK(hallu_params_download_grad(&ps, grad, &err), &err);
+    be->ops->release(be, x_d[0]), be->ops->release(be, x_d[1]), be->ops->release(be, df_d);
+    input_free(&x0), input_free(&x1), input_free(&df);
+    hallu_resnet_free(net, be);
+    hallu_params_free(&ps);
+    return grad;
+}
+
+/* The network on the backend as it is (its ReLUs keep bf16 copies of the
+ * convolutions' inputs) and through a copy of its op table without
+ * relu_forward_x16 (every convolution rounds its input itself): the same
+ * features and weight gradients, bit for bit. */
+static void test_resnet_x16(hallu_backend *be, const char *arch, int feature_dim)
+{
+    if (!be->ops->relu_forward_x16)
+        return;
+    hallu_backend_ops plain_ops = *be->ops;
+    plain_ops.relu_forward_x16 = NULL;
+    hallu_backend plain = *be;
+    plain.ops = &plain_ops;
+    size_t nf = (size_t)2 * NET_BATCH * feature_dim;
+    int64_t ng[2] = { 0, 0 };
+    float *f[2] = { tu_falloc(nf), tu_falloc(nf) }, *g[2];
+    g[0] = run_resnet(be, arch, f[0], &ng[0]);
+    g[1] = run_resnet(&plain, arch, f[1], &ng[1]);
+    if (!g[0] || !g[1] || ng[0] != ng[1]) {
+        CHECK_MSG(0, "resnet runs: no gradients");
+        return;
+    }
+    int same_f = memcmp(f[0], f[1], nf * 4) == 0, same_g = memcmp(g[0], g[1], (size_t)ng[0] * 4) == 0;
+    printf("%s bf16 with the ReLUs' bf16 copies vs each convolution rounding its input: features %s, "
+           "weight gradients %s\n", arch, same_f ? "same bits" : "DIFFER", same_g ? "same bits" : "DIFFER");
+    CHECK_MSG(same_f && same_g, "the ReLUs' bf16 copies change the result (features %d, gradients %d)", same_f,
+              same_g);
+    free(f[0]), free(f[1]), free(g[0]), free(g[1]);
 }
 
 int main(void)
@@ -132,6 +241,8 @@ int main(void)
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
     test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
     test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
+    test_resnet_x16(be, "resnet18", 512);   /* basic blocks */
+    test_resnet_x16(be, "resnet50", 2048);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
     hallu_backend_free(be);
     return check_summary();
 }

@@ -74,21 +74,21 @@ static void test_conv_case(int n, int h, int w, int cin, int cout, int k, int st
     naive_conv(&g, ry, rdx, rdw, x, wt, dy);
     for (size_t i = 0; i < nw; i++)
         rdw[i] += dw0[i];   /* backward accumulates into dw */
-    be->ops->conv2d_forward(plan, y, x, wt);
-    be->ops->conv2d_backward(plan, dx, dw, dy, x, wt);
+    be->ops->conv2d_forward(plan, y, x, NULL, wt);
+    be->ops->conv2d_backward(plan, dx, dw, dy, x, NULL, wt);
     double tol = 1e-4 * (cin * k * k + n * g.oh * g.ow);
     CHECK_MSG(max_abs_diff(y, ry, ny) < tol, "conv fwd k%d s%d: %g", k, stride, max_abs_diff(y, ry, ny));
     CHECK_MSG(max_abs_diff(dx, rdx, nx) < tol, "conv dx k%d s%d: %g", k, stride, max_abs_diff(dx, rdx, nx));
     CHECK_MSG(max_abs_diff(dw, rdw, nw) < tol, "conv dw k%d s%d: %g", k, stride, max_abs_diff(dw, rdw, nw));
     /* Same inputs => same bits (forward and both gradients); NULL dx means weights only. */
-    be->ops->conv2d_forward(plan, y2, x, wt);
+    be->ops->conv2d_forward(plan, y2, x, NULL, wt);
     CHECK(memcmp(y, y2, ny * sizeof *y) == 0);
     float *dx2 = malloc(nx * sizeof *dx2), *dw2 = malloc(nw * sizeof *dw2);
     memcpy(dw2, dw0, nw * sizeof *dw);
-    be->ops->conv2d_backward(plan, dx2, dw2, dy, x, wt);
+    be->ops->conv2d_backward(plan, dx2, dw2, dy, x, NULL, wt);
     CHECK(memcmp(dx, dx2, nx * sizeof *dx) == 0 && memcmp(dw, dw2, nw * sizeof *dw) == 0);
     memcpy(dw2, dw0, nw * sizeof *dw);
-    be->ops->conv2d_backward(plan, NULL, dw2, dy, x, wt);
+    be->ops->conv2d_backward(plan, NULL, dw2, dy, x, NULL, wt);
     CHECK(memcmp(dw, dw2, nw * sizeof *dw) == 0);
     free(dx2);
     free(dw2);

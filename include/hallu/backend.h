@@ -103,11 +103,15 @@ typedef struct hallu_backend_ops {
     hallu_status (*conv2d_plan_create)(hallu_backend *be, const hallu_conv2d_geom *g,
                                        hallu_conv2d_plan **out, hallu_error *err);
     void (*conv2d_plan_free)(hallu_conv2d_plan *plan);
-    /* y = conv(x, w) */
-    void (*conv2d_forward)(hallu_conv2d_plan *plan, float *y, const float *x, const float *w);
-    /* dx = conv_transpose(dy, w) (if dx); dw += corr(x, dy) (if dw) */
+    /* y = conv(x, w). x16 (may be NULL): x already rounded to bf16 (exactly
+     * bf16(x), NHWC, e.g. from relu_forward_x16), which bf16 plans of a backend
+     * with relu_forward_x16 read instead of rounding x themselves; ignored
+     * otherwise. */
+    void (*conv2d_forward)(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
+    /* dx = conv_transpose(dy, w) (if dx); dw += corr(x, dy) (if dw); x16 as
+     * in conv2d_forward. */
     void (*conv2d_backward)(hallu_conv2d_plan *plan, float *dx, float *dw,
-                            const float *dy, const float *x, const float *w);
+                            const float *dy, const float *x, const uint16_t *x16, const float *w);
 
     /* ---- batch norm over rows: x [m][c], statistics per column c ----
      * Training: batch mean and biased variance normalise; running stats update
@@ -130,6 +134,11 @@ typedef struct hallu_backend_ops {
     /* ---- elementwise ---- */
     void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */
     void (*relu_backward)(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n); /* dx may == dy */
+    /* y = max(x, 0) as relu_forward, and y16 = y rounded to bf16 (nearest even)
+     * in the same pass: the input of a bf16 convolution (conv2d_forward's x16)
+     * without a rounding pass of its own. Optional (NULL: the backend's bf16
+     * convolutions round their inputs themselves). y may == x. */
+    void (*relu_forward_x16)(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
     void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
     void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
@@ -328,6 +337,7 @@ struct hallu_backend {
     /* First failure of an op (HALLU_OK while none): sticky until cleared. */
     hallu_status failed;
     char failure[HALLU_ERROR_MSG_MAX];
+    hallu_precision precision;  /* as last set by hallu_backend_set_precision (fp32 until then) */
 };
 
 /* Device names hallu_backend_create accepts, for help texts: "cpu, cpu-isolated". */
@@ -389,6 +399,8 @@ const char *hallu_precision_name(hallu_precision p);
  * instructions (AVX512-BF16 or AMX on x86): without them, a named error
  * saying what the CPU lacks, never a slow emulation. */
 hallu_status hallu_backend_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err);
+/* The precision of the convolutions planned from now on. */
+hallu_precision hallu_backend_precision(const hallu_backend *be);
 /* Test-only fault hook of the cpu-isolated backend: the `nth_op`-th op (1 =
  * the next) or the `nth_alloc`-th allocation from now fails as a real failure
  * would (0 = never). HALLU_ERR_UNSUPPORTED on other backends. */

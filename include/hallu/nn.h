@@ -51,10 +51,11 @@ void hallu_conv2d_out_size(const hallu_conv2d *m, int h, int w, int *oh, int *ow
  * the training step never creates one. */
 hallu_status hallu_conv2d_prepare(hallu_conv2d *m, hallu_backend *be, int n, int h, int w,
                                   hallu_error *err);
+/* x16 (may be NULL): bf16(x), see the backend's conv2d_forward. */
 hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *y, const float *x,
-                                  int n, int h, int w, hallu_error *err);
+                                  const uint16_t *x16, int n, int h, int w, hallu_error *err);
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
-                                   const float *x, int n, int h, int w, hallu_error *err);
+                                   const float *x, const uint16_t *x16, int n, int h, int w, hallu_error *err);
 /* Kaiming normal, fan_out, gain sqrt(2) (torchvision ResNet init). */
 void hallu_conv2d_init_kaiming(hallu_conv2d *m, hallu_params *ps, uint64_t seed, uint64_t stream);
 

@@ -217,11 +217,18 @@ hallu_status hallu_precision_parse(const char *name, hallu_precision *out, hallu
 
 hallu_status hallu_backend_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err)
 {
-    if (be->ops->set_precision)
-        return be->ops->set_precision(be, precision, err);
-    return precision == HALLU_PRECISION_FP32 ? HALLU_OK
+    hallu_status s = be->ops->set_precision ? be->ops->set_precision(be, precision, err)
+        : precision == HALLU_PRECISION_FP32 ? HALLU_OK
         : hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "--precision %s: backend %s computes in fp32 only",
                           hallu_precision_name(precision), be->ops->name);
+    if (s == HALLU_OK)
+        be->precision = precision;
+    return s;
+}
+
+hallu_precision hallu_backend_precision(const hallu_backend *be)
+{
+    return be->precision;
 }
 
 hallu_status hallu_backend_inject_fault(hallu_backend *be, int64_t nth_op, int64_t nth_alloc, hallu_error *err)

@@ -6,7 +6,12 @@
  * whole step. The last unit's BN output and the downsample's are read only by
  * their block's add, so every block's pair shares bytes with every other's, and
  * with the activation-gradient buffers, which live only inside one backward call
- * (a pool of three shared by all blocks: backward runs one block at a time). */
+ * (a pool of three shared by all blocks: backward runs one block at a time).
+ *
+ * bf16 (issue 28): where the backend rounds in its ReLU (relu_forward_x16), each
+ * ReLU output that a convolution reads is kept also as its bf16 copy, made in
+ * the ReLU's pass and read by the convolution's forward and weight gradient in
+ * place of two rounding passes of their own (same bits). */
 #include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
@@ -23,7 +28,8 @@ typedef struct unit {
     int in_h, in_w, out_h, out_w;
     float *pre[HALLU_MAX_INSTANCES];   /* conv output (BN input) */
     float *out[HALLU_MAX_INSTANCES];   /* BN (+ReLU) output */
-    int pre_id[HALLU_MAX_INSTANCES], out_id[HALLU_MAX_INSTANCES];   /* arena requests */
+    uint16_t *out16[HALLU_MAX_INSTANCES];   /* its bf16 copy, when a convolution reads it (else NULL) */
+    int pre_id[HALLU_MAX_INSTANCES], out_id[HALLU_MAX_INSTANCES], out16_id[HALLU_MAX_INSTANCES];   /* arena requests */
 } unit;
 
 typedef struct block {
@@ -31,12 +37,14 @@ typedef struct block {
     int num_units, has_down;
     unit down;
     float *out[HALLU_MAX_INSTANCES];
-    int out_id[HALLU_MAX_INSTANCES];
+    uint16_t *out16[HALLU_MAX_INSTANCES];   /* as unit.out16 */
+    int out_id[HALLU_MAX_INSTANCES], out16_id[HALLU_MAX_INSTANCES];
 } block;
 
 struct hallu_resnet {
     hallu_resnet_config cfg;
     int feature_dim, num_blocks, max_batch, num_instances, in_h, in_w;
+    int x16;   /* bf16 copies of the convolutions' inputs (see the top) */
     unit stem;
     hallu_pool2d_geom pool;
     float *pool_out[HALLU_MAX_INSTANCES];
@@ -185,10 +193,23 @@ static int request(hallu_resnet *net, size_t bytes, int first, int last, hallu_e
     return hallu_mem_plan_request(&net->arena, bytes, first, last, err);
 }
 
+/* Requests a bf16 copy of `floats` elements per instance into ids[] when
+ * `wanted` (ids[] = -1 otherwise). */
+static hallu_status request_x16(hallu_resnet *net, int wanted, size_t floats, int *ids, hallu_error *err)
+{
+    for (int t = 0; t < HALLU_MAX_INSTANCES; t++)
+        ids[t] = -1;
+    for (int t = 0; t < net->num_instances && wanted && net->x16; t++)
+        if ((ids[t] = request(net, floats * sizeof(uint16_t), 0, span_all(net), err)) < 0)
+            return err->code;
+    return HALLU_OK;
+}
+
 /* Requests the unit's buffers; `transient` >= 0: its output is read only within
- * forward point `transient` (one buffer for every instance). */
+ * forward point `transient` (one buffer for every instance); `feeds_conv`: a
+ * convolution reads its output. */
 static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int h, int w, int transient,
-                              hallu_error *err)
+                              int feeds_conv, hallu_error *err)
 {
     u->in_h = h;
     u->in_w = w;
@@ -208,6 +229,8 @@ static hallu_status unit_plan(unit *u, hallu_resnet *net, hallu_backend *be, int
         if (u->out_id[t] < 0)
             s = err->code;
     }
+    if (s == HALLU_OK)
+        s = request_x16(net, u->relu && feeds_conv, floats, u->out16_id, err);
     return s;
 }
 
@@ -217,26 +240,34 @@ static hallu_status block_plan(block *b, int index, hallu_resnet *net, hallu_bac
     int ih = *h, iw = *w;
     hallu_status s = HALLU_OK;
     for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
-        s = unit_plan(&b->units[u], net, be, *h, *w, u == b->num_units - 1 ? 1 + index : -1, err);
+        int last = u == b->num_units - 1;
+        s = unit_plan(&b->units[u], net, be, *h, *w, last ? 1 + index : -1, !last, err);
         *h = b->units[u].out_h;
         *w = b->units[u].out_w;
     }
     if (s == HALLU_OK && b->has_down)
-        s = unit_plan(&b->down, net, be, ih, iw, 1 + index, err);
+        s = unit_plan(&b->down, net, be, ih, iw, 1 + index, 0, err);
     size_t floats = (size_t)net->max_batch * *h * *w * b->units[b->num_units - 1].conv.cout;
     for (int t = 0; t < net->num_instances && s == HALLU_OK; t++)
         if ((b->out_id[t] = request(net, floats * sizeof(float), 0, span_all(net), err)) < 0)
             s = err->code;
+    if (s == HALLU_OK)   /* the next block's convolutions read this block's output */
+        s = request_x16(net, index + 1 < net->num_blocks, floats, b->out16_id, err);
     return s;
 }
 
 static float *arena_f32(const hallu_resnet *net, int id) { return (float *)hallu_mem_plan_addr(&net->arena, id); }
+static uint16_t *arena_x16(const hallu_resnet *net, int id)
+{
+    return id < 0 ? NULL : (uint16_t *)hallu_mem_plan_addr(&net->arena, id);
+}
 
 static void unit_bind(unit *u, const hallu_resnet *net)
 {
     for (int t = 0; t < net->num_instances; t++) {
         u->pre[t] = arena_f32(net, u->pre_id[t]);
         u->out[t] = arena_f32(net, u->out_id[t]);
+        u->out16[t] = arena_x16(net, u->out16_id[t]);
     }
 }
 
@@ -250,8 +281,10 @@ static void bind(hallu_resnet *net)
             unit_bind(&bl->units[u], net);
         if (bl->has_down)
             unit_bind(&bl->down, net);
-        for (int t = 0; t < net->num_instances; t++)
+        for (int t = 0; t < net->num_instances; t++) {
             bl->out[t] = arena_f32(net, bl->out_id[t]);
+            bl->out16[t] = arena_x16(net, bl->out16_id[t]);
+        }
     }
     for (int t = 0; t < net->num_instances; t++) {
         if (net->cfg.stem == HALLU_STEM_IMAGENET) {
@@ -277,8 +310,9 @@ hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_bat
     net->in_h = h;
     net->in_w = w;
     net->max_act = (size_t)max_batch * h * w * 3;
+    net->x16 = be->ops->relu_forward_x16 && hallu_backend_precision(be) == HALLU_PRECISION_BF16;
     hallu_mem_plan_init(&net->arena);
-    hallu_status s = unit_plan(&net->stem, net, be, h, w, -1, err);
+    hallu_status s = unit_plan(&net->stem, net, be, h, w, -1, net->cfg.stem != HALLU_STEM_IMAGENET, err);
     h = net->stem.out_h;
     w = net->stem.out_w;
     if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
@@ -334,38 +368,50 @@ void hallu_resnet_free(hallu_resnet *net, hallu_backend *be)
 
 /* ---- forward ---- */
 
-static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x, int n,
-                                 hallu_error *err)
+/* y = max(x, 0), and its bf16 copy y16 when there is one. */
+static void relu_out(const hallu_nn_ctx *ctx, float *y, uint16_t *y16, int64_t n)
 {
-    hallu_status s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, n, u->in_h, u->in_w, err);
+    if (y16)
+        ctx->be->ops->relu_forward_x16(ctx->be, y, y16, y, n);
+    else
+        ctx->be->ops->relu_forward(ctx->be, y, y, n);
+}
+
+/* x16: x's bf16 copy or NULL. */
+static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
+                                 int n, hallu_error *err)
+{
+    hallu_status s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, x16, n, u->in_h, u->in_w, err);
     if (s != HALLU_OK)
         return s;
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
     hallu_batchnorm_forward(&u->bn, ctx, inst, u->out[inst], u->pre[inst], rows);
     if (u->relu)
-        ctx->be->ops->relu_forward(ctx->be, u->out[inst], u->out[inst], rows * u->conv.cout);
+        relu_out(ctx, u->out[inst], u->out16[inst], rows * u->conv.cout);
     return HALLU_OK;
 }
 
-static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, const float *x, int n,
-                                  hallu_error *err)
+static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
+                                  int n, hallu_error *err)
 {
     const float *cur = x;
+    const uint16_t *cur16 = x16;
     hallu_status s = HALLU_OK;
     for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
-        s = unit_forward(&b->units[u], ctx, inst, cur, n, err);
+        s = unit_forward(&b->units[u], ctx, inst, cur, cur16, n, err);
         cur = b->units[u].out[inst];
+        cur16 = b->units[u].out16[inst];
     }
     const float *shortcut = x;
     if (s == HALLU_OK && b->has_down) {
-        s = unit_forward(&b->down, ctx, inst, x, n, err);
+        s = unit_forward(&b->down, ctx, inst, x, x16, n, err);
         shortcut = b->down.out[inst];
     }
     const unit *last = &b->units[b->num_units - 1];
     int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
     if (s == HALLU_OK) {
         ctx->be->ops->add(ctx->be, b->out[inst], cur, shortcut, numel);
-        ctx->be->ops->relu_forward(ctx->be, b->out[inst], b->out[inst], numel);
+        relu_out(ctx, b->out[inst], b->out16[inst], numel);
     }
     return s;
 }
@@ -379,17 +425,20 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
                                net->num_instances, n, net->max_batch);
     net->input[inst] = x;
     net->batch[inst] = n;
-    hallu_status s = unit_forward(&net->stem, ctx, inst, x, n, err);
+    hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, err);
     const float *cur = net->stem.out[inst];
+    const uint16_t *cur16 = net->stem.out16[inst];
     if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
         hallu_pool2d_geom g = net->pool;
         g.n = n;
         ctx->be->ops->maxpool2d_forward(ctx->be, net->pool_out[inst], net->pool_argmax[inst], cur, &g);
         cur = net->pool_out[inst];
+        cur16 = NULL;
     }
     for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++) {
-        s = block_forward(&net->blocks[b], ctx, inst, cur, n, err);
+        s = block_forward(&net->blocks[b], ctx, inst, cur, cur16, n, err);
         cur = net->blocks[b].out[inst];
+        cur16 = net->blocks[b].out16[inst];
     }
     if (s != HALLU_OK)
         return s;
@@ -407,13 +456,13 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
  * dx (NULL: not needed) receives the unit's input gradient and must differ
  * from bn_dx. */
 static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
-                                  const float *x, int n, float *bn_dx, hallu_error *err)
+                                  const float *x, const uint16_t *x16, int n, float *bn_dx, hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
     if (u->relu)
         ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
     hallu_batchnorm_backward(&u->bn, ctx, inst, bn_dx, dy, u->pre[inst], rows);
-    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, x, n, u->in_h, u->in_w, err);
+    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, x, x16, n, u->in_h, u->in_w, err);
 }
 
 /* The block's output gradient is in grad_buf[*index]; on return *index names
@@ -423,7 +472,7 @@ static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, fl
  * running in place except the last unit's, whose input gradient g must not
  * overwrite. */
 static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
-                                   const float *x, int n, int *index, hallu_error *err)
+                                   const float *x, const uint16_t *x16, int n, int *index, hallu_error *err)
 {
     float **buf = net->grad_buf;
     int g = *index, cur = (g + 1) % NUM_GRAD_BUFFERS, other = (g + 2) % NUM_GRAD_BUFFERS;
@@ -433,18 +482,19 @@ static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_c
 
     /* The last unit: BN's input gradient into `other`, the conv's into `cur`. */
     int u = b->num_units - 1;
-    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], b->units[u - 1].out[inst], n,
-                                   buf[other], err);
+    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], b->units[u - 1].out[inst],
+                                   b->units[u - 1].out16[inst], n, buf[other], err);
     for (u--; u >= 0 && s == HALLU_OK; u--) {
         const float *ux = u == 0 ? x : b->units[u - 1].out[inst];
-        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, n, buf[cur], err);
+        const uint16_t *ux16 = u == 0 ? x16 : b->units[u - 1].out16[inst];
+        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], err);
         int t = cur; cur = other; other = t;
     }
     if (s != HALLU_OK)
         return s;
     int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
     if (b->has_down)   /* its BN reads g into `other`, its conv writes the shortcut's gradient over g */
-        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, n, buf[other], err);
+        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], err);
     ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
     *index = cur;
     return s;
@@ -466,7 +516,8 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
     for (int b = net->num_blocks - 1; b >= 0 && s == HALLU_OK; b--) {
         const float *bx = b > 0 ? net->blocks[b - 1].out[inst]
                         : imagenet ? net->pool_out[inst] : net->stem.out[inst];
-        s = block_backward(&net->blocks[b], net, ctx, inst, bx, n, &index, err);
+        const uint16_t *bx16 = b > 0 ? net->blocks[b - 1].out16[inst] : imagenet ? NULL : net->stem.out16[inst];
+        s = block_backward(&net->blocks[b], net, ctx, inst, bx, bx16, n, &index, err);
     }
     if (s != HALLU_OK)
         return s;
@@ -477,6 +528,6 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         ctx->be->ops->maxpool2d_backward(ctx->be, net->grad_buf[to], net->grad_buf[index], net->pool_argmax[inst], &g);
         index = to;
     }
-    return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], n,
+    return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], NULL, n,
                          net->grad_buf[index], err);
 }

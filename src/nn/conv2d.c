@@ -67,22 +67,22 @@ hallu_status hallu_conv2d_prepare(hallu_conv2d *m, hallu_backend *be, int n, int
 }
 
 hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *y, const float *x,
-                                  int n, int h, int w, hallu_error *err)
+                                  const uint16_t *x16, int n, int h, int w, hallu_error *err)
 {
     hallu_status s = hallu_conv2d_prepare(m, ctx->be, n, h, w, err);
     if (s != HALLU_OK)
         return s;
-    ctx->be->ops->conv2d_forward(find_plan(m, n, h, w), y, x, ctx->ps->param + m->weight);
+    ctx->be->ops->conv2d_forward(find_plan(m, n, h, w), y, x, x16, ctx->ps->param + m->weight);
     return HALLU_OK;
 }
 
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
-                                   const float *x, int n, int h, int w, hallu_error *err)
+                                   const float *x, const uint16_t *x16, int n, int h, int w, hallu_error *err)
 {
     hallu_status s = hallu_conv2d_prepare(m, ctx->be, n, h, w, err);
     if (s != HALLU_OK)
         return s;
-    ctx->be->ops->conv2d_backward(find_plan(m, n, h, w), dx, ctx->ps->grad + m->weight, dy, x,
+    ctx->be->ops->conv2d_backward(find_plan(m, n, h, w), dx, ctx->ps->grad + m->weight, dy, x, x16,
                                   ctx->ps->param + m->weight);
     return HALLU_OK;
 }

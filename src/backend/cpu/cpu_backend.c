@@ -136,6 +136,7 @@ static const hallu_backend_ops cpu_ops = {
     .batchnorm_forward_eval = cpu_batchnorm_forward_eval,
     .batchnorm_backward = cpu_batchnorm_backward,
     .relu_forward = cpu_relu_forward,
+    .relu_forward_x16 = cpu_relu_forward_x16,
     .relu_backward = cpu_relu_backward,
     .add = cpu_add,
     .axpy = cpu_axpy,

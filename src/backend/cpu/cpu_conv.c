@@ -416,6 +416,16 @@ static dnnl_memory_t port_in(hallu_conv2d_plan *plan, act_port *p, const float *
     return p->prim;
 }
 
+/* port_in for a bf16 plan's input given also as its bf16 copy a16 (may be
+ * NULL): the primitive reads a16 in place of the rounding reorder. */
+static dnnl_memory_t port_in16(hallu_conv2d_plan *plan, act_port *p, const float *a, const uint16_t *a16)
+{
+    if (!a16 || !plan->bf16 || !p->prim)
+        return port_in(plan, p, a);
+    set_handle(p->prim, a16);
+    return p->prim;
+}
+
 /* The primitive-side memory a primitive writes for the NHWC output `a`. */
 static dnnl_memory_t port_out(hallu_conv2d_plan *plan, act_port *p, float *a)
 {
@@ -451,13 +461,13 @@ static const uint16_t *mem_data(dnnl_memory_t mem)
     return h;
 }
 
-static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, x, w);
         return;
     }
-    dnnl_memory_t src = port_in(plan, &plan->in, x);
+    dnnl_memory_t src = port_in16(plan, &plan->in, x, x16);
     if (plan->gemm_passes & CPU_GEMM_FWD) {
         cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
         cpu_conv_gemm_forward(plan->impl, &plan->g, &plan->gemm, y, mem_data(src), w);
@@ -480,9 +490,10 @@ static void backward_data(hallu_conv2d_plan *plan, float *dx, dnnl_memory_t ddst
     port_out_finish(plan, &plan->in_grad);
 }
 
-static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t ddst, const float *x)
+static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t ddst, const float *x,
+                             const uint16_t *x16)
 {
-    dnnl_memory_t src = port_in(plan, &plan->in, x);
+    dnnl_memory_t src = port_in16(plan, &plan->in, x, x16);
     set_handle(plan->dw_user, dw);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_DIFF_DST, ddst },
                                 { DNNL_ARG_DIFF_WEIGHTS, plan->dw_prim } };
@@ -493,7 +504,7 @@ static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t d
 /* Order matters with the shared buffers: dy stays in act[1] throughout; act[0]
  * holds diff_src until it is copied out, then x for the weight gradient. */
 static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                          const float *w)
+                          const uint16_t *x16, const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
@@ -509,11 +520,11 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
     if (onednn_dx)
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)
-        backward_weights(plan, dw, ddst, x);
+        backward_weights(plan, dw, ddst, x, x16);
     const void *gemm_dy = dy, *gemm_x = x;
     if (plan->bf16 && gemm_dw) {
         gemm_dy = mem_data(ddst);
-        gemm_x = mem_data(port_in(plan, &plan->in, x));
+        gemm_x = mem_data(port_in16(plan, &plan->in, x, x16));
     }
     cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
     /* After the wait: the GEMM passes run outside oneDNN's stream. */
@@ -523,17 +534,17 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
         cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, gemm_dy, gemm_x);
 }
 
-void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w)
 {
     int caller = cpu_threads_enter(plan->impl);
-    conv_forward(plan, y, x, w);
+    conv_forward(plan, y, x, x16, w);
     cpu_threads_leave(plan->impl, caller);
 }
 
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                         const float *w)
+                         const uint16_t *x16, const float *w)
 {
     int caller = cpu_threads_enter(plan->impl);
-    conv_backward(plan, dx, dw, dy, x, w);
+    conv_backward(plan, dx, dw, dy, x, x16, w);
     cpu_threads_leave(plan->impl, caller);
 }

@@ -239,16 +239,6 @@ static void add_ohwi(float *dw, const float *ohwi, const hallu_conv2d_geom *g, i
     }
 }
 
-/* Round to nearest even, NaN kept a (quiet) NaN: as oneDNN's f32 -> bf16. */
-static inline uint16_t bf16_round(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
 /* ohwi[co][ky][kx][ci] = bf16(w[co][ci][ky][kx]) */
 static void weights_to_ohwi_bf16(uint16_t *ohwi, const float *w, const hallu_conv2d_geom *g, int nt)
 {
@@ -259,7 +249,7 @@ static void weights_to_ohwi_bf16(uint16_t *ohwi, const float *w, const hallu_con
         uint16_t *d = ohwi + (int64_t)co * kk * g->cin;
         for (int s = 0; s < kk; s++)
             for (int ci = 0; ci < g->cin; ci++)
-                d[s * g->cin + ci] = bf16_round(src[ci * kk + s]);
+                d[s * g->cin + ci] = cpu_bf16_round(src[ci * kk + s]);
     }
 }
 

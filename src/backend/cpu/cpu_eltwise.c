@@ -23,6 +23,17 @@ CPU_HOT static void relu_range(float *y, const float *x, int64_t lo, int64_t hi)
         y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
+/* relu_range, and y16 = bf16(y) (cpu_bf16_round, as oneDNN's reorders round). */
+CPU_HOT static void relu_x16_range(float *y, uint16_t *y16, const float *x, int64_t lo, int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        float v = x[i] < 0.0f ? 0.0f : x[i];
+        y[i] = v;
+        y16[i] = cpu_bf16_round(v);
+    }
+}
+
 /* dy is loaded unconditionally so that the select vectorises (a conditional
  * load does not, and its branch mispredicts on half the elements). */
 CPU_HOT static void relu_grad_range(float *dx, const float *dy, const float *y, int64_t lo, int64_t hi)
@@ -58,6 +69,11 @@ CPU_HOT static void scale_range(float *y, float alpha, const float *x, int64_t l
 void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
 {
     ELT_PARALLEL(be, n, relu_range(y, x, lo, hi));
+}
+
+void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n)
+{
+    ELT_PARALLEL(be, n, relu_x16_range(y, y16, x, lo, hi));
 }
 
 void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)

@@ -118,6 +118,17 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #define CPU_HOT
 #endif
 
+/* fp32 -> bf16, round to nearest even, NaN kept a (quiet) NaN: as oneDNN's
+ * reorders convert, so a bf16 copy made here equals the plans' own rounding. */
+static inline uint16_t cpu_bf16_round(float f)
+{
+    uint32_t u;
+    __builtin_memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* Splits [0, n) into `parts` contiguous ranges; range `i` is [*lo, *hi). */
 static inline void cpu_split(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
 {
@@ -133,9 +144,9 @@ void cpu_fill(hallu_backend *be, float *y, float value, int64_t n);
 hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g,
                                     hallu_conv2d_plan **out, hallu_error *err);
 void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
-void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w);
+void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
-                         const float *x, const float *w);
+                         const float *x, const uint16_t *x16, const float *w);
 
 /* Convolution passes as im2col + GEMM where oneDNN's direct kernels are slow
  * (cpu_conv_gemm.c): per chunk of images, oneDNN's sgemm (fp32 weight
@@ -195,6 +206,7 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
 /* elementwise (cpu_eltwise.c) */
 void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n);
 void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n);
+void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);

@@ -448,6 +448,7 @@ static const hallu_backend_ops cuda_ops = {
     .batchnorm_backward = cuda_batchnorm_backward,
     .relu_forward = cuda_relu_forward,
     .relu_backward = cuda_relu_backward,
+    .relu_forward_x16 = NULL,   /* bf16 plans round x on the device (cuda_conv.cu) */
     .add = cuda_add,
     .axpy = cuda_axpy,
     .scale = cuda_scale,

@@ -461,8 +461,10 @@ static int launch_from_bf16(hallu_conv2d_plan *plan, float *dst, const bf16 *src
 }
 
 /* y = conv(x, w): y is overwritten (beta 0). */
-void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x_rounded,
+                         const float *w)
 {
+    (void)x_rounded;
     hallu_backend *be = plan->be;
     if (!cuda_enter(be) || !plan_workspace_ok(plan, "conv2d_forward"))
         return;
@@ -496,8 +498,9 @@ void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, cons
  * The weight gradient goes first: in bf16 plans the x part of the workspace
  * holds x in bf16 for it, then dx in bf16. */
 void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                          const float *w)
+                          const uint16_t *x_rounded, const float *w)
 {
+    (void)x_rounded;
     hallu_backend *be = plan->be;
     if (!cuda_enter(be) || (!dx && !dw) || !plan_workspace_ok(plan, "conv2d_backward"))
         return;

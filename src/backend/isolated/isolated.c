@@ -282,19 +282,20 @@ static void iso_conv2d_plan_free(hallu_conv2d_plan *plan)
     hallu_free(p);
 }
 
-static void iso_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const float *w)
+static void iso_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16,
+                               const float *w)
 {
     iso_plan *p = (iso_plan *)plan;
     ENTER(p->be);
-    RUN(p->be, inner_of(p->be)->ops->conv2d_forward(p->inner, D(y), D(x), D(w)));
+    RUN(p->be, inner_of(p->be)->ops->conv2d_forward(p->inner, D(y), D(x), D(x16), D(w)));
 }
 
 static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                                const float *w)
+                                const uint16_t *x16, const float *w)
 {
     iso_plan *p = (iso_plan *)plan;
     ENTER(p->be);
-    RUN(p->be, inner_of(p->be)->ops->conv2d_backward(p->inner, D(dx), D(dw), D(dy), D(x), D(w)));
+    RUN(p->be, inner_of(p->be)->ops->conv2d_backward(p->inner, D(dx), D(dw), D(dy), D(x), D(x16), D(w)));
 }
 
 /* ---- batch norm ---- */
@@ -333,6 +334,12 @@ static void iso_relu_forward(hallu_backend *be, float *y, const float *x, int64_
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->relu_forward(inner_of(be), D(y), D(x), n));
+}
+
+static void iso_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->relu_forward_x16(inner_of(be), D(y), D(y16), D(x), n));
 }
 
 static void iso_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)
@@ -720,6 +727,7 @@ static const hallu_backend_ops iso_ops = {
     .batchnorm_forward_eval = iso_batchnorm_forward_eval,
     .batchnorm_backward = iso_batchnorm_backward,
     .relu_forward = iso_relu_forward,
+    .relu_forward_x16 = iso_relu_forward_x16,
     .relu_backward = iso_relu_backward,
     .add = iso_add,
     .axpy = iso_axpy,
