@@ -3,6 +3,10 @@
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define CPU_HAVE_BF16_CVT 1
+#endif
 
 enum { ELT_GRAIN = 1 << 16 };
 
@@ -32,6 +36,35 @@ CPU_HOT static void relu_x16_range(float *y, uint16_t *y16, const float *x, int6
         y[i] = v;
         y16[i] = cpu_bf16_round(v);
     }
+}
+
+#ifdef CPU_HAVE_BF16_CVT
+/* The same with AVX512-BF16's conversion instruction, which the CPUs running
+ * bf16 here have (the integer rounding above vectorises poorly: 3x slower).
+ * max(0, v) returns v for NaN, as x < 0 ? 0 : x does. */
+__attribute__((target("avx512f,avx512bf16,avx512vl")))
+static void relu_x16_range_cvt(float *y, uint16_t *y16, const float *x, int64_t lo, int64_t hi)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16) {
+        __m512 v = _mm512_max_ps(zero, _mm512_loadu_ps(x + i));
+        _mm512_storeu_ps(y + i, v);
+        _mm256_storeu_si256((__m256i *)(y16 + i), (__m256i)_mm512_cvtneps_pbh(v));
+    }
+    relu_x16_range(y, y16, x, i, hi);
+}
+#endif
+
+static void relu_x16_part(float *y, uint16_t *y16, const float *x, int64_t lo, int64_t hi)
+{
+#ifdef CPU_HAVE_BF16_CVT
+    if (__builtin_cpu_supports("avx512bf16")) {
+        relu_x16_range_cvt(y, y16, x, lo, hi);
+        return;
+    }
+#endif
+    relu_x16_range(y, y16, x, lo, hi);
 }
 
 /* dy is loaded unconditionally so that the select vectorises (a conditional
@@ -73,7 +106,7 @@ void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
 
 void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n)
 {
-    ELT_PARALLEL(be, n, relu_x16_range(y, y16, x, lo, hi));
+    ELT_PARALLEL(be, n, relu_x16_part(y, y16, x, lo, hi));
 }
 
 void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)

@@ -118,12 +118,16 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #define CPU_HOT
 #endif
 
-/* fp32 -> bf16, round to nearest even, NaN kept a (quiet) NaN: as oneDNN's
- * reorders convert, so a bf16 copy made here equals the plans' own rounding. */
+/* fp32 -> bf16 as AVX512-BF16's vcvtneps2bf16 converts, and so oneDNN's
+ * reorders on the CPUs that run bf16 here: round to nearest even, denormals
+ * flushed to (signed) zero, NaN kept a quiet NaN. A bf16 copy made here
+ * equals the plans' own rounding. */
 static inline uint16_t cpu_bf16_round(float f)
 {
     uint32_t u;
     __builtin_memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0)
+        return (uint16_t)((u >> 16) & 0x8000u);
     if ((u & 0x7fffffffu) > 0x7f800000u)
         return (uint16_t)((u >> 16) | 0x40u);
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
