@@ -35,8 +35,8 @@ extern "C" {
 typedef struct hallu_backend hallu_backend;
 /* Compute precision of a backend's products: fp32, or bf16 products with fp32
  * accumulation, as autocast runs them. The cpu backend rounds the convolutions'
- * inputs and weights to bf16 per call and keeps their outputs and weight
- * gradients in fp32; the cuda backend also runs gemm/linear in bf16 (cuBLAS's
+ * inputs and weights to bf16 per call (or reads the bf16 copies of inputs that
+ * relu_forward_x16 made) and keeps their outputs and weight gradients in fp32; the cuda backend also runs gemm/linear in bf16 (cuBLAS's
  * COMPUTE_32F_FAST_16BF, fp32 in and out) and rounds convolution outputs to
  * bf16, as cuDNN's bf16 convolutions (and autocast) do. Everything else (batch
  * norm, losses, the Hallucinator, weights, optimizer) stays fp32. */
@@ -134,10 +134,12 @@ typedef struct hallu_backend_ops {
     /* ---- elementwise ---- */
     void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */
     void (*relu_backward)(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n); /* dx may == dy */
-    /* y = max(x, 0) as relu_forward, and y16 = y rounded to bf16 (nearest even)
-     * in the same pass: the input of a bf16 convolution (conv2d_forward's x16)
-     * without a rounding pass of its own. Optional (NULL: the backend's bf16
-     * convolutions round their inputs themselves). y may == x. */
+    /* y = max(x, 0) as relu_forward, and y16 = y rounded to bf16 in the same
+     * pass, exactly as the backend's bf16 convolutions round their inputs (cpu:
+     * nearest even, denormals to zero, as vcvtneps2bf16 and oneDNN do): the
+     * input of a bf16 convolution (conv2d_forward's x16) without a rounding
+     * pass of its own. Optional (NULL: the backend's bf16 convolutions round
+     * their inputs themselves). y may == x. */
     void (*relu_forward_x16)(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
     void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */

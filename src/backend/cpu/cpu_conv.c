@@ -14,7 +14,10 @@
  * weights and output gradient and give fp32 output, input gradient and weight
  * gradient (fp32 accumulation, as autocast); every activation stays NHWC
  * (oneDNN's AMX kernels take it), so the boundary "reorders" are the fp32 ->
- * bf16 roundings of x, dy and the weights, and no Winograd or GEMM path. */
+ * bf16 roundings of x, dy and the weights; x's is skipped when the caller
+ * passes its bf16 copy (x16). No Winograd; the passes where oneDNN 2.6's direct
+ * kernels are slow go by im2col + bf16 matmul (cpu_conv_gemm.c) on the same
+ * bf16 x and dy. */
 #include "backend/cpu/cpu_internal.h"
 
 #include <string.h>
