@@ -47,9 +47,9 @@ static void bench_conv(hallu_backend *be, int n, int hw, int cin, int cout, int 
         double t0 = hallu_now(), c0 = cpu_now();
         be->ops->conv2d_forward(plan, y, x, NULL, w);
         double t1 = hallu_now(), c1 = cpu_now();
-        be->ops->conv2d_backward(plan, dx, NULL, dy, x, NULL, w);
+        be->ops->conv2d_backward(plan, dx, NULL, dy, NULL, x, NULL, w);
         double t2 = hallu_now();
-        be->ops->conv2d_backward(plan, NULL, dw, dy, x, NULL, w);
+        be->ops->conv2d_backward(plan, NULL, dw, dy, NULL, x, NULL, w);
         double t3 = hallu_now(), c3 = cpu_now();
         if (r >= 0) {
             tf = t1 - t0 < tf ? t1 - t0 : tf;

@@ -52,7 +52,7 @@ static const struct slot {
     SLOT(destroy), SLOT(alloc), SLOT(release), SLOT(upload), SLOT(download), SLOT(copy), SLOT(fill),
     SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
     SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_backward),
-    SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward),
+    SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward), SLOT(batchnorm_backward_x16),
     SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
@@ -507,7 +507,7 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
 
     buf dy = f32u(ny, -1, 1), dx = f32u(nx, -9, 9), dw = f32u(nw, -0.3, 0.3);
     op_begin("conv2d_backward %s", geo);
-    BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), F(x), NULL, F(wt));
+    BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), NULL, F(x), NULL, F(wt));
     CMP("dx", dx);
     CMP("dw (accumulated)", dw);
     op_end();
@@ -515,11 +515,11 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
     if (null_variants) {
         op_begin("conv2d_backward dx=NULL %s", geo);
         sync_ref(dw);
-        BOTH_PLAN(conv2d_backward, plan, NULL, F(dw), F(dy), F(x), NULL, F(wt));
+        BOTH_PLAN(conv2d_backward, plan, NULL, F(dw), F(dy), NULL, F(x), NULL, F(wt));
         CMP("dw", dw);
         op_end();
         op_begin("conv2d_backward dw=NULL %s", geo);
-        BOTH_PLAN(conv2d_backward, plan, F(dx), NULL, F(dy), F(x), NULL, F(wt));
+        BOTH_PLAN(conv2d_backward, plan, F(dx), NULL, F(dy), NULL, F(x), NULL, F(wt));
         CMP("dx", dx);
         op_end();
     }
@@ -542,6 +542,19 @@ static buf bn_input(int64_t m, int c)
     buf b = f32h(h, (size_t)m * c);
     free(h);
     return b;
+}
+
+/* fp32 -> bf16 bits as vcvtneps2bf16 (and oneDNN's reorders) round: nearest
+ * even, denormals to signed zero, NaN quiet. */
+static uint16_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0)
+        return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 static void t_batchnorm(int64_t m, int c)
@@ -602,6 +615,28 @@ static void t_batchnorm(int64_t m, int c)
     BOTH(batchnorm_backward, NULL, F(dg), F(db), F(dy), F(x), F(sm), F(si), F(gamma), m, c);
     CMP("dgamma", dg);
     CMP("dbeta", db);
+    op_end();
+
+    op_begin("batchnorm_backward_x16 m=%lld c=%d: dx16 = bf16 of batchnorm_backward's dx", (long long)m, c);
+    if (g_dut_ops.batchnorm_backward_x16) {
+        size_t n = (size_t)m * c;
+        buf dx16 = mk(T_U16, n);
+        sync_ref(dg);
+        sync_ref(db);
+        BOTH(batchnorm_backward_x16, (uint16_t *)dx16.p[g_side], F(dg), F(db), F(dy), F(x), F(sm), F(si), F(gamma),
+             m, c);
+        CMP("dgamma (accumulated)", dg);
+        CMP("dbeta (accumulated)", db);
+        float *want = tu_falloc(n);
+        uint16_t *got = tu_xmalloc(n * 2);
+        get(dx, 0, want);   /* batchnorm_backward's dx of the same inputs, above */
+        get(dx16, 0, got);
+        int64_t bad = 0;
+        for (size_t i = 0; i < n; i++)
+            bad += got[i] != bf16_bits(want[i]);
+        op_note("dx16 vs bf16(dx) (elements off)", (double)bad, bad == 0);
+        free(want), free(got);
+    }
     op_end();
 
     /* The split ops (SyncBN). */
@@ -748,11 +783,7 @@ static void t_eltwise(void)
         get(y, 0, hy);
         int64_t bad = 0;
         for (int64_t i = 0; i < n; i++) {
-            uint32_t u;
-            memcpy(&u, &hy[i], sizeof u);
-            uint16_t want = (u & 0x7f800000u) == 0           ? (uint16_t)((u >> 16) & 0x8000u)
-                            : (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
-                                                              : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            uint16_t want = bf16_bits(hy[i]);
             bad += got[i] != want || got_in_place[i] != (i < n - 3 ? want : 0);
         }
         op_note("y16 vs round-to-nearest-even bf16 of y (elements off)", (double)bad, bad == 0);

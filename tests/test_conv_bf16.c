@@ -84,7 +84,7 @@ static void same_with_x16(hallu_backend *be, hallu_conv2d_plan *plan, float *x_d
             out[with][i] = dev(be, NULL, counts[i] * 4);
         be->ops->fill(be, out[with][2], 0.0f, (int64_t)nw);
         be->ops->conv2d_forward(plan, out[with][0], x_d, with ? x16 : NULL, w_d);
-        be->ops->conv2d_backward(plan, out[with][1], out[with][2], dy_d, x_d, with ? x16 : NULL, w_d);
+        be->ops->conv2d_backward(plan, out[with][1], out[with][2], dy_d, NULL, x_d, with ? x16 : NULL, w_d);
     }
     const char *names[3] = { "y", "dx", "dw" };
     for (int i = 0; i < 3; i++) {
@@ -119,7 +119,7 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     double *ry = tu_dalloc(ny), *rdx = tu_dalloc(nx), *rdw = tu_dalloc(nw);
     double *uy = tu_dalloc(ny);
     be->ops->conv2d_forward(plan, y_d, x_d, NULL, w_d);
-    be->ops->conv2d_backward(plan, dx_d, dw_d, dy_d, x_d, NULL, w_d);
+    be->ops->conv2d_backward(plan, dx_d, dw_d, dy_d, NULL, x_d, NULL, w_d);
     CHECK_OK(hallu_backend_download(be, y, y_d, ny * 4, &err), &err);
     CHECK_OK(hallu_backend_download(be, dx, dx_d, nx * 4, &err), &err);
     CHECK_OK(hallu_backend_download(be, dw, dw_d, nw * 4, &err), &err);
@@ -189,8 +189,9 @@ static float *run_resnet(hallu_backend *be, const char *arch, float *features, i
 }
 
 /* The network on the backend as it is (its ReLUs keep bf16 copies of the
- * convolutions' inputs) and through a copy of its op table without
- * relu_forward_x16 (every convolution rounds its input itself): the same
+ * convolutions' inputs, batch norm gives their output gradients in bf16) and
+ * through a copy of its op table without relu_forward_x16 and
+ * batchnorm_backward_x16 (every convolution rounds x and dy itself): the same
  * features and weight gradients, bit for bit. */
 static void test_resnet_x16(hallu_backend *be, const char *arch, int feature_dim)
 {
@@ -198,6 +199,7 @@ static void test_resnet_x16(hallu_backend *be, const char *arch, int feature_dim
         return;
     hallu_backend_ops plain_ops = *be->ops;
     plain_ops.relu_forward_x16 = NULL;
+    plain_ops.batchnorm_backward_x16 = NULL;
     hallu_backend plain = *be;
     plain.ops = &plain_ops;
     size_t nf = (size_t)2 * NET_BATCH * feature_dim;

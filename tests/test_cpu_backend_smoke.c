@@ -75,7 +75,7 @@ static void test_conv_case(int n, int h, int w, int cin, int cout, int k, int st
     for (size_t i = 0; i < nw; i++)
         rdw[i] += dw0[i];   /* backward accumulates into dw */
     be->ops->conv2d_forward(plan, y, x, NULL, wt);
-    be->ops->conv2d_backward(plan, dx, dw, dy, x, NULL, wt);
+    be->ops->conv2d_backward(plan, dx, dw, dy, NULL, x, NULL, wt);
     double tol = 1e-4 * (cin * k * k + n * g.oh * g.ow);
     CHECK_MSG(max_abs_diff(y, ry, ny) < tol, "conv fwd k%d s%d: %g", k, stride, max_abs_diff(y, ry, ny));
     CHECK_MSG(max_abs_diff(dx, rdx, nx) < tol, "conv dx k%d s%d: %g", k, stride, max_abs_diff(dx, rdx, nx));
@@ -85,10 +85,10 @@ static void test_conv_case(int n, int h, int w, int cin, int cout, int k, int st
     CHECK(memcmp(y, y2, ny * sizeof *y) == 0);
     float *dx2 = malloc(nx * sizeof *dx2), *dw2 = malloc(nw * sizeof *dw2);
     memcpy(dw2, dw0, nw * sizeof *dw);
-    be->ops->conv2d_backward(plan, dx2, dw2, dy, x, NULL, wt);
+    be->ops->conv2d_backward(plan, dx2, dw2, dy, NULL, x, NULL, wt);
     CHECK(memcmp(dx, dx2, nx * sizeof *dx) == 0 && memcmp(dw, dw2, nw * sizeof *dw) == 0);
     memcpy(dw2, dw0, nw * sizeof *dw);
-    be->ops->conv2d_backward(plan, NULL, dw2, dy, x, NULL, wt);
+    be->ops->conv2d_backward(plan, NULL, dw2, dy, NULL, x, NULL, wt);
     CHECK(memcmp(dw, dw2, nw * sizeof *dw) == 0);
     free(dx2);
     free(dw2);

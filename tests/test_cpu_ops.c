@@ -83,7 +83,7 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     CLOSE(op, "y", y.f, y.d, ny);
 
     fill_nan(dx.f, nx);
-    be->ops->conv2d_backward(plan, dx.f, dw.f, dy.f, x.f, NULL, wt.f);
+    be->ops->conv2d_backward(plan, dx.f, dw.f, dy.f, NULL, x.f, NULL, wt.f);
     ref_conv2d_backward(dx.d, dw.d, dy.d, x.d, wt.d, &g);   /* dw.d = initial + grad */
     CLOSE(op, "dx", dx.f, dx.d, nx);
     CLOSE(op, "dw (accumulated)", dw.f, dw.d, nw);
@@ -92,12 +92,12 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     float *dw_before = tu_falloc(nw);
     memcpy(dw_before, dw.f, nw * sizeof(float));
     fill_nan(dx.f, nx);
-    be->ops->conv2d_backward(plan, dx.f, NULL, dy.f, x.f, NULL, wt.f);
+    be->ops->conv2d_backward(plan, dx.f, NULL, dy.f, NULL, x.f, NULL, wt.f);
     CLOSE(op, "dx (dw=NULL)", dx.f, dx.d, nx);
     CHECK(memcmp(dw_before, dw.f, nw * sizeof(float)) == 0);
     memset(dw.f, 0, nw * sizeof(float));
     memset(dw.d, 0, nw * sizeof(double));
-    be->ops->conv2d_backward(plan, NULL, dw.f, dy.f, x.f, NULL, wt.f);
+    be->ops->conv2d_backward(plan, NULL, dw.f, dy.f, NULL, x.f, NULL, wt.f);
     ref_conv2d_backward(NULL, dw.d, dy.d, x.d, wt.d, &g);
     CLOSE(op, "dw (dx=NULL)", dw.f, dw.d, nw);
 
@@ -469,7 +469,7 @@ static void run_conv_bn_once(hallu_backend *be, hallu_conv2d_plan *plan, const h
     be->ops->conv2d_forward(plan, y, x, NULL, w);
     be->ops->batchnorm_forward_train(be, z, mean, invstd, rm, rv, y, gamma, beta, m, g->cout, 0.1f, 1e-5f);
     be->ops->batchnorm_backward(be, dz, NULL, NULL, dy, y, mean, invstd, gamma, m, g->cout);
-    be->ops->conv2d_backward(plan, dx, dw, dz, x, NULL, w);
+    be->ops->conv2d_backward(plan, dx, dw, dz, NULL, x, NULL, w);
 }
 
 /* cin 8 runs oneDNN, cin 16 Winograd (see the conv tests in main). */

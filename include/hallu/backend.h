@@ -109,9 +109,11 @@ typedef struct hallu_backend_ops {
      * otherwise. */
     void (*conv2d_forward)(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
     /* dx = conv_transpose(dy, w) (if dx); dw += corr(x, dy) (if dw); x16 as
-     * in conv2d_forward. */
-    void (*conv2d_backward)(hallu_conv2d_plan *plan, float *dx, float *dw,
-                            const float *dy, const float *x, const uint16_t *x16, const float *w);
+     * in conv2d_forward. dy16 (may be NULL): dy rounded to bf16 (from
+     * batchnorm_backward_x16), which bf16 plans of a backend with that op read
+     * in place of dy (then dy may be NULL); ignored otherwise. */
+    void (*conv2d_backward)(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
+                            const float *x, const uint16_t *x16, const float *w);
 
     /* ---- batch norm over rows: x [m][c], statistics per column c ----
      * Training: batch mean and biased variance normalise; running stats update
@@ -130,6 +132,12 @@ typedef struct hallu_backend_ops {
     void (*batchnorm_backward)(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
                                const float *dy, const float *x, const float *save_mean,
                                const float *save_invstd, const float *gamma, int64_t m, int c);
+    /* batchnorm_backward with dx written only as its bf16 rounding dx16 (as
+     * relu_forward_x16 rounds), for a bf16 convolution's dy16: no fp32 dx and
+     * no rounding pass. dx16 must not overlap dy or x. Optional (NULL). */
+    void (*batchnorm_backward_x16)(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
+                                   const float *dy, const float *x, const float *save_mean,
+                                   const float *save_invstd, const float *gamma, int64_t m, int c);
 
     /* ---- elementwise ---- */
     void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */

@@ -54,8 +54,11 @@ hallu_status hallu_conv2d_prepare(hallu_conv2d *m, hallu_backend *be, int n, int
 /* x16 (may be NULL): bf16(x), see the backend's conv2d_forward. */
 hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *y, const float *x,
                                   const uint16_t *x16, int n, int h, int w, hallu_error *err);
+/* dy16 (may be NULL): dy's bf16 rounding, read in place of dy (which may then
+ * be NULL); see the backend's conv2d_backward. */
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
-                                   const float *x, const uint16_t *x16, int n, int h, int w, hallu_error *err);
+                                   const uint16_t *dy16, const float *x, const uint16_t *x16, int n, int h, int w,
+                                   hallu_error *err);
 /* Kaiming normal, fan_out, gain sqrt(2) (torchvision ResNet init). */
 void hallu_conv2d_init_kaiming(hallu_conv2d *m, hallu_params *ps, uint64_t seed, uint64_t stream);
 
@@ -95,6 +98,12 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
                              const float *x, int64_t rows);
 void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
                               const float *dy, const float *x, int64_t rows);
+/* hallu_batchnorm_backward with dx written only as its bf16 rounding dx16 (for
+ * a bf16 convolution's dy16), where the backend can (batchnorm_backward_x16)
+ * and the statistics are not synchronised across ranks: returns 1; otherwise
+ * does nothing and returns 0 (the caller runs hallu_batchnorm_backward). */
+int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, uint16_t *dx16,
+                                 const float *dy, const float *x, int64_t rows);
 
 /* ---- linear ---- */
 typedef struct hallu_linear {

@@ -54,10 +54,11 @@ struct hallu_resnet {
     const float *input[HALLU_MAX_INSTANCES];
     int batch[HALLU_MAX_INSTANCES];
     float *grad_buf[NUM_GRAD_BUFFERS];
+    uint16_t *dy16;      /* x16: batch norm's input gradient in bf16, for the convolution after it (else NULL) */
     size_t max_act;      /* floats per activation buffer (max over the net) */
     hallu_mem_plan arena;
     int pool_out_id[HALLU_MAX_INSTANCES], pool_argmax_id[HALLU_MAX_INSTANCES];
-    int features_id[HALLU_MAX_INSTANCES], grad_id[NUM_GRAD_BUFFERS];
+    int features_id[HALLU_MAX_INSTANCES], grad_id[NUM_GRAD_BUFFERS], dy16_id;
 };
 
 hallu_status hallu_resnet_parse_arch(const char *arch, const char *stem, hallu_resnet_config *cfg,
@@ -295,6 +296,7 @@ static void bind(hallu_resnet *net)
     }
     for (int k = 0; k < NUM_GRAD_BUFFERS; k++)
         net->grad_buf[k] = arena_f32(net, net->grad_id[k]);
+    net->dy16 = arena_x16(net, net->dy16_id);
 }
 
 hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_batch, int h, int w,
@@ -337,6 +339,10 @@ hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_bat
     for (int k = 0; k < NUM_GRAD_BUFFERS && s == HALLU_OK; k++)
         if ((net->grad_id[k] = request(net, net->max_act * sizeof(float), span_all(net), span_all(net), err)) < 0)
             s = err->code;
+    net->dy16_id = -1;
+    if (s == HALLU_OK && net->x16 &&
+        (net->dy16_id = request(net, net->max_act * sizeof(uint16_t), span_all(net), span_all(net), err)) < 0)
+        s = err->code;
     if (s == HALLU_OK)
         s = hallu_mem_plan_commit(&net->arena, be, "resnet activations", err);
     if (s == HALLU_OK)
@@ -454,15 +460,19 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
 /* dy is consumed (ReLU's backward runs in place on it); bn_dx receives the BN
  * input gradient and may be dy itself (batch norm's backward allows that);
  * dx (NULL: not needed) receives the unit's input gradient and must differ
- * from bn_dx. */
+ * from bn_dx. With the net's bf16 gradient buffer (net->dy16, else NULL) batch
+ * norm writes its input gradient there as bf16 instead, for the convolution. */
 static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
-                                  const float *x, const uint16_t *x16, int n, float *bn_dx, hallu_error *err)
+                                  const float *x, const uint16_t *x16, int n, float *bn_dx, uint16_t *dy16,
+                                  hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
     if (u->relu)
         ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
+    if (dy16 && hallu_batchnorm_backward_x16(&u->bn, ctx, inst, dy16, dy, u->pre[inst], rows))
+        return hallu_conv2d_backward(&u->conv, ctx, dx, NULL, dy16, x, x16, n, u->in_h, u->in_w, err);
     hallu_batchnorm_backward(&u->bn, ctx, inst, bn_dx, dy, u->pre[inst], rows);
-    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, x, x16, n, u->in_h, u->in_w, err);
+    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, NULL, x, x16, n, u->in_h, u->in_w, err);
 }
 
 /* The block's output gradient is in grad_buf[*index]; on return *index names
@@ -483,18 +493,18 @@ static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_c
     /* The last unit: BN's input gradient into `other`, the conv's into `cur`. */
     int u = b->num_units - 1;
     hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], b->units[u - 1].out[inst],
-                                   b->units[u - 1].out16[inst], n, buf[other], err);
+                                   b->units[u - 1].out16[inst], n, buf[other], net->dy16, err);
     for (u--; u >= 0 && s == HALLU_OK; u--) {
         const float *ux = u == 0 ? x : b->units[u - 1].out[inst];
         const uint16_t *ux16 = u == 0 ? x16 : b->units[u - 1].out16[inst];
-        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], err);
+        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], net->dy16, err);
         int t = cur; cur = other; other = t;
     }
     if (s != HALLU_OK)
         return s;
     int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
     if (b->has_down)   /* its BN reads g into `other`, its conv writes the shortcut's gradient over g */
-        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], err);
+        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], net->dy16, err);
     ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
     *index = cur;
     return s;
@@ -529,5 +539,5 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         index = to;
     }
     return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], NULL, n,
-                         net->grad_buf[index], err);
+                         net->grad_buf[index], net->dy16, err);
 }

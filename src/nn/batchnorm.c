@@ -141,6 +141,29 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     }
 }
 
+/* The backward of each group of rows alone (one group without ctx->bn_groups);
+ * dx into dx, or as bf16 into dx16. */
+static void backward_groups(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx, uint16_t *dx16,
+                            const float *dy, const float *x, int64_t rows)
+{
+    hallu_params *ps = ctx->ps;
+    hallu_backend *be = ctx->be;
+    float *dgamma = m->affine ? ps->grad + m->weight : NULL, *dbeta = m->affine ? ps->grad + m->bias : NULL;
+    const float *gamma = m->affine ? ps->param + m->weight : NULL;
+    int groups = bn_groups(ctx);
+    int64_t per = rows / groups;
+    for (int g = 0; g < groups; g++) {
+        size_t off = (size_t)(g * per) * (size_t)m->c;
+        const float *mean = m->save_mean + stats_at(m, inst, g), *invstd = m->save_invstd + stats_at(m, inst, g);
+        if (dx16)
+            be->ops->batchnorm_backward_x16(be, dx16 + off, dgamma, dbeta, dy + off, x + off, mean, invstd, gamma,
+                                            per, m->c);
+        else
+            be->ops->batchnorm_backward(be, dx ? dx + off : NULL, dgamma, dbeta, dy + off, x + off, mean, invstd,
+                                        gamma, per, m->c);
+    }
+}
+
 void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
                               const float *dy, const float *x, int64_t rows)
 {
@@ -158,13 +181,14 @@ void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int i
                                           m->affine ? ps->param + m->weight : NULL, sums, rows, rows * ranks, m->c);
         return;
     }
-    int groups = bn_groups(ctx);
-    int64_t per = rows / groups;
-    for (int g = 0; g < groups; g++) {
-        size_t off = (size_t)(g * per) * (size_t)m->c;
-        ctx->be->ops->batchnorm_backward(ctx->be, dx ? dx + off : NULL, m->affine ? ps->grad + m->weight : NULL,
-                                         m->affine ? ps->grad + m->bias : NULL, dy + off, x + off,
-                                         m->save_mean + stats_at(m, inst, g), m->save_invstd + stats_at(m, inst, g),
-                                         m->affine ? ps->param + m->weight : NULL, per, m->c);
-    }
+    backward_groups(m, ctx, inst, dx, NULL, dy, x, rows);
+}
+
+int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, uint16_t *dx16,
+                                 const float *dy, const float *x, int64_t rows)
+{
+    if (!ctx->be->ops->batchnorm_backward_x16 || sync_ranks(ctx) > 1)
+        return 0;
+    backward_groups(m, ctx, inst, NULL, dx16, dy, x, rows);
+    return 1;
 }

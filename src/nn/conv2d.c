@@ -77,12 +77,13 @@ hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, floa
 }
 
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
-                                   const float *x, const uint16_t *x16, int n, int h, int w, hallu_error *err)
+                                   const uint16_t *dy16, const float *x, const uint16_t *x16, int n, int h, int w,
+                                   hallu_error *err)
 {
     hallu_status s = hallu_conv2d_prepare(m, ctx->be, n, h, w, err);
     if (s != HALLU_OK)
         return s;
-    ctx->be->ops->conv2d_backward(find_plan(m, n, h, w), dx, ctx->ps->grad + m->weight, dy, x, x16,
+    ctx->be->ops->conv2d_backward(find_plan(m, n, h, w), dx, ctx->ps->grad + m->weight, dy, dy16, x, x16,
                                   ctx->ps->param + m->weight);
     return HALLU_OK;
 }

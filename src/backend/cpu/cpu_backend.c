@@ -135,6 +135,7 @@ static const hallu_backend_ops cpu_ops = {
     .batchnorm_forward_train = cpu_batchnorm_forward_train,
     .batchnorm_forward_eval = cpu_batchnorm_forward_eval,
     .batchnorm_backward = cpu_batchnorm_backward,
+    .batchnorm_backward_x16 = cpu_batchnorm_backward_x16,
     .relu_forward = cpu_relu_forward,
     .relu_forward_x16 = cpu_relu_forward_x16,
     .relu_backward = cpu_relu_backward,

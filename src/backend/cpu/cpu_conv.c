@@ -506,8 +506,8 @@ static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t d
 
 /* Order matters with the shared buffers: dy stays in act[1] throughout; act[0]
  * holds diff_src until it is copied out, then x for the weight gradient. */
-static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                          const uint16_t *x16, const float *w)
+static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
+                          const float *x, const uint16_t *x16, const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
@@ -519,7 +519,7 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
     /* bf16 plans' GEMM passes read the bf16 dy (and x) that the boundary
      * reorders write, as oneDNN's primitives do. */
     int want_ddst = onednn_dx || onednn_dw || (plan->bf16 && (gemm_dx || gemm_dw));
-    dnnl_memory_t ddst = want_ddst ? port_in(plan, grad_port, dy) : NULL;
+    dnnl_memory_t ddst = want_ddst ? port_in16(plan, grad_port, dy, dy16) : NULL;
     if (onednn_dx)
         backward_data(plan, dx, ddst, w);
     if (onednn_dw)
@@ -544,10 +544,10 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
     cpu_threads_leave(plan->impl, caller);
 }
 
-void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                         const uint16_t *x16, const float *w)
+void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
+                         const float *x, const uint16_t *x16, const float *w)
 {
     int caller = cpu_threads_enter(plan->impl);
-    conv_backward(plan, dx, dw, dy, x, x16, w);
+    conv_backward(plan, dx, dw, dy, dy16, x, x16, w);
     cpu_threads_leave(plan->impl, caller);
 }

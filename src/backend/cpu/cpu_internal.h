@@ -149,7 +149,7 @@ hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *
                                     hallu_conv2d_plan **out, hallu_error *err);
 void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
-void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
+void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
                          const float *x, const uint16_t *x16, const float *w);
 
 /* Convolution passes as im2col + GEMM where oneDNN's direct kernels are slow
@@ -206,6 +206,9 @@ void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
 void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
                             const float *dy, const float *x, const float *save_mean,
                             const float *save_invstd, const float *gamma, int64_t m, int c);
+void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
+                                const float *dy, const float *x, const float *save_mean,
+                                const float *save_invstd, const float *gamma, int64_t m, int c);
 
 /* elementwise (cpu_eltwise.c) */
 void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n);

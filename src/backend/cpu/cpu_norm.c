@@ -9,6 +9,10 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define CPU_HAVE_BF16_CVT 1
+#endif
 
 enum { BN_BLOCK = 128, BN_GRAIN = 1 << 15 };
 
@@ -93,6 +97,44 @@ CPU_HOT static void dx_rows(float *dx, const float *dy, const float *restrict x,
     }
 }
 
+/* dx_rows with dx rounded to bf16 (cpu_bf16_round) into dx16 instead. */
+CPU_HOT static void dx_rows_x16(uint16_t *dx16, const float *dy, const float *restrict x, const float *restrict mean,
+                                const float *restrict a, const float *restrict b, const float *restrict cst,
+                                int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * ld, *gr = dy + r * ld;
+        uint16_t *dr = dx16 + r * ld;
+#pragma omp simd
+        for (int j = 0; j < cs; j++)
+            dr[j] = cpu_bf16_round(a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j]);
+    }
+}
+
+#ifdef CPU_HAVE_BF16_CVT
+/* The same with AVX512-BF16's conversion (the integer rounding vectorises
+ * poorly); the same products and differences, unfused (ISO C: no contraction). */
+__attribute__((target("avx512f,avx512bf16,avx512vl")))
+static void dx_rows_x16_cvt(uint16_t *dx16, const float *dy, const float *x, const float *mean, const float *a,
+                            const float *b, const float *cst, int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    int vec = cs & ~15;
+    for (int64_t r = lo; r < hi; r++) {
+        const float *xr = x + r * ld, *gr = dy + r * ld;
+        uint16_t *dr = dx16 + r * ld;
+        for (int j = 0; j < vec; j += 16) {
+            __m512 t = _mm512_mul_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(gr + j));
+            __m512 u = _mm512_mul_ps(_mm512_loadu_ps(b + j),
+                                     _mm512_sub_ps(_mm512_loadu_ps(xr + j), _mm512_loadu_ps(mean + j)));
+            __m512 v = _mm512_sub_ps(_mm512_sub_ps(t, u), _mm512_loadu_ps(cst + j));
+            _mm256_storeu_si256((__m256i *)(dr + j), (__m256i)_mm512_cvtneps_pbh(v));
+        }
+        for (int j = vec; j < cs; j++)
+            dr[j] = cpu_bf16_round(a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j]);
+    }
+}
+#endif
+
 /* Sums (x - k) and (x - k)^2 (or dy and dy*(x - mean) when dy != NULL) of one
  * slab over all rows into d1/d2, in thread order. */
 static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const float *x,
@@ -125,19 +167,32 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
     }
 }
 
-/* Runs affine_rows (dy == NULL) or dx_rows over all rows of one slab. */
-static void slab_apply(hallu_backend *be, float *out, const float *dy, const float *x, const float *mean,
-                       const float *c1, const float *c2, const float *c3, int64_t m, int64_t ld, int cs)
+/* Runs affine_rows (dy == NULL) or dx_rows over all rows of one slab; dx_rows
+ * into out16 as bf16 instead when out16 != NULL. */
+static void slab_apply(hallu_backend *be, float *out, uint16_t *out16, const float *dy, const float *x,
+                       const float *mean, const float *c1, const float *c2, const float *c3, int64_t m, int64_t ld,
+                       int cs)
 {
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN);
+#ifdef CPU_HAVE_BF16_CVT
+    int cvt = out16 && __builtin_cpu_supports("avx512bf16");
+#endif
 #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         cpu_split(m, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        if (dy)
+        if (dy && out16) {
+#ifdef CPU_HAVE_BF16_CVT
+            if (cvt)
+                dx_rows_x16_cvt(out16, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
+            else
+#endif
+                dx_rows_x16(out16, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
+        } else if (dy) {
             dx_rows(out, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
-        else
+        } else {
             affine_rows(out, x, mean, c1, c2, ld, cs, lo, hi);
+        }
     }
 }
 
@@ -177,7 +232,7 @@ static void slab_normalize(hallu_backend *be, float *y, float *save_mean, float 
         save_mean[j] = (float)mu[j];
         save_invstd[j] = (float)invstd;
     }
-    slab_apply(be, y, NULL, x, mean, scale, shift, NULL, m, ld, cs);
+    slab_apply(be, y, NULL, NULL, x, mean, scale, shift, NULL, m, ld, cs);
 }
 
 /* Running statistics move by momentum towards the batch mean and the UNBIASED
@@ -329,7 +384,7 @@ void cpu_batchnorm_backward_apply(hallu_backend *be, float *dx, const float *dy,
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m_total);
             cst[j] = (float)(k * d1[j] / (double)m_total);
         }
-        slab_apply(be, dx + c0, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
+        slab_apply(be, dx + c0, NULL, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
     }
 }
 
@@ -351,13 +406,15 @@ void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
             scale[j] = (float)(invstd * (gamma ? (double)gamma[c0 + j] : 1.0));
             shift[j] = beta ? beta[c0 + j] : 0.0f;
         }
-        slab_apply(be, y + c0, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
+        slab_apply(be, y + c0, NULL, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
     }
 }
 
-void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
-                            const float *dy, const float *x, const float *save_mean,
-                            const float *save_invstd, const float *gamma, int64_t m, int c)
+/* The training backward; dx as fp32 into dx, or as bf16 into dx16 (one of them
+ * or neither). */
+static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                               const float *dy, const float *x, const float *save_mean, const float *save_invstd,
+                               const float *gamma, int64_t m, int c)
 {
     if (m <= 0 || c <= 0)
         return;
@@ -378,7 +435,22 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m);
             cst[j] = (float)(k * d1[j] / (double)m);
         }
-        if (dx)
-            slab_apply(be, dx + c0, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
+        if (dx || dx16)
+            slab_apply(be, dx ? dx + c0 : NULL, dx16 ? dx16 + c0 : NULL, dy + c0, x + c0, save_mean + c0, a, b, cst,
+                       m, c, cs);
     }
+}
+
+void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *dbeta,
+                            const float *dy, const float *x, const float *save_mean,
+                            const float *save_invstd, const float *gamma, int64_t m, int c)
+{
+    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, m, c);
+}
+
+void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
+                                const float *dy, const float *x, const float *save_mean,
+                                const float *save_invstd, const float *gamma, int64_t m, int c)
+{
+    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, m, c);
 }

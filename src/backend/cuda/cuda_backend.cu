@@ -446,6 +446,7 @@ static const hallu_backend_ops cuda_ops = {
     .batchnorm_forward_train = cuda_batchnorm_forward_train,
     .batchnorm_forward_eval = cuda_batchnorm_forward_eval,
     .batchnorm_backward = cuda_batchnorm_backward,
+    .batchnorm_backward_x16 = NULL,   /* bf16 plans round dy on the device (cuda_conv.cu) */
     .relu_forward = cuda_relu_forward,
     .relu_backward = cuda_relu_backward,
     .relu_forward_x16 = NULL,   /* bf16 plans round x on the device (cuda_conv.cu) */

@@ -497,9 +497,10 @@ void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, cons
 /* dw += corr(x, dy) (if dw), then dx = conv_transpose(dy, w) (if dx; overwritten).
  * The weight gradient goes first: in bf16 plans the x part of the workspace
  * holds x in bf16 for it, then dx in bf16. */
-void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                          const uint16_t *x_rounded, const float *w)
+void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy_rounded,
+                          const float *x, const uint16_t *x_rounded, const float *w)
 {
+    (void)dy_rounded;
     (void)x_rounded;
     hallu_backend *be = plan->be;
     if (!cuda_enter(be) || (!dx && !dw) || !plan_workspace_ok(plan, "conv2d_backward"))

@@ -125,12 +125,13 @@ const char *cuda_backends_compiled(void);
 hallu_status cuda_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g, hallu_conv2d_plan **out,
                                      hallu_error *err);
 void cuda_conv2d_plan_free(hallu_conv2d_plan *plan);
-/* x_rounded (conv2d_forward's x16) is not used: this backend has no
- * relu_forward_x16, and its bf16 plans round x on the device themselves. */
+/* x_rounded / dy_rounded (conv2d_forward's x16, conv2d_backward's dy16) are
+ * not used: this backend has no relu_forward_x16 / batchnorm_backward_x16, and
+ * its bf16 plans round x and dy on the device themselves. */
 void cuda_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x_rounded,
                          const float *w);
-void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                          const uint16_t *x_rounded, const float *w);
+void cuda_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy_rounded,
+                          const float *x, const uint16_t *x_rounded, const float *w);
 
 /* ---- cuda_dense.cu ---- */
 void cuda_gemm(hallu_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,

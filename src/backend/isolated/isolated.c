@@ -290,12 +290,12 @@ static void iso_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x
     RUN(p->be, inner_of(p->be)->ops->conv2d_forward(p->inner, D(y), D(x), D(x16), D(w)));
 }
 
-static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const float *x,
-                                const uint16_t *x16, const float *w)
+static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
+                                const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
     iso_plan *p = (iso_plan *)plan;
     ENTER(p->be);
-    RUN(p->be, inner_of(p->be)->ops->conv2d_backward(p->inner, D(dx), D(dw), D(dy), D(x), D(x16), D(w)));
+    RUN(p->be, inner_of(p->be)->ops->conv2d_backward(p->inner, D(dx), D(dw), D(dy), D(dy16), D(x), D(x16), D(w)));
 }
 
 /* ---- batch norm ---- */
@@ -326,6 +326,15 @@ static void iso_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, 
     ENTER(be);
     RUN(be, inner_of(be)->ops->batchnorm_backward(inner_of(be), D(dx), D(dgamma), D(dbeta), D(dy), D(x),
                                                   D(save_mean), D(save_invstd), D(gamma), m, c));
+}
+
+static void iso_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
+                                       const float *dy, const float *x, const float *save_mean,
+                                       const float *save_invstd, const float *gamma, int64_t m, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_backward_x16(inner_of(be), D(dx16), D(dgamma), D(dbeta), D(dy), D(x),
+                                                      D(save_mean), D(save_invstd), D(gamma), m, c));
 }
 
 /* ---- elementwise ---- */
@@ -726,6 +735,7 @@ static const hallu_backend_ops iso_ops = {
     .batchnorm_forward_train = iso_batchnorm_forward_train,
     .batchnorm_forward_eval = iso_batchnorm_forward_eval,
     .batchnorm_backward = iso_batchnorm_backward,
+    .batchnorm_backward_x16 = iso_batchnorm_backward_x16,
     .relu_forward = iso_relu_forward,
     .relu_forward_x16 = iso_relu_forward_x16,
     .relu_backward = iso_relu_backward,
