@@ -36,7 +36,8 @@ typedef struct hallu_backend hallu_backend;
 /* Compute precision of a backend's products: fp32, or bf16 products with fp32
  * accumulation, as autocast runs them. The cpu backend rounds the convolutions'
  * inputs and weights to bf16 per call (or reads the bf16 copies of inputs that
- * relu_forward_x16 made) and keeps their outputs and weight gradients in fp32; the cuda backend also runs gemm/linear in bf16 (cuBLAS's
+ * relu_forward_x16 made) and keeps their outputs and weight gradients in fp32;
+ * the cuda backend also runs gemm/linear in bf16 (cuBLAS's
  * COMPUTE_32F_FAST_16BF, fp32 in and out) and rounds convolution outputs to
  * bf16, as cuDNN's bf16 convolutions (and autocast) do. Everything else (batch
  * norm, losses, the Hallucinator, weights, optimizer) stays fp32. */

@@ -22,11 +22,6 @@
 
 #include <string.h>
 
-typedef struct cpu_prim {
-    dnnl_primitive_t prim;
-    dnnl_memory_t scratch;   /* handle re-pointed at the backend's shared scratchpad */
-} cpu_prim;
-
 /* One activation boundary (input side or output side of the convolution). */
 typedef struct act_port {
     dnnl_memory_t user;      /* NHWC, handle set per call */
@@ -72,7 +67,7 @@ static hallu_status dnnl_fail(hallu_error *err, const hallu_conv2d_geom *g, cons
 #define DNNL_TRY(call, what) do { dnnl_status_t st_ = (call); \
     if (st_ != dnnl_success) return dnnl_fail(err, &plan->g, (what), st_); } while (0)
 
-static void prim_free(cpu_prim *p)
+void cpu_prim_free(cpu_prim *p)
 {
     if (p->prim)
         dnnl_primitive_destroy(p->prim);
@@ -92,20 +87,20 @@ static void port_free(act_port *p)
 {
     mem_free(p->user);
     mem_free(p->prim);
-    prim_free(&p->to_prim);
-    prim_free(&p->from_prim);
+    cpu_prim_free(&p->to_prim);
+    cpu_prim_free(&p->from_prim);
 }
 
 void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
 {
     if (!plan)
         return;
-    prim_free(&plan->fwd);
-    prim_free(&plan->bwd_data);
-    prim_free(&plan->bwd_weights);
-    prim_free(&plan->w_to_fwd);
-    prim_free(&plan->w_to_bwd);
-    prim_free(&plan->dw_accumulate);
+    cpu_prim_free(&plan->fwd);
+    cpu_prim_free(&plan->bwd_data);
+    cpu_prim_free(&plan->bwd_weights);
+    cpu_prim_free(&plan->w_to_fwd);
+    cpu_prim_free(&plan->w_to_bwd);
+    cpu_prim_free(&plan->dw_accumulate);
     port_free(&plan->in);
     port_free(&plan->out);
     port_free(&plan->in_grad);
@@ -122,21 +117,28 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     hallu_free(plan);
 }
 
-/* Creates the primitive of `pd` and its scratchpad memory object, growing the
- * shared scratchpad to fit. Takes ownership of pd. */
-static hallu_status prim_create(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_primitive_desc_t pd,
-                                const char *what, hallu_error *err)
+hallu_status cpu_prim_create(cpu_impl *impl, cpu_prim *p, dnnl_primitive_desc_t pd, dnnl_status_t *st,
+                             hallu_error *err)
 {
     const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    hallu_status s = cpu_shared_reserve(&plan->impl->dnnl_scratch, &plan->impl->dnnl_scratch_bytes, need,
-                                        "oneDNN scratchpad", err);
-    dnnl_status_t st = dnnl_success;
+    hallu_status s = cpu_shared_reserve(&impl->dnnl_scratch, &impl->dnnl_scratch_bytes, need, "oneDNN scratchpad",
+                                        err);
+    *st = dnnl_success;
     if (s == HALLU_OK && need > 0)
-        st = dnnl_memory_create(&p->scratch, smd, plan->impl->engine, DNNL_MEMORY_NONE);
-    if (s == HALLU_OK && st == dnnl_success)
-        st = dnnl_primitive_create(&p->prim, pd);
+        *st = dnnl_memory_create(&p->scratch, smd, impl->engine, DNNL_MEMORY_NONE);
+    if (s == HALLU_OK && *st == dnnl_success)
+        *st = dnnl_primitive_create(&p->prim, pd);
     dnnl_primitive_desc_destroy(pd);
+    return s;
+}
+
+/* cpu_prim_create for the plan, oneDNN's refusal named with its geometry. */
+static hallu_status prim_create(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_primitive_desc_t pd,
+                                const char *what, hallu_error *err)
+{
+    dnnl_status_t st;
+    hallu_status s = cpu_prim_create(plan->impl, p, pd, &st, err);
     if (s != HALLU_OK)
         return s;
     return st == dnnl_success ? HALLU_OK : dnnl_fail(err, &plan->g, what, st);
@@ -392,14 +394,18 @@ static void set_handle(dnnl_memory_t mem, const void *p)
     dnnl_memory_set_data_handle(mem, (void *)p);
 }
 
-/* Runs `p` with `args` plus its scratchpad. */
-static void prim_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_exec_arg_t *args, int nargs)
+void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what)
 {
     if (p->scratch) {
-        set_handle(p->scratch, plan->impl->dnnl_scratch);
+        dnnl_memory_set_data_handle(p->scratch, impl->dnnl_scratch);
         args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, p->scratch };
     }
-    cpu_check(plan->impl, dnnl_primitive_execute(p->prim, plan->impl->stream, nargs, args), "conv2d: dnnl_primitive_execute");
+    cpu_check(impl, dnnl_primitive_execute(p->prim, impl->stream, nargs, args), what);
+}
+
+static void prim_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_exec_arg_t *args, int nargs)
+{
+    cpu_prim_run(plan->impl, p, args, nargs, "conv2d: dnnl_primitive_execute");
 }
 
 static void reorder_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_memory_t from, dnnl_memory_t to)

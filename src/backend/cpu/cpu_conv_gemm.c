@@ -44,6 +44,7 @@ static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t desc;
+    hallu_status s = HALLU_OK;
     dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a, 2, a_dims, dnnl_bf16, a_strides);
     if (st == dnnl_success)
         st = dnnl_memory_desc_init_by_strides(&b, 2, b_dims, dnnl_bf16, b_strides);
@@ -59,31 +60,26 @@ static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int
         st = dnnl_primitive_desc_create(&pd, &desc, attr, impl->engine, NULL);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
-    const dnnl_memory_desc_t *smd = pd ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : NULL;
-    size_t need = smd ? dnnl_memory_desc_get_size(smd) : 0;
-    if (st == dnnl_success && need > 0)
-        st = dnnl_memory_create(&mm->scratch, smd, impl->engine, DNNL_MEMORY_NONE);
     if (st == dnnl_success)
-        st = dnnl_primitive_create(&mm->prim, pd);
+        s = cpu_prim_create(impl, &mm->p, pd, &st, err);
+    if (s != HALLU_OK)
+        return s;
     if (st == dnnl_success)
         st = dnnl_memory_create(&mm->a, &a, impl->engine, DNNL_MEMORY_NONE);
     if (st == dnnl_success)
         st = dnnl_memory_create(&mm->b, &b, impl->engine, DNNL_MEMORY_NONE);
     if (st == dnnl_success)
         st = dnnl_memory_create(&mm->c, &c, impl->engine, DNNL_MEMORY_NONE);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     if (st != dnnl_success)
         return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: bf16 matmul %lld x %lld x %lld failed "
                                "(oneDNN status %d)", (long long)m, (long long)n, (long long)k, (int)st);
-    return cpu_shared_reserve(&impl->dnnl_scratch, &impl->dnnl_scratch_bytes, need, "oneDNN scratchpad", err);
+    return HALLU_OK;
 }
 
 static void matmul_free(cpu_matmul *mm)
 {
-    if (mm->prim)
-        dnnl_primitive_destroy(mm->prim);
-    dnnl_memory_t mems[] = { mm->a, mm->b, mm->c, mm->scratch };
+    cpu_prim_free(&mm->p);
+    dnnl_memory_t mems[] = { mm->a, mm->b, mm->c };
     for (size_t i = 0; i < sizeof mems / sizeof mems[0]; i++)
         if (mems[i])
             dnnl_memory_destroy(mems[i]);
@@ -96,12 +92,7 @@ static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void
     dnnl_memory_set_data_handle(mm->b, (void *)b);
     dnnl_memory_set_data_handle(mm->c, c);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mm->a }, { DNNL_ARG_WEIGHTS, mm->b }, { DNNL_ARG_DST, mm->c } };
-    int nargs = 3;
-    if (mm->scratch) {
-        dnnl_memory_set_data_handle(mm->scratch, impl->dnnl_scratch);
-        args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, mm->scratch };
-    }
-    cpu_check(impl, dnnl_primitive_execute(mm->prim, impl->stream, nargs, args), "conv2d bf16 matmul: execute");
+    cpu_prim_run(impl, &mm->p, args, 3, "conv2d bf16 matmul: execute");
     cpu_check(impl, dnnl_stream_wait(impl->stream), "conv2d bf16 matmul: dnnl_stream_wait");
 }
 

@@ -3,10 +3,6 @@
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
-#define CPU_HAVE_BF16_CVT 1
-#endif
 
 enum { ELT_GRAIN = 1 << 16 };
 
@@ -59,7 +55,7 @@ static void relu_x16_range_cvt(float *y, uint16_t *y16, const float *x, int64_t 
 static void relu_x16_part(float *y, uint16_t *y16, const float *x, int64_t lo, int64_t hi)
 {
 #ifdef CPU_HAVE_BF16_CVT
-    if (__builtin_cpu_supports("avx512bf16")) {
+    if (cpu_has_bf16_cvt()) {
         relu_x16_range_cvt(y, y16, x, lo, hi);
         return;
     }

@@ -118,6 +118,16 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #define CPU_HOT
 #endif
 
+/* AVX512-BF16's conversion instruction, for the loops that write bf16 (their
+ * integer-rounding fallback vectorises 3x slower): those with a
+ * __attribute__((target("avx512f,avx512bf16,avx512vl"))) variant take it where
+ * cpu_has_bf16_cvt(). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#define CPU_HAVE_BF16_CVT 1
+static inline int cpu_has_bf16_cvt(void) { return __builtin_cpu_supports("avx512bf16"); }
+#endif
+
 /* fp32 -> bf16 as AVX512-BF16's vcvtneps2bf16 converts, and so oneDNN's
  * reorders on the CPUs that run bf16 here: round to nearest even, denormals
  * flushed to (signed) zero, NaN kept a quiet NaN. A bf16 copy made here
@@ -144,6 +154,20 @@ static inline void cpu_split(int64_t n, int parts, int i, int64_t *lo, int64_t *
 /* memory (cpu_backend.c) */
 void cpu_fill(hallu_backend *be, float *y, float value, int64_t n);
 
+/* A oneDNN primitive and its scratchpad memory object, whose handle is pointed
+ * at the backend's shared scratchpad (user mode) on every run (cpu_conv.c). */
+typedef struct cpu_prim {
+    dnnl_primitive_t prim;
+    dnnl_memory_t scratch;
+} cpu_prim;
+/* Creates p from pd (taking ownership of pd), growing the shared scratchpad to
+ * fit: a failed reservation is returned, oneDNN's own status is in *st. */
+hallu_status cpu_prim_create(cpu_impl *impl, cpu_prim *p, dnnl_primitive_desc_t pd, dnnl_status_t *st,
+                             hallu_error *err);
+/* Runs p with args[0..nargs) plus its scratchpad (args has room for one more). */
+void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what);
+void cpu_prim_free(cpu_prim *p);
+
 /* conv (cpu_conv.c) */
 hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *g,
                                     hallu_conv2d_plan **out, hallu_error *err);
@@ -158,8 +182,8 @@ void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const fl
  * gradient of the smallest outputs; x and dy already rounded to bf16 NHWC). */
 enum { CPU_GEMM_DW = 1, CPU_GEMM_FWD = 2, CPU_GEMM_DX = 4 };
 typedef struct cpu_matmul {
-    dnnl_primitive_t prim;
-    dnnl_memory_t a, b, c, scratch;   /* handles set per call */
+    cpu_prim p;
+    dnnl_memory_t a, b, c;   /* handles set per call */
 } cpu_matmul;
 typedef struct cpu_conv_gemm {
     int chunk;          /* images per GEMM */

@@ -9,10 +9,6 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
-#define CPU_HAVE_BF16_CVT 1
-#endif
 
 enum { BN_BLOCK = 128, BN_GRAIN = 1 << 15 };
 
@@ -175,7 +171,7 @@ static void slab_apply(hallu_backend *be, float *out, uint16_t *out16, const flo
 {
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN);
 #ifdef CPU_HAVE_BF16_CVT
-    int cvt = out16 && __builtin_cpu_supports("avx512bf16");
+    int cvt = out16 && cpu_has_bf16_cvt();
 #endif
 #pragma omp parallel num_threads(nt)
     {
