@@ -1,5 +1,6 @@
 /* Micro-benchmark of CPU backend ops on ResNet-18 (CIFAR) shapes.
- * Usage: bench_ops [BATCH] [THREADS] [REPS]; prints ms per call. */
+ * Usage: bench_ops [BATCH] [THREADS] [REPS] [all|conv|bn]; prints ms per call
+ * (conv: the first convolution only; bn: the batch-norm passes only). */
 #include "hallu/backend.h"
 
 #include <stdio.h>
@@ -101,6 +102,70 @@ static void bench_bn(hallu_backend *be, int64_t m, int c, int reps)
     be->ops->release(be, x); be->ops->release(be, y); be->ops->release(be, dy); be->ops->release(be, p);
 }
 
+/* The batch-norm, ReLU and add passes one at a time, each with the bytes it
+ * moves over its time (GB/s): the fused ops (batchnorm_normalize_relu,
+ * batchnorm_backward_relu, add_relu_backward) beside the ops they replace. */
+static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
+{
+    size_t n = (size_t)m * c;
+    float *x = buf(be, n), *y = buf(be, n), *dy = buf(be, n), *res = buf(be, n), *p = buf(be, 8 * (size_t)c);
+    uint16_t *y16 = (uint16_t *)buf(be, n / 2 + 1);
+    double *stats = (double *)buf(be, 4 * (size_t)c);
+    be->ops->batchnorm_stats(be, stats, stats + c, x, m, c);
+    float *sm = p, *si = p + c, *ss = p + 2 * c, *gamma = p + 4 * c, *beta = p + 5 * c, *dg = p + 6 * c, *db = p + 7 * c;
+    enum { K = 14 };
+    static const char *name[K] = { "stats", "normalize", "relu_forward_x16", "add", "normalize_relu (y, y16, res)",
+                                   "normalize_relu (y16)", "backward_x16", "backward_relu (dx16)", "relu_backward",
+                                   "add_relu_backward", "relu_forward", "normalize_relu (y)", "backward",
+                                   "backward_relu (dx)" };
+    static const double words[K] = { 1, 2, 2.5, 3, 3.5, 1.5, 2.5, 2.5, 3, 4, 2, 2, 3, 3 };   /* floats moved per element */
+    double best[K];
+    for (int k = 0; k < K; k++)
+        best[k] = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        for (int k = 0; k < K; k++) {
+            double t0 = hallu_now();
+            switch (k) {
+            case 0: be->ops->batchnorm_stats(be, stats, stats + c, x, m, c); break;
+            case 1: be->ops->batchnorm_normalize(be, y, sm, si, x, stats, stats + c, gamma, beta, m, c, 1e-5f); break;
+            case 2: if (be->ops->relu_forward_x16) be->ops->relu_forward_x16(be, y, y16, y, (int64_t)n); break;
+            case 3: be->ops->add(be, y, y, res, (int64_t)n); break;
+            case 4: case 5:
+                if (be->ops->batchnorm_normalize_relu)
+                    be->ops->batchnorm_normalize_relu(be, k == 4 ? y : NULL, y16, sm, si, ss, x, stats, stats + c,
+                                                      gamma, beta, k == 4 ? res : NULL, m, c, 1e-5f);
+                break;
+            case 6: if (be->ops->batchnorm_backward_x16)
+                        be->ops->batchnorm_backward_x16(be, y16, dg, db, dy, x, sm, si, gamma, m, c);
+                    break;
+            case 7: if (be->ops->batchnorm_backward_relu)
+                        be->ops->batchnorm_backward_relu(be, NULL, y16, dg, db, dy, x, sm, si, ss, gamma, beta, m, c);
+                    break;
+            case 8: be->ops->relu_backward(be, y, dy, x, (int64_t)n); break;
+            case 9: if (be->ops->add_relu_backward) be->ops->add_relu_backward(be, y, dy, res, x, (int64_t)n); break;
+            case 10: be->ops->relu_forward(be, y, y, (int64_t)n); break;
+            case 11: if (be->ops->batchnorm_normalize_relu)
+                         be->ops->batchnorm_normalize_relu(be, y, NULL, sm, si, ss, x, stats, stats + c, gamma, beta,
+                                                           NULL, m, c, 1e-5f);
+                     break;
+            case 12: be->ops->batchnorm_backward(be, y, dg, db, dy, x, sm, si, gamma, m, c); break;
+            case 13: if (be->ops->batchnorm_backward_relu)
+                         be->ops->batchnorm_backward_relu(be, y, NULL, dg, db, dy, x, sm, si, ss, gamma, beta, m, c);
+                     break;
+            }
+            double t = hallu_now() - t0;
+            if (r > 0 && t < best[k])
+                best[k] = t;
+        }
+    }
+    printf("bn passes m=%lld c=%d (min of %d):\n", (long long)m, c, reps);
+    for (int k = 0; k < K; k++)
+        printf("  %-30s %7.2f ms  %5.1f GB/s\n", name[k], 1e3 * best[k], words[k] * 4.0 * (double)n / best[k] * 1e-9);
+    be->ops->release(be, stats), be->ops->release(be, y16);
+    be->ops->release(be, x), be->ops->release(be, y), be->ops->release(be, dy), be->ops->release(be, res);
+    be->ops->release(be, p);
+}
+
 int main(int argc, char **argv)
 {
     int batch = argc > 1 ? atoi(argv[1]) : 256, threads = argc > 2 ? atoi(argv[2]) : 2;
@@ -113,7 +178,8 @@ int main(int argc, char **argv)
         return 1;
     }
     int all = only[0] == 'a';
-    bench_conv(be, batch, 32, 64, 64, 3, 1, reps);
+    if (all)
+        bench_conv(be, batch, 32, 64, 64, 3, 1, reps);
     if (all) {
         bench_conv(be, batch, 32, 3, 64, 3, 1, reps);
         bench_conv(be, batch, 32, 64, 128, 3, 2, reps);
@@ -123,6 +189,10 @@ int main(int argc, char **argv)
         bench_conv(be, batch, 4, 512, 512, 3, 1, reps);
         bench_bn(be, (int64_t)batch * 32 * 32, 64, reps);
         bench_bn(be, (int64_t)batch * 4 * 4, 512, reps);
+    }
+    if (all || only[0] == 'b') {
+        bench_bn_passes(be, (int64_t)batch * 32 * 32, 64, reps);
+        bench_bn_passes(be, (int64_t)batch * 8 * 8, 256, reps);
     }
     hallu_backend_free(be);
     return 0;

@@ -53,7 +53,8 @@ static const struct slot {
     SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
     SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_backward),
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward), SLOT(batchnorm_backward_x16),
-    SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
+    SLOT(batchnorm_normalize_relu), SLOT(batchnorm_backward_relu),
+    SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(add_relu_backward), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
     SLOT(l2norm_rows_forward), SLOT(l2norm_rows_backward), SLOT(softmax_xent_forward), SLOT(softmax_xent_backward),
@@ -557,6 +558,105 @@ static uint16_t bf16_bits(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Elements of `got` whose bits differ from `want`'s on the device under test
+ * (a fused op against the ops it fuses, run there). want16: got holds bf16,
+ * compared with the bf16 rounding of want's floats. */
+static void dut_same(const char *name, buf got, buf want, int want16)
+{
+    size_t n = got.n;
+    float *w = tu_falloc(n);
+    void *g = tu_xmalloc(n * k_tsize[got.type] + 1);
+    get(want, 0, w);
+    get(got, 0, g);
+    int64_t bad = 0;
+    for (size_t i = 0; i < n; i++)
+        bad += want16 ? ((uint16_t *)g)[i] != bf16_bits(w[i]) : memcmp((float *)g + i, w + i, sizeof(float)) != 0;
+    op_note(name, (double)bad, bad == 0);
+    free(w), free(g);
+}
+
+/* The fused ops (batchnorm_normalize_relu, batchnorm_backward_relu) against
+ * the ops they fuse, on the device under test, bit for bit, and against the
+ * reference as every op. Channel 0 has gamma = beta = 0: bn(x) is exactly 0
+ * there, ReLU's kink (y = 0, gradient cut). */
+static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
+{
+    op_begin("batchnorm_normalize_relu m=%lld c=%d: relu(batchnorm_normalize + residual), y16 = bf16", (long long)m,
+             c);
+    if (!g_dut_ops.batchnorm_normalize_relu) {
+        op_end();
+        return;
+    }
+    const float eps = 1e-5f;
+    size_t n = (size_t)m * c;
+    buf gamma = f32u(c, 0.5, 1.5), beta = f32u(c, -0.5, 0.5);
+    BOTH(fill, F(gamma), 0.0f, 1);
+    BOTH(fill, F(beta), 0.0f, 1);
+    buf res = f32u(n, -1, 1), bn = mk(T_F32, n), want = mk(T_F32, n), y = mk(T_F32, n), y16 = mk(T_U16, n);
+    buf sm = f32u(c, -9, 9), si = f32u(c, -9, 9), ss = f32u(c, -9, 9), sm2 = mk(T_F32, c), si2 = mk(T_F32, c);
+    BOTH(batchnorm_normalize, F(bn), F(sm2), F(si2), F(x), DB(hm), DB(hv), F(gamma), F(beta), m, c, eps);
+    BOTH(add, F(want), F(bn), F(res), (int64_t)n);
+    BOTH(relu_forward, F(want), F(want), (int64_t)n);
+    BOTH(batchnorm_normalize_relu, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(hm), DB(hv),
+         F(gamma), F(beta), F(res), m, c, eps);
+    CMP("y", y);
+    CMP("y16", y16);
+    CMP("save_mean", sm);
+    CMP("save_invstd", si);
+    CMP("save_scale", ss);
+    dut_same("y vs batchnorm_normalize, add, relu_forward (elements off)", y, want, 0);
+    dut_same("y16 vs bf16 of that (elements off)", y16, want, 1);
+    dut_same("save_mean vs batchnorm_normalize's (elements off)", sm, sm2, 0);
+    dut_same("save_invstd vs batchnorm_normalize's (elements off)", si, si2, 0);
+    {   /* save_scale: the float of invstd * gamma in double, as batchnorm_normalize scales */
+        double *hvar = tu_dalloc(c);
+        float *hg = tu_falloc(c), *hs = tu_falloc(c);
+        get(hv, 0, hvar);
+        get(gamma, 0, hg);
+        get(ss, 0, hs);
+        int64_t bad = 0;
+        for (int j = 0; j < c; j++)
+            bad += hs[j] != (float)(1.0 / sqrt(hvar[j] + (double)eps) * (double)hg[j]);
+        op_note("save_scale vs float(invstd * gamma) (channels off)", (double)bad, bad == 0);
+        free(hvar), free(hg), free(hs);
+    }
+    /* No residual, y16 only / y only. */
+    BOTH(copy, F(want), F(bn), n * sizeof(float));
+    BOTH(relu_forward, F(want), F(want), (int64_t)n);
+    BOTH(fill, F(y), 7.0f, (int64_t)n);
+    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(hm), DB(hv),
+         F(gamma), F(beta), NULL, m, c, eps);
+    BOTH(batchnorm_normalize_relu, F(y), NULL, F(sm), F(si), F(ss), F(x), DB(hm), DB(hv), F(gamma), F(beta), NULL,
+         m, c, eps);
+    CMP("y (no residual)", y);
+    dut_same("y (no residual) vs batchnorm_normalize, relu_forward (elements off)", y, want, 0);
+    dut_same("y16 alone (no residual) vs bf16 of that (elements off)", y16, want, 1);
+    op_end();
+
+    op_begin("batchnorm_backward_relu m=%lld c=%d: relu_backward, then batchnorm_backward (_x16)", (long long)m, c);
+    buf dy = f32u(n, -1, 1), dyr = mk(T_F32, n), dx = mk(T_F32, n), dxw = mk(T_F32, n), dx16 = mk(T_U16, n);
+    buf dg = f32u(c, -0.2, 0.2), db = f32u(c, -0.2, 0.2), dgw = mk(T_F32, c), dbw = mk(T_F32, c);
+    BOTH(copy, F(dgw), F(dg), c * sizeof(float));
+    BOTH(copy, F(dbw), F(db), c * sizeof(float));
+    BOTH(relu_backward, F(dyr), F(dy), F(want), (int64_t)n);   /* want: relu(bn(x)), the forward's output */
+    BOTH(batchnorm_backward, F(dxw), F(dgw), F(dbw), F(dyr), F(x), F(sm), F(si), F(gamma), m, c);
+    BOTH(batchnorm_backward_relu, F(dx), NULL, F(dg), F(db), F(dy), F(x), F(sm), F(si), F(ss), F(gamma), F(beta),
+         m, c);
+    CMP("dx", dx);
+    CMP("dgamma (accumulated)", dg);
+    CMP("dbeta (accumulated)", db);
+    dut_same("dx vs relu_backward + batchnorm_backward (elements off)", dx, dxw, 0);
+    dut_same("dgamma vs the same (elements off)", dg, dgw, 0);
+    dut_same("dbeta vs the same (elements off)", db, dbw, 0);
+    BOTH(batchnorm_backward_relu, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(dy), F(x), F(sm), F(si), F(ss),
+         F(gamma), F(beta), m, c);
+    dut_same("dx16 vs bf16 of that dx (elements off)", dx16, dxw, 1);
+    BOTH(batchnorm_backward_relu, F(dy), NULL, NULL, NULL, F(dy), F(x), F(sm), F(si), F(ss), F(gamma), F(beta), m,
+         c);
+    dut_same("dx in place (dx = dy) vs the same (elements off)", dy, dxw, 0);
+    op_end();
+}
+
 static void t_batchnorm(int64_t m, int c)
 {
     const float eps = 1e-5f, mom = 0.1f;
@@ -656,6 +756,8 @@ static void t_batchnorm(int64_t m, int c)
     BOTH(batchnorm_normalize, F(y), F(sm), F(si), F(x), DB(hm), DB(hv), NULL, NULL, m, c, eps);
     CMP("y (affine=false)", y);
     op_end();
+
+    t_batchnorm_relu(m, c, x, hm, hv);
 
     op_begin("batchnorm_update_running m=%lld c=%d", (long long)m, c);
     sync_ref(rm);
@@ -802,6 +904,21 @@ static void t_eltwise(void)
     op_begin("add n=%lld", (long long)n);
     BOTH(add, F(y), F(a), F(b), n);
     CMP("y", y);
+    op_end();
+
+    op_begin("add_relu_backward n=%lld (and in place): add, then relu_backward", (long long)n);
+    if (g_dut_ops.add_relu_backward) {
+        buf want = mk(T_F32, n), da = mk(T_F32, n);
+        BOTH(relu_forward, F(y), F(x), n);   /* a ReLU output with exact zeros */
+        BOTH(add, F(want), F(a), F(b), n);
+        BOTH(relu_backward, F(want), F(want), F(y), n);
+        BOTH(add_relu_backward, F(dx), F(a), F(b), F(y), n);
+        CMP("dx", dx);
+        dut_same("dx vs add + relu_backward (elements off)", dx, want, 0);
+        BOTH(copy, F(da), F(a), n * sizeof(float));
+        BOTH(add_relu_backward, F(da), F(da), F(b), F(y), n);
+        dut_same("dx in place (dx = a) vs the same (elements off)", da, want, 0);
+    }
     op_end();
 
     op_begin("axpy n=%lld", (long long)n);

@@ -188,18 +188,23 @@ static float *run_resnet(hallu_backend *be, const char *arch, float *features, i
     return grad;
 }
 
-/* The network on the backend as it is (its ReLUs keep bf16 copies of the
- * convolutions' inputs, batch norm gives their output gradients in bf16) and
- * through a copy of its op table without relu_forward_x16 and
- * batchnorm_backward_x16 (every convolution rounds x and dy itself): the same
+/* The network on the backend as it is (in bf16: its ReLUs keep bf16 copies
+ * of the convolutions' inputs, batch norm gives their output gradients in
+ * bf16; in both precisions: batch norm, residual add and ReLU fused) and
+ * through a copy of its op table without those ops (relu_forward_x16,
+ * batchnorm_backward_x16, the fused batch norm ops: every convolution rounds x
+ * and dy itself, batch norm, add and ReLU run one after the other): the same
  * features and weight gradients, bit for bit. */
-static void test_resnet_x16(hallu_backend *be, const char *arch, int feature_dim)
+static void test_resnet_ops(hallu_backend *be, const char *arch, int feature_dim)
 {
-    if (!be->ops->relu_forward_x16)
+    if (!be->ops->relu_forward_x16 && !be->ops->batchnorm_normalize_relu)
         return;
     hallu_backend_ops plain_ops = *be->ops;
     plain_ops.relu_forward_x16 = NULL;
     plain_ops.batchnorm_backward_x16 = NULL;
+    plain_ops.batchnorm_normalize_relu = NULL;
+    plain_ops.batchnorm_backward_relu = NULL;
+    plain_ops.add_relu_backward = NULL;
     hallu_backend plain = *be;
     plain.ops = &plain_ops;
     size_t nf = (size_t)2 * NET_BATCH * feature_dim;
@@ -212,10 +217,11 @@ static void test_resnet_x16(hallu_backend *be, const char *arch, int feature_dim
         return;
     }
     int same_f = memcmp(f[0], f[1], nf * 4) == 0, same_g = memcmp(g[0], g[1], (size_t)ng[0] * 4) == 0;
-    printf("%s bf16 with the ReLUs' bf16 copies vs each convolution rounding its input: features %s, "
-           "weight gradients %s\n", arch, same_f ? "same bits" : "DIFFER", same_g ? "same bits" : "DIFFER");
-    CHECK_MSG(same_f && same_g, "the ReLUs' bf16 copies change the result (features %d, gradients %d)", same_f,
-              same_g);
+    const char *prec = hallu_backend_precision(be) == HALLU_PRECISION_BF16 ? "bf16" : "fp32";
+    printf("%s %s with the fused and bf16-copy ops vs without: features %s, weight gradients %s\n", arch, prec,
+           same_f ? "same bits" : "DIFFER", same_g ? "same bits" : "DIFFER");
+    CHECK_MSG(same_f && same_g, "%s %s: the fused / bf16-copy ops change the result (features %d, gradients %d)",
+              arch, prec, same_f, same_g);
     free(f[0]), free(f[1]), free(g[0]), free(g[1]);
 }
 
@@ -225,11 +231,12 @@ int main(void)
     hallu_backend *be = NULL;
     if (test_backend_create(&be, 2, &err) != HALLU_OK)
         return 1;
+    test_resnet_ops(be, "resnet18", 512);    /* fp32: the fused batch norm ops alone */
     hallu_status s = hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err);
     if (s == HALLU_ERR_UNSUPPORTED) {
-        printf("skipped: %s\n", err.msg);
+        printf("bf16 skipped: %s\n", err.msg);
         hallu_backend_free(be);
-        return 77;
+        return check_summary() ? 1 : 77;
     }
     CHECK_OK(s, &err);
     test_conv(be, 2, 8, 8, 3, 16, 3, 1, 1);      /* the CIFAR stem's first layer */
@@ -243,8 +250,8 @@ int main(void)
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
     test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
     test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
-    test_resnet_x16(be, "resnet18", 512);   /* basic blocks */
-    test_resnet_x16(be, "resnet50", 2048);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
+    test_resnet_ops(be, "resnet18", 512);   /* basic blocks */
+    test_resnet_ops(be, "resnet50", 2048);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
     hallu_backend_free(be);
     return check_summary();
 }

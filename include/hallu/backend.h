@@ -139,6 +139,28 @@ typedef struct hallu_backend_ops {
     void (*batchnorm_backward_x16)(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                    const float *dy, const float *x, const float *save_mean,
                                    const float *save_invstd, const float *gamma, int64_t m, int c);
+    /* Batch norm's normalize fused with the ReLU after it (and the residual
+     * add before that ReLU, when residual != NULL): r = max(bn(x) + residual,
+     * 0) with bn(x) as batchnorm_normalize computes it and the add and max as
+     * add and relu_forward do (the same bits as those three ops in turn),
+     * written to y and/or as its bf16 rounding (as relu_forward_x16) to y16;
+     * either may be NULL. save_mean and save_invstd as batchnorm_normalize;
+     * save_scale [c] receives the per-channel float factor bn(x) used, which
+     * batchnorm_backward_relu takes. Optional (NULL), with the other two
+     * fused ops (batchnorm_backward_relu, add_relu_backward). */
+    void (*batchnorm_normalize_relu)(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
+                                     float *save_invstd, float *save_scale, const float *x, const double *mean,
+                                     const double *var, const float *gamma, const float *beta,
+                                     const float *residual, int64_t m, int c, float eps);
+    /* The backward of batchnorm_normalize_relu without residual: dy is taken
+     * as zero where the ReLU's input bn(x) (recomputed from x, save_mean,
+     * save_scale and beta exactly as the forward computed it) is not > 0, as
+     * relu_backward does, then batchnorm_backward, with dx (may be dy) or
+     * batchnorm_backward_x16 with dx16 (one of them or neither). */
+    void (*batchnorm_backward_relu)(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                    const float *dy, const float *x, const float *save_mean,
+                                    const float *save_invstd, const float *save_scale, const float *gamma,
+                                    const float *beta, int64_t m, int c);
 
     /* ---- elementwise ---- */
     void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */
@@ -151,6 +173,10 @@ typedef struct hallu_backend_ops {
      * their inputs themselves). y may == x. */
     void (*relu_forward_x16)(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
     void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
+    /* dx = y > 0 ? a + b : 0: add then relu_backward in one pass (same bits);
+     * dx may be a or b. Optional (see batchnorm_normalize_relu). */
+    void (*add_relu_backward)(hallu_backend *be, float *dx, const float *a, const float *b, const float *y,
+                              int64_t n);
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
     void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
     /* y [pixels][3] = (x / 255 - mean[c]) / std[c] for uint8 NHWC x [pixels][3]:

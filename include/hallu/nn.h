@@ -70,10 +70,11 @@ typedef struct hallu_batchnorm {
     int64_t running_mean, running_var, num_batches_tracked;   /* state offsets */
     /* Device memory from hallu_batchnorm_plan: the float statistics backward
      * takes, save_mean/save_invstd [instances][HALLU_BN_MAX_GROUPS][c] (views of
-     * `saved`), and the double batch mean and variance [2][c] of the forward
-     * in progress (`batch`). */
+     * `saved`; save_scale too: the fused ReLU forward's scale, see
+     * hallu_batchnorm_forward_relu), and the double batch mean and variance
+     * [2][c] of the forward in progress (`batch`). */
     hallu_buffer saved, batch;
-    float *save_mean, *save_invstd;
+    float *save_mean, *save_invstd, *save_scale;
     int planned_instances;
 } hallu_batchnorm;
 
@@ -104,6 +105,24 @@ void hallu_batchnorm_backward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int i
  * does nothing and returns 0 (the caller runs hallu_batchnorm_backward). */
 int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, uint16_t *dx16,
                                  const float *dy, const float *x, int64_t rows);
+/* Batch norm fused with the ReLU after it (and a residual add before that
+ * ReLU), one pass where there were three: whether the backend can
+ * (batchnorm_normalize_relu, batchnorm_backward_relu, add_relu_backward) in
+ * this context (training, no groups, no sync across ranks). A caller that
+ * runs hallu_batchnorm_forward_relu runs hallu_batchnorm_backward_relu for it. */
+int hallu_batchnorm_relu_fusable(const hallu_nn_ctx *ctx);
+/* max(bn(x) + residual, 0) (residual NULL: max(bn(x), 0)) written to y and/or
+ * rounded to bf16 to y16 (either may be NULL; y16 as relu_forward_x16), the
+ * same bits as hallu_batchnorm_forward, add and relu_forward in turn, with the
+ * same statistics and running updates. Only where hallu_batchnorm_relu_fusable. */
+void hallu_batchnorm_forward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
+                                  const float *x, const float *residual, int64_t rows);
+/* The backward of hallu_batchnorm_forward_relu without residual, from the
+ * gradient of its output: relu_backward then hallu_batchnorm_backward (the
+ * ReLU's mask recomputed from x, not read), dx written to dx (may be dy) or as
+ * bf16 to dx16 (as hallu_batchnorm_backward_x16). */
+void hallu_batchnorm_backward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
+                                   uint16_t *dx16, const float *dy, const float *x, int64_t rows);
 
 /* ---- linear ---- */
 typedef struct hallu_linear {

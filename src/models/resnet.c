@@ -11,7 +11,15 @@
  * bf16 (issue 28): where the backend rounds in its ReLU (relu_forward_x16), each
  * ReLU output that a convolution reads is kept also as its bf16 copy, made in
  * the ReLU's pass and read by the convolution's forward and weight gradient in
- * place of two rounding passes of their own (same bits). */
+ * place of two rounding passes of their own (same bits).
+ *
+ * Fused batch norm (hallu_batchnorm_relu_fusable: CPU training): each unit's
+ * batch norm applies its ReLU in the same pass, the last unit's also the
+ * block's residual add, writing the block output directly; in backward the
+ * units' batch norms mask their gradient by the ReLU themselves and each
+ * block's final add masks by the previous block's ReLU (add_relu_backward).
+ * Same bits, two to four passes fewer over each activation. An inner unit's
+ * fp32 output is then not written when its bf16 copy is all that is read. */
 #include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
@@ -25,6 +33,7 @@ typedef struct unit {
     hallu_conv2d conv;
     hallu_batchnorm bn;
     int relu;
+    int out_f32_read;   /* its fp32 output is read other than by a convolution (the stem's: the first add) */
     int in_h, in_w, out_h, out_w;
     float *pre[HALLU_MAX_INSTANCES];   /* conv output (BN input) */
     float *out[HALLU_MAX_INSTANCES];   /* BN (+ReLU) output */
@@ -53,6 +62,7 @@ struct hallu_resnet {
     float *features[HALLU_MAX_INSTANCES];
     const float *input[HALLU_MAX_INSTANCES];
     int batch[HALLU_MAX_INSTANCES];
+    int relu_fused[HALLU_MAX_INSTANCES];   /* the forward fused batch norm and ReLU (see the top) */
     float *grad_buf[NUM_GRAD_BUFFERS];
     uint16_t *dy16;      /* x16: batch norm's input gradient in bf16, for the convolution after it (else NULL) */
     size_t max_act;      /* floats per activation buffer (max over the net) */
@@ -314,6 +324,7 @@ hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_bat
     net->max_act = (size_t)max_batch * h * w * 3;
     net->x16 = be->ops->relu_forward_x16 && hallu_backend_precision(be) == HALLU_PRECISION_BF16;
     hallu_mem_plan_init(&net->arena);
+    net->stem.out_f32_read = 1;
     hallu_status s = unit_plan(&net->stem, net, be, h, w, -1, net->cfg.stem != HALLU_STEM_IMAGENET, err);
     h = net->stem.out_h;
     w = net->stem.out_w;
@@ -383,14 +394,26 @@ static void relu_out(const hallu_nn_ctx *ctx, float *y, uint16_t *y16, int64_t n
         ctx->be->ops->relu_forward(ctx->be, y, y, n);
 }
 
-/* x16: x's bf16 copy or NULL. */
+/* The unit's fp32 output for what reads it next: NULL where the fused forward
+ * did not write it (a convolution reads the bf16 copy). */
+static const float *unit_out(const unit *u, int inst, int fused)
+{
+    return fused && u->relu && u->out16[inst] && !u->out_f32_read ? NULL : u->out[inst];
+}
+
+/* x16: x's bf16 copy or NULL; fused: hallu_batchnorm_relu_fusable (see the top). */
 static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
-                                 int n, hallu_error *err)
+                                 int n, int fused, hallu_error *err)
 {
     hallu_status s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, x16, n, u->in_h, u->in_w, err);
     if (s != HALLU_OK)
         return s;
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
+    if (u->relu && fused) {
+        hallu_batchnorm_forward_relu(&u->bn, ctx, inst, (float *)unit_out(u, inst, fused), u->out16[inst],
+                                     u->pre[inst], NULL, rows);
+        return HALLU_OK;
+    }
     hallu_batchnorm_forward(&u->bn, ctx, inst, u->out[inst], u->pre[inst], rows);
     if (u->relu)
         relu_out(ctx, u->out[inst], u->out16[inst], rows * u->conv.cout);
@@ -398,27 +421,37 @@ static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, con
 }
 
 static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
-                                  int n, hallu_error *err)
+                                  int n, int fused, hallu_error *err)
 {
-    const float *cur = x;
-    const uint16_t *cur16 = x16;
     hallu_status s = HALLU_OK;
-    for (int u = 0; u < b->num_units && s == HALLU_OK; u++) {
-        s = unit_forward(&b->units[u], ctx, inst, cur, cur16, n, err);
-        cur = b->units[u].out[inst];
-        cur16 = b->units[u].out16[inst];
-    }
     const float *shortcut = x;
-    if (s == HALLU_OK && b->has_down) {
-        s = unit_forward(&b->down, ctx, inst, x, x16, n, err);
+    if (b->has_down) {   /* first: the fused last unit reads its output */
+        s = unit_forward(&b->down, ctx, inst, x, x16, n, fused, err);
         shortcut = b->down.out[inst];
     }
-    const unit *last = &b->units[b->num_units - 1];
-    int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
-    if (s == HALLU_OK) {
-        ctx->be->ops->add(ctx->be, b->out[inst], cur, shortcut, numel);
-        relu_out(ctx, b->out[inst], b->out16[inst], numel);
+    const float *cur = x;
+    const uint16_t *cur16 = x16;
+    for (int u = 0; u < b->num_units - 1 && s == HALLU_OK; u++) {
+        s = unit_forward(&b->units[u], ctx, inst, cur, cur16, n, fused, err);
+        cur = unit_out(&b->units[u], inst, fused);
+        cur16 = b->units[u].out16[inst];
     }
+    if (s != HALLU_OK)
+        return s;
+    unit *last = &b->units[b->num_units - 1];
+    int64_t rows = (int64_t)n * last->out_h * last->out_w, numel = rows * last->conv.cout;
+    if (!fused) {
+        s = unit_forward(last, ctx, inst, cur, cur16, n, fused, err);
+        if (s == HALLU_OK) {
+            ctx->be->ops->add(ctx->be, b->out[inst], last->out[inst], shortcut, numel);
+            relu_out(ctx, b->out[inst], b->out16[inst], numel);
+        }
+        return s;
+    }
+    s = hallu_conv2d_forward(&last->conv, ctx, last->pre[inst], cur, cur16, n, last->in_h, last->in_w, err);
+    if (s == HALLU_OK)
+        hallu_batchnorm_forward_relu(&last->bn, ctx, inst, b->out[inst], b->out16[inst], last->pre[inst], shortcut,
+                                     rows);
     return s;
 }
 
@@ -431,7 +464,8 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
                                net->num_instances, n, net->max_batch);
     net->input[inst] = x;
     net->batch[inst] = n;
-    hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, err);
+    int fused = net->relu_fused[inst] = hallu_batchnorm_relu_fusable(ctx);
+    hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, fused, err);
     const float *cur = net->stem.out[inst];
     const uint16_t *cur16 = net->stem.out16[inst];
     if (s == HALLU_OK && net->cfg.stem == HALLU_STEM_IMAGENET) {
@@ -442,7 +476,7 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
         cur16 = NULL;
     }
     for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++) {
-        s = block_forward(&net->blocks[b], ctx, inst, cur, cur16, n, err);
+        s = block_forward(&net->blocks[b], ctx, inst, cur, cur16, n, fused, err);
         cur = net->blocks[b].out[inst];
         cur16 = net->blocks[b].out16[inst];
     }
@@ -461,12 +495,18 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
  * input gradient and may be dy itself (batch norm's backward allows that);
  * dx (NULL: not needed) receives the unit's input gradient and must differ
  * from bn_dx. With the net's bf16 gradient buffer (net->dy16, else NULL) batch
- * norm writes its input gradient there as bf16 instead, for the convolution. */
+ * norm writes its input gradient there as bf16 instead, for the convolution.
+ * fused: the forward was fused (batch norm masks by the ReLU itself). */
 static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
                                   const float *x, const uint16_t *x16, int n, float *bn_dx, uint16_t *dy16,
-                                  hallu_error *err)
+                                  int fused, hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
+    if (u->relu && fused) {
+        hallu_batchnorm_backward_relu(&u->bn, ctx, inst, dy16 ? NULL : bn_dx, dy16, dy, u->pre[inst], rows);
+        return hallu_conv2d_backward(&u->conv, ctx, dx, dy16 ? NULL : bn_dx, dy16, x, x16, n, u->in_h, u->in_w,
+                                     err);
+    }
     if (u->relu)
         ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
     if (dy16 && hallu_batchnorm_backward_x16(&u->bn, ctx, inst, dy16, dy, u->pre[inst], rows))
@@ -480,32 +520,41 @@ static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, fl
  * gradient for the shortcut until the downsample (or the final add) has read
  * it; the main path alternates between the other two, its units' batch norms
  * running in place except the last unit's, whose input gradient g must not
- * overwrite. */
+ * overwrite. Fused forward (net->relu_fused): the output gradient comes
+ * masked by the block's ReLU already, and when mask_input the input gradient
+ * leaves masked by the ReLU that made x (the previous block's). */
 static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
-                                   const float *x, const uint16_t *x16, int n, int *index, hallu_error *err)
+                                   const float *x, const uint16_t *x16, int n, int mask_input, int *index,
+                                   hallu_error *err)
 {
     float **buf = net->grad_buf;
+    int fused = net->relu_fused[inst];
     int g = *index, cur = (g + 1) % NUM_GRAD_BUFFERS, other = (g + 2) % NUM_GRAD_BUFFERS;
     const unit *last = &b->units[b->num_units - 1];
     int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
-    ctx->be->ops->relu_backward(ctx->be, buf[g], buf[g], b->out[inst], numel);
+    if (!fused)
+        ctx->be->ops->relu_backward(ctx->be, buf[g], buf[g], b->out[inst], numel);
 
     /* The last unit: BN's input gradient into `other`, the conv's into `cur`. */
     int u = b->num_units - 1;
-    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], b->units[u - 1].out[inst],
-                                   b->units[u - 1].out16[inst], n, buf[other], net->dy16, err);
+    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], unit_out(&b->units[u - 1], inst, fused),
+                                   b->units[u - 1].out16[inst], n, buf[other], net->dy16, fused, err);
     for (u--; u >= 0 && s == HALLU_OK; u--) {
-        const float *ux = u == 0 ? x : b->units[u - 1].out[inst];
+        const float *ux = u == 0 ? x : unit_out(&b->units[u - 1], inst, fused);
         const uint16_t *ux16 = u == 0 ? x16 : b->units[u - 1].out16[inst];
-        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], net->dy16, err);
+        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], net->dy16, fused,
+                          err);
         int t = cur; cur = other; other = t;
     }
     if (s != HALLU_OK)
         return s;
     int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
     if (b->has_down)   /* its BN reads g into `other`, its conv writes the shortcut's gradient over g */
-        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], net->dy16, err);
-    ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
+        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], net->dy16, fused, err);
+    if (fused && mask_input)
+        ctx->be->ops->add_relu_backward(ctx->be, buf[cur], buf[cur], buf[g], x, in_numel);
+    else
+        ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
     *index = cur;
     return s;
 }
@@ -522,12 +571,15 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
     ctx->be->ops->global_avgpool_backward(ctx->be, net->grad_buf[index], dfeatures, n,
                                           last->out_h * last->out_w, net->feature_dim);
     hallu_status s = HALLU_OK;
-    int imagenet = net->cfg.stem == HALLU_STEM_IMAGENET;
+    int imagenet = net->cfg.stem == HALLU_STEM_IMAGENET, fused = net->relu_fused[inst];
+    if (fused)   /* the last block's ReLU (each earlier block's comes with the add after it) */
+        ctx->be->ops->relu_backward(ctx->be, net->grad_buf[index], net->grad_buf[index], lastb->out[inst],
+                                    (int64_t)n * last->out_h * last->out_w * last->conv.cout);
     for (int b = net->num_blocks - 1; b >= 0 && s == HALLU_OK; b--) {
         const float *bx = b > 0 ? net->blocks[b - 1].out[inst]
                         : imagenet ? net->pool_out[inst] : net->stem.out[inst];
         const uint16_t *bx16 = b > 0 ? net->blocks[b - 1].out16[inst] : imagenet ? NULL : net->stem.out16[inst];
-        s = block_backward(&net->blocks[b], net, ctx, inst, bx, bx16, n, &index, err);
+        s = block_backward(&net->blocks[b], net, ctx, inst, bx, bx16, n, b > 0, &index, err);
     }
     if (s != HALLU_OK)
         return s;
@@ -539,5 +591,5 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         index = to;
     }
     return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], NULL, n,
-                         net->grad_buf[index], net->dy16, err);
+                         net->grad_buf[index], net->dy16, fused, err);
 }

@@ -40,7 +40,7 @@ hallu_status hallu_batchnorm_plan(hallu_batchnorm *m, hallu_backend *be, int num
         return HALLU_OK;
     hallu_batchnorm_free(m);
     int64_t per_side = (int64_t)num_instances * HALLU_BN_MAX_GROUPS * m->c;
-    hallu_status s = hallu_buffer_alloc(&m->saved, be, HALLU_DTYPE_F32, 2 * per_side, "batchnorm statistics", err);
+    hallu_status s = hallu_buffer_alloc(&m->saved, be, HALLU_DTYPE_F32, 3 * per_side, "batchnorm statistics", err);
     if (s == HALLU_OK)
         s = hallu_buffer_alloc(&m->batch, be, HALLU_DTYPE_F64, 2 * (int64_t)m->c, "batchnorm batch statistics", err);
     if (s != HALLU_OK) {
@@ -49,6 +49,7 @@ hallu_status hallu_batchnorm_plan(hallu_batchnorm *m, hallu_backend *be, int num
     }
     m->save_mean = hallu_buffer_f32(&m->saved);
     m->save_invstd = m->save_mean + per_side;
+    m->save_scale = m->save_invstd + per_side;
     m->planned_instances = num_instances;
     return HALLU_OK;
 }
@@ -57,7 +58,7 @@ void hallu_batchnorm_free(hallu_batchnorm *m)
 {
     hallu_buffer_free(&m->saved);
     hallu_buffer_free(&m->batch);
-    m->save_mean = m->save_invstd = NULL;
+    m->save_mean = m->save_invstd = m->save_scale = NULL;
     m->planned_instances = 0;
 }
 
@@ -99,6 +100,53 @@ static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
     return ((size_t)inst * HALLU_BN_MAX_GROUPS + (size_t)group) * (size_t)m->c;
 }
 
+/* The training forward over all rows as one group (across ranks with SyncBN);
+ * relu: the fused normalize (hallu_batchnorm_forward_relu's y, y16, residual). */
+static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
+                          const float *x, const float *residual, int relu, int64_t rows)
+{
+    hallu_params *ps = ctx->ps;
+    const float *gamma = m->affine ? ps->param + m->weight : NULL;
+    const float *beta = m->affine ? ps->param + m->bias : NULL;
+    hallu_backend *be = ctx->be;
+    double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
+    int ranks = sync_ranks(ctx);
+    be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
+    if (ranks > 1) {   /* SyncBN: the statistics of every rank's rows (mean and var are contiguous) */
+        be->ops->batchnorm_stats_to_moments(be, mean, var, m->c);
+        sum_across_ranks(ctx, mean, 2 * (int64_t)m->c);
+        be->ops->batchnorm_moments_to_stats(be, mean, var, m->c, 1.0 / ranks);
+    }
+    be->ops->batchnorm_update_running(be, ps->buffer + m->running_mean, ps->buffer + m->running_var, mean, var,
+                                      rows * ranks, m->c, m->momentum);
+    size_t at = stats_at(m, inst, 0);
+    if (relu)
+        be->ops->batchnorm_normalize_relu(be, y, y16, m->save_mean + at, m->save_invstd + at, m->save_scale + at, x,
+                                          mean, var, gamma, beta, residual, rows, m->c, m->eps);
+    else
+        be->ops->batchnorm_normalize(be, y, m->save_mean + at, m->save_invstd + at, x, mean, var, gamma, beta, rows,
+                                     m->c, m->eps);
+    be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
+}
+
+int hallu_batchnorm_relu_fusable(const hallu_nn_ctx *ctx)
+{
+    const hallu_backend_ops *ops = ctx->be->ops;
+    return ops->batchnorm_normalize_relu && ops->batchnorm_backward_relu && ops->add_relu_backward && ctx->training
+        && bn_groups(ctx) == 1 && sync_ranks(ctx) == 1;
+}
+
+void hallu_batchnorm_forward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
+                                  const float *x, const float *residual, int64_t rows)
+{
+    if (!hallu_batchnorm_relu_fusable(ctx)) {
+        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm forward_relu: not fusable here "
+                           "(hallu_batchnorm_relu_fusable)");
+        return;
+    }
+    forward_train(m, ctx, inst, y, y16, x, residual, 1, rows);
+}
+
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
                              const float *x, int64_t rows)
 {
@@ -109,18 +157,7 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     hallu_backend *be = ctx->be;
     double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     if (ctx->training && groups == 1) {
-        int ranks = sync_ranks(ctx);
-        be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
-        if (ranks > 1) {   /* SyncBN: the statistics of every rank's rows (mean and var are contiguous) */
-            be->ops->batchnorm_stats_to_moments(be, mean, var, m->c);
-            sum_across_ranks(ctx, mean, 2 * (int64_t)m->c);
-            be->ops->batchnorm_moments_to_stats(be, mean, var, m->c, 1.0 / ranks);
-        }
-        be->ops->batchnorm_update_running(be, ps->buffer + m->running_mean, ps->buffer + m->running_var, mean, var,
-                                          rows * ranks, m->c, m->momentum);
-        be->ops->batchnorm_normalize(be, y, m->save_mean + stats_at(m, inst, 0), m->save_invstd + stats_at(m, inst, 0),
-                                     x, mean, var, gamma, beta, rows, m->c, m->eps);
-        be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
+        forward_train(m, ctx, inst, y, NULL, x, NULL, 0, rows);
     } else if (ctx->training) {
         int64_t per = rows / groups;
         for (int g = 0; g < groups; g++) {
@@ -191,4 +228,21 @@ int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, in
         return 0;
     backward_groups(m, ctx, inst, NULL, dx16, dy, x, rows);
     return 1;
+}
+
+void hallu_batchnorm_backward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
+                                   uint16_t *dx16, const float *dy, const float *x, int64_t rows)
+{
+    if (!hallu_batchnorm_relu_fusable(ctx)) {
+        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm backward_relu: not fusable here "
+                           "(hallu_batchnorm_relu_fusable)");
+        return;
+    }
+    hallu_params *ps = ctx->ps;
+    size_t at = stats_at(m, inst, 0);
+    ctx->be->ops->batchnorm_backward_relu(ctx->be, dx, dx16, m->affine ? ps->grad + m->weight : NULL,
+                                          m->affine ? ps->grad + m->bias : NULL, dy, x, m->save_mean + at,
+                                          m->save_invstd + at, m->save_scale + at,
+                                          m->affine ? ps->param + m->weight : NULL,
+                                          m->affine ? ps->param + m->bias : NULL, rows, m->c);
 }

@@ -3,6 +3,7 @@
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
+#include <string.h>
 
 enum { ELT_GRAIN = 1 << 16 };
 
@@ -81,6 +82,24 @@ CPU_HOT static void add_range(float *y, const float *a, const float *b, int64_t 
         y[i] = a[i] + b[i];
 }
 
+/* (a + b) then relu_grad_range's select, in one pass. The select is on the
+ * bits (and with an all-ones or zero mask: the same +0 where y <= 0): GCC
+ * will not if-convert a float add that feeds one arm only (it may trap), and
+ * the loop would stay scalar with a branch that mispredicts on half the
+ * elements. */
+CPU_HOT static void add_relu_grad_range(float *dx, const float *a, const float *b, const float *y, int64_t lo,
+                                        int64_t hi)
+{
+#pragma omp simd
+    for (int64_t i = lo; i < hi; i++) {
+        float g = a[i] + b[i];
+        uint32_t bits, keep = y[i] > 0.0f ? 0xffffffffu : 0u;
+        memcpy(&bits, &g, sizeof bits);
+        bits &= keep;
+        memcpy(&dx[i], &bits, sizeof bits);
+    }
+}
+
 CPU_HOT static void axpy_range(float *y, float alpha, const float *x, int64_t lo, int64_t hi)
 {
 #pragma omp simd
@@ -113,6 +132,11 @@ void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const floa
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n)
 {
     ELT_PARALLEL(be, n, add_range(y, a, b, lo, hi));
+}
+
+void cpu_add_relu_backward(hallu_backend *be, float *dx, const float *a, const float *b, const float *y, int64_t n)
+{
+    ELT_PARALLEL(be, n, add_relu_grad_range(dx, a, b, y, lo, hi));
 }
 
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)

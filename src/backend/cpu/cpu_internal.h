@@ -233,12 +233,20 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
 void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *save_mean,
                                 const float *save_invstd, const float *gamma, int64_t m, int c);
+void cpu_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
+                                  float *save_scale, const float *x, const double *mean, const double *var,
+                                  const float *gamma, const float *beta, const float *residual, int64_t m, int c,
+                                  float eps);
+void cpu_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                 const float *dy, const float *x, const float *save_mean, const float *save_invstd,
+                                 const float *save_scale, const float *gamma, const float *beta, int64_t m, int c);
 
 /* elementwise (cpu_eltwise.c) */
 void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n);
 void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n);
 void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
+void cpu_add_relu_backward(hallu_backend *be, float *dx, const float *a, const float *b, const float *y, int64_t n);
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,

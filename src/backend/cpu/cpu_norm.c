@@ -39,10 +39,20 @@ CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *
     }
 }
 
-/* Per-thread slab sums for backward: s1 += sum(dy), s2 += sum(dy * (x - mean)). */
-CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
-                              const float *restrict dy, const float *restrict x, const float *restrict mean,
-                              int64_t ld, int cs, int64_t lo, int64_t hi)
+/* The forward's ReLU mask, recomputed in backward: g where the forward's
+ * (x - mean) * scale + shift (d = x - mean) was > 0, else 0, as relu_backward
+ * selects on the ReLU's output. The same float operations as affine_body, so
+ * the same bits (ISO C: no contraction into an FMA). */
+#define BN_RELU_MASKED(g, d, scale, shift) ((d) * (scale) + (shift) > 0.0f ? (g) : 0.0f)
+
+/* Per-thread slab sums for backward: s1 += sum(g), s2 += sum(g * (x - mean)),
+ * g = dy, or dy masked by the forward's ReLU (scale, shift) when relu. */
+static inline __attribute__((always_inline)) void grad_body(double *restrict s1, double *restrict s2,
+                                                            float *restrict b1, float *restrict b2,
+                                                            const float *restrict dy, const float *restrict x,
+                                                            const float *restrict mean, const float *restrict scale,
+                                                            const float *restrict shift, int relu, int64_t ld,
+                                                            int cs, int64_t lo, int64_t hi)
 {
     for (int j = 0; j < cs; j++)
         s1[j] = s2[j] = 0.0;
@@ -54,8 +64,11 @@ CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *r
             const float *xr = x + r * ld, *gr = dy + r * ld;
 #pragma omp simd
             for (int j = 0; j < cs; j++) {
-                b1[j] += gr[j];
-                b2[j] += gr[j] * (xr[j] - mean[j]);
+                float d = xr[j] - mean[j], g = gr[j];   /* loaded unconditionally: the select vectorises */
+                if (relu)
+                    g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
+                b1[j] += g;
+                b2[j] += g * d;
             }
         }
         for (int j = 0; j < cs; j++) {
@@ -65,76 +78,176 @@ CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *r
     }
 }
 
-/* y = (x - mean) * scale + shift over rows [lo, hi) of one slab. */
-CPU_HOT static void affine_rows(float *restrict y, const float *restrict x, const float *restrict mean,
-                                const float *restrict scale, const float *restrict shift, int64_t ld, int cs,
-                                int64_t lo, int64_t hi)
+CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
+                              const float *restrict dy, const float *restrict x, const float *restrict mean,
+                              const float *restrict scale, const float *restrict shift, int64_t ld, int cs,
+                              int64_t lo, int64_t hi)
+{
+    if (scale)
+        grad_body(s1, s2, b1, b2, dy, x, mean, scale, shift, 1, ld, cs, lo, hi);
+    else
+        grad_body(s1, s2, b1, b2, dy, x, mean, NULL, NULL, 0, ld, cs, lo, hi);
+}
+
+/* One apply pass over rows [lo, hi) of a slab (pointers at the slab's first
+ * channel, rows ld floats apart), written as float to out and/or rounded to
+ * bf16 (cpu_bf16_round) to out16:
+ *   forward (dy == NULL): v = (x - mean) * c1 + c2, then v + residual when
+ *     residual, then max(v, 0) as relu_forward when relu;
+ *   backward: v = c1 * g - c2 * (x - mean) - c3, g = dy or, when scale, dy
+ *     masked by the forward's ReLU (BN_RELU_MASKED with scale and shift). */
+typedef struct bn_pass {
+    float *out;
+    uint16_t *out16;
+    const float *dy, *x, *residual, *mean, *c1, *c2, *c3, *scale, *shift;
+    int relu;
+} bn_pass;
+
+/* The loop bodies take their cases as constant flags (out: write y / dx,
+ * out16: write its bf16, res: add the residual, relu) so that each inlined
+ * case is a branch-free loop that vectorises: a test of a pointer inside the
+ * loop would keep it scalar. */
+static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t *y16, const float *restrict x,
+                                                              const float *restrict res, const float *restrict mean,
+                                                              const float *restrict scale,
+                                                              const float *restrict shift, int out, int out16,
+                                                              int add_res, int relu, int64_t ld, int cs, int64_t lo,
+                                                              int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = x + r * ld;
-        float *yr = y + r * ld;
+        const float *xr = x + r * ld, *rr = add_res ? res + r * ld : NULL;
+        float *yr = out ? y + r * ld : NULL;
+        uint16_t *y16r = out16 ? y16 + r * ld : NULL;
 #pragma omp simd
-        for (int j = 0; j < cs; j++)
-            yr[j] = (xr[j] - mean[j]) * scale[j] + shift[j];
+        for (int j = 0; j < cs; j++) {
+            float v = (xr[j] - mean[j]) * scale[j] + shift[j];
+            if (add_res)
+                v = v + rr[j];
+            if (relu)
+                v = v < 0.0f ? 0.0f : v;
+            if (out)
+                yr[j] = v;
+            if (out16)
+                y16r[j] = cpu_bf16_round(v);
+        }
     }
 }
 
-/* dx = a * dy - b * (x - mean) - cst over rows [lo, hi) of one slab. */
-CPU_HOT static void dx_rows(float *dx, const float *dy, const float *restrict x, const float *restrict mean,
-                            const float *restrict a, const float *restrict b, const float *restrict cst,
-                            int64_t ld, int cs, int64_t lo, int64_t hi)
+static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *dx16, const float *dy,
+                                                          const float *restrict x, const float *restrict mean,
+                                                          const float *restrict a, const float *restrict b,
+                                                          const float *restrict cst, const float *restrict scale,
+                                                          const float *restrict shift, int out, int out16, int relu,
+                                                          int64_t ld, int cs, int64_t lo, int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
         const float *xr = x + r * ld, *gr = dy + r * ld;
-        float *dr = dx + r * ld;
+        float *dr = out ? dx + r * ld : NULL;
+        uint16_t *dr16 = out16 ? dx16 + r * ld : NULL;
 #pragma omp simd
-        for (int j = 0; j < cs; j++)
-            dr[j] = a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j];
+        for (int j = 0; j < cs; j++) {
+            float d = xr[j] - mean[j], g = gr[j];   /* loaded unconditionally: the select vectorises */
+            if (relu)
+                g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
+            float v = a[j] * g - b[j] * d - cst[j];
+            if (out)
+                dr[j] = v;
+            if (out16)
+                dr16[j] = cpu_bf16_round(v);
+        }
     }
 }
 
-/* dx_rows with dx rounded to bf16 (cpu_bf16_round) into dx16 instead. */
-CPU_HOT static void dx_rows_x16(uint16_t *dx16, const float *dy, const float *restrict x, const float *restrict mean,
-                                const float *restrict a, const float *restrict b, const float *restrict cst,
-                                int64_t ld, int cs, int64_t lo, int64_t hi)
+/* bn_pass over rows [lo, hi), each case a loop of its own. */
+CPU_HOT static void pass_rows(const bn_pass *p, int64_t ld, int cs, int64_t lo, int64_t hi)
 {
-    for (int64_t r = lo; r < hi; r++) {
-        const float *xr = x + r * ld, *gr = dy + r * ld;
-        uint16_t *dr = dx16 + r * ld;
-#pragma omp simd
-        for (int j = 0; j < cs; j++)
-            dr[j] = cpu_bf16_round(a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j]);
+    int out = p->out != NULL, out16 = p->out16 != NULL;
+#define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->residual, p->mean, p->c1, p->c2, o, o16, r, q, \
+                                         ld, cs, lo, hi)
+#define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->x, p->mean, p->c1, p->c2, p->c3, p->scale, p->shift, o, \
+                              o16, q, ld, cs, lo, hi)
+    if (!p->dy) {
+        switch ((p->residual != NULL) * 2 + (p->relu != 0)) {
+        case 0: if (out16) AFFINE(out, 1, 0, 0); else AFFINE(1, 0, 0, 0); break;
+        case 1: if (out16) AFFINE(out, 1, 0, 1); else AFFINE(1, 0, 0, 1); break;
+        case 2: if (out16) AFFINE(out, 1, 1, 0); else AFFINE(1, 0, 1, 0); break;
+        default: if (out16) AFFINE(out, 1, 1, 1); else AFFINE(1, 0, 1, 1); break;
+        }
+    } else if (out16) {   /* bf16 without AVX512-BF16: for correctness, not speed */
+        if (p->scale)
+            DX(out, 1, 1);
+        else
+            DX(out, 1, 0);
+    } else if (out) {
+        if (p->scale)
+            DX(1, 0, 1);
+        else
+            DX(1, 0, 0);
     }
+#undef AFFINE
+#undef DX
 }
 
 #ifdef CPU_HAVE_BF16_CVT
-/* The same with AVX512-BF16's conversion (the integer rounding vectorises
- * poorly); the same products and differences, unfused (ISO C: no contraction). */
+/* pass_rows for passes that write bf16, with AVX512-BF16's conversion (the
+ * integer rounding vectorises poorly); the same products, sums and
+ * comparisons, unfused (ISO C: no contraction), so the same bits. max(0, v)
+ * returns v for NaN and -0 for -0, as v < 0 ? 0 : v does. */
 __attribute__((target("avx512f,avx512bf16,avx512vl")))
-static void dx_rows_x16_cvt(uint16_t *dx16, const float *dy, const float *x, const float *mean, const float *a,
-                            const float *b, const float *cst, int64_t ld, int cs, int64_t lo, int64_t hi)
+static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, int64_t hi)
 {
+    const __m512 zero = _mm512_setzero_ps();
     int vec = cs & ~15;
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = x + r * ld, *gr = dy + r * ld;
-        uint16_t *dr = dx16 + r * ld;
+        const float *xr = p->x + r * ld;
+        uint16_t *o16 = p->out16 + r * ld;
         for (int j = 0; j < vec; j += 16) {
-            __m512 t = _mm512_mul_ps(_mm512_loadu_ps(a + j), _mm512_loadu_ps(gr + j));
-            __m512 u = _mm512_mul_ps(_mm512_loadu_ps(b + j),
-                                     _mm512_sub_ps(_mm512_loadu_ps(xr + j), _mm512_loadu_ps(mean + j)));
-            __m512 v = _mm512_sub_ps(_mm512_sub_ps(t, u), _mm512_loadu_ps(cst + j));
-            _mm256_storeu_si256((__m256i *)(dr + j), (__m256i)_mm512_cvtneps_pbh(v));
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + j), _mm512_loadu_ps(p->mean + j)), v;
+            if (!p->dy) {
+                v = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->c1 + j)), _mm512_loadu_ps(p->c2 + j));
+                if (p->residual)
+                    v = _mm512_add_ps(v, _mm512_loadu_ps(p->residual + r * ld + j));
+                if (p->relu)
+                    v = _mm512_max_ps(zero, v);
+                if (p->out)
+                    _mm512_storeu_ps(p->out + r * ld + j, v);
+            } else {
+                __m512 g = _mm512_loadu_ps(p->dy + r * ld + j);
+                if (p->scale) {
+                    __m512 pre = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->scale + j)),
+                                               _mm512_loadu_ps(p->shift + j));
+                    g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(pre, zero, _CMP_GT_OQ), g);
+                }
+                v = _mm512_sub_ps(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(p->c1 + j), g),
+                                                _mm512_mul_ps(_mm512_loadu_ps(p->c2 + j), d)),
+                                  _mm512_loadu_ps(p->c3 + j));
+            }
+            _mm256_storeu_si256((__m256i *)(o16 + j), (__m256i)_mm512_cvtneps_pbh(v));
         }
-        for (int j = vec; j < cs; j++)
-            dr[j] = cpu_bf16_round(a[j] * gr[j] - b[j] * (xr[j] - mean[j]) - cst[j]);
+        if (vec < cs) {   /* the channels past the last full vector */
+            bn_pass tail = *p;
+            tail.out = p->out ? p->out + vec : NULL;
+            tail.out16 = p->out16 + vec;
+            tail.dy = p->dy ? p->dy + vec : NULL;
+            tail.x = p->x + vec;
+            tail.residual = p->residual ? p->residual + vec : NULL;
+            tail.mean = p->mean + vec;
+            tail.c1 = p->c1 + vec;
+            tail.c2 = p->c2 + vec;
+            tail.c3 = p->c3 ? p->c3 + vec : NULL;
+            tail.scale = p->scale ? p->scale + vec : NULL;
+            tail.shift = p->shift ? p->shift + vec : NULL;
+            pass_rows(&tail, ld, cs - vec, r, r + 1);
+        }
     }
 }
 #endif
 
-/* Sums (x - k) and (x - k)^2 (or dy and dy*(x - mean) when dy != NULL) of one
- * slab over all rows into d1/d2, in thread order. */
+/* Sums (x - k) and (x - k)^2 (or g and g*(x - mean) when dy != NULL, g = dy
+ * masked by the forward's ReLU when scale != NULL) of one slab over all rows
+ * into d1/d2, in thread order. */
 static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const float *x,
-                      const float *k, int64_t m, int64_t ld, int cs)
+                      const float *k, const float *scale, const float *shift, int64_t m, int64_t ld, int cs)
 {
     cpu_impl *impl = cpu_impl_of(be);
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN), used = 1;
@@ -146,7 +259,7 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
         double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
         float *b1 = cpu_red_f(impl, t, 0), *b2 = cpu_red_f(impl, t, 1);
         if (dy)
-            grad_rows(s1, s2, b1, b2, dy, x, k, ld, cs, lo, hi);
+            grad_rows(s1, s2, b1, b2, dy, x, k, scale, shift, ld, cs, lo, hi);
         else
             stats_rows(s1, s2, b1, b2, x, k, ld, cs, lo, hi);
         if (t == 0)
@@ -163,32 +276,23 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
     }
 }
 
-/* Runs affine_rows (dy == NULL) or dx_rows over all rows of one slab; dx_rows
- * into out16 as bf16 instead when out16 != NULL. */
-static void slab_apply(hallu_backend *be, float *out, uint16_t *out16, const float *dy, const float *x,
-                       const float *mean, const float *c1, const float *c2, const float *c3, int64_t m, int64_t ld,
-                       int cs)
+/* Runs one bn_pass over all m rows of a slab. */
+static void slab_apply(hallu_backend *be, const bn_pass *p, int64_t m, int64_t ld, int cs)
 {
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN);
 #ifdef CPU_HAVE_BF16_CVT
-    int cvt = out16 && cpu_has_bf16_cvt();
+    int cvt = p->out16 && cpu_has_bf16_cvt();
 #endif
 #pragma omp parallel num_threads(nt)
     {
         int64_t lo, hi;
         cpu_split(m, omp_get_num_threads(), omp_get_thread_num(), &lo, &hi);
-        if (dy && out16) {
 #ifdef CPU_HAVE_BF16_CVT
-            if (cvt)
-                dx_rows_x16_cvt(out16, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
-            else
+        if (cvt)
+            pass_rows_x16_cvt(p, ld, cs, lo, hi);
+        else
 #endif
-                dx_rows_x16(out16, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
-        } else if (dy) {
-            dx_rows(out, dy, x, mean, c1, c2, c3, ld, cs, lo, hi);
-        } else {
-            affine_rows(out, x, mean, c1, c2, ld, cs, lo, hi);
-        }
+            pass_rows(p, ld, cs, lo, hi);
     }
 }
 
@@ -199,7 +303,7 @@ static void slab_stats(hallu_backend *be, double *mu, double *var, const float *
     int shared = impl->num_threads;
     double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
     /* Shifting by the first row keeps the one-pass variance free of cancellation. */
-    slab_sums(be, d1, d2, NULL, x, x, m, ld, cs);
+    slab_sums(be, d1, d2, NULL, x, x, NULL, NULL, m, ld, cs);
     for (int j = 0; j < cs; j++) {
         double mu_shift = d1[j] / (double)m;
         double v = d2[j] / (double)m - mu_shift * mu_shift;
@@ -211,8 +315,10 @@ static void slab_stats(hallu_backend *be, double *mu, double *var, const float *
 }
 
 /* y = (x - mean) * invstd * gamma + beta over one slab from the double batch
- * statistics; the float mean/invstd that backward needs are saved. */
-static void slab_normalize(hallu_backend *be, float *y, float *save_mean, float *save_invstd, const float *x,
+ * statistics, in the forward pass p (its outputs, x, residual and relu set by
+ * the caller); the float mean/invstd that backward needs are saved, and the
+ * float scale (invstd * gamma) when save_scale. */
+static void slab_normalize(hallu_backend *be, bn_pass p, float *save_mean, float *save_invstd, float *save_scale,
                            const double *mu, const double *var, const float *gamma, const float *beta, int64_t m,
                            int64_t ld, int cs, float eps)
 {
@@ -227,8 +333,13 @@ static void slab_normalize(hallu_backend *be, float *y, float *save_mean, float 
         shift[j] = beta ? beta[j] : 0.0f;
         save_mean[j] = (float)mu[j];
         save_invstd[j] = (float)invstd;
+        if (save_scale)
+            save_scale[j] = scale[j];
     }
-    slab_apply(be, y, NULL, NULL, x, mean, scale, shift, NULL, m, ld, cs);
+    p.mean = mean;
+    p.c1 = scale;
+    p.c2 = shift;
+    slab_apply(be, &p, m, ld, cs);
 }
 
 /* Running statistics move by momentum towards the batch mean and the UNBIASED
@@ -261,7 +372,8 @@ void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, 
         slab_stats(be, mu, var, x + c0, m, c, cs);
         running_update(running_mean ? running_mean + c0 : NULL, running_var ? running_var + c0 : NULL, mu, var, m,
                        cs, momentum);
-        slab_normalize(be, y + c0, save_mean + c0, save_invstd + c0, x + c0, mu, var, gamma ? gamma + c0 : NULL,
+        bn_pass p = { .out = y + c0, .x = x + c0 };
+        slab_normalize(be, p, save_mean + c0, save_invstd + c0, NULL, mu, var, gamma ? gamma + c0 : NULL,
                        beta ? beta + c0 : NULL, m, c, cs, eps);
     }
 }
@@ -286,7 +398,24 @@ void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, floa
         return;
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        slab_normalize(be, y + c0, save_mean + c0, save_invstd + c0, x + c0, mean + c0, var + c0,
+        bn_pass p = { .out = y + c0, .x = x + c0 };
+        slab_normalize(be, p, save_mean + c0, save_invstd + c0, NULL, mean + c0, var + c0,
+                       gamma ? gamma + c0 : NULL, beta ? beta + c0 : NULL, m, c, cs, eps);
+    }
+}
+
+void cpu_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
+                                  float *save_scale, const float *x, const double *mean, const double *var,
+                                  const float *gamma, const float *beta, const float *residual, int64_t m, int c,
+                                  float eps)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        bn_pass p = { .out = y ? y + c0 : NULL, .out16 = y16 ? y16 + c0 : NULL, .x = x + c0,
+                      .residual = residual ? residual + c0 : NULL, .relu = 1 };
+        slab_normalize(be, p, save_mean + c0, save_invstd + c0, save_scale + c0, mean + c0, var + c0,
                        gamma ? gamma + c0 : NULL, beta ? beta + c0 : NULL, m, c, cs, eps);
     }
 }
@@ -352,7 +481,7 @@ void cpu_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamm
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
         double *d1 = sums + c0, *d2 = sums + c + c0;
-        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, m, c, cs);
+        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, NULL, NULL, m, c, cs);
         for (int j = 0; j < cs; j++) {
             if (dgamma)
                 dgamma[c0 + j] += (float)(d2[j] * (double)save_invstd[c0 + j]);
@@ -380,7 +509,9 @@ void cpu_batchnorm_backward_apply(hallu_backend *be, float *dx, const float *dy,
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m_total);
             cst[j] = (float)(k * d1[j] / (double)m_total);
         }
-        slab_apply(be, dx + c0, NULL, dy + c0, x + c0, save_mean + c0, a, b, cst, m, c, cs);
+        bn_pass p = { .out = dx + c0, .dy = dy + c0, .x = x + c0, .mean = save_mean + c0, .c1 = a, .c2 = b,
+                      .c3 = cst };
+        slab_apply(be, &p, m, c, cs);
     }
 }
 
@@ -402,15 +533,16 @@ void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
             scale[j] = (float)(invstd * (gamma ? (double)gamma[c0 + j] : 1.0));
             shift[j] = beta ? beta[c0 + j] : 0.0f;
         }
-        slab_apply(be, y + c0, NULL, NULL, x + c0, mean, scale, shift, NULL, m, c, cs);
+        bn_pass p = { .out = y + c0, .x = x + c0, .mean = mean, .c1 = scale, .c2 = shift };
+        slab_apply(be, &p, m, c, cs);
     }
 }
 
 /* The training backward; dx as fp32 into dx, or as bf16 into dx16 (one of them
- * or neither). */
+ * or neither); dy masked by the forward's ReLU when save_scale (with beta). */
 static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
                                const float *dy, const float *x, const float *save_mean, const float *save_invstd,
-                               const float *gamma, int64_t m, int c)
+                               const float *save_scale, const float *gamma, const float *beta, int64_t m, int c)
 {
     if (m <= 0 || c <= 0)
         return;
@@ -418,9 +550,13 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
     int shared = impl->num_threads;
     double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
     float *a = cpu_red_f(impl, shared, 0), *b = cpu_red_f(impl, shared, 1), *cst = cpu_red_f(impl, shared, 2);
+    float *shift = cpu_red_f(impl, shared, 3);
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, m, c, cs);
+        const float *scale = save_scale ? save_scale + c0 : NULL;
+        for (int j = 0; j < cs; j++)
+            shift[j] = beta ? beta[c0 + j] : 0.0f;
+        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, scale, shift, m, c, cs);
         for (int j = 0; j < cs; j++) {
             double invstd = save_invstd[c0 + j], k = invstd * (gamma ? (double)gamma[c0 + j] : 1.0);
             if (dgamma)
@@ -431,9 +567,10 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m);
             cst[j] = (float)(k * d1[j] / (double)m);
         }
+        bn_pass p = { .out = dx ? dx + c0 : NULL, .out16 = dx16 ? dx16 + c0 : NULL, .dy = dy + c0, .x = x + c0,
+                      .mean = save_mean + c0, .c1 = a, .c2 = b, .c3 = cst, .scale = scale, .shift = shift };
         if (dx || dx16)
-            slab_apply(be, dx ? dx + c0 : NULL, dx16 ? dx16 + c0 : NULL, dy + c0, x + c0, save_mean + c0, a, b, cst,
-                       m, c, cs);
+            slab_apply(be, &p, m, c, cs);
     }
 }
 
@@ -441,12 +578,19 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
                             const float *dy, const float *x, const float *save_mean,
                             const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, m, c);
+    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, save_mean, save_invstd, NULL, gamma, NULL, m, c);
 }
 
 void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *save_mean,
                                 const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, gamma, m, c);
+    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, NULL, gamma, NULL, m, c);
+}
+
+void cpu_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                 const float *dy, const float *x, const float *save_mean, const float *save_invstd,
+                                 const float *save_scale, const float *gamma, const float *beta, int64_t m, int c)
+{
+    batchnorm_backward(be, dx, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, save_scale, gamma, beta, m, c);
 }

@@ -337,6 +337,28 @@ static void iso_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float 
                                                       D(save_mean), D(save_invstd), D(gamma), m, c));
 }
 
+static void iso_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
+                                         float *save_invstd, float *save_scale, const float *x, const double *mean,
+                                         const double *var, const float *gamma, const float *beta,
+                                         const float *residual, int64_t m, int c, float eps)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_normalize_relu(inner_of(be), D(y), D(y16), D(save_mean), D(save_invstd),
+                                                        D(save_scale), D(x), D(mean), D(var), D(gamma), D(beta),
+                                                        D(residual), m, c, eps));
+}
+
+static void iso_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                        const float *dy, const float *x, const float *save_mean,
+                                        const float *save_invstd, const float *save_scale, const float *gamma,
+                                        const float *beta, int64_t m, int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_backward_relu(inner_of(be), D(dx), D(dx16), D(dgamma), D(dbeta), D(dy),
+                                                       D(x), D(save_mean), D(save_invstd), D(save_scale), D(gamma),
+                                                       D(beta), m, c));
+}
+
 /* ---- elementwise ---- */
 
 static void iso_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
@@ -361,6 +383,13 @@ static void iso_add(hallu_backend *be, float *y, const float *a, const float *b,
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->add(inner_of(be), D(y), D(a), D(b), n));
+}
+
+static void iso_add_relu_backward(hallu_backend *be, float *dx, const float *a, const float *b, const float *y,
+                                  int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->add_relu_backward(inner_of(be), D(dx), D(a), D(b), D(y), n));
 }
 
 static void iso_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
@@ -736,10 +765,13 @@ static const hallu_backend_ops iso_ops = {
     .batchnorm_forward_eval = iso_batchnorm_forward_eval,
     .batchnorm_backward = iso_batchnorm_backward,
     .batchnorm_backward_x16 = iso_batchnorm_backward_x16,
+    .batchnorm_normalize_relu = iso_batchnorm_normalize_relu,
+    .batchnorm_backward_relu = iso_batchnorm_backward_relu,
     .relu_forward = iso_relu_forward,
     .relu_forward_x16 = iso_relu_forward_x16,
     .relu_backward = iso_relu_backward,
     .add = iso_add,
+    .add_relu_backward = iso_add_relu_backward,
     .axpy = iso_axpy,
     .scale = iso_scale,
     .normalize_u8 = iso_normalize_u8,
