@@ -657,6 +657,71 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     op_end();
 }
 
+/* Columns [0, w) of the device under test's x [m][c], as a new [m][w] buffer
+ * (on both sides). */
+static buf columns(buf x, int64_t m, int c, int w)
+{
+    float *h = tu_falloc((size_t)m * c), *hw = tu_falloc((size_t)m * w);
+    get(x, 0, h);
+    for (int64_t r = 0; r < m; r++)
+        memcpy(hw + r * w, h + r * c, (size_t)w * sizeof(float));
+    buf b = f32h(hw, (size_t)m * w);
+    free(h), free(hw);
+    return b;
+}
+
+/* Batch norm's sums over wide rows run in groups of 64 channels (the CPU's
+ * AVX-512 path) and the channels past the last group one by one: a channel's
+ * statistics and gradients must not depend on which way it went. The first 8
+ * of 72 channels (in a group) against the same 8 columns alone (c = 8: none
+ * in a group), bit for bit, for the CPU backends (same row split: same m). */
+static void t_bn_channel_groups(int64_t m)
+{
+    enum { C = 72, W = 8 };
+    op_begin("batchnorm sums m=%lld: channels in groups of 64 vs alone (c=%d vs %d)", (long long)m, C, W);
+    if (!g_exact || !g_dut_ops.batchnorm_normalize_relu) {
+        op_end();
+        return;
+    }
+    const float eps = 1e-5f;
+    buf x = bn_input(m, C), dy = f32u((size_t)m * C, -1, 1), gamma = f32u(C, 0.5, 1.5), beta = f32u(C, -0.5, 0.5);
+    BOTH(fill, F(gamma) + 3, 0.0f, 1);   /* a channel at ReLU's kink */
+    BOTH(fill, F(beta) + 3, 0.0f, 1);
+    buf xw = columns(x, m, C, W), dyw = columns(dy, m, C, W);
+    buf mean = mk(T_F64, 2 * C), meanw = mk(T_F64, 2 * W);
+    BOTH(batchnorm_stats, DB(mean), DB(mean) + C, F(x), m, C);
+    BOTH(batchnorm_stats, DB(meanw), DB(meanw) + W, F(xw), m, W);
+    double *hm = tu_dalloc(2 * C), *hmw = tu_dalloc(2 * W);
+    get(mean, 0, hm);
+    get(meanw, 0, hmw);
+    int bad = memcmp(hm, hmw, W * sizeof(double)) != 0 || memcmp(hm + C, hmw + W, W * sizeof(double)) != 0;
+    op_note("mean and var of the first 8 channels", bad, !bad);
+    free(hm), free(hmw);
+    buf sm = mk(T_F32, C), si = mk(T_F32, C), ss = mk(T_F32, C), y16 = mk(T_U16, (size_t)m * C);
+    buf smw = mk(T_F32, W), siw = mk(T_F32, W), ssw = mk(T_F32, W), y16w = mk(T_U16, (size_t)m * W);
+    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(mean),
+         DB(mean) + C, F(gamma), F(beta), NULL, m, C, eps);
+    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), DB(meanw),
+         DB(meanw) + W, F(gamma), F(beta), NULL, m, W, eps);
+    for (int relu = 0; relu < 2; relu++) {
+        buf dx = mk(T_F32, (size_t)m * C), dg = mk(T_F32, C), db = mk(T_F32, C);
+        buf dxw = mk(T_F32, (size_t)m * W), dgw = mk(T_F32, W), dbw = mk(T_F32, W);
+        BOTH(fill, F(dg), 0.0f, C);
+        BOTH(fill, F(db), 0.0f, C);
+        BOTH(fill, F(dgw), 0.0f, W);
+        BOTH(fill, F(dbw), 0.0f, W);
+        BOTH(batchnorm_backward_relu, F(dx), NULL, F(dg), F(db), F(dy), F(x), F(sm), F(si), relu ? F(ss) : NULL,
+             F(gamma), F(beta), m, C);
+        BOTH(batchnorm_backward_relu, F(dxw), NULL, F(dgw), F(dbw), F(dyw), F(xw), F(smw), F(siw),
+             relu ? F(ssw) : NULL, F(gamma), F(beta), m, W);
+        buf dxc = columns(dx, m, C, W), dgc = columns(dg, 1, C, W), dbc = columns(db, 1, C, W);
+        dut_same(relu ? "dx with the ReLU mask" : "dx", dxc, dxw, 0);
+        dut_same(relu ? "dgamma with the ReLU mask" : "dgamma", dgc, dgw, 0);
+        dut_same(relu ? "dbeta with the ReLU mask" : "dbeta", dbc, dbw, 0);
+    }
+    op_end();
+}
+
 static void t_batchnorm(int64_t m, int c)
 {
     const float eps = 1e-5f, mom = 0.1f;
@@ -1527,6 +1592,7 @@ int main(int argc, char **argv)
     t_batchnorm(128, 24);
     t_batchnorm(4, 40);      /* small batch (2 rows would leave dx ~ 0: rounding noise only) */
     t_bn_grouped(4, 8, 24);
+    t_bn_channel_groups(300);
     t_eltwise();
     t_maxpool(2, 10, 10, 6, 3, 2, 1, 0);
     t_maxpool(2, 9, 9, 5, 3, 2, 1, 1);

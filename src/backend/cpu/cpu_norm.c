@@ -243,6 +243,91 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
 }
 #endif
 
+#ifdef CPU_HAVE_BF16_CVT
+/* stats_rows (dy == NULL) or grad_rows over the first cs64 channels (a
+ * multiple of 64), with each 64-channel group's float block sums held in
+ * registers across the block's rows instead of being loaded and stored per row
+ * (which made the sums passes run at half the memory bandwidth): the same
+ * sums in the same order (products and sums unfused), so the same bits. */
+#define BN_SUMS_STEP(v)                                                                                          \
+    do {                                                                                                         \
+        __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + 16 * (v)), k##v);                                          \
+        if (!dy) {                                                                                               \
+            a1_##v = _mm512_add_ps(a1_##v, d);                                                                   \
+            a2_##v = _mm512_add_ps(a2_##v, _mm512_mul_ps(d, d));                                                 \
+        } else {                                                                                                 \
+            __m512 g = _mm512_loadu_ps(gr + 16 * (v));                                                           \
+            if (scale)                                                                                           \
+                g = _mm512_maskz_mov_ps(                                                                         \
+                    _mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(d, sc##v), sh##v), zero, _CMP_GT_OQ), g);      \
+            a1_##v = _mm512_add_ps(a1_##v, g);                                                                   \
+            a2_##v = _mm512_add_ps(a2_##v, _mm512_mul_ps(g, d));                                                 \
+        }                                                                                                        \
+    } while (0)
+
+__attribute__((target("avx512f")))
+static void sums_rows_avx512(double *s1, double *s2, const float *dy, const float *x, const float *k,
+                             const float *scale, const float *shift, int64_t ld, int cs64, int64_t lo, int64_t hi)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    for (int j = 0; j < cs64; j++)
+        s1[j] = s2[j] = 0.0;
+    for (int64_t r0 = lo; r0 < hi; r0 += BN_BLOCK) {
+        int64_t r1 = r0 + BN_BLOCK < hi ? r0 + BN_BLOCK : hi;
+        for (int j0 = 0; j0 < cs64; j0 += 64) {
+            __m512 k0 = _mm512_loadu_ps(k + j0), k1 = _mm512_loadu_ps(k + j0 + 16);
+            __m512 k2 = _mm512_loadu_ps(k + j0 + 32), k3 = _mm512_loadu_ps(k + j0 + 48);
+            __m512 sc0 = zero, sc1 = zero, sc2 = zero, sc3 = zero, sh0 = zero, sh1 = zero, sh2 = zero, sh3 = zero;
+            if (scale) {
+                sc0 = _mm512_loadu_ps(scale + j0), sc1 = _mm512_loadu_ps(scale + j0 + 16);
+                sc2 = _mm512_loadu_ps(scale + j0 + 32), sc3 = _mm512_loadu_ps(scale + j0 + 48);
+                sh0 = _mm512_loadu_ps(shift + j0), sh1 = _mm512_loadu_ps(shift + j0 + 16);
+                sh2 = _mm512_loadu_ps(shift + j0 + 32), sh3 = _mm512_loadu_ps(shift + j0 + 48);
+            }
+            __m512 a1_0 = zero, a1_1 = zero, a1_2 = zero, a1_3 = zero;
+            __m512 a2_0 = zero, a2_1 = zero, a2_2 = zero, a2_3 = zero;
+            for (int64_t r = r0; r < r1; r++) {
+                const float *xr = x + r * ld + j0, *gr = dy ? dy + r * ld + j0 : NULL;
+                BN_SUMS_STEP(0);
+                BN_SUMS_STEP(1);
+                BN_SUMS_STEP(2);
+                BN_SUMS_STEP(3);
+            }
+            float t1[64], t2[64];
+            _mm512_storeu_ps(t1, a1_0), _mm512_storeu_ps(t1 + 16, a1_1);
+            _mm512_storeu_ps(t1 + 32, a1_2), _mm512_storeu_ps(t1 + 48, a1_3);
+            _mm512_storeu_ps(t2, a2_0), _mm512_storeu_ps(t2 + 16, a2_1);
+            _mm512_storeu_ps(t2 + 32, a2_2), _mm512_storeu_ps(t2 + 48, a2_3);
+            for (int j = 0; j < 64; j++) {
+                s1[j0 + j] += t1[j];
+                s2[j0 + j] += t2[j];
+            }
+        }
+    }
+}
+#undef BN_SUMS_STEP
+#endif
+
+/* One thread's sums over rows [lo, hi) of a slab (see slab_sums). */
+static void sums_rows(double *s1, double *s2, float *b1, float *b2, const float *dy, const float *x,
+                      const float *k, const float *scale, const float *shift, int64_t ld, int cs, int64_t lo,
+                      int64_t hi)
+{
+    int done = 0;
+#ifdef CPU_HAVE_BF16_CVT
+    if (__builtin_cpu_supports("avx512f") && (done = cs & ~63) > 0)
+        sums_rows_avx512(s1, s2, dy, x, k, scale, shift, ld, done, lo, hi);
+#endif
+    if (done == cs)
+        return;
+    /* the channels past the last group of 64 (each channel's sums are its own) */
+    if (dy)
+        grad_rows(s1 + done, s2 + done, b1, b2, dy + done, x + done, k + done, scale ? scale + done : NULL,
+                  shift ? shift + done : NULL, ld, cs - done, lo, hi);
+    else
+        stats_rows(s1 + done, s2 + done, b1, b2, x + done, k + done, ld, cs - done, lo, hi);
+}
+
 /* Sums (x - k) and (x - k)^2 (or g and g*(x - mean) when dy != NULL, g = dy
  * masked by the forward's ReLU when scale != NULL) of one slab over all rows
  * into d1/d2, in thread order. */
@@ -258,10 +343,7 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
         cpu_split(m, T, t, &lo, &hi);
         double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
         float *b1 = cpu_red_f(impl, t, 0), *b2 = cpu_red_f(impl, t, 1);
-        if (dy)
-            grad_rows(s1, s2, b1, b2, dy, x, k, scale, shift, ld, cs, lo, hi);
-        else
-            stats_rows(s1, s2, b1, b2, x, k, ld, cs, lo, hi);
+        sums_rows(s1, s2, b1, b2, dy, x, k, scale, shift, ld, cs, lo, hi);
         if (t == 0)
             used = T;
     }
