@@ -103,8 +103,8 @@ static void bench_bn(hallu_backend *be, int64_t m, int c, int reps)
 }
 
 /* The batch-norm, ReLU and add passes one at a time, each with the bytes it
- * moves over its time (GB/s): the fused ops (batchnorm_normalize_relu,
- * batchnorm_backward_relu, add_relu_backward) beside the ops they replace. */
+ * moves over its time (GB/s): the fused ops (batchnorm_normalize_fused,
+ * batchnorm_backward_fused, add_relu_backward) beside the ops they replace. */
 static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
 {
     size_t n = (size_t)m * c;
@@ -131,26 +131,26 @@ static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
             case 2: if (be->ops->relu_forward_x16) be->ops->relu_forward_x16(be, y, y16, y, (int64_t)n); break;
             case 3: be->ops->add(be, y, y, res, (int64_t)n); break;
             case 4: case 5:
-                if (be->ops->batchnorm_normalize_relu)
-                    be->ops->batchnorm_normalize_relu(be, k == 4 ? y : NULL, y16, sm, si, ss, x, stats, stats + c,
-                                                      gamma, beta, k == 4 ? res : NULL, m, c, 1e-5f);
+                if (be->ops->batchnorm_normalize_fused)
+                    be->ops->batchnorm_normalize_fused(be, k == 4 ? y : NULL, y16, sm, si, ss, x, NULL, stats, stats + c,
+                                                      gamma, beta, k == 4 ? res : NULL, 1, m, c, 1e-5f);
                 break;
             case 6: if (be->ops->batchnorm_backward_x16)
                         be->ops->batchnorm_backward_x16(be, y16, dg, db, dy, x, sm, si, gamma, m, c);
                     break;
-            case 7: if (be->ops->batchnorm_backward_relu)
-                        be->ops->batchnorm_backward_relu(be, NULL, y16, dg, db, dy, x, sm, si, ss, gamma, beta, m, c);
+            case 7: if (be->ops->batchnorm_backward_fused)
+                        be->ops->batchnorm_backward_fused(be, NULL, y16, dg, db, dy, x, NULL, sm, si, ss, gamma, beta, m, c);
                     break;
             case 8: be->ops->relu_backward(be, y, dy, x, (int64_t)n); break;
             case 9: if (be->ops->add_relu_backward) be->ops->add_relu_backward(be, y, dy, res, x, (int64_t)n); break;
             case 10: be->ops->relu_forward(be, y, y, (int64_t)n); break;
-            case 11: if (be->ops->batchnorm_normalize_relu)
-                         be->ops->batchnorm_normalize_relu(be, y, NULL, sm, si, ss, x, stats, stats + c, gamma, beta,
-                                                           NULL, m, c, 1e-5f);
+            case 11: if (be->ops->batchnorm_normalize_fused)
+                         be->ops->batchnorm_normalize_fused(be, y, NULL, sm, si, ss, x, NULL, stats, stats + c, gamma, beta,
+                                                           NULL, 1, m, c, 1e-5f);
                      break;
             case 12: be->ops->batchnorm_backward(be, y, dg, db, dy, x, sm, si, gamma, m, c); break;
-            case 13: if (be->ops->batchnorm_backward_relu)
-                         be->ops->batchnorm_backward_relu(be, y, NULL, dg, db, dy, x, sm, si, ss, gamma, beta, m, c);
+            case 13: if (be->ops->batchnorm_backward_fused)
+                         be->ops->batchnorm_backward_fused(be, y, NULL, dg, db, dy, x, NULL, sm, si, ss, gamma, beta, m, c);
                      break;
             }
             double t = hallu_now() - t0;

@@ -51,9 +51,9 @@ static const struct slot {
 } k_slots[] = {
     SLOT(destroy), SLOT(alloc), SLOT(release), SLOT(upload), SLOT(download), SLOT(copy), SLOT(fill),
     SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
-    SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_backward),
+    SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_forward_y16), SLOT(conv2d_backward),
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward), SLOT(batchnorm_backward_x16),
-    SLOT(batchnorm_normalize_relu), SLOT(batchnorm_backward_relu),
+    SLOT(batchnorm_normalize_fused), SLOT(batchnorm_backward_fused), SLOT(batchnorm_stats_x16),
     SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(add_relu_backward), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
@@ -506,6 +506,24 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
     CMP("y", y);
     op_end();
 
+    /* bf16 plans' conv2d_forward_y16 is checked against bf16(y) in
+     * test_conv_bf16; the plans here are fp32: refused, nothing written. */
+    op_begin("conv2d_forward_y16 on an fp32 plan: refused %s", geo);
+    if (g_dut_ops.conv2d_forward_y16) {
+        buf y16 = mk(T_U16, ny), keep = mk(T_U16, ny);
+        BOTH(fill, F(y16), 3.0f, (int64_t)(ny / 2));
+        BOTH(copy, F(keep), F(y16), ny * 2);
+        int done = OP(conv2d_forward_y16)(plan[0], (uint16_t *)y16.p[0], F(x), NULL, F(wt));
+        op_note("return value (1: wrote)", done, !done);
+        uint16_t *a = tu_xmalloc(ny * 2), *b = tu_xmalloc(ny * 2);
+        get(y16, 0, a);
+        get(keep, 0, b);
+        int bad = memcmp(a, b, ny * 2) != 0;
+        op_note("y16 untouched", bad, !bad);
+        free(a), free(b);
+    }
+    op_end();
+
     buf dy = f32u(ny, -1, 1), dx = f32u(nx, -9, 9), dw = f32u(nw, -0.3, 0.3);
     op_begin("conv2d_backward %s", geo);
     BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), NULL, F(x), NULL, F(wt));
@@ -545,18 +563,6 @@ static buf bn_input(int64_t m, int c)
     return b;
 }
 
-/* fp32 -> bf16 bits as vcvtneps2bf16 (and oneDNN's reorders) round: nearest
- * even, denormals to signed zero, NaN quiet. */
-static uint16_t bf16_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7f800000u) == 0)
-        return (uint16_t)((u >> 16) & 0x8000u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40u);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* Elements of `got` whose bits differ from `want`'s on the device under test
  * (a fused op against the ops it fuses, run there). want16: got holds bf16,
@@ -575,15 +581,15 @@ static void dut_same(const char *name, buf got, buf want, int want16)
     free(w), free(g);
 }
 
-/* The fused ops (batchnorm_normalize_relu, batchnorm_backward_relu) against
+/* The fused ops (batchnorm_normalize_fused, batchnorm_backward_fused) against
  * the ops they fuse, on the device under test, bit for bit, and against the
  * reference as every op. Channel 0 has gamma = beta = 0: bn(x) is exactly 0
  * there, ReLU's kink (y = 0, gradient cut). */
 static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
 {
-    op_begin("batchnorm_normalize_relu m=%lld c=%d: relu(batchnorm_normalize + residual), y16 = bf16", (long long)m,
+    op_begin("batchnorm_normalize_fused m=%lld c=%d: relu(batchnorm_normalize + residual), y16 = bf16", (long long)m,
              c);
-    if (!g_dut_ops.batchnorm_normalize_relu) {
+    if (!g_dut_ops.batchnorm_normalize_fused) {
         op_end();
         return;
     }
@@ -597,8 +603,8 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     BOTH(batchnorm_normalize, F(bn), F(sm2), F(si2), F(x), DB(hm), DB(hv), F(gamma), F(beta), m, c, eps);
     BOTH(add, F(want), F(bn), F(res), (int64_t)n);
     BOTH(relu_forward, F(want), F(want), (int64_t)n);
-    BOTH(batchnorm_normalize_relu, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(hm), DB(hv),
-         F(gamma), F(beta), F(res), m, c, eps);
+    BOTH(batchnorm_normalize_fused, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv),
+         F(gamma), F(beta), F(res), 1, m, c, eps);
     CMP("y", y);
     CMP("y16", y16);
     CMP("save_mean", sm);
@@ -624,23 +630,23 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     BOTH(copy, F(want), F(bn), n * sizeof(float));
     BOTH(relu_forward, F(want), F(want), (int64_t)n);
     BOTH(fill, F(y), 7.0f, (int64_t)n);
-    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(hm), DB(hv),
-         F(gamma), F(beta), NULL, m, c, eps);
-    BOTH(batchnorm_normalize_relu, F(y), NULL, F(sm), F(si), F(ss), F(x), DB(hm), DB(hv), F(gamma), F(beta), NULL,
-         m, c, eps);
+    BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv),
+         F(gamma), F(beta), NULL, 1, m, c, eps);
+    BOTH(batchnorm_normalize_fused, F(y), NULL, F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv), F(gamma), F(beta),
+         NULL, 1, m, c, eps);
     CMP("y (no residual)", y);
     dut_same("y (no residual) vs batchnorm_normalize, relu_forward (elements off)", y, want, 0);
     dut_same("y16 alone (no residual) vs bf16 of that (elements off)", y16, want, 1);
     op_end();
 
-    op_begin("batchnorm_backward_relu m=%lld c=%d: relu_backward, then batchnorm_backward (_x16)", (long long)m, c);
+    op_begin("batchnorm_backward_fused m=%lld c=%d: relu_backward, then batchnorm_backward (_x16)", (long long)m, c);
     buf dy = f32u(n, -1, 1), dyr = mk(T_F32, n), dx = mk(T_F32, n), dxw = mk(T_F32, n), dx16 = mk(T_U16, n);
     buf dg = f32u(c, -0.2, 0.2), db = f32u(c, -0.2, 0.2), dgw = mk(T_F32, c), dbw = mk(T_F32, c);
     BOTH(copy, F(dgw), F(dg), c * sizeof(float));
     BOTH(copy, F(dbw), F(db), c * sizeof(float));
     BOTH(relu_backward, F(dyr), F(dy), F(want), (int64_t)n);   /* want: relu(bn(x)), the forward's output */
     BOTH(batchnorm_backward, F(dxw), F(dgw), F(dbw), F(dyr), F(x), F(sm), F(si), F(gamma), m, c);
-    BOTH(batchnorm_backward_relu, F(dx), NULL, F(dg), F(db), F(dy), F(x), F(sm), F(si), F(ss), F(gamma), F(beta),
+    BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), F(x), NULL, F(sm), F(si), F(ss), F(gamma), F(beta),
          m, c);
     CMP("dx", dx);
     CMP("dgamma (accumulated)", dg);
@@ -648,10 +654,10 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     dut_same("dx vs relu_backward + batchnorm_backward (elements off)", dx, dxw, 0);
     dut_same("dgamma vs the same (elements off)", dg, dgw, 0);
     dut_same("dbeta vs the same (elements off)", db, dbw, 0);
-    BOTH(batchnorm_backward_relu, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(dy), F(x), F(sm), F(si), F(ss),
+    BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(dy), F(x), NULL, F(sm), F(si), F(ss),
          F(gamma), F(beta), m, c);
     dut_same("dx16 vs bf16 of that dx (elements off)", dx16, dxw, 1);
-    BOTH(batchnorm_backward_relu, F(dy), NULL, NULL, NULL, F(dy), F(x), F(sm), F(si), F(ss), F(gamma), F(beta), m,
+    BOTH(batchnorm_backward_fused, F(dy), NULL, NULL, NULL, F(dy), F(x), NULL, F(sm), F(si), F(ss), F(gamma), F(beta), m,
          c);
     dut_same("dx in place (dx = dy) vs the same (elements off)", dy, dxw, 0);
     op_end();
@@ -679,7 +685,7 @@ static void t_bn_channel_groups(int64_t m)
 {
     enum { C = 72, W = 8 };
     op_begin("batchnorm sums m=%lld: channels in groups of 64 vs alone (c=%d vs %d)", (long long)m, C, W);
-    if (!g_exact || !g_dut_ops.batchnorm_normalize_relu) {
+    if (!g_exact || !g_dut_ops.batchnorm_normalize_fused) {
         op_end();
         return;
     }
@@ -699,10 +705,10 @@ static void t_bn_channel_groups(int64_t m)
     free(hm), free(hmw);
     buf sm = mk(T_F32, C), si = mk(T_F32, C), ss = mk(T_F32, C), y16 = mk(T_U16, (size_t)m * C);
     buf smw = mk(T_F32, W), siw = mk(T_F32, W), ssw = mk(T_F32, W), y16w = mk(T_U16, (size_t)m * W);
-    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), DB(mean),
-         DB(mean) + C, F(gamma), F(beta), NULL, m, C, eps);
-    BOTH(batchnorm_normalize_relu, NULL, (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), DB(meanw),
-         DB(meanw) + W, F(gamma), F(beta), NULL, m, W, eps);
+    BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(mean),
+         DB(mean) + C, F(gamma), F(beta), NULL, 1, m, C, eps);
+    BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), NULL,
+         DB(meanw), DB(meanw) + W, F(gamma), F(beta), NULL, 1, m, W, eps);
     for (int relu = 0; relu < 2; relu++) {
         buf dx = mk(T_F32, (size_t)m * C), dg = mk(T_F32, C), db = mk(T_F32, C);
         buf dxw = mk(T_F32, (size_t)m * W), dgw = mk(T_F32, W), dbw = mk(T_F32, W);
@@ -710,14 +716,101 @@ static void t_bn_channel_groups(int64_t m)
         BOTH(fill, F(db), 0.0f, C);
         BOTH(fill, F(dgw), 0.0f, W);
         BOTH(fill, F(dbw), 0.0f, W);
-        BOTH(batchnorm_backward_relu, F(dx), NULL, F(dg), F(db), F(dy), F(x), F(sm), F(si), relu ? F(ss) : NULL,
+        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), F(x), NULL, F(sm), F(si), relu ? F(ss) : NULL,
              F(gamma), F(beta), m, C);
-        BOTH(batchnorm_backward_relu, F(dxw), NULL, F(dgw), F(dbw), F(dyw), F(xw), F(smw), F(siw),
+        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(dyw), F(xw), NULL, F(smw), F(siw),
              relu ? F(ssw) : NULL, F(gamma), F(beta), m, W);
         buf dxc = columns(dx, m, C, W), dgc = columns(dg, 1, C, W), dbc = columns(db, 1, C, W);
         dut_same(relu ? "dx with the ReLU mask" : "dx", dxc, dxw, 0);
         dut_same(relu ? "dgamma with the ReLU mask" : "dgamma", dgc, dgw, 0);
         dut_same(relu ? "dbeta with the ReLU mask" : "dbeta", dbc, dbw, 0);
+    }
+    op_end();
+}
+
+/* Batch norm reading bf16 values (x16: a bf16 convolution's stored output)
+ * against the same ops on those values as floats, bit for bit: statistics,
+ * the fused normalize (ReLU, residual, both outputs) and the fused backward
+ * with and without the ReLU mask, dx and dx16. c = 72: a group of 64 channels
+ * and 8 past it (the CPU's two sums paths). */
+static void t_bn_x16(int64_t m)
+{
+    enum { C = 72 };
+    op_begin("batchnorm ops on bf16 input (x16) m=%lld c=%d: as on its floats", (long long)m, C);
+    if (!g_dut_ops.batchnorm_stats_x16 || !g_dut_ops.batchnorm_normalize_fused) {
+        op_end();
+        return;
+    }
+    const float eps = 1e-5f;
+    size_t n = (size_t)m * C;
+    buf xf = bn_input(m, C), x16 = mk(T_U16, n), xw = mk(T_F32, n);
+    {   /* x16 = bf16(xf), xw = its floats */
+        float *h = tu_falloc(n);
+        uint16_t *h16 = tu_xmalloc(n * 2);
+        get(xf, 0, h);
+        for (size_t i = 0; i < n; i++) {
+            h16[i] = bf16_bits(h[i]);
+            uint32_t u = (uint32_t)h16[i] << 16;
+            memcpy(&h[i], &u, sizeof u);
+        }
+        put(x16, h16);
+        put(xw, h);
+        free(h), free(h16);
+    }
+    buf st16 = mk(T_F64, 2 * C), st = mk(T_F64, 2 * C);
+    BOTH(batchnorm_stats_x16, DB(st16), DB(st16) + C, (uint16_t *)x16.p[g_side], m, C);
+    BOTH(batchnorm_stats, DB(st), DB(st) + C, F(xw), m, C);
+    CMP("mean and var from x16", st16);
+    {
+        double *a = tu_dalloc(2 * C), *b = tu_dalloc(2 * C);
+        get(st16, 0, a);
+        get(st, 0, b);
+        int bad = memcmp(a, b, 2 * C * sizeof(double)) != 0;
+        op_note("mean and var vs batchnorm_stats on its floats", bad, !bad);
+        free(a), free(b);
+    }
+    buf gamma = f32u(C, 0.5, 1.5), beta = f32u(C, -0.5, 0.5), res = f32u(n, -1, 1);
+    BOTH(fill, F(gamma) + 3, 0.0f, 1);   /* a channel at ReLU's kink */
+    BOTH(fill, F(beta) + 3, 0.0f, 1);
+    buf sm = mk(T_F32, C), si = mk(T_F32, C), ss = mk(T_F32, C), smw = mk(T_F32, C), siw = mk(T_F32, C);
+    buf ssw = mk(T_F32, C), y = mk(T_F32, n), yw = mk(T_F32, n), y16 = mk(T_U16, n), y16w = mk(T_U16, n);
+    for (int relu = 0; relu < 2; relu++) {
+        BOTH(batchnorm_normalize_fused, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), NULL,
+             (uint16_t *)x16.p[g_side], DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, relu, m, C,
+             eps);
+        BOTH(batchnorm_normalize_fused, F(yw), (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), NULL,
+             DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, relu, m, C, eps);
+        dut_same(relu ? "y (residual, relu)" : "y", y, yw, 0);
+        dut_same("save_scale", ss, ssw, 0);
+        CMP("y16", y16);
+        {
+            uint16_t *a = tu_xmalloc(n * 2), *b = tu_xmalloc(n * 2);
+            get(y16, 0, a);
+            get(y16w, 0, b);
+            int bad = memcmp(a, b, n * 2) != 0;
+            op_note("y16 vs on the floats", bad, !bad);
+            free(a), free(b);
+        }
+    }
+    /* y (ReLU of bn(x) + res) as the backward's dy, the forward's saved statistics */
+    buf dx = mk(T_F32, n), dxw = mk(T_F32, n), dx16 = mk(T_U16, n), dg = mk(T_F32, C), dgw = mk(T_F32, C);
+    buf db = mk(T_F32, C), dbw = mk(T_F32, C);
+    for (int relu = 0; relu < 2; relu++) {
+        BOTH(fill, F(dg), 0.0f, C);
+        BOTH(fill, F(db), 0.0f, C);
+        BOTH(fill, F(dgw), 0.0f, C);
+        BOTH(fill, F(dbw), 0.0f, C);
+        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(res), NULL, (uint16_t *)x16.p[g_side], F(sm),
+             F(si), relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(res), F(xw), NULL, F(sm), F(si),
+             relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+        BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(res), NULL,
+             (uint16_t *)x16.p[g_side], F(sm), F(si), relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+        dut_same(relu ? "dx (relu mask)" : "dx", dx, dxw, 0);
+        dut_same(relu ? "dgamma (relu mask)" : "dgamma", dg, dgw, 0);
+        dut_same(relu ? "dbeta (relu mask)" : "dbeta", db, dbw, 0);
+        dut_same(relu ? "dx16 (relu mask) vs bf16 of dx" : "dx16 vs bf16 of dx", dx16, dxw, 1);
+        CMP("dx", dx);
     }
     op_end();
 }
@@ -1593,6 +1686,7 @@ int main(int argc, char **argv)
     t_batchnorm(4, 40);      /* small batch (2 rows would leave dx ~ 0: rounding noise only) */
     t_bn_grouped(4, 8, 24);
     t_bn_channel_groups(300);
+    t_bn_x16(300);
     t_eltwise();
     t_maxpool(2, 10, 10, 6, 3, 2, 1, 0);
     t_maxpool(2, 9, 9, 5, 3, 2, 1, 1);

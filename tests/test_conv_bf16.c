@@ -135,6 +135,22 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     CHECK_MSG(eu > 1e-4, "bf16 conv %d->%d k%d s%d: output as exact as fp32 (%.2e): not computed in bf16", cin, cout,
               k, stride, eu);
     same_with_x16(be, plan, x_d, w_d, dy_d, nx, ny, nw);
+    if (be->ops->conv2d_forward_y16) {   /* the product stored in bf16: bf16 of conv2d_forward's y, bit for bit */
+        uint16_t *y16_d = dev(be, NULL, ny * 2), *y16 = tu_xmalloc(ny * 2);
+        be->ops->conv2d_forward(plan, y_d, x_d, NULL, w_d);   /* x_d is a ReLU output now (same_with_x16) */
+        CHECK_OK(hallu_backend_download(be, y, y_d, ny * 4, &err), &err);
+        int done = be->ops->conv2d_forward_y16(plan, y16_d, x_d, NULL, w_d);
+        CHECK_MSG(done, "conv %d->%d k%d s%d: conv2d_forward_y16 refused a bf16 plan", cin, cout, k, stride);
+        CHECK_OK(hallu_backend_download(be, y16, y16_d, ny * 2, &err), &err);
+        size_t off = 0;
+        for (size_t i = 0; i < ny; i++)
+            off += y16[i] != bf16_bits(y[i]);
+        printf("  conv2d_forward_y16: %zu of %zu elements differ from bf16(y)\n", off, ny);
+        CHECK_MSG(!done || off == 0, "conv %d->%d k%d s%d: conv2d_forward_y16 is not bf16(y) (%zu elements)", cin,
+                  cout, k, stride, off);
+        be->ops->release(be, y16_d);
+        free(y16);
+    }
     void *bufs[] = { x_d, w_d, dy_d, y_d, dx_d, dw_d };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         be->ops->release(be, bufs[i]);
@@ -188,6 +204,26 @@ static float *run_resnet(hallu_backend *be, const char *arch, float *features, i
     return grad;
 }
 
+/* Features and weight gradients of a ResNet through the ops table `ops`. */
+static float *run_with(hallu_backend *be, const hallu_backend_ops *ops, const char *arch, float *features,
+                       int64_t *ngrad)
+{
+    hallu_backend with = *be;
+    with.ops = ops;
+    return run_resnet(&with, arch, features, ngrad);
+}
+
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        num = d > num ? d : num;
+        den = fabs((double)b[i]) > den ? fabs((double)b[i]) : den;
+    }
+    return num / (den > 0 ? den : 1);
+}
+
 /* The network on the backend as it is (in bf16: its ReLUs keep bf16 copies
  * of the convolutions' inputs, batch norm gives their output gradients in
  * bf16; in both precisions: batch norm, residual add and ReLU fused) and
@@ -195,22 +231,34 @@ static float *run_resnet(hallu_backend *be, const char *arch, float *features, i
  * batchnorm_backward_x16, the fused batch norm ops: every convolution rounds x
  * and dy itself, batch norm, add and ReLU run one after the other): the same
  * features and weight gradients, bit for bit. */
-static void test_resnet_ops(hallu_backend *be, const char *arch, int feature_dim)
+typedef struct net_result {
+    float *f, *g;   /* features, weight gradients */
+    int64_t ng;
+} net_result;
+
+static void test_resnet_ops(hallu_backend *be, const char *arch, int feature_dim, const net_result *fp32_ref)
 {
-    if (!be->ops->relu_forward_x16 && !be->ops->batchnorm_normalize_relu)
+    if (!be->ops->relu_forward_x16 && !be->ops->batchnorm_normalize_fused)
         return;
+    /* Without conv2d_forward_y16 and batchnorm_stats_x16 the convolutions'
+     * outputs stay fp32 (see pre16 below), the other ops change no bit. */
+    hallu_backend_ops fp32_pre = *be->ops;
+    fp32_pre.conv2d_forward_y16 = NULL;
+    fp32_pre.batchnorm_stats_x16 = NULL;
     hallu_backend_ops plain_ops = *be->ops;
     plain_ops.relu_forward_x16 = NULL;
     plain_ops.batchnorm_backward_x16 = NULL;
-    plain_ops.batchnorm_normalize_relu = NULL;
-    plain_ops.batchnorm_backward_relu = NULL;
+    plain_ops.batchnorm_normalize_fused = NULL;
+    plain_ops.batchnorm_backward_fused = NULL;
+    plain_ops.batchnorm_stats_x16 = NULL;
+    plain_ops.conv2d_forward_y16 = NULL;
     plain_ops.add_relu_backward = NULL;
     hallu_backend plain = *be;
     plain.ops = &plain_ops;
     size_t nf = (size_t)2 * NET_BATCH * feature_dim;
     int64_t ng[2] = { 0, 0 };
     float *f[2] = { tu_falloc(nf), tu_falloc(nf) }, *g[2];
-    g[0] = run_resnet(be, arch, f[0], &ng[0]);
+    g[0] = run_with(be, &fp32_pre, arch, f[0], &ng[0]);
     g[1] = run_resnet(&plain, arch, f[1], &ng[1]);
     if (!g[0] || !g[1] || ng[0] != ng[1]) {
         CHECK_MSG(0, "resnet runs: no gradients");
@@ -222,6 +270,28 @@ static void test_resnet_ops(hallu_backend *be, const char *arch, int feature_dim
            same_f ? "same bits" : "DIFFER", same_g ? "same bits" : "DIFFER");
     CHECK_MSG(same_f && same_g, "%s %s: the fused / bf16-copy ops change the result (features %d, gradients %d)",
               arch, prec, same_f, same_g);
+    if (be->ops->conv2d_forward_y16 && fp32_ref && fp32_ref->g && fp32_ref->ng == ng[0]) {
+        /* pre16: the convolutions' outputs stored in bf16 (as autocast stores
+         * them) change the numbers by one more bf16 rounding per layer; the
+         * ops that do it are checked bit for bit on their own (test_conv
+         * above, test_backend_ops). Here: the network's distance from the fp32
+         * network stays of the order bf16 products alone give (this tiny net,
+         * batch 3 at 16x16, amplifies roundings through its few-row batch
+         * norms: both are large). */
+        float *f16 = tu_falloc(nf);
+        int64_t n16 = 0;
+        float *g16 = run_resnet(be, arch, f16, &n16);
+        double ef16 = max_rel(f16, fp32_ref->f, nf), ef = max_rel(f[0], fp32_ref->f, nf);
+        double eg16 = g16 && n16 == ng[0] ? max_rel(g16, fp32_ref->g, (size_t)n16) : 1e9;
+        double eg = max_rel(g[0], fp32_ref->g, (size_t)ng[0]);
+        printf("%s bf16 vs fp32, max error / max: conv outputs in bf16: features %.1e, weight gradients %.1e; in "
+               "fp32: %.1e, %.1e\n", arch, ef16, eg16, ef, eg);
+        CHECK_MSG(memcmp(f16, f[0], nf * 4) != 0, "%s: conv outputs in bf16 changed nothing", arch);
+        CHECK_MSG(ef16 < 3 * ef + 1e-3 && eg16 < 3 * eg + 1e-3, "%s: bf16 conv outputs move the result from fp32's "
+                  "(features %.2e, gradients %.2e) far more than bf16 products do (%.2e, %.2e)", arch, ef16, eg16, ef,
+                  eg);
+        free(f16), free(g16);
+    }
     free(f[0]), free(f[1]), free(g[0]), free(g[1]);
 }
 
@@ -231,10 +301,18 @@ int main(void)
     hallu_backend *be = NULL;
     if (test_backend_create(&be, 2, &err) != HALLU_OK)
         return 1;
-    test_resnet_ops(be, "resnet18", 512);    /* fp32: the fused batch norm ops alone */
+    test_resnet_ops(be, "resnet18", 512, NULL);    /* fp32: the fused batch norm ops alone */
+    net_result ref[2] = { { 0 } };   /* fp32 results, resnet18 and resnet50 */
+    const char *arch[2] = { "resnet18", "resnet50" };
+    for (int a = 0; a < 2; a++) {
+        ref[a].f = tu_falloc((size_t)2 * NET_BATCH * (a ? 2048 : 512));
+        ref[a].g = run_resnet(be, arch[a], ref[a].f, &ref[a].ng);
+    }
     hallu_status s = hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err);
     if (s == HALLU_ERR_UNSUPPORTED) {
         printf("bf16 skipped: %s\n", err.msg);
+        for (int a = 0; a < 2; a++)
+            free(ref[a].f), free(ref[a].g);
         hallu_backend_free(be);
         return check_summary() ? 1 : 77;
     }
@@ -250,8 +328,10 @@ int main(void)
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
     test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
     test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
-    test_resnet_ops(be, "resnet18", 512);   /* basic blocks */
-    test_resnet_ops(be, "resnet50", 2048);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
+    test_resnet_ops(be, "resnet18", 512, &ref[0]);   /* basic blocks */
+    test_resnet_ops(be, "resnet50", 2048, &ref[1]);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
+    for (int a = 0; a < 2; a++)
+        free(ref[a].f), free(ref[a].g);
     hallu_backend_free(be);
     return check_summary();
 }

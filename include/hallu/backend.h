@@ -109,6 +109,12 @@ typedef struct hallu_backend_ops {
      * with relu_forward_x16 read instead of rounding x themselves; ignored
      * otherwise. */
     void (*conv2d_forward)(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
+    /* conv2d_forward with y written only as its bf16 rounding y16 (nearest
+     * even, as relu_forward_x16 rounds): a bf16 plan's products stored in
+     * bf16, half the bytes. Returns 0 without writing where the plan cannot
+     * (fp32 plans; the caller runs conv2d_forward). Optional (NULL). */
+    int (*conv2d_forward_y16)(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
+                              const float *w);
     /* dx = conv_transpose(dy, w) (if dx); dw += corr(x, dy) (if dw); x16 as
      * in conv2d_forward. dy16 (may be NULL): dy rounded to bf16 (from
      * batchnorm_backward_x16), which bf16 plans of a backend with that op read
@@ -139,28 +145,34 @@ typedef struct hallu_backend_ops {
     void (*batchnorm_backward_x16)(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                    const float *dy, const float *x, const float *save_mean,
                                    const float *save_invstd, const float *gamma, int64_t m, int c);
-    /* Batch norm's normalize fused with the ReLU after it (and the residual
-     * add before that ReLU, when residual != NULL): r = max(bn(x) + residual,
-     * 0) with bn(x) as batchnorm_normalize computes it and the add and max as
-     * add and relu_forward do (the same bits as those three ops in turn),
-     * written to y and/or as its bf16 rounding (as relu_forward_x16) to y16;
-     * either may be NULL. save_mean and save_invstd as batchnorm_normalize;
+    /* Batch norm's normalize fused with what a ResNet does around it, one
+     * pass: r = bn(x), then + residual (when residual != NULL), then max(r, 0)
+     * (when relu), with bn(x) as batchnorm_normalize computes it and the add
+     * and max as add and relu_forward do (the same bits as those ops in
+     * turn); r written to y and/or as its bf16 rounding (as relu_forward_x16)
+     * to y16, either may be NULL. The input is x, or x16 (x NULL): bf16
+     * values (a bf16 convolution's output, conv2d_forward_y16), read as the
+     * floats they are. save_mean and save_invstd as batchnorm_normalize;
      * save_scale [c] receives the per-channel float factor bn(x) used, which
-     * batchnorm_backward_relu takes. Optional (NULL), with the other two
-     * fused ops (batchnorm_backward_relu, add_relu_backward). */
-    void (*batchnorm_normalize_relu)(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
-                                     float *save_invstd, float *save_scale, const float *x, const double *mean,
-                                     const double *var, const float *gamma, const float *beta,
-                                     const float *residual, int64_t m, int c, float eps);
-    /* The backward of batchnorm_normalize_relu without residual: dy is taken
-     * as zero where the ReLU's input bn(x) (recomputed from x, save_mean,
+     * batchnorm_backward_fused takes. Optional (NULL), with
+     * batchnorm_backward_fused and add_relu_backward. */
+    void (*batchnorm_normalize_fused)(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
+                                      float *save_invstd, float *save_scale, const float *x, const uint16_t *x16,
+                                      const double *mean, const double *var, const float *gamma, const float *beta,
+                                      const float *residual, int relu, int64_t m, int c, float eps);
+    /* The backward of batchnorm_normalize_fused without residual, input x or
+     * x16 as there: with save_scale (the forward had relu), dy is taken as
+     * zero where the ReLU's input bn(x) (recomputed from x, save_mean,
      * save_scale and beta exactly as the forward computed it) is not > 0, as
-     * relu_backward does, then batchnorm_backward, with dx (may be dy) or
+     * relu_backward does; then batchnorm_backward, with dx (may be dy) or
      * batchnorm_backward_x16 with dx16 (one of them or neither). */
-    void (*batchnorm_backward_relu)(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                    const float *dy, const float *x, const float *save_mean,
-                                    const float *save_invstd, const float *save_scale, const float *gamma,
-                                    const float *beta, int64_t m, int c);
+    void (*batchnorm_backward_fused)(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                     const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                                     const float *save_invstd, const float *save_scale, const float *gamma,
+                                     const float *beta, int64_t m, int c);
+    /* batchnorm_stats of bf16 values x16 (as batchnorm_normalize_fused reads
+     * them). Optional (NULL). */
+    void (*batchnorm_stats_x16)(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m, int c);
 
     /* ---- elementwise ---- */
     void (*relu_forward)(hallu_backend *be, float *y, const float *x, int64_t n);          /* y may == x */
@@ -174,7 +186,7 @@ typedef struct hallu_backend_ops {
     void (*relu_forward_x16)(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
     void (*add)(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);   /* y = a + b */
     /* dx = y > 0 ? a + b : 0: add then relu_backward in one pass (same bits);
-     * dx may be a or b. Optional (see batchnorm_normalize_relu). */
+     * dx may be a or b. Optional (see batchnorm_normalize_fused). */
     void (*add_relu_backward)(hallu_backend *be, float *dx, const float *a, const float *b, const float *y,
                               int64_t n);
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */

@@ -54,6 +54,11 @@ hallu_status hallu_conv2d_prepare(hallu_conv2d *m, hallu_backend *be, int n, int
 /* x16 (may be NULL): bf16(x), see the backend's conv2d_forward. */
 hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *y, const float *x,
                                   const uint16_t *x16, int n, int h, int w, hallu_error *err);
+/* hallu_conv2d_forward with y written only as its bf16 rounding y16, where
+ * the backend's plan can (conv2d_forward_y16): *done = 1; else *done = 0 and
+ * nothing is written (the caller runs hallu_conv2d_forward). */
+hallu_status hallu_conv2d_forward_y16(hallu_conv2d *m, const hallu_nn_ctx *ctx, uint16_t *y16, const float *x,
+                                      const uint16_t *x16, int n, int h, int w, int *done, hallu_error *err);
 /* dy16 (may be NULL): dy's bf16 rounding, read in place of dy (which may then
  * be NULL); see the backend's conv2d_backward. */
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
@@ -71,7 +76,7 @@ typedef struct hallu_batchnorm {
     /* Device memory from hallu_batchnorm_plan: the float statistics backward
      * takes, save_mean/save_invstd [instances][HALLU_BN_MAX_GROUPS][c] (views of
      * `saved`; save_scale too: the fused ReLU forward's scale, see
-     * hallu_batchnorm_forward_relu), and the double batch mean and variance
+     * hallu_batchnorm_forward_fused), and the double batch mean and variance
      * [2][c] of the forward in progress (`batch`). */
     hallu_buffer saved, batch;
     float *save_mean, *save_invstd, *save_scale;
@@ -107,22 +112,25 @@ int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, in
                                  const float *dy, const float *x, int64_t rows);
 /* Batch norm fused with the ReLU after it (and a residual add before that
  * ReLU), one pass where there were three: whether the backend can
- * (batchnorm_normalize_relu, batchnorm_backward_relu, add_relu_backward) in
+ * (batchnorm_normalize_fused, batchnorm_backward_fused, add_relu_backward) in
  * this context (training, no groups, no sync across ranks). A caller that
- * runs hallu_batchnorm_forward_relu runs hallu_batchnorm_backward_relu for it. */
-int hallu_batchnorm_relu_fusable(const hallu_nn_ctx *ctx);
-/* max(bn(x) + residual, 0) (residual NULL: max(bn(x), 0)) written to y and/or
- * rounded to bf16 to y16 (either may be NULL; y16 as relu_forward_x16), the
- * same bits as hallu_batchnorm_forward, add and relu_forward in turn, with the
- * same statistics and running updates. Only where hallu_batchnorm_relu_fusable. */
-void hallu_batchnorm_forward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                                  const float *x, const float *residual, int64_t rows);
-/* The backward of hallu_batchnorm_forward_relu without residual, from the
- * gradient of its output: relu_backward then hallu_batchnorm_backward (the
- * ReLU's mask recomputed from x, not read), dx written to dx (may be dy) or as
- * bf16 to dx16 (as hallu_batchnorm_backward_x16). */
-void hallu_batchnorm_backward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
-                                   uint16_t *dx16, const float *dy, const float *x, int64_t rows);
+ * runs hallu_batchnorm_forward_fused runs hallu_batchnorm_backward_fused for it. */
+int hallu_batchnorm_fusable(const hallu_nn_ctx *ctx);
+/* bn(x), + residual when residual != NULL, then max(., 0) when relu: written
+ * to y and/or rounded to bf16 to y16 (either may be NULL; y16 as
+ * relu_forward_x16), the same bits as hallu_batchnorm_forward, add and
+ * relu_forward in turn, with the same statistics and running updates. The
+ * input is x, or bf16 values x16 (x NULL; the backend's batchnorm_stats_x16
+ * needed, conv2d_forward_y16 makes them). Only where hallu_batchnorm_fusable. */
+void hallu_batchnorm_forward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
+                                   const float *x, const uint16_t *x16, const float *residual, int relu, int64_t rows);
+/* The backward of hallu_batchnorm_forward_fused without residual (the same x
+ * or x16 and relu), from the gradient of its output: with relu, relu_backward
+ * (the mask recomputed from x, not read); then hallu_batchnorm_backward, dx
+ * written to dx (may be dy) or as bf16 to dx16 (as hallu_batchnorm_backward_x16). */
+void hallu_batchnorm_backward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
+                                    uint16_t *dx16, const float *dy, const float *x, const uint16_t *x16, int relu,
+                                    int64_t rows);
 
 /* ---- linear ---- */
 typedef struct hallu_linear {

@@ -13,13 +13,17 @@
  * the ReLU's pass and read by the convolution's forward and weight gradient in
  * place of two rounding passes of their own (same bits).
  *
- * Fused batch norm (hallu_batchnorm_relu_fusable: CPU training): each unit's
+ * Fused batch norm (hallu_batchnorm_fusable: CPU training): each unit's
  * batch norm applies its ReLU in the same pass, the last unit's also the
  * block's residual add, writing the block output directly; in backward the
  * units' batch norms mask their gradient by the ReLU themselves and each
  * block's final add masks by the previous block's ReLU (add_relu_backward).
  * Same bits, two to four passes fewer over each activation. An inner unit's
- * fp32 output is then not written when its bf16 copy is all that is read. */
+ * fp32 output is then not written when its bf16 copy is all that is read.
+ * In bf16 with the backend's conv2d_forward_y16 and batchnorm_stats_x16, the
+ * fused forward also keeps the convolutions' outputs in bf16 (in the first
+ * half of their fp32 buffers), as autocast stores them, and batch norm reads
+ * them so: half the bytes in every batch-norm pass. */
 #include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
@@ -28,12 +32,14 @@
 #include <string.h>
 
 enum { MAX_BLOCKS = 16, NUM_GRAD_BUFFERS = 3 };
+enum { FUSED = 1, FUSED_PRE16 = 2 };   /* a forward's mode (see the top); 0: unfused */
 
 typedef struct unit {
     hallu_conv2d conv;
     hallu_batchnorm bn;
     int relu;
     int out_f32_read;   /* its fp32 output is read other than by a convolution (the stem's: the first add) */
+    int pre_is16[HALLU_MAX_INSTANCES];   /* the forward stored pre as bf16 (pre16 mode, see the top) */
     int in_h, in_w, out_h, out_w;
     float *pre[HALLU_MAX_INSTANCES];   /* conv output (BN input) */
     float *out[HALLU_MAX_INSTANCES];   /* BN (+ReLU) output */
@@ -54,6 +60,7 @@ struct hallu_resnet {
     hallu_resnet_config cfg;
     int feature_dim, num_blocks, max_batch, num_instances, in_h, in_w;
     int x16;   /* bf16 copies of the convolutions' inputs (see the top) */
+    int pre16;   /* the fused forward may keep the convolutions' outputs in bf16 (see the top) */
     unit stem;
     hallu_pool2d_geom pool;
     float *pool_out[HALLU_MAX_INSTANCES];
@@ -62,7 +69,7 @@ struct hallu_resnet {
     float *features[HALLU_MAX_INSTANCES];
     const float *input[HALLU_MAX_INSTANCES];
     int batch[HALLU_MAX_INSTANCES];
-    int relu_fused[HALLU_MAX_INSTANCES];   /* the forward fused batch norm and ReLU (see the top) */
+    int relu_fused[HALLU_MAX_INSTANCES];   /* the forward's mode: 0, FUSED or FUSED_PRE16 (see the top) */
     float *grad_buf[NUM_GRAD_BUFFERS];
     uint16_t *dy16;      /* x16: batch norm's input gradient in bf16, for the convolution after it (else NULL) */
     size_t max_act;      /* floats per activation buffer (max over the net) */
@@ -323,6 +330,7 @@ hallu_status hallu_resnet_plan(hallu_resnet *net, hallu_backend *be, int max_bat
     net->in_w = w;
     net->max_act = (size_t)max_batch * h * w * 3;
     net->x16 = be->ops->relu_forward_x16 && hallu_backend_precision(be) == HALLU_PRECISION_BF16;
+    net->pre16 = net->x16 && be->ops->conv2d_forward_y16 && be->ops->batchnorm_stats_x16;
     hallu_mem_plan_init(&net->arena);
     net->stem.out_f32_read = 1;
     hallu_status s = unit_plan(&net->stem, net, be, h, w, -1, net->cfg.stem != HALLU_STEM_IMAGENET, err);
@@ -401,17 +409,42 @@ static const float *unit_out(const unit *u, int inst, int fused)
     return fused && u->relu && u->out16[inst] && !u->out_f32_read ? NULL : u->out[inst];
 }
 
-/* x16: x's bf16 copy or NULL; fused: hallu_batchnorm_relu_fusable (see the top). */
+/* The convolution's output (batch norm's input) as the forward stored it:
+ * fp32 in pre, or bf16 in pre's first half. */
+static const float *pre_f32(const unit *u, int inst) { return u->pre_is16[inst] ? NULL : u->pre[inst]; }
+static const uint16_t *pre_x16(const unit *u, int inst)
+{
+    return u->pre_is16[inst] ? (const uint16_t *)u->pre[inst] : NULL;
+}
+
+/* The unit's convolution into pre, as bf16 in FUSED_PRE16 mode where the
+ * backend's plan can. */
+static hallu_status unit_conv_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x,
+                                      const uint16_t *x16, int n, int mode, hallu_error *err)
+{
+    int done = 0;
+    hallu_status s = HALLU_OK;
+    if (mode == FUSED_PRE16)
+        s = hallu_conv2d_forward_y16(&u->conv, ctx, (uint16_t *)u->pre[inst], x, x16, n, u->in_h, u->in_w, &done,
+                                     err);
+    if (s == HALLU_OK && !done)
+        s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, x16, n, u->in_h, u->in_w, err);
+    u->pre_is16[inst] = done;
+    return s;
+}
+
+/* x16: x's bf16 copy or NULL; fused: the forward's mode (see the top). */
 static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
                                  int n, int fused, hallu_error *err)
 {
-    hallu_status s = hallu_conv2d_forward(&u->conv, ctx, u->pre[inst], x, x16, n, u->in_h, u->in_w, err);
+    hallu_status s = unit_conv_forward(u, ctx, inst, x, x16, n, fused, err);
     if (s != HALLU_OK)
         return s;
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
-    if (u->relu && fused) {
-        hallu_batchnorm_forward_relu(&u->bn, ctx, inst, (float *)unit_out(u, inst, fused), u->out16[inst],
-                                     u->pre[inst], NULL, rows);
+    if (fused) {
+        hallu_batchnorm_forward_fused(&u->bn, ctx, inst, (float *)unit_out(u, inst, fused),
+                                      u->relu ? u->out16[inst] : NULL, pre_f32(u, inst), pre_x16(u, inst), NULL,
+                                      u->relu, rows);
         return HALLU_OK;
     }
     hallu_batchnorm_forward(&u->bn, ctx, inst, u->out[inst], u->pre[inst], rows);
@@ -448,10 +481,10 @@ static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, c
         }
         return s;
     }
-    s = hallu_conv2d_forward(&last->conv, ctx, last->pre[inst], cur, cur16, n, last->in_h, last->in_w, err);
+    s = unit_conv_forward(last, ctx, inst, cur, cur16, n, fused, err);
     if (s == HALLU_OK)
-        hallu_batchnorm_forward_relu(&last->bn, ctx, inst, b->out[inst], b->out16[inst], last->pre[inst], shortcut,
-                                     rows);
+        hallu_batchnorm_forward_fused(&last->bn, ctx, inst, b->out[inst], b->out16[inst], pre_f32(last, inst),
+                                      pre_x16(last, inst), shortcut, 1, rows);
     return s;
 }
 
@@ -464,7 +497,7 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
                                net->num_instances, n, net->max_batch);
     net->input[inst] = x;
     net->batch[inst] = n;
-    int fused = net->relu_fused[inst] = hallu_batchnorm_relu_fusable(ctx);
+    int fused = net->relu_fused[inst] = !hallu_batchnorm_fusable(ctx) ? 0 : net->pre16 ? FUSED_PRE16 : FUSED;
     hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, fused, err);
     const float *cur = net->stem.out[inst];
     const uint16_t *cur16 = net->stem.out16[inst];
@@ -502,8 +535,9 @@ static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, fl
                                   int fused, hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
-    if (u->relu && fused) {
-        hallu_batchnorm_backward_relu(&u->bn, ctx, inst, dy16 ? NULL : bn_dx, dy16, dy, u->pre[inst], rows);
+    if (fused) {
+        hallu_batchnorm_backward_fused(&u->bn, ctx, inst, dy16 ? NULL : bn_dx, dy16, dy, pre_f32(u, inst),
+                                       pre_x16(u, inst), u->relu, rows);
         return hallu_conv2d_backward(&u->conv, ctx, dx, dy16 ? NULL : bn_dx, dy16, x, x16, n, u->in_h, u->in_w,
                                      err);
     }

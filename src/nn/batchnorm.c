@@ -101,9 +101,11 @@ static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
 }
 
 /* The training forward over all rows as one group (across ranks with SyncBN);
- * relu: the fused normalize (hallu_batchnorm_forward_relu's y, y16, residual). */
+ * fused: batchnorm_normalize_fused with hallu_batchnorm_forward_fused's y16,
+ * x16, residual and relu (else batchnorm_normalize of x into y). */
 static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                          const float *x, const float *residual, int relu, int64_t rows)
+                          const float *x, const uint16_t *x16, const float *residual, int relu, int fused,
+                          int64_t rows)
 {
     hallu_params *ps = ctx->ps;
     const float *gamma = m->affine ? ps->param + m->weight : NULL;
@@ -111,7 +113,10 @@ static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst,
     hallu_backend *be = ctx->be;
     double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     int ranks = sync_ranks(ctx);
-    be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
+    if (x16)
+        be->ops->batchnorm_stats_x16(be, mean, var, x16, rows, m->c);
+    else
+        be->ops->batchnorm_stats(be, mean, var, x, rows, m->c);
     if (ranks > 1) {   /* SyncBN: the statistics of every rank's rows (mean and var are contiguous) */
         be->ops->batchnorm_stats_to_moments(be, mean, var, m->c);
         sum_across_ranks(ctx, mean, 2 * (int64_t)m->c);
@@ -120,31 +125,31 @@ static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst,
     be->ops->batchnorm_update_running(be, ps->buffer + m->running_mean, ps->buffer + m->running_var, mean, var,
                                       rows * ranks, m->c, m->momentum);
     size_t at = stats_at(m, inst, 0);
-    if (relu)
-        be->ops->batchnorm_normalize_relu(be, y, y16, m->save_mean + at, m->save_invstd + at, m->save_scale + at, x,
-                                          mean, var, gamma, beta, residual, rows, m->c, m->eps);
+    if (fused)
+        be->ops->batchnorm_normalize_fused(be, y, y16, m->save_mean + at, m->save_invstd + at, m->save_scale + at, x,
+                                           x16, mean, var, gamma, beta, residual, relu, rows, m->c, m->eps);
     else
         be->ops->batchnorm_normalize(be, y, m->save_mean + at, m->save_invstd + at, x, mean, var, gamma, beta, rows,
                                      m->c, m->eps);
     be->ops->add_scalar(be, ps->buffer + m->num_batches_tracked, 1.0f, 1);
 }
 
-int hallu_batchnorm_relu_fusable(const hallu_nn_ctx *ctx)
+int hallu_batchnorm_fusable(const hallu_nn_ctx *ctx)
 {
     const hallu_backend_ops *ops = ctx->be->ops;
-    return ops->batchnorm_normalize_relu && ops->batchnorm_backward_relu && ops->add_relu_backward && ctx->training
+    return ops->batchnorm_normalize_fused && ops->batchnorm_backward_fused && ops->add_relu_backward && ctx->training
         && bn_groups(ctx) == 1 && sync_ranks(ctx) == 1;
 }
 
-void hallu_batchnorm_forward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                                  const float *x, const float *residual, int64_t rows)
+void hallu_batchnorm_forward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
+                                   const float *x, const uint16_t *x16, const float *residual, int relu, int64_t rows)
 {
-    if (!hallu_batchnorm_relu_fusable(ctx)) {
-        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm forward_relu: not fusable here "
-                           "(hallu_batchnorm_relu_fusable)");
+    if (!hallu_batchnorm_fusable(ctx) || (x16 && !ctx->be->ops->batchnorm_stats_x16)) {
+        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm forward_fused: not fusable here "
+                           "(hallu_batchnorm_fusable%s)", x16 ? ", batchnorm_stats_x16" : "");
         return;
     }
-    forward_train(m, ctx, inst, y, y16, x, residual, 1, rows);
+    forward_train(m, ctx, inst, y, y16, x, x16, residual, relu, 1, rows);
 }
 
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
@@ -157,7 +162,7 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     hallu_backend *be = ctx->be;
     double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     if (ctx->training && groups == 1) {
-        forward_train(m, ctx, inst, y, NULL, x, NULL, 0, rows);
+        forward_train(m, ctx, inst, y, NULL, x, NULL, NULL, 0, 0, rows);
     } else if (ctx->training) {
         int64_t per = rows / groups;
         for (int g = 0; g < groups; g++) {
@@ -230,19 +235,20 @@ int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, in
     return 1;
 }
 
-void hallu_batchnorm_backward_relu(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
-                                   uint16_t *dx16, const float *dy, const float *x, int64_t rows)
+void hallu_batchnorm_backward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
+                                    uint16_t *dx16, const float *dy, const float *x, const uint16_t *x16, int relu,
+                                    int64_t rows)
 {
-    if (!hallu_batchnorm_relu_fusable(ctx)) {
-        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm backward_relu: not fusable here "
-                           "(hallu_batchnorm_relu_fusable)");
+    if (!hallu_batchnorm_fusable(ctx)) {
+        hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm backward_fused: not fusable here "
+                           "(hallu_batchnorm_fusable)");
         return;
     }
     hallu_params *ps = ctx->ps;
     size_t at = stats_at(m, inst, 0);
-    ctx->be->ops->batchnorm_backward_relu(ctx->be, dx, dx16, m->affine ? ps->grad + m->weight : NULL,
-                                          m->affine ? ps->grad + m->bias : NULL, dy, x, m->save_mean + at,
-                                          m->save_invstd + at, m->save_scale + at,
-                                          m->affine ? ps->param + m->weight : NULL,
-                                          m->affine ? ps->param + m->bias : NULL, rows, m->c);
+    ctx->be->ops->batchnorm_backward_fused(ctx->be, dx, dx16, m->affine ? ps->grad + m->weight : NULL,
+                                           m->affine ? ps->grad + m->bias : NULL, dy, x, x16, m->save_mean + at,
+                                           m->save_invstd + at, relu ? m->save_scale + at : NULL,
+                                           m->affine ? ps->param + m->weight : NULL,
+                                           m->affine ? ps->param + m->bias : NULL, rows, m->c);
 }

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "hallu/rng.h"
 
@@ -59,4 +60,17 @@ float *tu_falloc(size_t n);    /* zeroed */
 #ifdef __cplusplus
 }
 #endif
+/* fp32 -> bf16 bits as vcvtneps2bf16 (and oneDNN's reorders) round: nearest
+ * even, denormals to signed zero, NaN quiet. */
+static inline uint16_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0)
+        return (uint16_t)((u >> 16) & 0x8000u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 #endif

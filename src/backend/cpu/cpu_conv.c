@@ -34,6 +34,9 @@ struct hallu_conv2d_plan {
     hallu_conv2d_geom g;
     cpu_impl *impl;
     cpu_prim fwd, bwd_data, bwd_weights;
+    cpu_prim fwd16;                /* bf16 plans: fwd with a bf16 dst (conv2d_forward_y16); NULL if oneDNN wanted
+                                    * other weights for it than for fwd */
+    dnnl_memory_t y16;             /* its dst, NHWC bf16, handle set per call */
     act_port in, out, in_grad;     /* src, dst/diff_dst, diff_src */
     act_port out_grad;             /* bf16 plans: diff_dst (out is the fp32 dst) */
     int bf16;
@@ -96,6 +99,8 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     if (!plan)
         return;
     cpu_prim_free(&plan->fwd);
+    cpu_prim_free(&plan->fwd16);
+    mem_free(plan->y16);
     cpu_prim_free(&plan->bwd_data);
     cpu_prim_free(&plan->bwd_weights);
     cpu_prim_free(&plan->w_to_fwd);
@@ -281,6 +286,36 @@ static hallu_status build_forward(hallu_conv2d_plan *plan, conv_mds *md, dnnl_pr
     return prim_create(plan, &plan->fwd, clone, "forward primitive", err);
 }
 
+/* bf16 plans: the forward again with a bf16 dst, for conv2d_forward_y16, used
+ * where oneDNN picks the same source and weight layouts for it as for fwd (the
+ * weights are converted once per call, for fwd's layout). */
+static hallu_status build_forward16(hallu_conv2d_plan *plan, conv_mds *md, const_dnnl_primitive_desc_t fwd_pd,
+                                    hallu_error *err)
+{
+    const hallu_conv2d_geom *g = &plan->g;
+    dnnl_dims_t strides = { g->stride, g->stride }, pad = { g->pad, g->pad };
+    dnnl_convolution_desc_t desc;
+    DNNL_TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_training, dnnl_convolution_direct, &md->src_any,
+                                                &md->w_any, NULL, &md->ddst_bf16, strides, pad, pad),
+             "bf16-output forward convolution descriptor");
+    dnnl_primitive_desc_t pd;
+    hallu_status s = pd_create(plan, &pd, &desc, NULL, "bf16-output forward primitive descriptor", err);
+    if (s != HALLU_OK)
+        return s;
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                                dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_weights_md, 0)) ||
+        !dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
+                                dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_src_md, 0))) {
+        dnnl_primitive_desc_destroy(pd);
+        return HALLU_OK;
+    }
+    if ((s = mem_create(plan, &plan->y16, &md->ddst_bf16, NULL, err)) != HALLU_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return s;
+    }
+    return prim_create(plan, &plan->fwd16, pd, "bf16-output forward primitive", err);
+}
+
 static hallu_status build_backward_data(hallu_conv2d_plan *plan, const conv_mds *md,
                                         const_dnnl_primitive_desc_t fwd_pd, hallu_error *err)
 {
@@ -351,6 +386,8 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
     if (s == HALLU_OK)
         s = build_backward_data(plan, &md, fwd_pd, err);
     plan->gemm_passes = cpu_conv_gemm_passes(&plan->g, plan->bf16);
+    if (s == HALLU_OK && plan->bf16 && !(plan->gemm_passes & CPU_GEMM_FWD))
+        s = build_forward16(plan, &md, fwd_pd, err);
     if (s == HALLU_OK && plan->gemm_passes)
         s = cpu_conv_gemm_init(plan->impl, &plan->g, plan->bf16, plan->gemm_passes, &plan->gemm, err);
     if (s == HALLU_OK && !(plan->gemm_passes & CPU_GEMM_DW))
@@ -470,7 +507,9 @@ static const uint16_t *mem_data(dnnl_memory_t mem)
     return h;
 }
 
-static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w)
+/* y, or its bf16 rounding into y16 (bf16 plans with fwd16 or the GEMM forward). */
+static void conv_forward(hallu_conv2d_plan *plan, float *y, uint16_t *y16, const float *x, const uint16_t *x16,
+                         const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, x, w);
@@ -479,14 +518,17 @@ static void conv_forward(hallu_conv2d_plan *plan, float *y, const float *x, cons
     dnnl_memory_t src = port_in16(plan, &plan->in, x, x16);
     if (plan->gemm_passes & CPU_GEMM_FWD) {
         cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
-        cpu_conv_gemm_forward(plan->impl, &plan->g, &plan->gemm, y, mem_data(src), w);
+        cpu_conv_gemm_forward(plan->impl, &plan->g, &plan->gemm, y, y16, mem_data(src), w);
         return;
     }
     dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_fwd, plan->w_fwd, w);
-    dnnl_memory_t dst = port_out(plan, &plan->out, y);
+    if (y16)
+        set_handle(plan->y16, y16);
+    dnnl_memory_t dst = y16 ? plan->y16 : port_out(plan, &plan->out, y);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, src }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DST, dst } };
-    prim_run(plan, &plan->fwd, args, 3);
-    port_out_finish(plan, &plan->out);
+    prim_run(plan, y16 ? &plan->fwd16 : &plan->fwd, args, 3);
+    if (!y16)
+        port_out_finish(plan, &plan->out);
     cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
 }
 
@@ -546,8 +588,19 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w)
 {
     int caller = cpu_threads_enter(plan->impl);
-    conv_forward(plan, y, x, x16, w);
+    conv_forward(plan, y, NULL, x, x16, w);
     cpu_threads_leave(plan->impl, caller);
+}
+
+int cpu_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
+                           const float *w)
+{
+    if (!plan->bf16 || (!(plan->gemm_passes & CPU_GEMM_FWD) && !plan->fwd16.prim))
+        return 0;
+    int caller = cpu_threads_enter(plan->impl);
+    conv_forward(plan, NULL, y16, x, x16, w);
+    cpu_threads_leave(plan->impl, caller);
+    return 1;
 }
 
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,

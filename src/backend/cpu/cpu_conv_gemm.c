@@ -33,10 +33,10 @@ int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16)
     return passes;
 }
 
-/* C[m][n] (fp32) = A[m][k] B[k][n] in bf16, A stored [k][m] when a_trans and B
- * stored [n][k] when b_trans; handles set per call. */
+/* C[m][n] (fp32, or bf16 when c16) = A[m][k] B[k][n] in bf16, A stored [k][m]
+ * when a_trans and B stored [n][k] when b_trans; handles set per call. */
 static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int64_t n, int64_t k, int a_trans,
-                                  int b_trans, hallu_error *err)
+                                  int b_trans, int c16, hallu_error *err)
 {
     dnnl_dims_t a_dims = { m, k }, b_dims = { k, n }, c_dims = { m, n };
     dnnl_dims_t a_strides = { a_trans ? 1 : k, a_trans ? m : 1 }, b_strides = { b_trans ? 1 : n, b_trans ? k : 1 };
@@ -49,7 +49,7 @@ static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int
     if (st == dnnl_success)
         st = dnnl_memory_desc_init_by_strides(&b, 2, b_dims, dnnl_bf16, b_strides);
     if (st == dnnl_success)
-        st = dnnl_memory_desc_init_by_tag(&c, 2, c_dims, dnnl_f32, dnnl_ab);
+        st = dnnl_memory_desc_init_by_tag(&c, 2, c_dims, c16 ? dnnl_bf16 : dnnl_f32, dnnl_ab);
     if (st == dnnl_success)
         st = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c);
     if (st == dnnl_success)
@@ -86,7 +86,7 @@ static void matmul_free(cpu_matmul *mm)
     memset(mm, 0, sizeof *mm);
 }
 
-static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, float *c)
+static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c)
 {
     dnnl_memory_set_data_handle(mm->a, (void *)a);
     dnnl_memory_set_data_handle(mm->b, (void *)b);
@@ -98,7 +98,7 @@ static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void
 
 /* The pass's matmuls for `chunk` images ([0]) and the shorter last chunk ([1]). */
 static hallu_status matmul_pair(cpu_impl *impl, const hallu_conv2d_geom *g, int chunk, cpu_matmul *mm, int pass,
-                                hallu_error *err)
+                                int c16, hallu_error *err)
 {
     int64_t pix = (int64_t)g->oh * g->ow, kkc = (int64_t)g->k * g->k * g->cin;
     int tail = g->n % chunk;
@@ -108,11 +108,11 @@ static hallu_status matmul_pair(cpu_impl *impl, const hallu_conv2d_geom *g, int 
         if (rows == 0)
             break;
         if (pass == CPU_GEMM_DW)   /* dw[cout][kkc] = dy^T col */
-            s = matmul_create(impl, &mm[i], g->cout, kkc, rows, 1, 0, err);
+            s = matmul_create(impl, &mm[i], g->cout, kkc, rows, 1, 0, 0, err);
         else if (pass == CPU_GEMM_FWD)   /* y[rows][cout] = col W^T */
-            s = matmul_create(impl, &mm[i], rows, g->cout, kkc, 0, 1, err);
+            s = matmul_create(impl, &mm[i], rows, g->cout, kkc, 0, 1, c16, err);
         else   /* dcol[rows][kkc] = dy W */
-            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, err);
+            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, 0, err);
     }
     return s;
 }
@@ -141,11 +141,13 @@ hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int 
     if (!bf16)
         return s;
     if (s == HALLU_OK && (passes & CPU_GEMM_DW))
-        s = matmul_pair(impl, g, cg->chunk, cg->mm_dw, CPU_GEMM_DW, err);
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_dw, CPU_GEMM_DW, 0, err);
     if (s == HALLU_OK && (passes & CPU_GEMM_FWD))
-        s = matmul_pair(impl, g, cg->chunk, cg->mm_fwd, CPU_GEMM_FWD, err);
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_fwd, CPU_GEMM_FWD, 0, err);
+    if (s == HALLU_OK && bf16 && (passes & CPU_GEMM_FWD))
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_fwd16, CPU_GEMM_FWD, 1, err);
     if (s == HALLU_OK && (passes & CPU_GEMM_DX))
-        s = matmul_pair(impl, g, cg->chunk, cg->mm_dx, CPU_GEMM_DX, err);
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_dx, CPU_GEMM_DX, 0, err);
     return s;
 }
 
@@ -158,6 +160,7 @@ void cpu_conv_gemm_free(cpu_conv_gemm *cg)
     for (int i = 0; i < 2; i++) {
         matmul_free(&cg->mm_dw[i]);
         matmul_free(&cg->mm_fwd[i]);
+        matmul_free(&cg->mm_fwd16[i]);
         matmul_free(&cg->mm_dx[i]);
     }
 }
@@ -249,7 +252,7 @@ static int chunk_len(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg, int im
     return g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
 }
 
-void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y,
+void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
                            const uint16_t *x, const float *w)
 {
     int64_t pix = (int64_t)g->oh * g->ow;
@@ -257,7 +260,11 @@ void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
         int cnt = chunk_len(g, cg, img0);
         im2col(impl->col, x, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
-        matmul_run(impl, &cg->mm_fwd[cnt == cg->chunk ? 0 : 1], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
+        int last = cnt == cg->chunk ? 0 : 1;
+        if (y16)
+            matmul_run(impl, &cg->mm_fwd16[last], impl->col, cg->w_ohwi, y16 + img0 * pix * g->cout);
+        else
+            matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
     }
 }
 

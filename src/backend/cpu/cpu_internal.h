@@ -126,7 +126,21 @@ static inline int cpu_threads_for(hallu_backend *be, int64_t work, int64_t grain
 #include <immintrin.h>
 #define CPU_HAVE_BF16_CVT 1
 static inline int cpu_has_bf16_cvt(void) { return __builtin_cpu_supports("avx512bf16"); }
+/* 16 bf16 values -> the floats they are. */
+__attribute__((target("avx512f"))) static inline __m512 cpu_bf16_load16(const uint16_t *p)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
 #endif
+
+/* bf16 -> the float it is (exact). */
+static inline float cpu_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 /* fp32 -> bf16 as AVX512-BF16's vcvtneps2bf16 converts, and so oneDNN's
  * reorders on the CPUs that run bf16 here: round to nearest even, denormals
@@ -173,6 +187,8 @@ hallu_status cpu_conv2d_plan_create(hallu_backend *be, const hallu_conv2d_geom *
                                     hallu_conv2d_plan **out, hallu_error *err);
 void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
+int cpu_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
+                           const float *w);
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
                          const float *x, const uint16_t *x16, const float *w);
 
@@ -191,6 +207,7 @@ typedef struct cpu_conv_gemm {
     float *dw_ohwi;     /* weight gradient [cout][k][k][cin] */
     uint16_t *w_ohwi;   /* bf16 weights [cout][k][k][cin] */
     cpu_matmul mm_dw[2], mm_fwd[2], mm_dx[2];   /* bf16: [0] `chunk` images, [1] the shorter last chunk */
+    cpu_matmul mm_fwd16[2];                     /* mm_fwd with a bf16 product (conv2d_forward_y16) */
 } cpu_conv_gemm;
 /* The passes (CPU_GEMM_*) that take the GEMM route for this geometry. */
 int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16);
@@ -198,8 +215,8 @@ hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int 
                                 hallu_error *err);
 void cpu_conv_gemm_free(cpu_conv_gemm *cg);
 /* bf16 only: y = conv(x, w); dx = the input gradient (overwritten). */
-void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y,
-                           const uint16_t *x, const float *w);
+void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
+                           const uint16_t *x, const float *w);   /* y16: y as bf16 instead */
 void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
                                  const uint16_t *dy, const float *w);
 /* dw += the weight gradient; dy and x are float, or bf16 (uint16_t) for bf16 plans. */
@@ -233,13 +250,15 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
 void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *save_mean,
                                 const float *save_invstd, const float *gamma, int64_t m, int c);
-void cpu_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
-                                  float *save_scale, const float *x, const double *mean, const double *var,
-                                  const float *gamma, const float *beta, const float *residual, int64_t m, int c,
-                                  float eps);
-void cpu_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                 const float *dy, const float *x, const float *save_mean, const float *save_invstd,
-                                 const float *save_scale, const float *gamma, const float *beta, int64_t m, int c);
+void cpu_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
+                                   float *save_scale, const float *x, const uint16_t *x16, const double *mean,
+                                   const double *var, const float *gamma, const float *beta, const float *residual,
+                                   int relu, int64_t m, int c, float eps);
+void cpu_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                  const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                                  const float *save_invstd, const float *save_scale, const float *gamma,
+                                  const float *beta, int64_t m, int c);
+void cpu_batchnorm_stats_x16(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m, int c);
 
 /* elementwise (cpu_eltwise.c) */
 void cpu_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n);

@@ -12,10 +12,16 @@
 
 enum { BN_BLOCK = 128, BN_GRAIN = 1 << 15 };
 
+/* The input of a pass: x, or its bf16 values x16 when the constant flag in16
+ * (inlined bodies) says so. */
+#define BN_X(in16, xr, x16r, j) ((in16) ? cpu_bf16_to_f32((x16r)[j]) : (xr)[j])
+
 /* Per-thread slab sums: s1 += sum(x - k), s2 += sum((x - k)^2), rows [lo, hi). */
-CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
-                               const float *restrict x, const float *restrict k, int64_t ld, int cs,
-                               int64_t lo, int64_t hi)
+static inline __attribute__((always_inline)) void stats_body(double *restrict s1, double *restrict s2,
+                                                             float *restrict b1, float *restrict b2,
+                                                             const float *restrict x, const uint16_t *restrict x16,
+                                                             int in16, const float *restrict k, int64_t ld, int cs,
+                                                             int64_t lo, int64_t hi)
 {
     for (int j = 0; j < cs; j++)
         s1[j] = s2[j] = 0.0;
@@ -24,10 +30,11 @@ CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *
         memset(b1, 0, (size_t)cs * sizeof *b1);
         memset(b2, 0, (size_t)cs * sizeof *b2);
         for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * ld;
+            const float *xr = in16 ? NULL : x + r * ld;
+            const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
 #pragma omp simd
             for (int j = 0; j < cs; j++) {
-                float d = xr[j] - k[j];
+                float d = BN_X(in16, xr, x16r, j) - k[j];
                 b1[j] += d;
                 b2[j] += d * d;
             }
@@ -37,6 +44,16 @@ CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *
             s2[j] += b2[j];
         }
     }
+}
+
+CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
+                               const float *restrict x, const uint16_t *restrict x16, const float *restrict k,
+                               int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    if (x16)
+        stats_body(s1, s2, b1, b2, NULL, x16, 1, k, ld, cs, lo, hi);
+    else
+        stats_body(s1, s2, b1, b2, x, NULL, 0, k, ld, cs, lo, hi);
 }
 
 /* The forward's ReLU mask, recomputed in backward: g where the forward's
@@ -50,6 +67,7 @@ CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *
 static inline __attribute__((always_inline)) void grad_body(double *restrict s1, double *restrict s2,
                                                             float *restrict b1, float *restrict b2,
                                                             const float *restrict dy, const float *restrict x,
+                                                            const uint16_t *restrict x16, int in16,
                                                             const float *restrict mean, const float *restrict scale,
                                                             const float *restrict shift, int relu, int64_t ld,
                                                             int cs, int64_t lo, int64_t hi)
@@ -61,10 +79,11 @@ static inline __attribute__((always_inline)) void grad_body(double *restrict s1,
         memset(b1, 0, (size_t)cs * sizeof *b1);
         memset(b2, 0, (size_t)cs * sizeof *b2);
         for (int64_t r = r0; r < r1; r++) {
-            const float *xr = x + r * ld, *gr = dy + r * ld;
+            const float *xr = in16 ? NULL : x + r * ld, *gr = dy + r * ld;
+            const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
 #pragma omp simd
             for (int j = 0; j < cs; j++) {
-                float d = xr[j] - mean[j], g = gr[j];   /* loaded unconditionally: the select vectorises */
+                float d = BN_X(in16, xr, x16r, j) - mean[j], g = gr[j];   /* g loaded unconditionally: the select vectorises */
                 if (relu)
                     g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
                 b1[j] += g;
@@ -79,14 +98,18 @@ static inline __attribute__((always_inline)) void grad_body(double *restrict s1,
 }
 
 CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
-                              const float *restrict dy, const float *restrict x, const float *restrict mean,
-                              const float *restrict scale, const float *restrict shift, int64_t ld, int cs,
-                              int64_t lo, int64_t hi)
+                              const float *restrict dy, const float *restrict x, const uint16_t *restrict x16,
+                              const float *restrict mean, const float *restrict scale, const float *restrict shift,
+                              int64_t ld, int cs, int64_t lo, int64_t hi)
 {
-    if (scale)
-        grad_body(s1, s2, b1, b2, dy, x, mean, scale, shift, 1, ld, cs, lo, hi);
+    if (x16 && scale)
+        grad_body(s1, s2, b1, b2, dy, NULL, x16, 1, mean, scale, shift, 1, ld, cs, lo, hi);
+    else if (x16)
+        grad_body(s1, s2, b1, b2, dy, NULL, x16, 1, mean, NULL, NULL, 0, ld, cs, lo, hi);
+    else if (scale)
+        grad_body(s1, s2, b1, b2, dy, x, NULL, 0, mean, scale, shift, 1, ld, cs, lo, hi);
     else
-        grad_body(s1, s2, b1, b2, dy, x, mean, NULL, NULL, 0, ld, cs, lo, hi);
+        grad_body(s1, s2, b1, b2, dy, x, NULL, 0, mean, NULL, NULL, 0, ld, cs, lo, hi);
 }
 
 /* One apply pass over rows [lo, hi) of a slab (pointers at the slab's first
@@ -100,6 +123,7 @@ typedef struct bn_pass {
     float *out;
     uint16_t *out16;
     const float *dy, *x, *residual, *mean, *c1, *c2, *c3, *scale, *shift;
+    const uint16_t *x16;   /* the input as bf16 values instead of x (x NULL) */
     int relu;
 } bn_pass;
 
@@ -108,6 +132,7 @@ typedef struct bn_pass {
  * case is a branch-free loop that vectorises: a test of a pointer inside the
  * loop would keep it scalar. */
 static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t *y16, const float *restrict x,
+                                                              const uint16_t *restrict x16, int in16,
                                                               const float *restrict res, const float *restrict mean,
                                                               const float *restrict scale,
                                                               const float *restrict shift, int out, int out16,
@@ -115,12 +140,13 @@ static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t
                                                               int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = x + r * ld, *rr = add_res ? res + r * ld : NULL;
+        const float *xr = in16 ? NULL : x + r * ld, *rr = add_res ? res + r * ld : NULL;
+        const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
         float *yr = out ? y + r * ld : NULL;
         uint16_t *y16r = out16 ? y16 + r * ld : NULL;
 #pragma omp simd
         for (int j = 0; j < cs; j++) {
-            float v = (xr[j] - mean[j]) * scale[j] + shift[j];
+            float v = (BN_X(in16, xr, x16r, j) - mean[j]) * scale[j] + shift[j];
             if (add_res)
                 v = v + rr[j];
             if (relu)
@@ -134,19 +160,21 @@ static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t
 }
 
 static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *dx16, const float *dy,
-                                                          const float *restrict x, const float *restrict mean,
+                                                          const float *restrict x, const uint16_t *restrict x16,
+                                                          int in16, const float *restrict mean,
                                                           const float *restrict a, const float *restrict b,
                                                           const float *restrict cst, const float *restrict scale,
                                                           const float *restrict shift, int out, int out16, int relu,
                                                           int64_t ld, int cs, int64_t lo, int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = x + r * ld, *gr = dy + r * ld;
+        const float *xr = in16 ? NULL : x + r * ld, *gr = dy + r * ld;
+        const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
         float *dr = out ? dx + r * ld : NULL;
         uint16_t *dr16 = out16 ? dx16 + r * ld : NULL;
 #pragma omp simd
         for (int j = 0; j < cs; j++) {
-            float d = xr[j] - mean[j], g = gr[j];   /* loaded unconditionally: the select vectorises */
+            float d = BN_X(in16, xr, x16r, j) - mean[j], g = gr[j];   /* g loaded unconditionally: the select vectorises */
             if (relu)
                 g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
             float v = a[j] * g - b[j] * d - cst[j];
@@ -159,13 +187,14 @@ static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *d
 }
 
 /* bn_pass over rows [lo, hi), each case a loop of its own. */
-CPU_HOT static void pass_rows(const bn_pass *p, int64_t ld, int cs, int64_t lo, int64_t hi)
+static inline __attribute__((always_inline)) void pass_body(const bn_pass *p, int in16, int64_t ld, int cs,
+                                                            int64_t lo, int64_t hi)
 {
     int out = p->out != NULL, out16 = p->out16 != NULL;
-#define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->residual, p->mean, p->c1, p->c2, o, o16, r, q, \
-                                         ld, cs, lo, hi)
-#define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->x, p->mean, p->c1, p->c2, p->c3, p->scale, p->shift, o, \
-                              o16, q, ld, cs, lo, hi)
+#define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->x16, in16, p->residual, p->mean, p->c1, p->c2, \
+                                         o, o16, r, q, ld, cs, lo, hi)
+#define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->x, p->x16, in16, p->mean, p->c1, p->c2, p->c3, p->scale, \
+                              p->shift, o, o16, q, ld, cs, lo, hi)
     if (!p->dy) {
         switch ((p->residual != NULL) * 2 + (p->relu != 0)) {
         case 0: if (out16) AFFINE(out, 1, 0, 0); else AFFINE(1, 0, 0, 0); break;
@@ -188,6 +217,14 @@ CPU_HOT static void pass_rows(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
 #undef DX
 }
 
+CPU_HOT static void pass_rows(const bn_pass *p, int64_t ld, int cs, int64_t lo, int64_t hi)
+{
+    if (p->x16)
+        pass_body(p, 1, ld, cs, lo, hi);
+    else
+        pass_body(p, 0, ld, cs, lo, hi);
+}
+
 #ifdef CPU_HAVE_BF16_CVT
 /* pass_rows for passes that write bf16, with AVX512-BF16's conversion (the
  * integer rounding vectorises poorly); the same products, sums and
@@ -199,10 +236,12 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
     const __m512 zero = _mm512_setzero_ps();
     int vec = cs & ~15;
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = p->x + r * ld;
+        const float *xr = p->x16 ? NULL : p->x + r * ld;
+        const uint16_t *x16r = p->x16 ? p->x16 + r * ld : NULL;
         uint16_t *o16 = p->out16 + r * ld;
         for (int j = 0; j < vec; j += 16) {
-            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + j), _mm512_loadu_ps(p->mean + j)), v;
+            __m512 xv = x16r ? cpu_bf16_load16(x16r + j) : _mm512_loadu_ps(xr + j);
+            __m512 d = _mm512_sub_ps(xv, _mm512_loadu_ps(p->mean + j)), v;
             if (!p->dy) {
                 v = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->c1 + j)), _mm512_loadu_ps(p->c2 + j));
                 if (p->residual)
@@ -229,7 +268,8 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
             tail.out = p->out ? p->out + vec : NULL;
             tail.out16 = p->out16 + vec;
             tail.dy = p->dy ? p->dy + vec : NULL;
-            tail.x = p->x + vec;
+            tail.x = p->x ? p->x + vec : NULL;
+            tail.x16 = p->x16 ? p->x16 + vec : NULL;
             tail.residual = p->residual ? p->residual + vec : NULL;
             tail.mean = p->mean + vec;
             tail.c1 = p->c1 + vec;
@@ -251,7 +291,7 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
  * sums in the same order (products and sums unfused), so the same bits. */
 #define BN_SUMS_STEP(v)                                                                                          \
     do {                                                                                                         \
-        __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + 16 * (v)), k##v);                                          \
+        __m512 d = _mm512_sub_ps(x16r ? cpu_bf16_load16(x16r + 16 * (v)) : _mm512_loadu_ps(xr + 16 * (v)), k##v); \
         if (!dy) {                                                                                               \
             a1_##v = _mm512_add_ps(a1_##v, d);                                                                   \
             a2_##v = _mm512_add_ps(a2_##v, _mm512_mul_ps(d, d));                                                 \
@@ -266,8 +306,9 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
     } while (0)
 
 __attribute__((target("avx512f")))
-static void sums_rows_avx512(double *s1, double *s2, const float *dy, const float *x, const float *k,
-                             const float *scale, const float *shift, int64_t ld, int cs64, int64_t lo, int64_t hi)
+static void sums_rows_avx512(double *s1, double *s2, const float *dy, const float *x, const uint16_t *x16,
+                             const float *k, const float *scale, const float *shift, int64_t ld, int cs64, int64_t lo,
+                             int64_t hi)
 {
     const __m512 zero = _mm512_setzero_ps();
     for (int j = 0; j < cs64; j++)
@@ -287,7 +328,8 @@ static void sums_rows_avx512(double *s1, double *s2, const float *dy, const floa
             __m512 a1_0 = zero, a1_1 = zero, a1_2 = zero, a1_3 = zero;
             __m512 a2_0 = zero, a2_1 = zero, a2_2 = zero, a2_3 = zero;
             for (int64_t r = r0; r < r1; r++) {
-                const float *xr = x + r * ld + j0, *gr = dy ? dy + r * ld + j0 : NULL;
+                const float *xr = x16 ? NULL : x + r * ld + j0, *gr = dy ? dy + r * ld + j0 : NULL;
+                const uint16_t *x16r = x16 ? x16 + r * ld + j0 : NULL;
                 BN_SUMS_STEP(0);
                 BN_SUMS_STEP(1);
                 BN_SUMS_STEP(2);
@@ -310,29 +352,32 @@ static void sums_rows_avx512(double *s1, double *s2, const float *dy, const floa
 
 /* One thread's sums over rows [lo, hi) of a slab (see slab_sums). */
 static void sums_rows(double *s1, double *s2, float *b1, float *b2, const float *dy, const float *x,
-                      const float *k, const float *scale, const float *shift, int64_t ld, int cs, int64_t lo,
-                      int64_t hi)
+                      const uint16_t *x16, const float *k, const float *scale, const float *shift, int64_t ld, int cs,
+                      int64_t lo, int64_t hi)
 {
     int done = 0;
 #ifdef CPU_HAVE_BF16_CVT
     if (__builtin_cpu_supports("avx512f") && (done = cs & ~63) > 0)
-        sums_rows_avx512(s1, s2, dy, x, k, scale, shift, ld, done, lo, hi);
+        sums_rows_avx512(s1, s2, dy, x, x16, k, scale, shift, ld, done, lo, hi);
 #endif
     if (done == cs)
         return;
     /* the channels past the last group of 64 (each channel's sums are its own) */
+    const float *xd = x ? x + done : NULL;
+    const uint16_t *x16d = x16 ? x16 + done : NULL;
     if (dy)
-        grad_rows(s1 + done, s2 + done, b1, b2, dy + done, x + done, k + done, scale ? scale + done : NULL,
+        grad_rows(s1 + done, s2 + done, b1, b2, dy + done, xd, x16d, k + done, scale ? scale + done : NULL,
                   shift ? shift + done : NULL, ld, cs - done, lo, hi);
     else
-        stats_rows(s1 + done, s2 + done, b1, b2, x + done, k + done, ld, cs - done, lo, hi);
+        stats_rows(s1 + done, s2 + done, b1, b2, xd, x16d, k + done, ld, cs - done, lo, hi);
 }
 
 /* Sums (x - k) and (x - k)^2 (or g and g*(x - mean) when dy != NULL, g = dy
  * masked by the forward's ReLU when scale != NULL) of one slab over all rows
  * into d1/d2, in thread order. */
 static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const float *x,
-                      const float *k, const float *scale, const float *shift, int64_t m, int64_t ld, int cs)
+                      const uint16_t *x16, const float *k, const float *scale, const float *shift, int64_t m,
+                      int64_t ld, int cs)
 {
     cpu_impl *impl = cpu_impl_of(be);
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN), used = 1;
@@ -343,7 +388,7 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
         cpu_split(m, T, t, &lo, &hi);
         double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
         float *b1 = cpu_red_f(impl, t, 0), *b2 = cpu_red_f(impl, t, 1);
-        sums_rows(s1, s2, b1, b2, dy, x, k, scale, shift, ld, cs, lo, hi);
+        sums_rows(s1, s2, b1, b2, dy, x, x16, k, scale, shift, ld, cs, lo, hi);
         if (t == 0)
             used = T;
     }
@@ -379,19 +424,27 @@ static void slab_apply(hallu_backend *be, const bn_pass *p, int64_t m, int64_t l
 }
 
 /* Batch mean and biased variance (clamped at 0) of one slab, in double. */
-static void slab_stats(hallu_backend *be, double *mu, double *var, const float *x, int64_t m, int64_t ld, int cs)
+static void slab_stats(hallu_backend *be, double *mu, double *var, const float *x, const uint16_t *x16, int64_t m,
+                       int64_t ld, int cs)
 {
     cpu_impl *impl = cpu_impl_of(be);
     int shared = impl->num_threads;
     double *d1 = cpu_red_d(impl, shared, 0), *d2 = cpu_red_d(impl, shared, 1);
     /* Shifting by the first row keeps the one-pass variance free of cancellation. */
-    slab_sums(be, d1, d2, NULL, x, x, NULL, NULL, m, ld, cs);
+    const float *k = x;
+    if (x16) {
+        float *k16 = cpu_red_f(impl, shared, 3);
+        for (int j = 0; j < cs; j++)
+            k16[j] = cpu_bf16_to_f32(x16[j]);
+        k = k16;
+    }
+    slab_sums(be, d1, d2, NULL, x, x16, k, NULL, NULL, m, ld, cs);
     for (int j = 0; j < cs; j++) {
         double mu_shift = d1[j] / (double)m;
         double v = d2[j] / (double)m - mu_shift * mu_shift;
         if (v < 0.0)
             v = 0.0;
-        mu[j] = (double)x[j] + mu_shift;
+        mu[j] = (double)k[j] + mu_shift;
         var[j] = v;
     }
 }
@@ -451,7 +504,7 @@ void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, 
     double *mu = cpu_red_d(impl, shared, 2), *var = cpu_red_d(impl, shared, 3);
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        slab_stats(be, mu, var, x + c0, m, c, cs);
+        slab_stats(be, mu, var, x + c0, NULL, m, c, cs);
         running_update(running_mean ? running_mean + c0 : NULL, running_var ? running_var + c0 : NULL, mu, var, m,
                        cs, momentum);
         bn_pass p = { .out = y + c0, .x = x + c0 };
@@ -468,7 +521,17 @@ void cpu_batchnorm_stats(hallu_backend *be, double *mean, double *var, const flo
         return;
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        slab_stats(be, mean + c0, var + c0, x + c0, m, c, cs);
+        slab_stats(be, mean + c0, var + c0, x + c0, NULL, m, c, cs);
+    }
+}
+
+void cpu_batchnorm_stats_x16(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m, int c)
+{
+    if (m <= 0 || c <= 0)
+        return;
+    for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
+        int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
+        slab_stats(be, mean + c0, var + c0, NULL, x16 + c0, m, c, cs);
     }
 }
 
@@ -486,17 +549,17 @@ void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, floa
     }
 }
 
-void cpu_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
-                                  float *save_scale, const float *x, const double *mean, const double *var,
-                                  const float *gamma, const float *beta, const float *residual, int64_t m, int c,
-                                  float eps)
+void cpu_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
+                                   float *save_scale, const float *x, const uint16_t *x16, const double *mean,
+                                   const double *var, const float *gamma, const float *beta, const float *residual,
+                                   int relu, int64_t m, int c, float eps)
 {
     if (m <= 0 || c <= 0)
         return;
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
-        bn_pass p = { .out = y ? y + c0 : NULL, .out16 = y16 ? y16 + c0 : NULL, .x = x + c0,
-                      .residual = residual ? residual + c0 : NULL, .relu = 1 };
+        bn_pass p = { .out = y ? y + c0 : NULL, .out16 = y16 ? y16 + c0 : NULL, .x = x16 ? NULL : x + c0,
+                      .x16 = x16 ? x16 + c0 : NULL, .residual = residual ? residual + c0 : NULL, .relu = relu != 0 };
         slab_normalize(be, p, save_mean + c0, save_invstd + c0, save_scale + c0, mean + c0, var + c0,
                        gamma ? gamma + c0 : NULL, beta ? beta + c0 : NULL, m, c, cs, eps);
     }
@@ -563,7 +626,7 @@ void cpu_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamm
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
         double *d1 = sums + c0, *d2 = sums + c + c0;
-        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, NULL, NULL, m, c, cs);
+        slab_sums(be, d1, d2, dy + c0, x + c0, NULL, save_mean + c0, NULL, NULL, m, c, cs);
         for (int j = 0; j < cs; j++) {
             if (dgamma)
                 dgamma[c0 + j] += (float)(d2[j] * (double)save_invstd[c0 + j]);
@@ -623,8 +686,9 @@ void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
 /* The training backward; dx as fp32 into dx, or as bf16 into dx16 (one of them
  * or neither); dy masked by the forward's ReLU when save_scale (with beta). */
 static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                               const float *dy, const float *x, const float *save_mean, const float *save_invstd,
-                               const float *save_scale, const float *gamma, const float *beta, int64_t m, int c)
+                               const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                               const float *save_invstd, const float *save_scale, const float *gamma,
+                               const float *beta, int64_t m, int c)
 {
     if (m <= 0 || c <= 0)
         return;
@@ -638,7 +702,9 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
         const float *scale = save_scale ? save_scale + c0 : NULL;
         for (int j = 0; j < cs; j++)
             shift[j] = beta ? beta[c0 + j] : 0.0f;
-        slab_sums(be, d1, d2, dy + c0, x + c0, save_mean + c0, scale, shift, m, c, cs);
+        const float *xs = x16 ? NULL : x + c0;
+        const uint16_t *x16s = x16 ? x16 + c0 : NULL;
+        slab_sums(be, d1, d2, dy + c0, xs, x16s, save_mean + c0, scale, shift, m, c, cs);
         for (int j = 0; j < cs; j++) {
             double invstd = save_invstd[c0 + j], k = invstd * (gamma ? (double)gamma[c0 + j] : 1.0);
             if (dgamma)
@@ -649,8 +715,8 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m);
             cst[j] = (float)(k * d1[j] / (double)m);
         }
-        bn_pass p = { .out = dx ? dx + c0 : NULL, .out16 = dx16 ? dx16 + c0 : NULL, .dy = dy + c0, .x = x + c0,
-                      .mean = save_mean + c0, .c1 = a, .c2 = b, .c3 = cst, .scale = scale, .shift = shift };
+        bn_pass p = { .out = dx ? dx + c0 : NULL, .out16 = dx16 ? dx16 + c0 : NULL, .dy = dy + c0, .x = xs,
+                      .x16 = x16s, .mean = save_mean + c0, .c1 = a, .c2 = b, .c3 = cst, .scale = scale, .shift = shift };
         if (dx || dx16)
             slab_apply(be, &p, m, c, cs);
     }
@@ -660,19 +726,21 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
                             const float *dy, const float *x, const float *save_mean,
                             const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, save_mean, save_invstd, NULL, gamma, NULL, m, c);
+    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m, c);
 }
 
 void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *save_mean,
                                 const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, NULL, gamma, NULL, m, c);
+    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m, c);
 }
 
-void cpu_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                 const float *dy, const float *x, const float *save_mean, const float *save_invstd,
-                                 const float *save_scale, const float *gamma, const float *beta, int64_t m, int c)
+void cpu_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                  const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                                  const float *save_invstd, const float *save_scale, const float *gamma,
+                                  const float *beta, int64_t m, int c)
 {
-    batchnorm_backward(be, dx, dx16, dgamma, dbeta, dy, x, save_mean, save_invstd, save_scale, gamma, beta, m, c);
+    batchnorm_backward(be, dx, dx16, dgamma, dbeta, dy, x, x16, save_mean, save_invstd, save_scale, gamma, beta, m,
+                       c);
 }

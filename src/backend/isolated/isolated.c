@@ -290,6 +290,19 @@ static void iso_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x
     RUN(p->be, inner_of(p->be)->ops->conv2d_forward(p->inner, D(y), D(x), D(x16), D(w)));
 }
 
+/* A refused op (failed backend, fault hook) counts as done: the failure is
+ * recorded and every later op is refused too. */
+static int iso_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
+                                  const float *w)
+{
+    iso_plan *p = (iso_plan *)plan;
+    if (!iso_enter(p->be, __func__))
+        return 1;
+    int done = inner_of(p->be)->ops->conv2d_forward_y16(p->inner, D(y16), D(x), D(x16), D(w));
+    iso_leave(p->be);
+    return done;
+}
+
 static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                                 const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
@@ -337,26 +350,34 @@ static void iso_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float 
                                                       D(save_mean), D(save_invstd), D(gamma), m, c));
 }
 
-static void iso_batchnorm_normalize_relu(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
-                                         float *save_invstd, float *save_scale, const float *x, const double *mean,
-                                         const double *var, const float *gamma, const float *beta,
-                                         const float *residual, int64_t m, int c, float eps)
+static void iso_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
+                                          float *save_invstd, float *save_scale, const float *x, const uint16_t *x16,
+                                          const double *mean, const double *var, const float *gamma,
+                                          const float *beta, const float *residual, int relu, int64_t m, int c,
+                                          float eps)
 {
     ENTER(be);
-    RUN(be, inner_of(be)->ops->batchnorm_normalize_relu(inner_of(be), D(y), D(y16), D(save_mean), D(save_invstd),
-                                                        D(save_scale), D(x), D(mean), D(var), D(gamma), D(beta),
-                                                        D(residual), m, c, eps));
+    RUN(be, inner_of(be)->ops->batchnorm_normalize_fused(inner_of(be), D(y), D(y16), D(save_mean), D(save_invstd),
+                                                         D(save_scale), D(x), D(x16), D(mean), D(var), D(gamma),
+                                                         D(beta), D(residual), relu, m, c, eps));
 }
 
-static void iso_batchnorm_backward_relu(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                        const float *dy, const float *x, const float *save_mean,
-                                        const float *save_invstd, const float *save_scale, const float *gamma,
-                                        const float *beta, int64_t m, int c)
+static void iso_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
+                                         const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                                         const float *save_invstd, const float *save_scale, const float *gamma,
+                                         const float *beta, int64_t m, int c)
 {
     ENTER(be);
-    RUN(be, inner_of(be)->ops->batchnorm_backward_relu(inner_of(be), D(dx), D(dx16), D(dgamma), D(dbeta), D(dy),
-                                                       D(x), D(save_mean), D(save_invstd), D(save_scale), D(gamma),
-                                                       D(beta), m, c));
+    RUN(be, inner_of(be)->ops->batchnorm_backward_fused(inner_of(be), D(dx), D(dx16), D(dgamma), D(dbeta), D(dy),
+                                                        D(x), D(x16), D(save_mean), D(save_invstd), D(save_scale),
+                                                        D(gamma), D(beta), m, c));
+}
+
+static void iso_batchnorm_stats_x16(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m,
+                                    int c)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->batchnorm_stats_x16(inner_of(be), D(mean), D(var), D(x16), m, c));
 }
 
 /* ---- elementwise ---- */
@@ -760,13 +781,15 @@ static const hallu_backend_ops iso_ops = {
     .conv2d_plan_create = iso_conv2d_plan_create,
     .conv2d_plan_free = iso_conv2d_plan_free,
     .conv2d_forward = iso_conv2d_forward,
+    .conv2d_forward_y16 = iso_conv2d_forward_y16,
     .conv2d_backward = iso_conv2d_backward,
     .batchnorm_forward_train = iso_batchnorm_forward_train,
     .batchnorm_forward_eval = iso_batchnorm_forward_eval,
     .batchnorm_backward = iso_batchnorm_backward,
     .batchnorm_backward_x16 = iso_batchnorm_backward_x16,
-    .batchnorm_normalize_relu = iso_batchnorm_normalize_relu,
-    .batchnorm_backward_relu = iso_batchnorm_backward_relu,
+    .batchnorm_normalize_fused = iso_batchnorm_normalize_fused,
+    .batchnorm_backward_fused = iso_batchnorm_backward_fused,
+    .batchnorm_stats_x16 = iso_batchnorm_stats_x16,
     .relu_forward = iso_relu_forward,
     .relu_forward_x16 = iso_relu_forward_x16,
     .relu_backward = iso_relu_backward,
