@@ -345,6 +345,19 @@ static void cmp_(const char *name, buf b, int normwise)
 #define CMP(name, b) cmp_((name), (b), 0)
 #define CMPN(name, b) cmp_((name), (b), 1)
 
+/* Buffers a and b (same type and length) hold the same bytes on the device
+ * under test. */
+static void dut_bytes_same(const char *name, buf a, buf b)
+{
+    size_t bytes = a.n * k_tsize[a.type];
+    void *ha = tu_xmalloc(bytes + 1), *hb = tu_xmalloc(bytes + 1);
+    get(a, 0, ha);
+    get(b, 0, hb);
+    int bad = a.n != b.n || a.type != b.type || memcmp(ha, hb, bytes) != 0;
+    op_note(name, bad, !bad);
+    free(ha), free(hb);
+}
+
 static void cmp_scalar(const char *name, float a, float r)
 {
     double da = a, dr = r;
@@ -515,12 +528,7 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
         BOTH(copy, F(keep), F(y16), ny * 2);
         int done = OP(conv2d_forward_y16)(plan[0], (uint16_t *)y16.p[0], F(x), NULL, F(wt));
         op_note("return value (1: wrote)", done, !done);
-        uint16_t *a = tu_xmalloc(ny * 2), *b = tu_xmalloc(ny * 2);
-        get(y16, 0, a);
-        get(keep, 0, b);
-        int bad = memcmp(a, b, ny * 2) != 0;
-        op_note("y16 untouched", bad, !bad);
-        free(a), free(b);
+        dut_bytes_same("y16 untouched", y16, keep);
     }
     op_end();
 
@@ -761,14 +769,7 @@ static void t_bn_x16(int64_t m)
     BOTH(batchnorm_stats_x16, DB(st16), DB(st16) + C, (uint16_t *)x16.p[g_side], m, C);
     BOTH(batchnorm_stats, DB(st), DB(st) + C, F(xw), m, C);
     CMP("mean and var from x16", st16);
-    {
-        double *a = tu_dalloc(2 * C), *b = tu_dalloc(2 * C);
-        get(st16, 0, a);
-        get(st, 0, b);
-        int bad = memcmp(a, b, 2 * C * sizeof(double)) != 0;
-        op_note("mean and var vs batchnorm_stats on its floats", bad, !bad);
-        free(a), free(b);
-    }
+    dut_bytes_same("mean and var vs batchnorm_stats on its floats", st16, st);
     buf gamma = f32u(C, 0.5, 1.5), beta = f32u(C, -0.5, 0.5), res = f32u(n, -1, 1);
     BOTH(fill, F(gamma) + 3, 0.0f, 1);   /* a channel at ReLU's kink */
     BOTH(fill, F(beta) + 3, 0.0f, 1);
@@ -783,14 +784,7 @@ static void t_bn_x16(int64_t m)
         dut_same(relu ? "y (residual, relu)" : "y", y, yw, 0);
         dut_same("save_scale", ss, ssw, 0);
         CMP("y16", y16);
-        {
-            uint16_t *a = tu_xmalloc(n * 2), *b = tu_xmalloc(n * 2);
-            get(y16, 0, a);
-            get(y16w, 0, b);
-            int bad = memcmp(a, b, n * 2) != 0;
-            op_note("y16 vs on the floats", bad, !bad);
-            free(a), free(b);
-        }
+        dut_bytes_same("y16 vs on the floats", y16, y16w);
     }
     /* y (ReLU of bn(x) + res) as the backward's dy, the forward's saved statistics */
     buf dx = mk(T_F32, n), dxw = mk(T_F32, n), dx16 = mk(T_U16, n), dg = mk(T_F32, C), dgw = mk(T_F32, C);

@@ -69,7 +69,7 @@ struct hallu_resnet {
     float *features[HALLU_MAX_INSTANCES];
     const float *input[HALLU_MAX_INSTANCES];
     int batch[HALLU_MAX_INSTANCES];
-    int relu_fused[HALLU_MAX_INSTANCES];   /* the forward's mode: 0, FUSED or FUSED_PRE16 (see the top) */
+    int fwd_mode[HALLU_MAX_INSTANCES];   /* the forward's mode: 0, FUSED or FUSED_PRE16 (see the top) */
     float *grad_buf[NUM_GRAD_BUFFERS];
     uint16_t *dy16;      /* x16: batch norm's input gradient in bf16, for the convolution after it (else NULL) */
     size_t max_act;      /* floats per activation buffer (max over the net) */
@@ -497,7 +497,7 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
                                net->num_instances, n, net->max_batch);
     net->input[inst] = x;
     net->batch[inst] = n;
-    int fused = net->relu_fused[inst] = !hallu_batchnorm_fusable(ctx) ? 0 : net->pre16 ? FUSED_PRE16 : FUSED;
+    int fused = net->fwd_mode[inst] = !hallu_batchnorm_fusable(ctx) ? 0 : net->pre16 ? FUSED_PRE16 : FUSED;
     hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, fused, err);
     const float *cur = net->stem.out[inst];
     const uint16_t *cur16 = net->stem.out16[inst];
@@ -554,7 +554,7 @@ static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, fl
  * gradient for the shortcut until the downsample (or the final add) has read
  * it; the main path alternates between the other two, its units' batch norms
  * running in place except the last unit's, whose input gradient g must not
- * overwrite. Fused forward (net->relu_fused): the output gradient comes
+ * overwrite. Fused forward (net->fwd_mode): the output gradient comes
  * masked by the block's ReLU already, and when mask_input the input gradient
  * leaves masked by the ReLU that made x (the previous block's). */
 static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
@@ -562,7 +562,7 @@ static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_c
                                    hallu_error *err)
 {
     float **buf = net->grad_buf;
-    int fused = net->relu_fused[inst];
+    int fused = net->fwd_mode[inst];
     int g = *index, cur = (g + 1) % NUM_GRAD_BUFFERS, other = (g + 2) % NUM_GRAD_BUFFERS;
     const unit *last = &b->units[b->num_units - 1];
     int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
@@ -605,7 +605,7 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
     ctx->be->ops->global_avgpool_backward(ctx->be, net->grad_buf[index], dfeatures, n,
                                           last->out_h * last->out_w, net->feature_dim);
     hallu_status s = HALLU_OK;
-    int imagenet = net->cfg.stem == HALLU_STEM_IMAGENET, fused = net->relu_fused[inst];
+    int imagenet = net->cfg.stem == HALLU_STEM_IMAGENET, fused = net->fwd_mode[inst];
     if (fused)   /* the last block's ReLU (each earlier block's comes with the add after it) */
         ctx->be->ops->relu_backward(ctx->be, net->grad_buf[index], net->grad_buf[index], lastb->out[inst],
                                     (int64_t)n * last->out_h * last->out_w * last->conv.cout);
