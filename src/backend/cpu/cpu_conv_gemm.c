@@ -12,7 +12,10 @@
  * - forward and input gradient of 3x3 layers with <= 16 output pixels (the
  *   last stage at 32x32), where the direct kernels ran at 25-35%:
  *   y = col W^T, and dcol = dy W then col2im (a scatter-add, per image, in a
- *   fixed order), with W as bf16 [cout][k][k][cin] converted per call. */
+ *   fixed order), with W as bf16 [cout][k][k][cin] converted per call;
+ * - the input gradient of the stride-2 1x1 downsampling layers (oneDNN's ran
+ *   at 5-8% of the peak): dcol = dy W, then col2im writes it to the even
+ *   pixels and zeros to the others. */
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
@@ -30,6 +33,8 @@ int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16)
         passes |= CPU_GEMM_DW;
     if (bf16 && g->k > 1 && pix <= 16)
         passes |= CPU_GEMM_FWD | CPU_GEMM_DX;
+    if (bf16 && g->k == 1 && g->stride > 1)
+        passes |= CPU_GEMM_DX;
     return passes;
 }
 
