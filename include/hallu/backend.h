@@ -150,7 +150,7 @@ typedef struct hallu_backend_ops {
      * (when relu), with bn(x) as batchnorm_normalize computes it and the add
      * and max as add and relu_forward do (the same bits as those ops in
      * turn); r written to y and/or as its bf16 rounding (as relu_forward_x16)
-     * to y16, either may be NULL. The input is x, or x16 (x NULL): bf16
+     * to y16, either (not both) may be NULL. The input is x, or x16 (x NULL): bf16
      * values (a bf16 convolution's output, conv2d_forward_y16), read as the
      * floats they are. save_mean and save_invstd as batchnorm_normalize;
      * save_scale [c] receives the per-channel float factor bn(x) used, which
