@@ -12,7 +12,9 @@
  * - forward and input gradient of 3x3 layers with <= 16 output pixels (the
  *   last stage at 32x32), where the direct kernels ran at 25-35%:
  *   y = col W^T, and dcol = dy W then col2im (a scatter-add, per image, in a
- *   fixed order), with W as bf16 [cout][k][k][cin] converted per call;
+ *   fixed order), with W as bf16 [cout][k][k][cin] converted per call; where
+ *   the layer is its own transpose's geometry (stride 1, cin == cout), dx as
+ *   that forward instead: im2col(dy) times the flipped weights;
  * - the input gradient of the stride-2 1x1 downsampling layers (oneDNN's ran
  *   at 5-8% of the peak): dcol = dy W, then col2im writes it to the even
  *   pixels and zeros to the others. */
@@ -273,10 +275,42 @@ void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_
     }
 }
 
+/* ohwi[ci][ky][kx][co] = bf16(w[co][ci][k-1-ky][k-1-kx]): the weights of the
+ * forward convolution that is this layer's transpose (cin == cout). */
+static void weights_flipped_to_ohwi_bf16(uint16_t *ohwi, const float *w, const hallu_conv2d_geom *g, int nt)
+{
+    int kk = g->k * g->k, c = g->cin;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int ci = 0; ci < c; ci++) {
+        uint16_t *d = ohwi + (int64_t)ci * kk * c;
+        for (int s = 0; s < kk; s++)
+            for (int co = 0; co < c; co++)
+                d[s * c + co] = cpu_bf16_round(w[((int64_t)co * c + ci) * kk + kk - 1 - s]);
+    }
+}
+
+/* A stride-1 layer with cin == cout whose output keeps its input's size is its
+ * own transpose's geometry: dx = conv(dy, flipped w) by the forward's im2col
+ * and matmul, which writes dx once instead of a 9x larger fp32 dcol that
+ * col2im reads back (same products, summed in the matmul's order). */
+static int dx_as_forward(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg)
+{
+    return (cg->passes & CPU_GEMM_FWD) && g->stride == 1 && g->cin == g->cout && 2 * g->pad == g->k - 1;
+}
+
 void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
                                  const uint16_t *dy, const float *w)
 {
     int64_t pix = (int64_t)g->oh * g->ow;
+    if (dx_as_forward(g, cg)) {
+        weights_flipped_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
+        for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
+            int cnt = chunk_len(g, cg, img0);
+            im2col(impl->col, dy, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
+            matmul_run(impl, &cg->mm_fwd[cnt == cg->chunk ? 0 : 1], impl->col, cg->w_ohwi, dx + img0 * pix * g->cin);
+        }
+        return;
+    }
     weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
         int cnt = chunk_len(g, cg, img0);
