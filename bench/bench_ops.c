@@ -139,7 +139,8 @@ static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
                         be->ops->batchnorm_backward_x16(be, y16, dg, db, dy, x, sm, si, gamma, m, c);
                     break;
             case 7: if (be->ops->batchnorm_backward_fused)
-                        be->ops->batchnorm_backward_fused(be, NULL, y16, dg, db, dy, x, NULL, sm, si, ss, gamma, beta, m, c);
+                        be->ops->batchnorm_backward_fused(be, NULL, y16, dg, db, dy, NULL, x, NULL, sm, si, ss, gamma,
+                                                      beta, m, c);
                     break;
             case 8: be->ops->relu_backward(be, y, dy, x, (int64_t)n); break;
             case 9: if (be->ops->add_relu_backward) be->ops->add_relu_backward(be, y, dy, res, x, (int64_t)n); break;
@@ -150,7 +151,8 @@ static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
                      break;
             case 12: be->ops->batchnorm_backward(be, y, dg, db, dy, x, sm, si, gamma, m, c); break;
             case 13: if (be->ops->batchnorm_backward_fused)
-                         be->ops->batchnorm_backward_fused(be, y, NULL, dg, db, dy, x, NULL, sm, si, ss, gamma, beta, m, c);
+                         be->ops->batchnorm_backward_fused(be, y, NULL, dg, db, dy, NULL, x, NULL, sm, si, ss, gamma,
+                                                       beta, m, c);
                      break;
             }
             double t = hallu_now() - t0;

@@ -52,9 +52,11 @@ static const struct slot {
     SLOT(destroy), SLOT(alloc), SLOT(release), SLOT(upload), SLOT(download), SLOT(copy), SLOT(fill),
     SLOT(memory), SLOT(host_alloc), SLOT(host_free), SLOT(upload_wait), SLOT(set_precision), SLOT(inject_fault),
     SLOT(conv2d_plan_create), SLOT(conv2d_plan_free), SLOT(conv2d_forward), SLOT(conv2d_forward_y16), SLOT(conv2d_backward),
+    SLOT(conv2d_backward_dx16),
     SLOT(batchnorm_forward_train), SLOT(batchnorm_forward_eval), SLOT(batchnorm_backward), SLOT(batchnorm_backward_x16),
     SLOT(batchnorm_normalize_fused), SLOT(batchnorm_backward_fused), SLOT(batchnorm_stats_x16),
-    SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(add_relu_backward), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
+    SLOT(relu_forward), SLOT(relu_backward), SLOT(relu_forward_x16), SLOT(add), SLOT(add_relu_backward),
+    SLOT(add_relu_backward_x16), SLOT(axpy), SLOT(scale), SLOT(normalize_u8),
     SLOT(maxpool2d_forward), SLOT(maxpool2d_backward), SLOT(global_avgpool_forward), SLOT(global_avgpool_backward),
     SLOT(gemm), SLOT(linear_forward), SLOT(linear_backward),
     SLOT(l2norm_rows_forward), SLOT(l2norm_rows_backward), SLOT(softmax_xent_forward), SLOT(softmax_xent_backward),
@@ -532,6 +534,17 @@ static void t_conv(int n, int h, int w, int cin, int cout, int k, int stride, in
     }
     op_end();
 
+    op_begin("conv2d_backward_dx16 on an fp32 plan: refused %s", geo);
+    if (g_dut_ops.conv2d_backward_dx16) {
+        buf dx16 = mk(T_U16, nx), keep = mk(T_U16, nx), dy1 = f32u(ny, -1, 1);
+        BOTH(fill, F(dx16), 3.0f, (int64_t)(nx / 2));
+        BOTH(copy, F(keep), F(dx16), nx * 2);
+        int done = OP(conv2d_backward_dx16)(plan[0], (uint16_t *)dx16.p[0], NULL, F(dy1), NULL, F(x), NULL, F(wt));
+        op_note("return value (1: ran)", done, !done);
+        dut_bytes_same("dx16 untouched", dx16, keep);
+    }
+    op_end();
+
     buf dy = f32u(ny, -1, 1), dx = f32u(nx, -9, 9), dw = f32u(nw, -0.3, 0.3);
     op_begin("conv2d_backward %s", geo);
     BOTH_PLAN(conv2d_backward, plan, F(dx), F(dw), F(dy), NULL, F(x), NULL, F(wt));
@@ -654,19 +667,19 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     BOTH(copy, F(dbw), F(db), c * sizeof(float));
     BOTH(relu_backward, F(dyr), F(dy), F(want), (int64_t)n);   /* want: relu(bn(x)), the forward's output */
     BOTH(batchnorm_backward, F(dxw), F(dgw), F(dbw), F(dyr), F(x), F(sm), F(si), F(gamma), m, c);
-    BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), F(x), NULL, F(sm), F(si), F(ss), F(gamma), F(beta),
-         m, c);
+    BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), NULL, F(x), NULL, F(sm), F(si), F(ss), F(gamma),
+         F(beta), m, c);
     CMP("dx", dx);
     CMP("dgamma (accumulated)", dg);
     CMP("dbeta (accumulated)", db);
     dut_same("dx vs relu_backward + batchnorm_backward (elements off)", dx, dxw, 0);
     dut_same("dgamma vs the same (elements off)", dg, dgw, 0);
     dut_same("dbeta vs the same (elements off)", db, dbw, 0);
-    BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(dy), F(x), NULL, F(sm), F(si), F(ss),
-         F(gamma), F(beta), m, c);
+    BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(dy), NULL, F(x), NULL, F(sm), F(si),
+         F(ss), F(gamma), F(beta), m, c);
     dut_same("dx16 vs bf16 of that dx (elements off)", dx16, dxw, 1);
-    BOTH(batchnorm_backward_fused, F(dy), NULL, NULL, NULL, F(dy), F(x), NULL, F(sm), F(si), F(ss), F(gamma), F(beta), m,
-         c);
+    BOTH(batchnorm_backward_fused, F(dy), NULL, NULL, NULL, F(dy), NULL, F(x), NULL, F(sm), F(si), F(ss), F(gamma),
+         F(beta), m, c);
     dut_same("dx in place (dx = dy) vs the same (elements off)", dy, dxw, 0);
     op_end();
 }
@@ -724,9 +737,9 @@ static void t_bn_channel_groups(int64_t m)
         BOTH(fill, F(db), 0.0f, C);
         BOTH(fill, F(dgw), 0.0f, W);
         BOTH(fill, F(dbw), 0.0f, W);
-        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), F(x), NULL, F(sm), F(si), relu ? F(ss) : NULL,
-             F(gamma), F(beta), m, C);
-        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(dyw), F(xw), NULL, F(smw), F(siw),
+        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(dy), NULL, F(x), NULL, F(sm), F(si),
+             relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(dyw), NULL, F(xw), NULL, F(smw), F(siw),
              relu ? F(ssw) : NULL, F(gamma), F(beta), m, W);
         buf dxc = columns(dx, m, C, W), dgc = columns(dg, 1, C, W), dbc = columns(db, 1, C, W);
         dut_same(relu ? "dx with the ReLU mask" : "dx", dxc, dxw, 0);
@@ -741,6 +754,22 @@ static void t_bn_channel_groups(int64_t m)
  * the fused normalize (ReLU, residual, both outputs) and the fused backward
  * with and without the ReLU mask, dx and dx16. c = 72: a group of 64 channels
  * and 8 past it (the CPU's two sums paths). */
+/* b16 = bf16(b) and bw = its floats, from the device under test's b (both sides). */
+static void bf16_pair(buf b, buf b16, buf bw)
+{
+    float *h = tu_falloc(b.n);
+    uint16_t *h16 = tu_xmalloc(b.n * 2);
+    get(b, 0, h);
+    for (size_t i = 0; i < b.n; i++) {
+        h16[i] = bf16_bits(h[i]);
+        uint32_t u = (uint32_t)h16[i] << 16;
+        memcpy(&h[i], &u, sizeof u);
+    }
+    put(b16, h16);
+    put(bw, h);
+    free(h), free(h16);
+}
+
 static void t_bn_x16(int64_t m)
 {
     enum { C = 72 };
@@ -794,11 +823,11 @@ static void t_bn_x16(int64_t m)
         BOTH(fill, F(db), 0.0f, C);
         BOTH(fill, F(dgw), 0.0f, C);
         BOTH(fill, F(dbw), 0.0f, C);
-        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(res), NULL, (uint16_t *)x16.p[g_side], F(sm),
+        BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), F(res), NULL, NULL, (uint16_t *)x16.p[g_side], F(sm),
              F(si), relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
-        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(res), F(xw), NULL, F(sm), F(si),
+        BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(res), NULL, F(xw), NULL, F(sm), F(si),
              relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
-        BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(res), NULL,
+        BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, F(res), NULL, NULL,
              (uint16_t *)x16.p[g_side], F(sm), F(si), relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
         dut_same(relu ? "dx (relu mask)" : "dx", dx, dxw, 0);
         dut_same(relu ? "dgamma (relu mask)" : "dgamma", dg, dgw, 0);
@@ -806,6 +835,71 @@ static void t_bn_x16(int64_t m)
         dut_same(relu ? "dx16 (relu mask) vs bf16 of dx" : "dx16 vs bf16 of dx", dx16, dxw, 1);
         CMP("dx", dx);
     }
+    /* The gradient as bf16 values (dy16, a bf16 convolution's input gradient)
+     * against the same op on its floats, with x16 and with x. */
+    buf res16 = mk(T_U16, n), resw = mk(T_F32, n);
+    bf16_pair(res, res16, resw);
+    for (int relu = 0; relu < 2; relu++)
+        for (int in16 = 0; in16 < 2; in16++) {
+            BOTH(fill, F(dg), 0.0f, C);
+            BOTH(fill, F(db), 0.0f, C);
+            BOTH(fill, F(dgw), 0.0f, C);
+            BOTH(fill, F(dbw), 0.0f, C);
+            BOTH(batchnorm_backward_fused, F(dx), NULL, F(dg), F(db), NULL, (uint16_t *)res16.p[g_side],
+                 in16 ? NULL : F(xw), in16 ? (uint16_t *)x16.p[g_side] : NULL, F(sm), F(si), relu ? F(ss) : NULL,
+                 F(gamma), F(beta), m, C);
+            BOTH(batchnorm_backward_fused, F(dxw), NULL, F(dgw), F(dbw), F(resw), NULL, F(xw), NULL, F(sm), F(si),
+                 relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+            BOTH(batchnorm_backward_fused, NULL, (uint16_t *)dx16.p[g_side], NULL, NULL, NULL,
+                 (uint16_t *)res16.p[g_side], in16 ? NULL : F(xw), in16 ? (uint16_t *)x16.p[g_side] : NULL, F(sm),
+                 F(si), relu ? F(ss) : NULL, F(gamma), F(beta), m, C);
+            dut_same(relu ? "dx from dy16 (relu mask) vs from its floats" : "dx from dy16 vs from its floats", dx, dxw,
+                     0);
+            dut_same("dgamma from dy16", dg, dgw, 0);
+            dut_same("dbeta from dy16", db, dbw, 0);
+            dut_same("dx16 from dy16 vs bf16 of dx from its floats", dx16, dxw, 1);
+            CMP("dx from dy16", dx);
+        }
+    op_end();
+}
+
+/* add_relu_backward_x16: each input as floats or bf16, the result as floats
+ * or bf16, with and without the mask, against add_relu_backward (add) on the
+ * inputs' floats, bit for bit; a length off the vector width (tails). */
+static void t_add_relu_x16(size_t n)
+{
+    op_begin("add_relu_backward_x16 n=%zu: add_relu_backward on the floats, then bf16", n);
+    if (!g_dut_ops.add_relu_backward_x16 || !g_dut_ops.add_relu_backward) {
+        op_end();
+        return;
+    }
+    buf a = f32u(n, -2, 2), b = f32u(n, -2, 2), y = f32u(n, -1, 1);
+    BOTH(fill, F(y), 0.0f, 7);   /* y == 0: masked */
+    buf a16 = mk(T_U16, n), aw = mk(T_F32, n), b16 = mk(T_U16, n), bw = mk(T_F32, n);
+    bf16_pair(a, a16, aw);
+    bf16_pair(b, b16, bw);
+    buf want = mk(T_F32, n), got = mk(T_F32, n), got16 = mk(T_U16, n);
+    for (int k = 0; k < 16; k++) {
+        int in_a16 = k & 1, in_b16 = (k >> 1) & 1, out16 = (k >> 2) & 1, mask = (k >> 3) & 1;
+        const char *what[2][2] = { { "dx (no mask)", "dx16 (no mask)" }, { "dx (mask)", "dx16 (mask)" } };
+        if (mask)
+            BOTH(add_relu_backward, F(want), in_a16 ? F(aw) : F(a), in_b16 ? F(bw) : F(b), F(y), (int64_t)n);
+        else
+            BOTH(add, F(want), in_a16 ? F(aw) : F(a), in_b16 ? F(bw) : F(b), (int64_t)n);
+        BOTH(add_relu_backward_x16, out16 ? NULL : F(got), out16 ? (uint16_t *)got16.p[g_side] : NULL,
+             in_a16 ? NULL : F(a), in_a16 ? (uint16_t *)a16.p[g_side] : NULL, in_b16 ? NULL : F(b),
+             in_b16 ? (uint16_t *)b16.p[g_side] : NULL, mask ? F(y) : NULL, (int64_t)n);
+        dut_same(what[mask][out16], out16 ? got16 : got, want, out16);
+        if (out16)
+            CMP("dx16", got16);
+        else
+            CMP("dx", got);
+    }
+    /* in place: dx16 over a16 */
+    BOTH(add_relu_backward, F(want), F(aw), F(b), F(y), (int64_t)n);
+    BOTH(add_relu_backward_x16, NULL, (uint16_t *)a16.p[g_side], NULL, (uint16_t *)a16.p[g_side], F(b), NULL, F(y),
+         (int64_t)n);
+    dut_same("dx16 in place over a16", a16, want, 1);
     op_end();
 }
 
@@ -1682,6 +1776,7 @@ int main(int argc, char **argv)
     t_bn_channel_groups(300);
     t_bn_x16(300);
     t_eltwise();
+    t_add_relu_x16(1037);
     t_maxpool(2, 10, 10, 6, 3, 2, 1, 0);
     t_maxpool(2, 9, 9, 5, 3, 2, 1, 1);
     t_maxpool(1, 8, 8, 3, 2, 2, 0, 0);

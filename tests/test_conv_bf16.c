@@ -100,6 +100,8 @@ static void same_with_x16(hallu_backend *be, hallu_conv2d_plan *plan, float *x_d
     be->ops->release(be, x16);
 }
 
+static int g_dx16_ran;   /* geometries whose conv2d_backward_dx16 ran */
+
 static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout, int k, int stride, int pad)
 {
     hallu_error err = { 0 };
@@ -150,6 +152,23 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
                   cout, k, stride, off);
         be->ops->release(be, y16_d);
         free(y16);
+    }
+    if (be->ops->conv2d_backward_dx16) {   /* the input gradient in bf16: bf16 of conv2d_backward's dx, bit for bit */
+        uint16_t *dx16_d = dev(be, NULL, nx * 2), *dx16 = tu_xmalloc(nx * 2);
+        be->ops->conv2d_backward(plan, dx_d, NULL, dy_d, NULL, x_d, NULL, w_d);
+        CHECK_OK(hallu_backend_download(be, dx, dx_d, nx * 4, &err), &err);
+        int done = be->ops->conv2d_backward_dx16(plan, dx16_d, NULL, dy_d, NULL, x_d, NULL, w_d);
+        CHECK_OK(hallu_backend_download(be, dx16, dx16_d, nx * 2, &err), &err);
+        size_t off = 0;
+        for (size_t i = 0; i < nx && done; i++)
+            off += dx16[i] != bf16_bits(dx[i]);
+        printf("  conv2d_backward_dx16: %s, %zu of %zu elements differ from bf16(dx)\n", done ? "ran" : "refused",
+               off, nx);
+        CHECK_MSG(off == 0, "conv %d->%d k%d s%d: conv2d_backward_dx16 is not bf16(dx) (%zu elements)", cin, cout, k,
+                  stride, off);
+        g_dx16_ran += done;
+        be->ops->release(be, dx16_d);
+        free(dx16);
     }
     void *bufs[] = { x_d, w_d, dy_d, y_d, dx_d, dw_d };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
@@ -245,6 +264,7 @@ static void test_resnet_ops(hallu_backend *be, const char *arch, int feature_dim
     hallu_backend_ops fp32_pre = *be->ops;
     fp32_pre.conv2d_forward_y16 = NULL;
     fp32_pre.batchnorm_stats_x16 = NULL;
+    fp32_pre.conv2d_backward_dx16 = NULL;   /* the input gradients in bf16: one more rounding, as the outputs' */
     hallu_backend_ops plain_ops = *be->ops;
     plain_ops.relu_forward_x16 = NULL;
     plain_ops.batchnorm_backward_x16 = NULL;
@@ -328,6 +348,10 @@ int main(void)
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
     test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
     test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
+    /* conv2d_backward_dx16 runs where dx is a forward convolution: the stride-1
+     * 32->32 layer (oneDNN) and the 8->8 4x4 one (GEMM) */
+    CHECK_MSG(!be->ops->conv2d_backward_dx16 || g_dx16_ran >= 2, "conv2d_backward_dx16 ran on %d geometries, "
+              "expected the 2 stride-1 same-channel ones", g_dx16_ran);
     test_resnet_ops(be, "resnet18", 512, &ref[0]);   /* basic blocks */
     test_resnet_ops(be, "resnet50", 2048, &ref[1]);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
     for (int a = 0; a < 2; a++)

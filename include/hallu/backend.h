@@ -121,6 +121,15 @@ typedef struct hallu_backend_ops {
      * in place of dy (then dy may be NULL); ignored otherwise. */
     void (*conv2d_backward)(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
                             const float *x, const uint16_t *x16, const float *w);
+    /* conv2d_backward with the input gradient written only as its bf16
+     * rounding dx16 (nearest even, as relu_forward_x16 rounds), as autocast
+     * keeps a bf16 convolution's input gradient: for
+     * batchnorm_backward_fused's dy16 and add_relu_backward_x16. Returns 0
+     * without running where the plan cannot (fp32 plans, layers whose input
+     * gradient the backend computes otherwise; the caller runs
+     * conv2d_backward). Optional (NULL). */
+    int (*conv2d_backward_dx16)(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw, const float *dy,
+                                const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w);
 
     /* ---- batch norm over rows: x [m][c], statistics per column c ----
      * Training: batch mean and biased variance normalise; running stats update
@@ -165,11 +174,13 @@ typedef struct hallu_backend_ops {
      * zero where the ReLU's input bn(x) (recomputed from x, save_mean,
      * save_scale and beta exactly as the forward computed it) is not > 0, as
      * relu_backward does; then batchnorm_backward, with dx (may be dy) or
-     * batchnorm_backward_x16 with dx16 (one of them or neither). */
+     * batchnorm_backward_x16 with dx16 (one of them or neither). The
+     * gradient is dy, or dy16 (dy NULL): bf16 values (a bf16 convolution's
+     * input gradient, conv2d_backward_dx16), read as the floats they are. */
     void (*batchnorm_backward_fused)(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                     const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
-                                     const float *save_invstd, const float *save_scale, const float *gamma,
-                                     const float *beta, int64_t m, int c);
+                                     const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                                     const float *save_mean, const float *save_invstd, const float *save_scale,
+                                     const float *gamma, const float *beta, int64_t m, int c);
     /* batchnorm_stats of bf16 values x16 (as batchnorm_normalize_fused reads
      * them). Optional (NULL). */
     void (*batchnorm_stats_x16)(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m, int c);
@@ -189,6 +200,14 @@ typedef struct hallu_backend_ops {
      * dx may be a or b. Optional (see batchnorm_normalize_fused). */
     void (*add_relu_backward)(hallu_backend *be, float *dx, const float *a, const float *b, const float *y,
                               int64_t n);
+    /* add_relu_backward (add when y is NULL) with a given as floats a or as
+     * bf16 values a16, b as b or b16 (one of each pair), and the result
+     * written as floats to dx or rounded to bf16 (as relu_forward_x16) into
+     * dx16 (one of them): the same bits as add_relu_backward on the inputs'
+     * floats, then the rounding. dx may be a or b; dx16 may be a16 or b16; a
+     * bf16 output must not overlap an fp32 input otherwise. Optional (NULL). */
+    void (*add_relu_backward_x16)(hallu_backend *be, float *dx, uint16_t *dx16, const float *a, const uint16_t *a16,
+                                  const float *b, const uint16_t *b16, const float *y, int64_t n);
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
     void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
     /* y [pixels][3] = (x / 255 - mean[c]) / std[c] for uint8 NHWC x [pixels][3]:

@@ -59,6 +59,12 @@ hallu_status hallu_conv2d_forward(hallu_conv2d *m, const hallu_nn_ctx *ctx, floa
  * nothing is written (the caller runs hallu_conv2d_forward). */
 hallu_status hallu_conv2d_forward_y16(hallu_conv2d *m, const hallu_nn_ctx *ctx, uint16_t *y16, const float *x,
                                       const uint16_t *x16, int n, int h, int w, int *done, hallu_error *err);
+/* hallu_conv2d_backward with dx written only as its bf16 rounding dx16,
+ * where the backend's plan can (conv2d_backward_dx16): *done = 1; else
+ * *done = 0 and nothing runs (the caller runs hallu_conv2d_backward). */
+hallu_status hallu_conv2d_backward_dx16(hallu_conv2d *m, const hallu_nn_ctx *ctx, uint16_t *dx16, const float *dy,
+                                        const uint16_t *dy16, const float *x, const uint16_t *x16, int n, int h,
+                                        int w, int *done, hallu_error *err);
 /* dy16 (may be NULL): dy's bf16 rounding, read in place of dy (which may then
  * be NULL); see the backend's conv2d_backward. */
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
@@ -125,12 +131,13 @@ int hallu_batchnorm_fusable(const hallu_nn_ctx *ctx);
 void hallu_batchnorm_forward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
                                    const float *x, const uint16_t *x16, const float *residual, int relu, int64_t rows);
 /* The backward of hallu_batchnorm_forward_fused without residual (the same x
- * or x16 and relu), from the gradient of its output: with relu, relu_backward
+ * or x16 and relu), from the gradient of its output, dy or bf16 values dy16
+ * (dy NULL; hallu_conv2d_backward_dx16 makes them): with relu, relu_backward
  * (the mask recomputed from x, not read); then hallu_batchnorm_backward, dx
  * written to dx (may be dy) or as bf16 to dx16 (as hallu_batchnorm_backward_x16). */
 void hallu_batchnorm_backward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
-                                    uint16_t *dx16, const float *dy, const float *x, const uint16_t *x16, int relu,
-                                    int64_t rows);
+                                    uint16_t *dx16, const float *dy, const uint16_t *dy16, const float *x,
+                                    const uint16_t *x16, int relu, int64_t rows);
 
 /* ---- linear ---- */
 typedef struct hallu_linear {

@@ -23,7 +23,12 @@
  * In bf16 with the backend's conv2d_forward_y16 and batchnorm_stats_x16, the
  * fused forward also keeps the convolutions' outputs in bf16 (in the first
  * half of their fp32 buffers), as autocast stores them, and batch norm reads
- * them so: half the bytes in every batch-norm pass. */
+ * them so: half the bytes in every batch-norm pass. Its backward keeps the
+ * activation gradients in bf16 likewise where the backend can
+ * (grad16_chain): each convolution writes its input gradient as bf16 (in the
+ * first half of a gradient buffer), batch norm's backward and the block's
+ * residual add read it so, and the add writes the block's input gradient as
+ * bf16 too. */
 #include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
@@ -524,71 +529,117 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
 
 /* ---- backward ---- */
 
+/* A gradient buffer of the backward: its floats, or bf16 values in its first
+ * half (is16; the bf16 gradient chain, see grad16_chain). */
+typedef struct grad_ref {
+    float *f;
+    int is16;
+} grad_ref;
+
+static const float *grad_f32(grad_ref g) { return g.is16 ? NULL : g.f; }
+static const uint16_t *grad_x16(grad_ref g) { return g.is16 ? (const uint16_t *)g.f : NULL; }
+
+/* The fused bf16 backward keeps the activation gradients in bf16 where the
+ * backend can (conv2d_backward_dx16, add_relu_backward_x16), as autocast
+ * keeps a bf16 convolution's input gradient: each convolution's input
+ * gradient is written as bf16, and batch norm and the residual adds read it
+ * so (half the bytes of every pass over a gradient). */
+static int grad16_chain(const hallu_resnet *net, const hallu_nn_ctx *ctx, int inst)
+{
+    const hallu_backend_ops *ops = ctx->be->ops;
+    return net->fwd_mode[inst] && net->dy16 && ops->conv2d_backward_dx16 && ops->add_relu_backward_x16;
+}
+
 /* dy is consumed (ReLU's backward runs in place on it); bn_dx receives the BN
  * input gradient and may be dy itself (batch norm's backward allows that);
  * dx (NULL: not needed) receives the unit's input gradient and must differ
  * from bn_dx. With the net's bf16 gradient buffer (net->dy16, else NULL) batch
  * norm writes its input gradient there as bf16 instead, for the convolution.
- * fused: the forward was fused (batch norm masks by the ReLU itself). */
-static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, float *dx, float *dy,
+ * fused: the forward was fused (batch norm masks by the ReLU itself), and then
+ * dy may be bf16 (dy.is16) and, with grad16, the convolution writes dx as
+ * bf16 where it can (dx->is16 says which it wrote). */
+static hallu_status unit_backward(unit *u, const hallu_nn_ctx *ctx, int inst, grad_ref *dx, grad_ref dy,
                                   const float *x, const uint16_t *x16, int n, float *bn_dx, uint16_t *dy16,
-                                  int fused, hallu_error *err)
+                                  int fused, int grad16, hallu_error *err)
 {
     int64_t rows = (int64_t)n * u->out_h * u->out_w;
+    float *dxf = dx ? dx->f : NULL;
+    if (dx)
+        dx->is16 = 0;
     if (fused) {
-        hallu_batchnorm_backward_fused(&u->bn, ctx, inst, dy16 ? NULL : bn_dx, dy16, dy, pre_f32(u, inst),
-                                       pre_x16(u, inst), u->relu, rows);
-        return hallu_conv2d_backward(&u->conv, ctx, dx, dy16 ? NULL : bn_dx, dy16, x, x16, n, u->in_h, u->in_w,
-                                     err);
+        hallu_batchnorm_backward_fused(&u->bn, ctx, inst, dy16 ? NULL : bn_dx, dy16, grad_f32(dy), grad_x16(dy),
+                                       pre_f32(u, inst), pre_x16(u, inst), u->relu, rows);
+        const float *conv_dy = dy16 ? NULL : bn_dx;
+        if (grad16 && dx && dy16) {
+            int done = 0;
+            hallu_status s = hallu_conv2d_backward_dx16(&u->conv, ctx, (uint16_t *)dxf, conv_dy, dy16, x, x16, n,
+                                                        u->in_h, u->in_w, &done, err);
+            if (s != HALLU_OK || done) {
+                dx->is16 = done;
+                return s;
+            }
+        }
+        return hallu_conv2d_backward(&u->conv, ctx, dxf, conv_dy, dy16, x, x16, n, u->in_h, u->in_w, err);
     }
     if (u->relu)
-        ctx->be->ops->relu_backward(ctx->be, dy, dy, u->out[inst], rows * u->conv.cout);
-    if (dy16 && hallu_batchnorm_backward_x16(&u->bn, ctx, inst, dy16, dy, u->pre[inst], rows))
-        return hallu_conv2d_backward(&u->conv, ctx, dx, NULL, dy16, x, x16, n, u->in_h, u->in_w, err);
-    hallu_batchnorm_backward(&u->bn, ctx, inst, bn_dx, dy, u->pre[inst], rows);
-    return hallu_conv2d_backward(&u->conv, ctx, dx, bn_dx, NULL, x, x16, n, u->in_h, u->in_w, err);
+        ctx->be->ops->relu_backward(ctx->be, dy.f, dy.f, u->out[inst], rows * u->conv.cout);
+    if (dy16 && hallu_batchnorm_backward_x16(&u->bn, ctx, inst, dy16, dy.f, u->pre[inst], rows))
+        return hallu_conv2d_backward(&u->conv, ctx, dxf, NULL, dy16, x, x16, n, u->in_h, u->in_w, err);
+    hallu_batchnorm_backward(&u->bn, ctx, inst, bn_dx, dy.f, u->pre[inst], rows);
+    return hallu_conv2d_backward(&u->conv, ctx, dxf, bn_dx, NULL, x, x16, n, u->in_h, u->in_w, err);
 }
 
-/* The block's output gradient is in grad_buf[*index]; on return *index names
- * the buffer holding its input gradient. Three buffers: g keeps the output
+/* The block's output gradient is in buf[*index]; on return *index names the
+ * buffer holding its input gradient. Three buffers: g keeps the output
  * gradient for the shortcut until the downsample (or the final add) has read
  * it; the main path alternates between the other two, its units' batch norms
  * running in place except the last unit's, whose input gradient g must not
  * overwrite. Fused forward (net->fwd_mode): the output gradient comes
  * masked by the block's ReLU already, and when mask_input the input gradient
- * leaves masked by the ReLU that made x (the previous block's). */
+ * leaves masked by the ReLU that made x (the previous block's). With grad16
+ * (grad16_chain) the buffers may hold bf16 (buf[i].is16), and the input
+ * gradient goes to the third buffer, as bf16 unless out_f32. */
 static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_ctx *ctx, int inst,
-                                   const float *x, const uint16_t *x16, int n, int mask_input, int *index,
-                                   hallu_error *err)
+                                   const float *x, const uint16_t *x16, int n, int mask_input, int out_f32,
+                                   grad_ref *buf, int *index, hallu_error *err)
 {
-    float **buf = net->grad_buf;
-    int fused = net->fwd_mode[inst];
+    int fused = net->fwd_mode[inst], grad16 = grad16_chain(net, ctx, inst);
     int g = *index, cur = (g + 1) % NUM_GRAD_BUFFERS, other = (g + 2) % NUM_GRAD_BUFFERS;
     const unit *last = &b->units[b->num_units - 1];
     int64_t numel = (int64_t)n * last->out_h * last->out_w * last->conv.cout;
     if (!fused)
-        ctx->be->ops->relu_backward(ctx->be, buf[g], buf[g], b->out[inst], numel);
+        ctx->be->ops->relu_backward(ctx->be, buf[g].f, buf[g].f, b->out[inst], numel);
 
     /* The last unit: BN's input gradient into `other`, the conv's into `cur`. */
     int u = b->num_units - 1;
-    hallu_status s = unit_backward(&b->units[u], ctx, inst, buf[cur], buf[g], unit_out(&b->units[u - 1], inst, fused),
-                                   b->units[u - 1].out16[inst], n, buf[other], net->dy16, fused, err);
+    hallu_status s = unit_backward(&b->units[u], ctx, inst, &buf[cur], buf[g], unit_out(&b->units[u - 1], inst, fused),
+                                   b->units[u - 1].out16[inst], n, buf[other].f, net->dy16, fused, grad16, err);
     for (u--; u >= 0 && s == HALLU_OK; u--) {
         const float *ux = u == 0 ? x : unit_out(&b->units[u - 1], inst, fused);
         const uint16_t *ux16 = u == 0 ? x16 : b->units[u - 1].out16[inst];
-        s = unit_backward(&b->units[u], ctx, inst, buf[other], buf[cur], ux, ux16, n, buf[cur], net->dy16, fused,
-                          err);
+        s = unit_backward(&b->units[u], ctx, inst, &buf[other], buf[cur], ux, ux16, n, buf[cur].f, net->dy16, fused,
+                          grad16, err);
         int t = cur; cur = other; other = t;
     }
     if (s != HALLU_OK)
         return s;
     int64_t in_numel = (int64_t)n * b->units[0].in_h * b->units[0].in_w * b->units[0].conv.cin;
     if (b->has_down)   /* its BN reads g into `other`, its conv writes the shortcut's gradient over g */
-        s = unit_backward(&b->down, ctx, inst, buf[g], buf[g], x, x16, n, buf[other], net->dy16, fused, err);
+        s = unit_backward(&b->down, ctx, inst, &buf[g], buf[g], x, x16, n, buf[other].f, net->dy16, fused, grad16,
+                          err);
+    if (grad16) {   /* batch norm wrote net->dy16, so `other` is free */
+        const float *mask = mask_input ? x : NULL;
+        buf[other].is16 = !out_f32;
+        ctx->be->ops->add_relu_backward_x16(ctx->be, out_f32 ? buf[other].f : NULL,
+                                            out_f32 ? NULL : (uint16_t *)buf[other].f, grad_f32(buf[cur]),
+                                            grad_x16(buf[cur]), grad_f32(buf[g]), grad_x16(buf[g]), mask, in_numel);
+        *index = other;
+        return s;
+    }
     if (fused && mask_input)
-        ctx->be->ops->add_relu_backward(ctx->be, buf[cur], buf[cur], buf[g], x, in_numel);
+        ctx->be->ops->add_relu_backward(ctx->be, buf[cur].f, buf[cur].f, buf[g].f, x, in_numel);
     else
-        ctx->be->ops->add(ctx->be, buf[cur], buf[cur], buf[g], in_numel);
+        ctx->be->ops->add(ctx->be, buf[cur].f, buf[cur].f, buf[g].f, in_numel);
     *index = cur;
     return s;
 }
@@ -602,6 +653,9 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
     const block *lastb = &net->blocks[net->num_blocks - 1];
     const unit *last = &lastb->units[lastb->num_units - 1];
     int index = 0;
+    grad_ref buf[NUM_GRAD_BUFFERS];
+    for (int i = 0; i < NUM_GRAD_BUFFERS; i++)
+        buf[i] = (grad_ref){ net->grad_buf[i], 0 };
     ctx->be->ops->global_avgpool_backward(ctx->be, net->grad_buf[index], dfeatures, n,
                                           last->out_h * last->out_w, net->feature_dim);
     hallu_status s = HALLU_OK;
@@ -613,7 +667,9 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         const float *bx = b > 0 ? net->blocks[b - 1].out[inst]
                         : imagenet ? net->pool_out[inst] : net->stem.out[inst];
         const uint16_t *bx16 = b > 0 ? net->blocks[b - 1].out16[inst] : imagenet ? NULL : net->stem.out16[inst];
-        s = block_backward(&net->blocks[b], net, ctx, inst, bx, bx16, n, b > 0, &index, err);
+        /* the ImageNet stem's max pooling reads its gradient as floats */
+        s = block_backward(&net->blocks[b], net, ctx, inst, bx, bx16, n, b > 0, imagenet && b == 0, buf, &index,
+                           err);
     }
     if (s != HALLU_OK)
         return s;
@@ -623,7 +679,8 @@ hallu_status hallu_resnet_backward(hallu_resnet *net, const hallu_nn_ctx *ctx, i
         int to = (index + 1) % NUM_GRAD_BUFFERS;
         ctx->be->ops->maxpool2d_backward(ctx->be, net->grad_buf[to], net->grad_buf[index], net->pool_argmax[inst], &g);
         index = to;
+        buf[index].is16 = 0;
     }
-    return unit_backward(&net->stem, ctx, inst, NULL, net->grad_buf[index], net->input[inst], NULL, n,
-                         net->grad_buf[index], net->dy16, fused, err);
+    return unit_backward(&net->stem, ctx, inst, NULL, buf[index], net->input[inst], NULL, n, net->grad_buf[index],
+                         net->dy16, fused, 0, err);
 }

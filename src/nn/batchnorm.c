@@ -236,8 +236,8 @@ int hallu_batchnorm_backward_x16(hallu_batchnorm *m, const hallu_nn_ctx *ctx, in
 }
 
 void hallu_batchnorm_backward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *dx,
-                                    uint16_t *dx16, const float *dy, const float *x, const uint16_t *x16, int relu,
-                                    int64_t rows)
+                                    uint16_t *dx16, const float *dy, const uint16_t *dy16, const float *x,
+                                    const uint16_t *x16, int relu, int64_t rows)
 {
     if (!hallu_batchnorm_fusable(ctx)) {
         hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm backward_fused: not fusable here "
@@ -247,7 +247,7 @@ void hallu_batchnorm_backward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx,
     hallu_params *ps = ctx->ps;
     size_t at = stats_at(m, inst, 0);
     ctx->be->ops->batchnorm_backward_fused(ctx->be, dx, dx16, m->affine ? ps->grad + m->weight : NULL,
-                                           m->affine ? ps->grad + m->bias : NULL, dy, x, x16, m->save_mean + at,
+                                           m->affine ? ps->grad + m->bias : NULL, dy, dy16, x, x16, m->save_mean + at,
                                            m->save_invstd + at, relu ? m->save_scale + at : NULL,
                                            m->affine ? ps->param + m->weight : NULL,
                                            m->affine ? ps->param + m->bias : NULL, rows, m->c);

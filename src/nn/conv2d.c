@@ -87,6 +87,19 @@ hallu_status hallu_conv2d_forward_y16(hallu_conv2d *m, const hallu_nn_ctx *ctx, 
     return HALLU_OK;
 }
 
+hallu_status hallu_conv2d_backward_dx16(hallu_conv2d *m, const hallu_nn_ctx *ctx, uint16_t *dx16, const float *dy,
+                                        const uint16_t *dy16, const float *x, const uint16_t *x16, int n, int h,
+                                        int w, int *done, hallu_error *err)
+{
+    *done = 0;
+    hallu_status s = hallu_conv2d_prepare(m, ctx->be, n, h, w, err);
+    if (s != HALLU_OK || !ctx->be->ops->conv2d_backward_dx16)
+        return s;
+    *done = ctx->be->ops->conv2d_backward_dx16(find_plan(m, n, h, w), dx16, ctx->ps->grad + m->weight, dy, dy16, x,
+                                               x16, ctx->ps->param + m->weight);
+    return HALLU_OK;
+}
+
 hallu_status hallu_conv2d_backward(hallu_conv2d *m, const hallu_nn_ctx *ctx, float *dx, const float *dy,
                                    const uint16_t *dy16, const float *x, const uint16_t *x16, int n, int h, int w,
                                    hallu_error *err)

@@ -52,6 +52,9 @@ struct hallu_conv2d_plan {
      * of dy with the flipped, transposed weights (oneDNN 2.6's AMX forward
      * kernels run these shapes ~2x faster than its backward-data ones) */
     cpu_prim dx_fwd, w_to_dx_fwd;
+    cpu_prim dx_fwd16;                /* the same with a bf16 dst (conv2d_backward_dx16); NULL if oneDNN wanted other
+                                       * weights for it */
+    dnnl_memory_t dx16_mem;           /* its dst, NHWC bf16, handle set per call */
     dnnl_memory_t w_flip, w_dx_fwd;   /* fp32 [cin][cout][k][k] (plan-owned), then the primitive's layout */
     float *w_flip_buf;
     void *w_dx_fwd_buf;
@@ -116,6 +119,8 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     cpu_prim_free(&plan->w_to_bwd);
     cpu_prim_free(&plan->dw_accumulate);
     cpu_prim_free(&plan->dx_fwd);
+    cpu_prim_free(&plan->dx_fwd16);
+    mem_free(plan->dx16_mem);
     cpu_prim_free(&plan->w_to_dx_fwd);
     mem_free(plan->w_flip);
     mem_free(plan->w_dx_fwd);
@@ -398,7 +403,28 @@ static hallu_status build_dx_as_forward(hallu_conv2d_plan *plan, const conv_mds 
         dnnl_primitive_desc_destroy(pd);
         return s;
     }
-    return prim_create(plan, &plan->dx_fwd, pd, "input-gradient forward primitive", err);
+    dnnl_memory_desc_t want_md = *want;   /* pd (which owns *want) goes to the primitive */
+    s = prim_create(plan, &plan->dx_fwd, pd, "input-gradient forward primitive", err);
+    /* the bf16-output twin, where it takes the same weights */
+    dnnl_memory_desc_t dx16_md;
+    dnnl_dims_t src = { g->n, g->cin, g->h, g->w };
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dx16_md, 4, src, dnnl_bf16, dnnl_nhwc), "bf16 diff_src memory desc");
+    DNNL_TRY(dnnl_convolution_forward_desc_init(&desc, dnnl_forward_inference, dnnl_convolution_direct,
+                                                &md->ddst_bf16, &w_any, NULL, &dx16_md, strides, pad, pad),
+             "bf16 input-gradient forward convolution descriptor");
+    if (s != HALLU_OK || (s = pd_create(plan, &pd, &desc, NULL, "bf16 input-gradient forward primitive descriptor",
+                                        err)) != HALLU_OK)
+        return s;
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                                &want_md)) {
+        dnnl_primitive_desc_destroy(pd);
+        return HALLU_OK;
+    }
+    if ((s = mem_create(plan, &plan->dx16_mem, &dx16_md, NULL, err)) != HALLU_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return s;
+    }
+    return prim_create(plan, &plan->dx_fwd16, pd, "bf16 input-gradient forward primitive", err);
 }
 
 static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_mds *md,
@@ -608,14 +634,18 @@ static dnnl_memory_t weights_flipped(hallu_conv2d_plan *plan, const float *w)
     return plan->w_dx_fwd;
 }
 
-static void backward_data(hallu_conv2d_plan *plan, float *dx, dnnl_memory_t ddst, const float *w)
+/* dx, or its bf16 rounding into dx16 (plans with dx_fwd16 only) */
+static void backward_data(hallu_conv2d_plan *plan, float *dx, uint16_t *dx16, dnnl_memory_t ddst, const float *w)
 {
     if (plan->dx_fwd.prim) {
         dnnl_memory_t wts = weights_flipped(plan, w);
-        dnnl_memory_t dsrc = port_out(plan, &plan->in_grad, dx);
+        if (dx16)
+            set_handle(plan->dx16_mem, dx16);
+        dnnl_memory_t dsrc = dx16 ? plan->dx16_mem : port_out(plan, &plan->in_grad, dx);
         dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, ddst }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DST, dsrc } };
-        prim_run(plan, &plan->dx_fwd, args, 3);
-        port_out_finish(plan, &plan->in_grad);
+        prim_run(plan, dx16 ? &plan->dx_fwd16 : &plan->dx_fwd, args, 3);
+        if (!dx16)
+            port_out_finish(plan, &plan->in_grad);
         return;
     }
     dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_bwd, plan->w_bwd, w);
@@ -638,22 +668,23 @@ static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t d
 
 /* Order matters with the shared buffers: dy stays in act[1] throughout; act[0]
  * holds diff_src until it is copied out, then x for the weight gradient. */
-static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
-                          const float *x, const uint16_t *x16, const float *w)
+static void conv_backward(hallu_conv2d_plan *plan, float *dx, uint16_t *dx16, float *dw, const float *dy,
+                          const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
     if (plan->use_wino) {
         cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
         return;
     }
-    int gemm_dx = dx && (plan->gemm_passes & CPU_GEMM_DX), gemm_dw = dw && (plan->gemm_passes & CPU_GEMM_DW);
-    int onednn_dx = dx && !gemm_dx, onednn_dw = dw && !gemm_dw;
+    int want_dx = dx || dx16;
+    int gemm_dx = want_dx && (plan->gemm_passes & CPU_GEMM_DX), gemm_dw = dw && (plan->gemm_passes & CPU_GEMM_DW);
+    int onednn_dx = want_dx && !gemm_dx, onednn_dw = dw && !gemm_dw;
     act_port *grad_port = plan->bf16 ? &plan->out_grad : &plan->out;
     /* bf16 plans' GEMM passes read the bf16 dy (and x) that the boundary
      * reorders write, as oneDNN's primitives do. */
     int want_ddst = onednn_dx || onednn_dw || (plan->bf16 && (gemm_dx || gemm_dw));
     dnnl_memory_t ddst = want_ddst ? port_in16(plan, grad_port, dy, dy16) : NULL;
     if (onednn_dx)
-        backward_data(plan, dx, ddst, w);
+        backward_data(plan, dx, dx16, ddst, w);
     if (onednn_dw)
         backward_weights(plan, dw, ddst, x, x16);
     const void *gemm_dy = dy, *gemm_x = x;
@@ -664,7 +695,7 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const f
     cpu_check(plan->impl, dnnl_stream_wait(plan->impl->stream), "conv2d: dnnl_stream_wait");
     /* After the wait: the GEMM passes run outside oneDNN's stream. */
     if (gemm_dx)
-        cpu_conv_gemm_backward_data(plan->impl, &plan->g, &plan->gemm, dx, mem_data(ddst), w);
+        cpu_conv_gemm_backward_data(plan->impl, &plan->g, &plan->gemm, dx, dx16, mem_data(ddst), w);
     if (gemm_dw)
         cpu_conv_gemm_backward_weights(plan->impl, &plan->g, &plan->gemm, dw, gemm_dy, gemm_x);
 }
@@ -687,10 +718,24 @@ int cpu_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *
     return 1;
 }
 
+int cpu_conv2d_backward_dx16(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw, const float *dy,
+                             const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
+{
+    int gemm_dx = (plan->gemm_passes & CPU_GEMM_DX) != 0;
+    int ok = plan->bf16 && !plan->use_wino && dx16 &&
+             (gemm_dx ? cpu_conv_gemm_dx16_ok(&plan->g, &plan->gemm) : plan->dx_fwd16.prim != NULL);
+    if (!ok)
+        return 0;
+    int caller = cpu_threads_enter(plan->impl);
+    conv_backward(plan, NULL, dx16, dw, dy, dy16, x, x16, w);
+    cpu_threads_leave(plan->impl, caller);
+    return 1;
+}
+
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
                          const float *x, const uint16_t *x16, const float *w)
 {
     int caller = cpu_threads_enter(plan->impl);
-    conv_backward(plan, dx, dw, dy, dy16, x, x16, w);
+    conv_backward(plan, dx, NULL, dw, dy, dy16, x, x16, w);
     cpu_threads_leave(plan->impl, caller);
 }

@@ -298,8 +298,13 @@ static int dx_as_forward(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg)
     return (cg->passes & CPU_GEMM_FWD) && g->stride == 1 && g->cin == g->cout && 2 * g->pad == g->k - 1;
 }
 
+int cpu_conv_gemm_dx16_ok(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg)
+{
+    return cg->bf16 && (cg->passes & CPU_GEMM_DX) && dx_as_forward(g, cg);
+}
+
 void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
-                                 const uint16_t *dy, const float *w)
+                                 uint16_t *dx16, const uint16_t *dy, const float *w)
 {
     int64_t pix = (int64_t)g->oh * g->ow;
     if (dx_as_forward(g, cg)) {
@@ -307,7 +312,11 @@ void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
         for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
             int cnt = chunk_len(g, cg, img0);
             im2col(impl->col, dy, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
-            matmul_run(impl, &cg->mm_fwd[cnt == cg->chunk ? 0 : 1], impl->col, cg->w_ohwi, dx + img0 * pix * g->cin);
+            int last = cnt == cg->chunk ? 0 : 1;
+            if (dx16)
+                matmul_run(impl, &cg->mm_fwd16[last], impl->col, cg->w_ohwi, dx16 + img0 * pix * g->cin);
+            else
+                matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, dx + img0 * pix * g->cin);
         }
         return;
     }

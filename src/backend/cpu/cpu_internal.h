@@ -189,6 +189,8 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan);
 void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const uint16_t *x16, const float *w);
 int cpu_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
                            const float *w);
+int cpu_conv2d_backward_dx16(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw, const float *dy,
+                             const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w);
 void cpu_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy, const uint16_t *dy16,
                          const float *x, const uint16_t *x16, const float *w);
 
@@ -218,7 +220,9 @@ void cpu_conv_gemm_free(cpu_conv_gemm *cg);
 void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
                            const uint16_t *x, const float *w);   /* y16: y as bf16 instead */
 void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
-                                 const uint16_t *dy, const float *w);
+                                 uint16_t *dx16, const uint16_t *dy, const float *w);   /* dx16: dx as bf16 instead */
+/* 1 when cpu_conv_gemm_backward_data can write dx16 for this layer. */
+int cpu_conv_gemm_dx16_ok(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg);
 /* dw += the weight gradient; dy and x are float, or bf16 (uint16_t) for bf16 plans. */
 void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dw,
                                     const void *dy, const void *x);
@@ -255,9 +259,9 @@ void cpu_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, f
                                    const double *var, const float *gamma, const float *beta, const float *residual,
                                    int relu, int64_t m, int c, float eps);
 void cpu_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                  const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
-                                  const float *save_invstd, const float *save_scale, const float *gamma,
-                                  const float *beta, int64_t m, int c);
+                                  const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                                  const float *save_mean, const float *save_invstd, const float *save_scale,
+                                  const float *gamma, const float *beta, int64_t m, int c);
 void cpu_batchnorm_stats_x16(hallu_backend *be, double *mean, double *var, const uint16_t *x16, int64_t m, int c);
 
 /* elementwise (cpu_eltwise.c) */
@@ -266,6 +270,8 @@ void cpu_relu_backward(hallu_backend *be, float *dx, const float *dy, const floa
 void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const float *x, int64_t n);
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
 void cpu_add_relu_backward(hallu_backend *be, float *dx, const float *a, const float *b, const float *y, int64_t n);
+void cpu_add_relu_backward_x16(hallu_backend *be, float *dx, uint16_t *dx16, const float *a, const uint16_t *a16,
+                               const float *b, const uint16_t *b16, const float *y, int64_t n);
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,

@@ -66,7 +66,9 @@ CPU_HOT static void stats_rows(double *restrict s1, double *restrict s2, float *
  * g = dy, or dy masked by the forward's ReLU (scale, shift) when relu. */
 static inline __attribute__((always_inline)) void grad_body(double *restrict s1, double *restrict s2,
                                                             float *restrict b1, float *restrict b2,
-                                                            const float *restrict dy, const float *restrict x,
+                                                            const float *restrict dy,
+                                                            const uint16_t *restrict dy16, int g16,
+                                                            const float *restrict x,
                                                             const uint16_t *restrict x16, int in16,
                                                             const float *restrict mean, const float *restrict scale,
                                                             const float *restrict shift, int relu, int64_t ld,
@@ -79,11 +81,12 @@ static inline __attribute__((always_inline)) void grad_body(double *restrict s1,
         memset(b1, 0, (size_t)cs * sizeof *b1);
         memset(b2, 0, (size_t)cs * sizeof *b2);
         for (int64_t r = r0; r < r1; r++) {
-            const float *xr = in16 ? NULL : x + r * ld, *gr = dy + r * ld;
-            const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
+            const float *xr = in16 ? NULL : x + r * ld, *gr = g16 ? NULL : dy + r * ld;
+            const uint16_t *x16r = in16 ? x16 + r * ld : NULL, *g16r = g16 ? dy16 + r * ld : NULL;
 #pragma omp simd
             for (int j = 0; j < cs; j++) {
-                float d = BN_X(in16, xr, x16r, j) - mean[j], g = gr[j];   /* g loaded unconditionally: the select vectorises */
+                /* g loaded unconditionally: the select vectorises */
+                float d = BN_X(in16, xr, x16r, j) - mean[j], g = BN_X(g16, gr, g16r, j);
                 if (relu)
                     g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
                 b1[j] += g;
@@ -98,18 +101,23 @@ static inline __attribute__((always_inline)) void grad_body(double *restrict s1,
 }
 
 CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *restrict b1, float *restrict b2,
-                              const float *restrict dy, const float *restrict x, const uint16_t *restrict x16,
-                              const float *restrict mean, const float *restrict scale, const float *restrict shift,
-                              int64_t ld, int cs, int64_t lo, int64_t hi)
+                              const float *restrict dy, const uint16_t *restrict dy16, const float *restrict x,
+                              const uint16_t *restrict x16, const float *restrict mean, const float *restrict scale,
+                              const float *restrict shift, int64_t ld, int cs, int64_t lo, int64_t hi)
 {
-    if (x16 && scale)
-        grad_body(s1, s2, b1, b2, dy, NULL, x16, 1, mean, scale, shift, 1, ld, cs, lo, hi);
-    else if (x16)
-        grad_body(s1, s2, b1, b2, dy, NULL, x16, 1, mean, NULL, NULL, 0, ld, cs, lo, hi);
-    else if (scale)
-        grad_body(s1, s2, b1, b2, dy, x, NULL, 0, mean, scale, shift, 1, ld, cs, lo, hi);
-    else
-        grad_body(s1, s2, b1, b2, dy, x, NULL, 0, mean, NULL, NULL, 0, ld, cs, lo, hi);
+#define GRAD(g16, in16, relu) grad_body(s1, s2, b1, b2, dy, dy16, g16, x, x16, in16, mean, scale, shift, relu, ld, cs, \
+                                        lo, hi)
+    switch ((dy16 != NULL) * 4 + (x16 != NULL) * 2 + (scale != NULL)) {
+    case 0: GRAD(0, 0, 0); break;
+    case 1: GRAD(0, 0, 1); break;
+    case 2: GRAD(0, 1, 0); break;
+    case 3: GRAD(0, 1, 1); break;
+    case 4: GRAD(1, 0, 0); break;
+    case 5: GRAD(1, 0, 1); break;
+    case 6: GRAD(1, 1, 0); break;
+    default: GRAD(1, 1, 1); break;
+    }
+#undef GRAD
 }
 
 /* One apply pass over rows [lo, hi) of a slab (pointers at the slab's first
@@ -117,13 +125,15 @@ CPU_HOT static void grad_rows(double *restrict s1, double *restrict s2, float *r
  * bf16 (cpu_bf16_round) to out16:
  *   forward (dy == NULL): v = (x - mean) * c1 + c2, then v + residual when
  *     residual, then max(v, 0) as relu_forward when relu;
- *   backward: v = c1 * g - c2 * (x - mean) - c3, g = dy or, when scale, dy
- *     masked by the forward's ReLU (BN_RELU_MASKED with scale and shift). */
+ *   backward (dy or dy16 set): v = c1 * g - c2 * (x - mean) - c3, g = dy
+ *     (or dy16's values) or, when scale, that masked by the forward's ReLU
+ *     (BN_RELU_MASKED with scale and shift). */
 typedef struct bn_pass {
     float *out;
     uint16_t *out16;
     const float *dy, *x, *residual, *mean, *c1, *c2, *c3, *scale, *shift;
     const uint16_t *x16;   /* the input as bf16 values instead of x (x NULL) */
+    const uint16_t *dy16;  /* backward: the gradient as bf16 values instead of dy (dy NULL) */
     int relu;
 } bn_pass;
 
@@ -160,6 +170,7 @@ static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t
 }
 
 static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *dx16, const float *dy,
+                                                          const uint16_t *dy16, int g16,
                                                           const float *restrict x, const uint16_t *restrict x16,
                                                           int in16, const float *restrict mean,
                                                           const float *restrict a, const float *restrict b,
@@ -168,13 +179,14 @@ static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *d
                                                           int64_t ld, int cs, int64_t lo, int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = in16 ? NULL : x + r * ld, *gr = dy + r * ld;
-        const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
+        const float *xr = in16 ? NULL : x + r * ld, *gr = g16 ? NULL : dy + r * ld;
+        const uint16_t *x16r = in16 ? x16 + r * ld : NULL, *g16r = g16 ? dy16 + r * ld : NULL;
         float *dr = out ? dx + r * ld : NULL;
         uint16_t *dr16 = out16 ? dx16 + r * ld : NULL;
 #pragma omp simd
         for (int j = 0; j < cs; j++) {
-            float d = BN_X(in16, xr, x16r, j) - mean[j], g = gr[j];   /* g loaded unconditionally: the select vectorises */
+            /* g loaded unconditionally: the select vectorises */
+            float d = BN_X(in16, xr, x16r, j) - mean[j], g = BN_X(g16, gr, g16r, j);
             if (relu)
                 g = BN_RELU_MASKED(g, d, scale[j], shift[j]);
             float v = a[j] * g - b[j] * d - cst[j];
@@ -187,15 +199,15 @@ static inline __attribute__((always_inline)) void dx_body(float *dx, uint16_t *d
 }
 
 /* bn_pass over rows [lo, hi), each case a loop of its own. */
-static inline __attribute__((always_inline)) void pass_body(const bn_pass *p, int in16, int64_t ld, int cs,
+static inline __attribute__((always_inline)) void pass_body(const bn_pass *p, int in16, int g16, int64_t ld, int cs,
                                                             int64_t lo, int64_t hi)
 {
     int out = p->out != NULL, out16 = p->out16 != NULL;
 #define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->x16, in16, p->residual, p->mean, p->c1, p->c2, \
                                          o, o16, r, q, ld, cs, lo, hi)
-#define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->x, p->x16, in16, p->mean, p->c1, p->c2, p->c3, p->scale, \
-                              p->shift, o, o16, q, ld, cs, lo, hi)
-    if (!p->dy) {
+#define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->dy16, g16, p->x, p->x16, in16, p->mean, p->c1, p->c2, p->c3, \
+                              p->scale, p->shift, o, o16, q, ld, cs, lo, hi)
+    if (!p->dy && !p->dy16) {
         switch ((p->residual != NULL) * 2 + (p->relu != 0)) {
         case 0: if (out16) AFFINE(out, 1, 0, 0); else AFFINE(1, 0, 0, 0); break;
         case 1: if (out16) AFFINE(out, 1, 0, 1); else AFFINE(1, 0, 0, 1); break;
@@ -219,10 +231,14 @@ static inline __attribute__((always_inline)) void pass_body(const bn_pass *p, in
 
 CPU_HOT static void pass_rows(const bn_pass *p, int64_t ld, int cs, int64_t lo, int64_t hi)
 {
-    if (p->x16)
-        pass_body(p, 1, ld, cs, lo, hi);
+    if (p->dy16 && p->x16)
+        pass_body(p, 1, 1, ld, cs, lo, hi);
+    else if (p->dy16)
+        pass_body(p, 0, 1, ld, cs, lo, hi);
+    else if (p->x16)
+        pass_body(p, 1, 0, ld, cs, lo, hi);
     else
-        pass_body(p, 0, ld, cs, lo, hi);
+        pass_body(p, 0, 0, ld, cs, lo, hi);
 }
 
 #ifdef CPU_HAVE_BF16_CVT
@@ -242,7 +258,7 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
         for (int j = 0; j < vec; j += 16) {
             __m512 xv = x16r ? cpu_bf16_load16(x16r + j) : _mm512_loadu_ps(xr + j);
             __m512 d = _mm512_sub_ps(xv, _mm512_loadu_ps(p->mean + j)), v;
-            if (!p->dy) {
+            if (!p->dy && !p->dy16) {
                 v = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->c1 + j)), _mm512_loadu_ps(p->c2 + j));
                 if (p->residual)
                     v = _mm512_add_ps(v, _mm512_loadu_ps(p->residual + r * ld + j));
@@ -251,7 +267,7 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
                 if (p->out)
                     _mm512_storeu_ps(p->out + r * ld + j, v);
             } else {
-                __m512 g = _mm512_loadu_ps(p->dy + r * ld + j);
+                __m512 g = p->dy16 ? cpu_bf16_load16(p->dy16 + r * ld + j) : _mm512_loadu_ps(p->dy + r * ld + j);
                 if (p->scale) {
                     __m512 pre = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->scale + j)),
                                                _mm512_loadu_ps(p->shift + j));
@@ -268,6 +284,7 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
             tail.out = p->out ? p->out + vec : NULL;
             tail.out16 = p->out16 + vec;
             tail.dy = p->dy ? p->dy + vec : NULL;
+            tail.dy16 = p->dy16 ? p->dy16 + vec : NULL;
             tail.x = p->x ? p->x + vec : NULL;
             tail.x16 = p->x16 ? p->x16 + vec : NULL;
             tail.residual = p->residual ? p->residual + vec : NULL;
@@ -292,11 +309,11 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
 #define BN_SUMS_STEP(v)                                                                                          \
     do {                                                                                                         \
         __m512 d = _mm512_sub_ps(x16r ? cpu_bf16_load16(x16r + 16 * (v)) : _mm512_loadu_ps(xr + 16 * (v)), k##v); \
-        if (!dy) {                                                                                               \
+        if (!bwd) {                                                                                              \
             a1_##v = _mm512_add_ps(a1_##v, d);                                                                   \
             a2_##v = _mm512_add_ps(a2_##v, _mm512_mul_ps(d, d));                                                 \
         } else {                                                                                                 \
-            __m512 g = _mm512_loadu_ps(gr + 16 * (v));                                                           \
+            __m512 g = gr16 ? cpu_bf16_load16(gr16 + 16 * (v)) : _mm512_loadu_ps(gr + 16 * (v));                \
             if (scale)                                                                                           \
                 g = _mm512_maskz_mov_ps(                                                                         \
                     _mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(d, sc##v), sh##v), zero, _CMP_GT_OQ), g);      \
@@ -306,11 +323,12 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
     } while (0)
 
 __attribute__((target("avx512f")))
-static void sums_rows_avx512(double *s1, double *s2, const float *dy, const float *x, const uint16_t *x16,
-                             const float *k, const float *scale, const float *shift, int64_t ld, int cs64, int64_t lo,
-                             int64_t hi)
+static void sums_rows_avx512(double *s1, double *s2, const float *dy, const uint16_t *dy16, const float *x,
+                             const uint16_t *x16, const float *k, const float *scale, const float *shift, int64_t ld,
+                             int cs64, int64_t lo, int64_t hi)
 {
     const __m512 zero = _mm512_setzero_ps();
+    int bwd = dy || dy16;
     for (int j = 0; j < cs64; j++)
         s1[j] = s2[j] = 0.0;
     for (int64_t r0 = lo; r0 < hi; r0 += BN_BLOCK) {
@@ -329,7 +347,7 @@ static void sums_rows_avx512(double *s1, double *s2, const float *dy, const floa
             __m512 a2_0 = zero, a2_1 = zero, a2_2 = zero, a2_3 = zero;
             for (int64_t r = r0; r < r1; r++) {
                 const float *xr = x16 ? NULL : x + r * ld + j0, *gr = dy ? dy + r * ld + j0 : NULL;
-                const uint16_t *x16r = x16 ? x16 + r * ld + j0 : NULL;
+                const uint16_t *x16r = x16 ? x16 + r * ld + j0 : NULL, *gr16 = dy16 ? dy16 + r * ld + j0 : NULL;
                 BN_SUMS_STEP(0);
                 BN_SUMS_STEP(1);
                 BN_SUMS_STEP(2);
@@ -351,23 +369,23 @@ static void sums_rows_avx512(double *s1, double *s2, const float *dy, const floa
 #endif
 
 /* One thread's sums over rows [lo, hi) of a slab (see slab_sums). */
-static void sums_rows(double *s1, double *s2, float *b1, float *b2, const float *dy, const float *x,
-                      const uint16_t *x16, const float *k, const float *scale, const float *shift, int64_t ld, int cs,
-                      int64_t lo, int64_t hi)
+static void sums_rows(double *s1, double *s2, float *b1, float *b2, const float *dy, const uint16_t *dy16,
+                      const float *x, const uint16_t *x16, const float *k, const float *scale, const float *shift,
+                      int64_t ld, int cs, int64_t lo, int64_t hi)
 {
     int done = 0;
 #ifdef CPU_HAVE_BF16_CVT
     if (__builtin_cpu_supports("avx512f") && (done = cs & ~63) > 0)
-        sums_rows_avx512(s1, s2, dy, x, x16, k, scale, shift, ld, done, lo, hi);
+        sums_rows_avx512(s1, s2, dy, dy16, x, x16, k, scale, shift, ld, done, lo, hi);
 #endif
     if (done == cs)
         return;
     /* the channels past the last group of 64 (each channel's sums are its own) */
     const float *xd = x ? x + done : NULL;
     const uint16_t *x16d = x16 ? x16 + done : NULL;
-    if (dy)
-        grad_rows(s1 + done, s2 + done, b1, b2, dy + done, xd, x16d, k + done, scale ? scale + done : NULL,
-                  shift ? shift + done : NULL, ld, cs - done, lo, hi);
+    if (dy || dy16)
+        grad_rows(s1 + done, s2 + done, b1, b2, dy ? dy + done : NULL, dy16 ? dy16 + done : NULL, xd, x16d, k + done,
+                  scale ? scale + done : NULL, shift ? shift + done : NULL, ld, cs - done, lo, hi);
     else
         stats_rows(s1 + done, s2 + done, b1, b2, xd, x16d, k + done, ld, cs - done, lo, hi);
 }
@@ -375,9 +393,9 @@ static void sums_rows(double *s1, double *s2, float *b1, float *b2, const float 
 /* Sums (x - k) and (x - k)^2 (or g and g*(x - mean) when dy != NULL, g = dy
  * masked by the forward's ReLU when scale != NULL) of one slab over all rows
  * into d1/d2, in thread order. */
-static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const float *x,
-                      const uint16_t *x16, const float *k, const float *scale, const float *shift, int64_t m,
-                      int64_t ld, int cs)
+static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy, const uint16_t *dy16,
+                      const float *x, const uint16_t *x16, const float *k, const float *scale, const float *shift,
+                      int64_t m, int64_t ld, int cs)
 {
     cpu_impl *impl = cpu_impl_of(be);
     int nt = cpu_threads_for(be, m * cs, BN_GRAIN), used = 1;
@@ -388,7 +406,7 @@ static void slab_sums(hallu_backend *be, double *d1, double *d2, const float *dy
         cpu_split(m, T, t, &lo, &hi);
         double *s1 = cpu_red_d(impl, t, 0), *s2 = cpu_red_d(impl, t, 1);
         float *b1 = cpu_red_f(impl, t, 0), *b2 = cpu_red_f(impl, t, 1);
-        sums_rows(s1, s2, b1, b2, dy, x, x16, k, scale, shift, ld, cs, lo, hi);
+        sums_rows(s1, s2, b1, b2, dy, dy16, x, x16, k, scale, shift, ld, cs, lo, hi);
         if (t == 0)
             used = T;
     }
@@ -438,7 +456,7 @@ static void slab_stats(hallu_backend *be, double *mu, double *var, const float *
             k16[j] = cpu_bf16_to_f32(x16[j]);
         k = k16;
     }
-    slab_sums(be, d1, d2, NULL, x, x16, k, NULL, NULL, m, ld, cs);
+    slab_sums(be, d1, d2, NULL, NULL, x, x16, k, NULL, NULL, m, ld, cs);
     for (int j = 0; j < cs; j++) {
         double mu_shift = d1[j] / (double)m;
         double v = d2[j] / (double)m - mu_shift * mu_shift;
@@ -626,7 +644,7 @@ void cpu_batchnorm_backward_reduce(hallu_backend *be, double *sums, float *dgamm
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
         double *d1 = sums + c0, *d2 = sums + c + c0;
-        slab_sums(be, d1, d2, dy + c0, x + c0, NULL, save_mean + c0, NULL, NULL, m, c, cs);
+        slab_sums(be, d1, d2, dy + c0, NULL, x + c0, NULL, save_mean + c0, NULL, NULL, m, c, cs);
         for (int j = 0; j < cs; j++) {
             if (dgamma)
                 dgamma[c0 + j] += (float)(d2[j] * (double)save_invstd[c0 + j]);
@@ -686,7 +704,8 @@ void cpu_batchnorm_forward_eval(hallu_backend *be, float *y, const float *x,
 /* The training backward; dx as fp32 into dx, or as bf16 into dx16 (one of them
  * or neither); dy masked by the forward's ReLU when save_scale (with beta). */
 static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                               const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
+                               const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                               const float *save_mean,
                                const float *save_invstd, const float *save_scale, const float *gamma,
                                const float *beta, int64_t m, int c)
 {
@@ -704,7 +723,9 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
             shift[j] = beta ? beta[c0 + j] : 0.0f;
         const float *xs = x16 ? NULL : x + c0;
         const uint16_t *x16s = x16 ? x16 + c0 : NULL;
-        slab_sums(be, d1, d2, dy + c0, xs, x16s, save_mean + c0, scale, shift, m, c, cs);
+        const float *dys = dy16 ? NULL : dy + c0;
+        const uint16_t *dy16s = dy16 ? dy16 + c0 : NULL;
+        slab_sums(be, d1, d2, dys, dy16s, xs, x16s, save_mean + c0, scale, shift, m, c, cs);
         for (int j = 0; j < cs; j++) {
             double invstd = save_invstd[c0 + j], k = invstd * (gamma ? (double)gamma[c0 + j] : 1.0);
             if (dgamma)
@@ -715,7 +736,7 @@ static void batchnorm_backward(hallu_backend *be, float *dx, uint16_t *dx16, flo
             b[j] = (float)(k * invstd * invstd * d2[j] / (double)m);
             cst[j] = (float)(k * d1[j] / (double)m);
         }
-        bn_pass p = { .out = dx ? dx + c0 : NULL, .out16 = dx16 ? dx16 + c0 : NULL, .dy = dy + c0, .x = xs,
+        bn_pass p = { .out = dx ? dx + c0 : NULL, .out16 = dx16 ? dx16 + c0 : NULL, .dy = dys, .dy16 = dy16s, .x = xs,
                       .x16 = x16s, .mean = save_mean + c0, .c1 = a, .c2 = b, .c3 = cst, .scale = scale, .shift = shift };
         if (dx || dx16)
             slab_apply(be, &p, m, c, cs);
@@ -726,21 +747,23 @@ void cpu_batchnorm_backward(hallu_backend *be, float *dx, float *dgamma, float *
                             const float *dy, const float *x, const float *save_mean,
                             const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m, c);
+    batchnorm_backward(be, dx, NULL, dgamma, dbeta, dy, NULL, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m,
+                       c);
 }
 
 void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma, float *dbeta,
                                 const float *dy, const float *x, const float *save_mean,
                                 const float *save_invstd, const float *gamma, int64_t m, int c)
 {
-    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m, c);
+    batchnorm_backward(be, NULL, dx16, dgamma, dbeta, dy, NULL, x, NULL, save_mean, save_invstd, NULL, gamma, NULL, m,
+                       c);
 }
 
 void cpu_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                  const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
-                                  const float *save_invstd, const float *save_scale, const float *gamma,
-                                  const float *beta, int64_t m, int c)
+                                  const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                                  const float *save_mean, const float *save_invstd, const float *save_scale,
+                                  const float *gamma, const float *beta, int64_t m, int c)
 {
-    batchnorm_backward(be, dx, dx16, dgamma, dbeta, dy, x, x16, save_mean, save_invstd, save_scale, gamma, beta, m,
-                       c);
+    batchnorm_backward(be, dx, dx16, dgamma, dbeta, dy, dy16, x, x16, save_mean, save_invstd, save_scale, gamma, beta,
+                       m, c);
 }

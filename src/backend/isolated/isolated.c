@@ -303,6 +303,18 @@ static int iso_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const 
     return done;
 }
 
+static int iso_conv2d_backward_dx16(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw, const float *dy,
+                                   const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
+{
+    iso_plan *p = (iso_plan *)plan;
+    if (!iso_enter(p->be, __func__))
+        return 1;
+    int done = inner_of(p->be)->ops->conv2d_backward_dx16(p->inner, D(dx16), D(dw), D(dy), D(dy16), D(x), D(x16),
+                                                          D(w));
+    iso_leave(p->be);
+    return done;
+}
+
 static void iso_conv2d_backward(hallu_conv2d_plan *plan, float *dx, float *dw, const float *dy,
                                 const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
@@ -363,13 +375,14 @@ static void iso_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t 
 }
 
 static void iso_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
-                                         const float *dy, const float *x, const uint16_t *x16, const float *save_mean,
-                                         const float *save_invstd, const float *save_scale, const float *gamma,
-                                         const float *beta, int64_t m, int c)
+                                         const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                                         const float *save_mean, const float *save_invstd, const float *save_scale,
+                                         const float *gamma, const float *beta, int64_t m, int c)
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->batchnorm_backward_fused(inner_of(be), D(dx), D(dx16), D(dgamma), D(dbeta), D(dy),
-                                                        D(x), D(x16), D(save_mean), D(save_invstd), D(save_scale),
+                                                        D(dy16), D(x), D(x16), D(save_mean), D(save_invstd),
+                                                        D(save_scale),
                                                         D(gamma), D(beta), m, c));
 }
 
@@ -411,6 +424,15 @@ static void iso_add_relu_backward(hallu_backend *be, float *dx, const float *a, 
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->add_relu_backward(inner_of(be), D(dx), D(a), D(b), D(y), n));
+}
+
+static void iso_add_relu_backward_x16(hallu_backend *be, float *dx, uint16_t *dx16, const float *a,
+                                      const uint16_t *a16, const float *b, const uint16_t *b16, const float *y,
+                                      int64_t n)
+{
+    ENTER(be);
+    RUN(be, inner_of(be)->ops->add_relu_backward_x16(inner_of(be), D(dx), D(dx16), D(a), D(a16), D(b), D(b16), D(y),
+                                                     n));
 }
 
 static void iso_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
@@ -783,6 +805,7 @@ static const hallu_backend_ops iso_ops = {
     .conv2d_forward = iso_conv2d_forward,
     .conv2d_forward_y16 = iso_conv2d_forward_y16,
     .conv2d_backward = iso_conv2d_backward,
+    .conv2d_backward_dx16 = iso_conv2d_backward_dx16,
     .batchnorm_forward_train = iso_batchnorm_forward_train,
     .batchnorm_forward_eval = iso_batchnorm_forward_eval,
     .batchnorm_backward = iso_batchnorm_backward,
@@ -795,6 +818,7 @@ static const hallu_backend_ops iso_ops = {
     .relu_backward = iso_relu_backward,
     .add = iso_add,
     .add_relu_backward = iso_add_relu_backward,
+    .add_relu_backward_x16 = iso_add_relu_backward_x16,
     .axpy = iso_axpy,
     .scale = iso_scale,
     .normalize_u8 = iso_normalize_u8,
