@@ -133,7 +133,7 @@ static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
             case 4: case 5:
                 if (be->ops->batchnorm_normalize_fused)
                     be->ops->batchnorm_normalize_fused(be, k == 4 ? y : NULL, y16, sm, si, ss, x, NULL, stats, stats + c,
-                                                      gamma, beta, k == 4 ? res : NULL, 1, m, c, 1e-5f);
+                                                      gamma, beta, k == 4 ? res : NULL, NULL, 1, m, c, 1e-5f);
                 break;
             case 6: if (be->ops->batchnorm_backward_x16)
                         be->ops->batchnorm_backward_x16(be, y16, dg, db, dy, x, sm, si, gamma, m, c);
@@ -147,7 +147,7 @@ static void bench_bn_passes(hallu_backend *be, int64_t m, int c, int reps)
             case 10: be->ops->relu_forward(be, y, y, (int64_t)n); break;
             case 11: if (be->ops->batchnorm_normalize_fused)
                          be->ops->batchnorm_normalize_fused(be, y, NULL, sm, si, ss, x, NULL, stats, stats + c, gamma, beta,
-                                                           NULL, 1, m, c, 1e-5f);
+                                                           NULL, NULL, 1, m, c, 1e-5f);
                      break;
             case 12: be->ops->batchnorm_backward(be, y, dg, db, dy, x, sm, si, gamma, m, c); break;
             case 13: if (be->ops->batchnorm_backward_fused)

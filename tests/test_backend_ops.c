@@ -625,7 +625,7 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     BOTH(add, F(want), F(bn), F(res), (int64_t)n);
     BOTH(relu_forward, F(want), F(want), (int64_t)n);
     BOTH(batchnorm_normalize_fused, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv),
-         F(gamma), F(beta), F(res), 1, m, c, eps);
+         F(gamma), F(beta), F(res), NULL, 1, m, c, eps);
     CMP("y", y);
     CMP("y16", y16);
     CMP("save_mean", sm);
@@ -652,9 +652,9 @@ static void t_batchnorm_relu(int64_t m, int c, buf x, buf hm, buf hv)
     BOTH(relu_forward, F(want), F(want), (int64_t)n);
     BOTH(fill, F(y), 7.0f, (int64_t)n);
     BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv),
-         F(gamma), F(beta), NULL, 1, m, c, eps);
+         F(gamma), F(beta), NULL, NULL, 1, m, c, eps);
     BOTH(batchnorm_normalize_fused, F(y), NULL, F(sm), F(si), F(ss), F(x), NULL, DB(hm), DB(hv), F(gamma), F(beta),
-         NULL, 1, m, c, eps);
+         NULL, NULL, 1, m, c, eps);
     CMP("y (no residual)", y);
     dut_same("y (no residual) vs batchnorm_normalize, relu_forward (elements off)", y, want, 0);
     dut_same("y16 alone (no residual) vs bf16 of that (elements off)", y16, want, 1);
@@ -727,9 +727,9 @@ static void t_bn_channel_groups(int64_t m)
     buf sm = mk(T_F32, C), si = mk(T_F32, C), ss = mk(T_F32, C), y16 = mk(T_U16, (size_t)m * C);
     buf smw = mk(T_F32, W), siw = mk(T_F32, W), ssw = mk(T_F32, W), y16w = mk(T_U16, (size_t)m * W);
     BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), F(x), NULL, DB(mean),
-         DB(mean) + C, F(gamma), F(beta), NULL, 1, m, C, eps);
+         DB(mean) + C, F(gamma), F(beta), NULL, NULL, 1, m, C, eps);
     BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), NULL,
-         DB(meanw), DB(meanw) + W, F(gamma), F(beta), NULL, 1, m, W, eps);
+         DB(meanw), DB(meanw) + W, F(gamma), F(beta), NULL, NULL, 1, m, W, eps);
     for (int relu = 0; relu < 2; relu++) {
         buf dx = mk(T_F32, (size_t)m * C), dg = mk(T_F32, C), db = mk(T_F32, C);
         buf dxw = mk(T_F32, (size_t)m * W), dgw = mk(T_F32, W), dbw = mk(T_F32, W);
@@ -806,14 +806,32 @@ static void t_bn_x16(int64_t m)
     buf ssw = mk(T_F32, C), y = mk(T_F32, n), yw = mk(T_F32, n), y16 = mk(T_U16, n), y16w = mk(T_U16, n);
     for (int relu = 0; relu < 2; relu++) {
         BOTH(batchnorm_normalize_fused, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), NULL,
-             (uint16_t *)x16.p[g_side], DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, relu, m, C,
+             (uint16_t *)x16.p[g_side], DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, NULL, relu, m, C,
              eps);
         BOTH(batchnorm_normalize_fused, F(yw), (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), NULL,
-             DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, relu, m, C, eps);
+             DB(st), DB(st) + C, F(gamma), F(beta), relu ? F(res) : NULL, NULL, relu, m, C, eps);
         dut_same(relu ? "y (residual, relu)" : "y", y, yw, 0);
         dut_same("save_scale", ss, ssw, 0);
         CMP("y16", y16);
         dut_bytes_same("y16 vs on the floats", y16, y16w);
+    }
+    {   /* the residual as bf16 values (residual16) vs on its floats, with x16 and x, y and y16 written */
+        buf r16 = mk(T_U16, n), rw = mk(T_F32, n);
+        bf16_pair(res, r16, rw);
+        for (int in16 = 0; in16 < 2; in16++) {
+            BOTH(batchnorm_normalize_fused, F(y), (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), in16 ? NULL : F(xw),
+                 in16 ? (uint16_t *)x16.p[g_side] : NULL, DB(st), DB(st) + C, F(gamma), F(beta), NULL,
+                 (uint16_t *)r16.p[g_side], 1, m, C, eps);
+            BOTH(batchnorm_normalize_fused, F(yw), (uint16_t *)y16w.p[g_side], F(smw), F(siw), F(ssw), F(xw), NULL,
+                 DB(st), DB(st) + C, F(gamma), F(beta), F(rw), NULL, 1, m, C, eps);
+            dut_same("y (residual16, relu) vs on its floats", y, yw, 0);
+            dut_bytes_same("y16 (residual16) vs on its floats", y16, y16w);
+            CMP("y (residual16)", y);
+            BOTH(batchnorm_normalize_fused, NULL, (uint16_t *)y16.p[g_side], F(sm), F(si), F(ss), in16 ? NULL : F(xw),
+                 in16 ? (uint16_t *)x16.p[g_side] : NULL, DB(st), DB(st) + C, F(gamma), F(beta), NULL,
+                 (uint16_t *)r16.p[g_side], 1, m, C, eps);
+            dut_bytes_same("y16 alone (residual16) vs on its floats", y16, y16w);
+        }
     }
     /* y (ReLU of bn(x) + res) as the backward's dy, the forward's saved statistics */
     buf dx = mk(T_F32, n), dxw = mk(T_F32, n), dx16 = mk(T_U16, n), dg = mk(T_F32, C), dgw = mk(T_F32, C);
@@ -864,7 +882,7 @@ static void t_bn_x16(int64_t m)
 }
 
 /* add_relu_backward_x16: each input as floats or bf16, the result as floats
- * or bf16, with and without the mask, against add_relu_backward (add) on the
+ * or bf16, without the mask and with it from y or y16, against add_relu_backward (add) on the
  * inputs' floats, bit for bit; a length off the vector width (tails). */
 static void t_add_relu_x16(size_t n)
 {
@@ -876,19 +894,24 @@ static void t_add_relu_x16(size_t n)
     buf a = f32u(n, -2, 2), b = f32u(n, -2, 2), y = f32u(n, -1, 1);
     BOTH(fill, F(y), 0.0f, 7);   /* y == 0: masked */
     buf a16 = mk(T_U16, n), aw = mk(T_F32, n), b16 = mk(T_U16, n), bw = mk(T_F32, n);
+    buf y16 = mk(T_U16, n), yw = mk(T_F32, n);
     bf16_pair(a, a16, aw);
     bf16_pair(b, b16, bw);
+    bf16_pair(y, y16, yw);
     buf want = mk(T_F32, n), got = mk(T_F32, n), got16 = mk(T_U16, n);
-    for (int k = 0; k < 16; k++) {
-        int in_a16 = k & 1, in_b16 = (k >> 1) & 1, out16 = (k >> 2) & 1, mask = (k >> 3) & 1;
-        const char *what[2][2] = { { "dx (no mask)", "dx16 (no mask)" }, { "dx (mask)", "dx16 (mask)" } };
+    for (int k = 0; k < 24; k++) {   /* mask: 0 none, 1 from y, 2 from y16 */
+        int in_a16 = k & 1, in_b16 = (k >> 1) & 1, out16 = (k >> 2) & 1, mask = k >> 3;
+        const char *what[3][2] = { { "dx (no mask)", "dx16 (no mask)" }, { "dx (mask y)", "dx16 (mask y)" },
+                                   { "dx (mask y16)", "dx16 (mask y16)" } };
         if (mask)
-            BOTH(add_relu_backward, F(want), in_a16 ? F(aw) : F(a), in_b16 ? F(bw) : F(b), F(y), (int64_t)n);
+            BOTH(add_relu_backward, F(want), in_a16 ? F(aw) : F(a), in_b16 ? F(bw) : F(b), mask == 1 ? F(y) : F(yw),
+                 (int64_t)n);
         else
             BOTH(add, F(want), in_a16 ? F(aw) : F(a), in_b16 ? F(bw) : F(b), (int64_t)n);
         BOTH(add_relu_backward_x16, out16 ? NULL : F(got), out16 ? (uint16_t *)got16.p[g_side] : NULL,
              in_a16 ? NULL : F(a), in_a16 ? (uint16_t *)a16.p[g_side] : NULL, in_b16 ? NULL : F(b),
-             in_b16 ? (uint16_t *)b16.p[g_side] : NULL, mask ? F(y) : NULL, (int64_t)n);
+             in_b16 ? (uint16_t *)b16.p[g_side] : NULL, mask == 1 ? F(y) : NULL,
+             mask == 2 ? (uint16_t *)y16.p[g_side] : NULL, (int64_t)n);
         dut_same(what[mask][out16], out16 ? got16 : got, want, out16);
         if (out16)
             CMP("dx16", got16);
@@ -898,7 +921,7 @@ static void t_add_relu_x16(size_t n)
     /* in place: dx16 over a16 */
     BOTH(add_relu_backward, F(want), F(aw), F(b), F(y), (int64_t)n);
     BOTH(add_relu_backward_x16, NULL, (uint16_t *)a16.p[g_side], NULL, (uint16_t *)a16.p[g_side], F(b), NULL, F(y),
-         (int64_t)n);
+         NULL, (int64_t)n);
     dut_same("dx16 in place over a16", a16, want, 1);
     op_end();
 }

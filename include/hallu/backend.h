@@ -163,12 +163,15 @@ typedef struct hallu_backend_ops {
      * values (a bf16 convolution's output, conv2d_forward_y16), read as the
      * floats they are. save_mean and save_invstd as batchnorm_normalize;
      * save_scale [c] receives the per-channel float factor bn(x) used, which
-     * batchnorm_backward_fused takes. Optional (NULL), with
+     * batchnorm_backward_fused takes. The residual may be given as bf16
+     * values residual16 instead (residual NULL; a bf16 block output, as
+     * autocast keeps it), read as the floats they are. Optional (NULL), with
      * batchnorm_backward_fused and add_relu_backward. */
     void (*batchnorm_normalize_fused)(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
                                       float *save_invstd, float *save_scale, const float *x, const uint16_t *x16,
                                       const double *mean, const double *var, const float *gamma, const float *beta,
-                                      const float *residual, int relu, int64_t m, int c, float eps);
+                                      const float *residual, const uint16_t *residual16, int relu, int64_t m, int c,
+                                      float eps);
     /* The backward of batchnorm_normalize_fused without residual, input x or
      * x16 as there: with save_scale (the forward had relu), dy is taken as
      * zero where the ReLU's input bn(x) (recomputed from x, save_mean,
@@ -200,14 +203,16 @@ typedef struct hallu_backend_ops {
      * dx may be a or b. Optional (see batchnorm_normalize_fused). */
     void (*add_relu_backward)(hallu_backend *be, float *dx, const float *a, const float *b, const float *y,
                               int64_t n);
-    /* add_relu_backward (add when y is NULL) with a given as floats a or as
-     * bf16 values a16, b as b or b16 (one of each pair), and the result
-     * written as floats to dx or rounded to bf16 (as relu_forward_x16) into
-     * dx16 (one of them): the same bits as add_relu_backward on the inputs'
-     * floats, then the rounding. dx may be a or b; dx16 may be a16 or b16; a
-     * bf16 output must not overlap an fp32 input otherwise. Optional (NULL). */
+    /* add_relu_backward (add when y and y16 are NULL) with a given as floats a
+     * or as bf16 values a16, b as b or b16 (one of each pair), the ReLU's
+     * output as y or bf16 values y16, and the result written as floats to dx
+     * or rounded to bf16 (as relu_forward_x16) into dx16 (one of them): the
+     * same bits as add_relu_backward on the inputs' floats, then the rounding.
+     * dx may be a or b; dx16 may be a16 or b16; a bf16 output must not overlap
+     * an fp32 input otherwise. Optional (NULL). */
     void (*add_relu_backward_x16)(hallu_backend *be, float *dx, uint16_t *dx16, const float *a, const uint16_t *a16,
-                                  const float *b, const uint16_t *b16, const float *y, int64_t n);
+                                  const float *b, const uint16_t *b16, const float *y, const uint16_t *y16,
+                                  int64_t n);
     void (*axpy)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);     /* y += alpha*x */
     void (*scale)(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);    /* y = alpha*x */
     /* y [pixels][3] = (x / 255 - mean[c]) / std[c] for uint8 NHWC x [pixels][3]:

@@ -127,9 +127,11 @@ int hallu_batchnorm_fusable(const hallu_nn_ctx *ctx);
  * relu_forward_x16), the same bits as hallu_batchnorm_forward, add and
  * relu_forward in turn, with the same statistics and running updates. The
  * input is x, or bf16 values x16 (x NULL; the backend's batchnorm_stats_x16
- * needed, conv2d_forward_y16 makes them). Only where hallu_batchnorm_fusable. */
+ * needed, conv2d_forward_y16 makes them); the residual is residual, or bf16
+ * values residual16 (residual NULL). Only where hallu_batchnorm_fusable. */
 void hallu_batchnorm_forward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                                   const float *x, const uint16_t *x16, const float *residual, int relu, int64_t rows);
+                                   const float *x, const uint16_t *x16, const float *residual,
+                                   const uint16_t *residual16, int relu, int64_t rows);
 /* The backward of hallu_batchnorm_forward_fused without residual (the same x
  * or x16 and relu), from the gradient of its output, dy or bf16 values dy16
  * (dy NULL; hallu_conv2d_backward_dx16 makes them): with relu, relu_backward

@@ -28,7 +28,11 @@
  * (grad16_chain): each convolution writes its input gradient as bf16 (in the
  * first half of a gradient buffer), batch norm's backward and the block's
  * residual add read it so, and the add writes the block's input gradient as
- * bf16 too. */
+ * bf16 too. With that chain, the forward (res16) also keeps the block outputs
+ * only in bf16 (but the last block's, which the pooling reads as floats): the
+ * residual adds read the shortcut as bf16 (the block input's bf16 copy, or the
+ * downsample's output written as bf16 in the first half of its buffer) and the
+ * backward masks by the bf16 block outputs, as autocast keeps them. */
 #include "hallu/mem_plan.h"
 #include "hallu/models.h"
 
@@ -75,6 +79,7 @@ struct hallu_resnet {
     const float *input[HALLU_MAX_INSTANCES];
     int batch[HALLU_MAX_INSTANCES];
     int fwd_mode[HALLU_MAX_INSTANCES];   /* the forward's mode: 0, FUSED or FUSED_PRE16 (see the top) */
+    int res16[HALLU_MAX_INSTANCES];   /* the forward kept block outputs and shortcuts in bf16 only (see the top) */
     float *grad_buf[NUM_GRAD_BUFFERS];
     uint16_t *dy16;      /* x16: batch norm's input gradient in bf16, for the convolution after it (else NULL) */
     size_t max_act;      /* floats per activation buffer (max over the net) */
@@ -449,7 +454,7 @@ static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, con
     if (fused) {
         hallu_batchnorm_forward_fused(&u->bn, ctx, inst, (float *)unit_out(u, inst, fused),
                                       u->relu ? u->out16[inst] : NULL, pre_f32(u, inst), pre_x16(u, inst), NULL,
-                                      u->relu, rows);
+                                      NULL, u->relu, rows);
         return HALLU_OK;
     }
     hallu_batchnorm_forward(&u->bn, ctx, inst, u->out[inst], u->pre[inst], rows);
@@ -458,14 +463,37 @@ static hallu_status unit_forward(unit *u, const hallu_nn_ctx *ctx, int inst, con
     return HALLU_OK;
 }
 
+/* The backend ops of the bf16 gradient chain (see grad16_chain). */
+static int grad16_ops(const hallu_resnet *net, const hallu_nn_ctx *ctx)
+{
+    const hallu_backend_ops *ops = ctx->be->ops;
+    return net->dy16 && ops->conv2d_backward_dx16 && ops->add_relu_backward_x16;
+}
+
+/* res16 (net->res16): the block's output is written only as bf16 (out16)
+ * unless it is the last block's (the pooling reads floats), the shortcut is
+ * read as bf16 (x16, or the downsample's output written as bf16 into the first
+ * half of its buffer). */
 static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, const float *x, const uint16_t *x16,
-                                  int n, int fused, hallu_error *err)
+                                  int n, int fused, int res16, int last_block, hallu_error *err)
 {
     hallu_status s = HALLU_OK;
     const float *shortcut = x;
-    if (b->has_down) {   /* first: the fused last unit reads its output */
+    const uint16_t *shortcut16 = NULL;
+    if (b->has_down && res16) {
+        unit *d = &b->down;
+        s = unit_conv_forward(d, ctx, inst, x, x16, n, fused, err);
+        if (s == HALLU_OK)
+            hallu_batchnorm_forward_fused(&d->bn, ctx, inst, NULL, (uint16_t *)d->out[inst], pre_f32(d, inst),
+                                          pre_x16(d, inst), NULL, NULL, 0, (int64_t)n * d->out_h * d->out_w);
+        shortcut = NULL;
+        shortcut16 = (const uint16_t *)d->out[inst];
+    } else if (b->has_down) {   /* first: the fused last unit reads its output */
         s = unit_forward(&b->down, ctx, inst, x, x16, n, fused, err);
         shortcut = b->down.out[inst];
+    } else if (res16 && x16) {
+        shortcut = NULL;
+        shortcut16 = x16;
     }
     const float *cur = x;
     const uint16_t *cur16 = x16;
@@ -487,9 +515,10 @@ static hallu_status block_forward(block *b, const hallu_nn_ctx *ctx, int inst, c
         return s;
     }
     s = unit_conv_forward(last, ctx, inst, cur, cur16, n, fused, err);
+    float *out = res16 && !last_block && b->out16[inst] ? NULL : b->out[inst];
     if (s == HALLU_OK)
-        hallu_batchnorm_forward_fused(&last->bn, ctx, inst, b->out[inst], b->out16[inst], pre_f32(last, inst),
-                                      pre_x16(last, inst), shortcut, 1, rows);
+        hallu_batchnorm_forward_fused(&last->bn, ctx, inst, out, b->out16[inst], pre_f32(last, inst),
+                                      pre_x16(last, inst), shortcut, shortcut16, 1, rows);
     return s;
 }
 
@@ -503,6 +532,7 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
     net->input[inst] = x;
     net->batch[inst] = n;
     int fused = net->fwd_mode[inst] = !hallu_batchnorm_fusable(ctx) ? 0 : net->pre16 ? FUSED_PRE16 : FUSED;
+    int res16 = net->res16[inst] = fused == FUSED_PRE16 && grad16_ops(net, ctx);
     hallu_status s = unit_forward(&net->stem, ctx, inst, x, NULL, n, fused, err);
     const float *cur = net->stem.out[inst];
     const uint16_t *cur16 = net->stem.out16[inst];
@@ -514,7 +544,7 @@ hallu_status hallu_resnet_forward(hallu_resnet *net, const hallu_nn_ctx *ctx, in
         cur16 = NULL;
     }
     for (int b = 0; b < net->num_blocks && s == HALLU_OK; b++) {
-        s = block_forward(&net->blocks[b], ctx, inst, cur, cur16, n, fused, err);
+        s = block_forward(&net->blocks[b], ctx, inst, cur, cur16, n, fused, res16, b == net->num_blocks - 1, err);
         cur = net->blocks[b].out[inst];
         cur16 = net->blocks[b].out16[inst];
     }
@@ -546,8 +576,7 @@ static const uint16_t *grad_x16(grad_ref g) { return g.is16 ? (const uint16_t *)
  * so (half the bytes of every pass over a gradient). */
 static int grad16_chain(const hallu_resnet *net, const hallu_nn_ctx *ctx, int inst)
 {
-    const hallu_backend_ops *ops = ctx->be->ops;
-    return net->fwd_mode[inst] && net->dy16 && ops->conv2d_backward_dx16 && ops->add_relu_backward_x16;
+    return net->fwd_mode[inst] && grad16_ops(net, ctx);
 }
 
 /* dy is consumed (ReLU's backward runs in place on it); bn_dx receives the BN
@@ -628,11 +657,13 @@ static hallu_status block_backward(block *b, hallu_resnet *net, const hallu_nn_c
         s = unit_backward(&b->down, ctx, inst, &buf[g], buf[g], x, x16, n, buf[other].f, net->dy16, fused, grad16,
                           err);
     if (grad16) {   /* batch norm wrote net->dy16, so `other` is free */
-        const float *mask = mask_input ? x : NULL;
+        /* the mask: the ReLU output that made x, as bf16 where the forward kept only that (res16) */
+        int mask16 = mask_input && net->res16[inst] && x16;
         buf[other].is16 = !out_f32;
         ctx->be->ops->add_relu_backward_x16(ctx->be, out_f32 ? buf[other].f : NULL,
                                             out_f32 ? NULL : (uint16_t *)buf[other].f, grad_f32(buf[cur]),
-                                            grad_x16(buf[cur]), grad_f32(buf[g]), grad_x16(buf[g]), mask, in_numel);
+                                            grad_x16(buf[cur]), grad_f32(buf[g]), grad_x16(buf[g]),
+                                            mask_input && !mask16 ? x : NULL, mask16 ? x16 : NULL, in_numel);
         *index = other;
         return s;
     }

@@ -104,8 +104,8 @@ static size_t stats_at(const hallu_batchnorm *m, int inst, int group)
  * fused: batchnorm_normalize_fused with hallu_batchnorm_forward_fused's y16,
  * x16, residual and relu (else batchnorm_normalize of x into y). */
 static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                          const float *x, const uint16_t *x16, const float *residual, int relu, int fused,
-                          int64_t rows)
+                          const float *x, const uint16_t *x16, const float *residual, const uint16_t *residual16,
+                          int relu, int fused, int64_t rows)
 {
     hallu_params *ps = ctx->ps;
     const float *gamma = m->affine ? ps->param + m->weight : NULL;
@@ -127,7 +127,8 @@ static void forward_train(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst,
     size_t at = stats_at(m, inst, 0);
     if (fused)
         be->ops->batchnorm_normalize_fused(be, y, y16, m->save_mean + at, m->save_invstd + at, m->save_scale + at, x,
-                                           x16, mean, var, gamma, beta, residual, relu, rows, m->c, m->eps);
+                                           x16, mean, var, gamma, beta, residual, residual16, relu, rows, m->c,
+                                           m->eps);
     else
         be->ops->batchnorm_normalize(be, y, m->save_mean + at, m->save_invstd + at, x, mean, var, gamma, beta, rows,
                                      m->c, m->eps);
@@ -142,14 +143,15 @@ int hallu_batchnorm_fusable(const hallu_nn_ctx *ctx)
 }
 
 void hallu_batchnorm_forward_fused(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y, uint16_t *y16,
-                                   const float *x, const uint16_t *x16, const float *residual, int relu, int64_t rows)
+                                   const float *x, const uint16_t *x16, const float *residual,
+                                   const uint16_t *residual16, int relu, int64_t rows)
 {
     if (!hallu_batchnorm_fusable(ctx) || (x16 && !ctx->be->ops->batchnorm_stats_x16)) {
         hallu_backend_fail(ctx->be, HALLU_ERR_INVALID_ARG, "batchnorm forward_fused: not fusable here "
                            "(hallu_batchnorm_fusable%s)", x16 ? ", batchnorm_stats_x16" : "");
         return;
     }
-    forward_train(m, ctx, inst, y, y16, x, x16, residual, relu, 1, rows);
+    forward_train(m, ctx, inst, y, y16, x, x16, residual, residual16, relu, 1, rows);
 }
 
 void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int inst, float *y,
@@ -162,7 +164,7 @@ void hallu_batchnorm_forward(hallu_batchnorm *m, const hallu_nn_ctx *ctx, int in
     hallu_backend *be = ctx->be;
     double *mean = m->batch.data, *var = mean ? mean + m->c : NULL;
     if (ctx->training && groups == 1) {
-        forward_train(m, ctx, inst, y, NULL, x, NULL, NULL, 0, 0, rows);
+        forward_train(m, ctx, inst, y, NULL, x, NULL, NULL, NULL, 0, 0, rows);
     } else if (ctx->training) {
         int64_t per = rows / groups;
         for (int g = 0; g < groups; g++) {

@@ -166,15 +166,15 @@ void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pix
 }
 
 /* add_relu_backward_x16's elements [lo, hi): each input as floats or as bf16
- * values, the result as floats or rounded to bf16 (cpu_bf16_round); y NULL:
- * no mask. For CPUs without AVX512-BF16 and the tails (correctness, not
+ * values, the result as floats or rounded to bf16 (cpu_bf16_round); y and
+ * y16 NULL: no mask. For CPUs without AVX512-BF16 and the tails (correctness, not
  * speed). */
 static void add_relu_mixed_range(float *dx, uint16_t *dx16, const float *a, const uint16_t *a16, const float *b,
-                                 const uint16_t *b16, const float *y, int64_t lo, int64_t hi)
+                                 const uint16_t *b16, const float *y, const uint16_t *y16, int64_t lo, int64_t hi)
 {
     for (int64_t i = lo; i < hi; i++) {
         float g = (a16 ? cpu_bf16_to_f32(a16[i]) : a[i]) + (b16 ? cpu_bf16_to_f32(b16[i]) : b[i]);
-        if (y && !(y[i] > 0.0f))
+        if ((y && !(y[i] > 0.0f)) || (y16 && !(cpu_bf16_to_f32(y16[i]) > 0.0f)))
             g = 0.0f;
         if (dx16)
             dx16[i] = cpu_bf16_round(g);
@@ -188,7 +188,7 @@ static void add_relu_mixed_range(float *dx, uint16_t *dx16, const float *a, cons
  * kinds are the same for every vector: the tests predict). */
 __attribute__((target("avx512f,avx512bf16,avx512vl")))
 static void add_relu_mixed_range_cvt(float *dx, uint16_t *dx16, const float *a, const uint16_t *a16, const float *b,
-                                     const uint16_t *b16, const float *y, int64_t lo, int64_t hi)
+                                     const uint16_t *b16, const float *y, const uint16_t *y16, int64_t lo, int64_t hi)
 {
     const __m512 zero = _mm512_setzero_ps();
     int64_t i = lo;
@@ -196,31 +196,32 @@ static void add_relu_mixed_range_cvt(float *dx, uint16_t *dx16, const float *a, 
         __m512 va = a16 ? cpu_bf16_load16(a16 + i) : _mm512_loadu_ps(a + i);
         __m512 vb = b16 ? cpu_bf16_load16(b16 + i) : _mm512_loadu_ps(b + i);
         __m512 g = _mm512_add_ps(va, vb);
-        if (y)
-            g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(y + i), zero, _CMP_GT_OQ), g);
+        if (y || y16)
+            g = _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask(y ? _mm512_loadu_ps(y + i) : cpu_bf16_load16(y16 + i), zero, _CMP_GT_OQ), g);
         if (dx16)
             _mm256_storeu_si256((__m256i *)(dx16 + i), (__m256i)_mm512_cvtneps_pbh(g));
         else
             _mm512_storeu_ps(dx + i, g);
     }
-    add_relu_mixed_range(dx, dx16, a, a16, b, b16, y, i, hi);
+    add_relu_mixed_range(dx, dx16, a, a16, b, b16, y, y16, i, hi);
 }
 #endif
 
 static void add_relu_mixed_part(float *dx, uint16_t *dx16, const float *a, const uint16_t *a16, const float *b,
-                                const uint16_t *b16, const float *y, int64_t lo, int64_t hi)
+                                const uint16_t *b16, const float *y, const uint16_t *y16, int64_t lo, int64_t hi)
 {
 #ifdef CPU_HAVE_BF16_CVT
     if (__builtin_cpu_supports("avx512f") && cpu_has_bf16_cvt()) {
-        add_relu_mixed_range_cvt(dx, dx16, a, a16, b, b16, y, lo, hi);
+        add_relu_mixed_range_cvt(dx, dx16, a, a16, b, b16, y, y16, lo, hi);
         return;
     }
 #endif
-    add_relu_mixed_range(dx, dx16, a, a16, b, b16, y, lo, hi);
+    add_relu_mixed_range(dx, dx16, a, a16, b, b16, y, y16, lo, hi);
 }
 
 void cpu_add_relu_backward_x16(hallu_backend *be, float *dx, uint16_t *dx16, const float *a, const uint16_t *a16,
-                               const float *b, const uint16_t *b16, const float *y, int64_t n)
+                               const float *b, const uint16_t *b16, const float *y, const uint16_t *y16, int64_t n)
 {
-    ELT_PARALLEL(be, n, add_relu_mixed_part(dx, dx16, a, a16, b, b16, y, lo, hi));
+    ELT_PARALLEL(be, n, add_relu_mixed_part(dx, dx16, a, a16, b, b16, y, y16, lo, hi));
 }

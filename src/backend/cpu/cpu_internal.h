@@ -257,7 +257,7 @@ void cpu_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float *dgamma
 void cpu_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
                                    float *save_scale, const float *x, const uint16_t *x16, const double *mean,
                                    const double *var, const float *gamma, const float *beta, const float *residual,
-                                   int relu, int64_t m, int c, float eps);
+                                   const uint16_t *residual16, int relu, int64_t m, int c, float eps);
 void cpu_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
                                   const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
                                   const float *save_mean, const float *save_invstd, const float *save_scale,
@@ -271,7 +271,8 @@ void cpu_relu_forward_x16(hallu_backend *be, float *y, uint16_t *y16, const floa
 void cpu_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n);
 void cpu_add_relu_backward(hallu_backend *be, float *dx, const float *a, const float *b, const float *y, int64_t n);
 void cpu_add_relu_backward_x16(hallu_backend *be, float *dx, uint16_t *dx16, const float *a, const uint16_t *a16,
-                               const float *b, const uint16_t *b16, const float *y, int64_t n);
+                               const float *b, const uint16_t *b16, const float *y, const uint16_t *y16,
+                               int64_t n);
 void cpu_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n);
 void cpu_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,

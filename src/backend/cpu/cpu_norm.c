@@ -134,6 +134,7 @@ typedef struct bn_pass {
     const float *dy, *x, *residual, *mean, *c1, *c2, *c3, *scale, *shift;
     const uint16_t *x16;   /* the input as bf16 values instead of x (x NULL) */
     const uint16_t *dy16;  /* backward: the gradient as bf16 values instead of dy (dy NULL) */
+    const uint16_t *residual16;   /* forward: the residual as bf16 values instead (residual NULL) */
     int relu;
 } bn_pass;
 
@@ -143,22 +144,24 @@ typedef struct bn_pass {
  * loop would keep it scalar. */
 static inline __attribute__((always_inline)) void affine_body(float *y, uint16_t *y16, const float *restrict x,
                                                               const uint16_t *restrict x16, int in16,
-                                                              const float *restrict res, const float *restrict mean,
+                                                              const float *restrict res,
+                                                              const uint16_t *restrict res16, int r16,
+                                                              const float *restrict mean,
                                                               const float *restrict scale,
                                                               const float *restrict shift, int out, int out16,
                                                               int add_res, int relu, int64_t ld, int cs, int64_t lo,
                                                               int64_t hi)
 {
     for (int64_t r = lo; r < hi; r++) {
-        const float *xr = in16 ? NULL : x + r * ld, *rr = add_res ? res + r * ld : NULL;
-        const uint16_t *x16r = in16 ? x16 + r * ld : NULL;
+        const float *xr = in16 ? NULL : x + r * ld, *rr = add_res && !r16 ? res + r * ld : NULL;
+        const uint16_t *x16r = in16 ? x16 + r * ld : NULL, *rr16 = add_res && r16 ? res16 + r * ld : NULL;
         float *yr = out ? y + r * ld : NULL;
         uint16_t *y16r = out16 ? y16 + r * ld : NULL;
 #pragma omp simd
         for (int j = 0; j < cs; j++) {
             float v = (BN_X(in16, xr, x16r, j) - mean[j]) * scale[j] + shift[j];
             if (add_res)
-                v = v + rr[j];
+                v = v + BN_X(r16, rr, rr16, j);
             if (relu)
                 v = v < 0.0f ? 0.0f : v;
             if (out)
@@ -203,12 +206,13 @@ static inline __attribute__((always_inline)) void pass_body(const bn_pass *p, in
                                                             int64_t lo, int64_t hi)
 {
     int out = p->out != NULL, out16 = p->out16 != NULL;
-#define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->x16, in16, p->residual, p->mean, p->c1, p->c2, \
+#define AFFINE(o, o16, r, q) affine_body(p->out, p->out16, p->x, p->x16, in16, p->residual, p->residual16, \
+                                         p->residual16 != NULL, p->mean, p->c1, p->c2, \
                                          o, o16, r, q, ld, cs, lo, hi)
 #define DX(o, o16, q) dx_body(p->out, p->out16, p->dy, p->dy16, g16, p->x, p->x16, in16, p->mean, p->c1, p->c2, p->c3, \
                               p->scale, p->shift, o, o16, q, ld, cs, lo, hi)
     if (!p->dy && !p->dy16) {
-        switch ((p->residual != NULL) * 2 + (p->relu != 0)) {
+        switch ((p->residual || p->residual16) * 2 + (p->relu != 0)) {
         case 0: if (out16) AFFINE(out, 1, 0, 0); else AFFINE(1, 0, 0, 0); break;
         case 1: if (out16) AFFINE(out, 1, 0, 1); else AFFINE(1, 0, 0, 1); break;
         case 2: if (out16) AFFINE(out, 1, 1, 0); else AFFINE(1, 0, 1, 0); break;
@@ -262,6 +266,8 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
                 v = _mm512_add_ps(_mm512_mul_ps(d, _mm512_loadu_ps(p->c1 + j)), _mm512_loadu_ps(p->c2 + j));
                 if (p->residual)
                     v = _mm512_add_ps(v, _mm512_loadu_ps(p->residual + r * ld + j));
+                else if (p->residual16)
+                    v = _mm512_add_ps(v, cpu_bf16_load16(p->residual16 + r * ld + j));
                 if (p->relu)
                     v = _mm512_max_ps(zero, v);
                 if (p->out)
@@ -288,6 +294,7 @@ static void pass_rows_x16_cvt(const bn_pass *p, int64_t ld, int cs, int64_t lo, 
             tail.x = p->x ? p->x + vec : NULL;
             tail.x16 = p->x16 ? p->x16 + vec : NULL;
             tail.residual = p->residual ? p->residual + vec : NULL;
+            tail.residual16 = p->residual16 ? p->residual16 + vec : NULL;
             tail.mean = p->mean + vec;
             tail.c1 = p->c1 + vec;
             tail.c2 = p->c2 + vec;
@@ -570,14 +577,15 @@ void cpu_batchnorm_normalize(hallu_backend *be, float *y, float *save_mean, floa
 void cpu_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean, float *save_invstd,
                                    float *save_scale, const float *x, const uint16_t *x16, const double *mean,
                                    const double *var, const float *gamma, const float *beta, const float *residual,
-                                   int relu, int64_t m, int c, float eps)
+                                   const uint16_t *residual16, int relu, int64_t m, int c, float eps)
 {
     if (m <= 0 || c <= 0)
         return;
     for (int c0 = 0; c0 < c; c0 += CPU_SLAB) {
         int cs = c - c0 < CPU_SLAB ? c - c0 : CPU_SLAB;
         bn_pass p = { .out = y ? y + c0 : NULL, .out16 = y16 ? y16 + c0 : NULL, .x = x16 ? NULL : x + c0,
-                      .x16 = x16 ? x16 + c0 : NULL, .residual = residual ? residual + c0 : NULL, .relu = relu != 0 };
+                      .x16 = x16 ? x16 + c0 : NULL, .residual = residual ? residual + c0 : NULL,
+                      .residual16 = residual16 ? residual16 + c0 : NULL, .relu = relu != 0 };
         slab_normalize(be, p, save_mean + c0, save_invstd + c0, save_scale + c0, mean + c0, var + c0,
                        gamma ? gamma + c0 : NULL, beta ? beta + c0 : NULL, m, c, cs, eps);
     }

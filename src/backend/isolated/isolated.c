@@ -365,13 +365,13 @@ static void iso_batchnorm_backward_x16(hallu_backend *be, uint16_t *dx16, float 
 static void iso_batchnorm_normalize_fused(hallu_backend *be, float *y, uint16_t *y16, float *save_mean,
                                           float *save_invstd, float *save_scale, const float *x, const uint16_t *x16,
                                           const double *mean, const double *var, const float *gamma,
-                                          const float *beta, const float *residual, int relu, int64_t m, int c,
-                                          float eps)
+                                          const float *beta, const float *residual, const uint16_t *residual16,
+                                          int relu, int64_t m, int c, float eps)
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->batchnorm_normalize_fused(inner_of(be), D(y), D(y16), D(save_mean), D(save_invstd),
                                                          D(save_scale), D(x), D(x16), D(mean), D(var), D(gamma),
-                                                         D(beta), D(residual), relu, m, c, eps));
+                                                         D(beta), D(residual), D(residual16), relu, m, c, eps));
 }
 
 static void iso_batchnorm_backward_fused(hallu_backend *be, float *dx, uint16_t *dx16, float *dgamma, float *dbeta,
@@ -428,11 +428,11 @@ static void iso_add_relu_backward(hallu_backend *be, float *dx, const float *a, 
 
 static void iso_add_relu_backward_x16(hallu_backend *be, float *dx, uint16_t *dx16, const float *a,
                                       const uint16_t *a16, const float *b, const uint16_t *b16, const float *y,
-                                      int64_t n)
+                                      const uint16_t *y16, int64_t n)
 {
     ENTER(be);
     RUN(be, inner_of(be)->ops->add_relu_backward_x16(inner_of(be), D(dx), D(dx16), D(a), D(a16), D(b), D(b16), D(y),
-                                                     n));
+                                                     D(y16), n));
 }
 
 static void iso_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
