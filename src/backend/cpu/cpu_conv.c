@@ -54,7 +54,9 @@ struct hallu_conv2d_plan {
     cpu_prim dx_fwd, w_to_dx_fwd;
     cpu_prim dx_fwd16;                /* the same with a bf16 dst (conv2d_backward_dx16); NULL if oneDNN wanted other
                                        * weights for it */
-    dnnl_memory_t dx16_mem;           /* its dst, NHWC bf16, handle set per call */
+    dnnl_memory_t dx16_mem;           /* its dst, NHWC bf16, handle set per call (also bwd_data16's diff_src) */
+    cpu_prim bwd_data16;              /* bf16 plans without dx_fwd: bwd_data with a bf16 diff_src; NULL if oneDNN
+                                       * wanted other weights for it */
     dnnl_memory_t w_flip, w_dx_fwd;   /* fp32 [cin][cout][k][k] (plan-owned), then the primitive's layout */
     float *w_flip_buf;
     void *w_dx_fwd_buf;
@@ -120,6 +122,7 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     cpu_prim_free(&plan->dw_accumulate);
     cpu_prim_free(&plan->dx_fwd);
     cpu_prim_free(&plan->dx_fwd16);
+    cpu_prim_free(&plan->bwd_data16);
     mem_free(plan->dx16_mem);
     cpu_prim_free(&plan->w_to_dx_fwd);
     mem_free(plan->w_flip);
@@ -427,6 +430,43 @@ static hallu_status build_dx_as_forward(hallu_conv2d_plan *plan, const conv_mds 
     return prim_create(plan, &plan->dx_fwd16, pd, "bf16 input-gradient forward primitive", err);
 }
 
+/* bf16 plans whose input gradient stays oneDNN's backward-data: its twin
+ * with a bf16 diff_src (conv2d_backward_dx16), where oneDNN has one taking
+ * the same weights (else none: conv2d_backward_dx16 refuses). */
+static hallu_status build_backward_data16(hallu_conv2d_plan *plan, const conv_mds *md,
+                                          const_dnnl_primitive_desc_t fwd_pd, hallu_error *err)
+{
+    const hallu_conv2d_geom *g = &plan->g;
+    dnnl_dims_t strides = { g->stride, g->stride }, pad = { g->pad, g->pad }, src = { g->n, g->cin, g->h, g->w };
+    dnnl_memory_desc_t dx16_md;
+    dnnl_convolution_desc_t desc;
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&dx16_md, 4, src, dnnl_bf16, dnnl_nhwc), "bf16 diff_src memory desc");
+    DNNL_TRY(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct, &dx16_md, &md->w_any, md->ddst,
+                                                      strides, pad, pad),
+             "bf16 backward-data convolution descriptor");
+    dnnl_primitive_attr_t attr;
+    hallu_status s = attr_create(&attr, 0, plan, err);
+    if (s != HALLU_OK)
+        return s;
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, plan->impl->engine, fwd_pd);
+    dnnl_primitive_attr_destroy(attr);
+    if (st != dnnl_success)
+        return HALLU_OK;
+    const_dnnl_primitive_desc_t f32_pd = NULL;
+    DNNL_TRY(dnnl_primitive_get_primitive_desc(plan->bwd_data.prim, &f32_pd), "backward-data primitive descriptor");
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                                dnnl_primitive_desc_query_md(f32_pd, dnnl_query_weights_md, 0))) {
+        dnnl_primitive_desc_destroy(pd);
+        return HALLU_OK;
+    }
+    if ((s = mem_create(plan, &plan->dx16_mem, &dx16_md, NULL, err)) != HALLU_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return s;
+    }
+    return prim_create(plan, &plan->bwd_data16, pd, "bf16 backward-data primitive", err);
+}
+
 static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_mds *md,
                                            const_dnnl_primitive_desc_t fwd_pd, hallu_error *err)
 {
@@ -472,6 +512,8 @@ static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
         s = build_forward16(plan, &md, fwd_pd, err);
     if (s == HALLU_OK && dx_as_forward_wanted(plan))
         s = build_dx_as_forward(plan, &md, err);
+    else if (s == HALLU_OK && plan->bf16 && !(plan->gemm_passes & CPU_GEMM_DX) && plan->g.cin % 16 == 0)
+        s = build_backward_data16(plan, &md, fwd_pd, err);
     if (s == HALLU_OK && plan->gemm_passes)
         s = cpu_conv_gemm_init(plan->impl, &plan->g, plan->bf16, plan->gemm_passes, &plan->gemm, err);
     if (s == HALLU_OK && !(plan->gemm_passes & CPU_GEMM_DW))
@@ -649,10 +691,13 @@ static void backward_data(hallu_conv2d_plan *plan, float *dx, uint16_t *dx16, dn
         return;
     }
     dnnl_memory_t wts = weights_prepare(plan, &plan->w_to_bwd, plan->w_bwd, w);
-    dnnl_memory_t dsrc = port_out(plan, &plan->in_grad, dx);
+    if (dx16)
+        set_handle(plan->dx16_mem, dx16);
+    dnnl_memory_t dsrc = dx16 ? plan->dx16_mem : port_out(plan, &plan->in_grad, dx);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_DIFF_DST, ddst }, { DNNL_ARG_WEIGHTS, wts }, { DNNL_ARG_DIFF_SRC, dsrc } };
-    prim_run(plan, &plan->bwd_data, args, 3);
-    port_out_finish(plan, &plan->in_grad);
+    prim_run(plan, dx16 ? &plan->bwd_data16 : &plan->bwd_data, args, 3);
+    if (!dx16)
+        port_out_finish(plan, &plan->in_grad);
 }
 
 static void backward_weights(hallu_conv2d_plan *plan, float *dw, dnnl_memory_t ddst, const float *x,
@@ -723,7 +768,8 @@ int cpu_conv2d_backward_dx16(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw,
 {
     int gemm_dx = (plan->gemm_passes & CPU_GEMM_DX) != 0;
     int ok = plan->bf16 && !plan->use_wino && dx16 &&
-             (gemm_dx ? cpu_conv_gemm_dx16_ok(&plan->g, &plan->gemm) : plan->dx_fwd16.prim != NULL);
+             (gemm_dx ? cpu_conv_gemm_dx16_ok(&plan->g, &plan->gemm)
+                      : plan->dx_fwd.prim ? plan->dx_fwd16.prim != NULL : plan->bwd_data16.prim != NULL);
     if (!ok)
         return 0;
     int caller = cpu_threads_enter(plan->impl);

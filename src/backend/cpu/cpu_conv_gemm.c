@@ -119,7 +119,7 @@ static hallu_status matmul_pair(cpu_impl *impl, const hallu_conv2d_geom *g, int 
         else if (pass == CPU_GEMM_FWD)   /* y[rows][cout] = col W^T */
             s = matmul_create(impl, &mm[i], rows, g->cout, kkc, 0, 1, c16, err);
         else   /* dcol[rows][kkc] = dy W */
-            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, 0, err);
+            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, c16, err);
     }
     return s;
 }
@@ -155,6 +155,8 @@ hallu_status cpu_conv_gemm_init(cpu_impl *impl, const hallu_conv2d_geom *g, int 
         s = matmul_pair(impl, g, cg->chunk, cg->mm_fwd16, CPU_GEMM_FWD, 1, err);
     if (s == HALLU_OK && (passes & CPU_GEMM_DX))
         s = matmul_pair(impl, g, cg->chunk, cg->mm_dx, CPU_GEMM_DX, 0, err);
+    if (s == HALLU_OK && (passes & CPU_GEMM_DX) && g->k == 1)
+        s = matmul_pair(impl, g, cg->chunk, cg->mm_dx16, CPU_GEMM_DX, 1, err);
     return s;
 }
 
@@ -169,6 +171,7 @@ void cpu_conv_gemm_free(cpu_conv_gemm *cg)
         matmul_free(&cg->mm_fwd[i]);
         matmul_free(&cg->mm_fwd16[i]);
         matmul_free(&cg->mm_dx[i]);
+        matmul_free(&cg->mm_dx16[i]);
     }
 }
 
@@ -300,7 +303,25 @@ static int dx_as_forward(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg)
 
 int cpu_conv_gemm_dx16_ok(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg)
 {
-    return cg->bf16 && (cg->passes & CPU_GEMM_DX) && dx_as_forward(g, cg);
+    return cg->bf16 && (cg->passes & CPU_GEMM_DX) && (dx_as_forward(g, cg) || cg->mm_dx16[0].p.prim);
+}
+
+/* col2im of a 1x1 layer (each input pixel gets at most one row of dcol) in
+ * bf16: dx16 = the bf16 dcol rows at the pixels the layer reads, 0 elsewhere. */
+static void col2im_k1_x16(uint16_t *dx16, const uint16_t *dcol, const hallu_conv2d_geom *g, int img0, int cnt, int nt)
+{
+    int64_t pix = (int64_t)g->oh * g->ow, img_elems = (int64_t)g->h * g->w * g->cin;
+    size_t run = (size_t)g->cin * sizeof(uint16_t);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < cnt; i++) {
+        uint16_t *d = dx16 + (img0 + i) * img_elems;
+        memset(d, 0, (size_t)img_elems * sizeof(uint16_t));
+        for (int64_t q = 0; q < pix; q++) {
+            int iy = (int)(q / g->ow) * g->stride - g->pad, ix = (int)(q % g->ow) * g->stride - g->pad;
+            if (iy >= 0 && iy < g->h && ix >= 0 && ix < g->w)
+                memcpy(d + ((int64_t)iy * g->w + ix) * g->cin, dcol + (i * pix + q) * g->cin, run);
+        }
+    }
 }
 
 void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *dx,
@@ -322,8 +343,13 @@ void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
     }
     weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
-        int cnt = chunk_len(g, cg, img0);
-        matmul_run(impl, &cg->mm_dx[cnt == cg->chunk ? 0 : 1], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
+        int cnt = chunk_len(g, cg, img0), last = cnt == cg->chunk ? 0 : 1;
+        if (dx16) {   /* 1x1 (cpu_conv_gemm_dx16_ok): one bf16 product per pixel */
+            matmul_run(impl, &cg->mm_dx16[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
+            col2im_k1_x16(dx16, (const uint16_t *)impl->col, g, img0, cnt, impl->num_threads);
+            continue;
+        }
+        matmul_run(impl, &cg->mm_dx[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
         col2im(dx, impl->col, g, img0, cnt, impl->num_threads);
     }
 }

@@ -210,6 +210,7 @@ typedef struct cpu_conv_gemm {
     uint16_t *w_ohwi;   /* bf16 weights [cout][k][k][cin] */
     cpu_matmul mm_dw[2], mm_fwd[2], mm_dx[2];   /* bf16: [0] `chunk` images, [1] the shorter last chunk */
     cpu_matmul mm_fwd16[2];                     /* mm_fwd with a bf16 product (conv2d_forward_y16) */
+    cpu_matmul mm_dx16[2];                      /* 1x1 stride-2: mm_dx with a bf16 product (dx16) */
 } cpu_conv_gemm;
 /* The passes (CPU_GEMM_*) that take the GEMM route for this geometry. */
 int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16);
