@@ -749,11 +749,6 @@ static void t_bn_channel_groups(int64_t m)
     op_end();
 }
 
-/* Batch norm reading bf16 values (x16: a bf16 convolution's stored output)
- * against the same ops on those values as floats, bit for bit: statistics,
- * the fused normalize (ReLU, residual, both outputs) and the fused backward
- * with and without the ReLU mask, dx and dx16. c = 72: a group of 64 channels
- * and 8 past it (the CPU's two sums paths). */
 /* b16 = bf16(b) and bw = its floats, from the device under test's b (both sides). */
 static void bf16_pair(buf b, buf b16, buf bw)
 {
@@ -770,6 +765,11 @@ static void bf16_pair(buf b, buf b16, buf bw)
     free(h), free(h16);
 }
 
+/* Batch norm reading bf16 values (x16: a bf16 convolution's stored output)
+ * against the same ops on those values as floats, bit for bit: statistics,
+ * the fused normalize (ReLU, residual, both outputs) and the fused backward
+ * with and without the ReLU mask, dx and dx16. c = 72: a group of 64 channels
+ * and 8 past it (the CPU's two sums paths). */
 static void t_bn_x16(int64_t m)
 {
     enum { C = 72 };
@@ -781,19 +781,7 @@ static void t_bn_x16(int64_t m)
     const float eps = 1e-5f;
     size_t n = (size_t)m * C;
     buf xf = bn_input(m, C), x16 = mk(T_U16, n), xw = mk(T_F32, n);
-    {   /* x16 = bf16(xf), xw = its floats */
-        float *h = tu_falloc(n);
-        uint16_t *h16 = tu_xmalloc(n * 2);
-        get(xf, 0, h);
-        for (size_t i = 0; i < n; i++) {
-            h16[i] = bf16_bits(h[i]);
-            uint32_t u = (uint32_t)h16[i] << 16;
-            memcpy(&h[i], &u, sizeof u);
-        }
-        put(x16, h16);
-        put(xw, h);
-        free(h), free(h16);
-    }
+    bf16_pair(xf, x16, xw);   /* x16 = bf16(xf), xw = its floats */
     buf st16 = mk(T_F64, 2 * C), st = mk(T_F64, 2 * C);
     BOTH(batchnorm_stats_x16, DB(st16), DB(st16) + C, (uint16_t *)x16.p[g_side], m, C);
     BOTH(batchnorm_stats, DB(st), DB(st) + C, F(xw), m, C);

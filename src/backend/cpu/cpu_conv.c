@@ -12,7 +12,9 @@
  *
  * bf16 plans (impl->precision, issue 28): the primitives take bf16 source,
  * weights and output gradient and give fp32 output, input gradient and weight
- * gradient (fp32 accumulation, as autocast); every activation stays NHWC
+ * gradient (fp32 accumulation, as autocast), or the output and input gradient
+ * rounded to bf16 by twin primitives with a bf16 dst (conv2d_forward_y16,
+ * conv2d_backward_dx16, where oneDNN takes the same weights for them); every activation stays NHWC
  * (oneDNN's AMX kernels take it), so the boundary "reorders" are the fp32 ->
  * bf16 roundings of x, dy and the weights; x's is skipped when the caller
  * passes its bf16 copy (x16). No Winograd; the passes where oneDNN 2.6's direct

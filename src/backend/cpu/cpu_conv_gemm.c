@@ -262,11 +262,11 @@ static int chunk_len(const hallu_conv2d_geom *g, const cpu_conv_gemm *cg, int im
     return g->n - img0 < cg->chunk ? g->n - img0 : cg->chunk;
 }
 
-void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
-                           const uint16_t *x, const float *w)
+/* y (or y16) = im2col(x) w_ohwi^T, chunk by chunk, with the weights already in cg->w_ohwi. */
+static void forward_products(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
+                             const uint16_t *x)
 {
     int64_t pix = (int64_t)g->oh * g->ow;
-    weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
         int cnt = chunk_len(g, cg, img0);
         im2col(impl->col, x, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
@@ -276,6 +276,13 @@ void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_
         else
             matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
     }
+}
+
+void cpu_conv_gemm_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_conv_gemm *cg, float *y, uint16_t *y16,
+                           const uint16_t *x, const float *w)
+{
+    weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
+    forward_products(impl, g, cg, y, y16, x);
 }
 
 /* ohwi[ci][ky][kx][co] = bf16(w[co][ci][k-1-ky][k-1-kx]): the weights of the
@@ -328,17 +335,9 @@ void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
                                  uint16_t *dx16, const uint16_t *dy, const float *w)
 {
     int64_t pix = (int64_t)g->oh * g->ow;
-    if (dx_as_forward(g, cg)) {
+    if (dx_as_forward(g, cg)) {   /* cin == cout: dx and dy have the forward's shapes */
         weights_flipped_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
-        for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
-            int cnt = chunk_len(g, cg, img0);
-            im2col(impl->col, dy, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
-            int last = cnt == cg->chunk ? 0 : 1;
-            if (dx16)
-                matmul_run(impl, &cg->mm_fwd16[last], impl->col, cg->w_ohwi, dx16 + img0 * pix * g->cin);
-            else
-                matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, dx + img0 * pix * g->cin);
-        }
+        forward_products(impl, g, cg, dx, dx16, dy);
         return;
     }
     weights_to_ohwi_bf16(cg->w_ohwi, w, g, impl->num_threads);
