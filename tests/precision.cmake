@@ -8,3 +8,8 @@ add_test(NAME precision_checks
                  ${CMAKE_CURRENT_BINARY_DIR}/precision_runs)
 set_tests_properties(precision_checks PROPERTIES LABELS "cli" TIMEOUT 300)
 set_tests_properties(test_conv_bf16 PROPERTIES SKIP_RETURN_CODE 77)
+# The bf16 Winograd convolutions of CPUs without AMX, also run where the CPU
+# has AMX: oneDNN's ISA capped below it (test_conv_bf16 then requires them).
+add_test(NAME test_conv_bf16_winograd COMMAND test_conv_bf16)
+set_tests_properties(test_conv_bf16_winograd PROPERTIES LABELS unit TIMEOUT 600 SKIP_RETURN_CODE 77
+                     ENVIRONMENT "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16;HALLU_TEST_EXPECT_WINOGRAD=1")

@@ -4,6 +4,11 @@
  * forward output, input gradient and weight gradient must agree to fp32
  * accumulation error (1e-5) -- and differ from the unrounded reference by
  * bf16's rounding (> 1e-4), which shows the products really ran in bf16.
+ * 3x3 stride-1 layers on a CPU without AMX run Winograd F(2x2, 3x3) in bf16
+ * (cpu_conv_wino.c): those must agree as closely with a double-precision
+ * Winograd whose transformed operands (V, U, and the output gradient's dM)
+ * are rounded to bf16. HALLU_TEST_EXPECT_WINOGRAD=1 (set by the ctest run
+ * with oneDNN's ISA capped below AMX) requires the Winograd path to have run.
  * Skipped (77) on a CPU without bf16 instructions; tests/precision.cmake
  * checks the named error there. */
 #include "check.h"
@@ -101,6 +106,153 @@ static void same_with_x16(hallu_backend *be, hallu_conv2d_plan *plan, float *x_d
 }
 
 static int g_dx16_ran;   /* geometries whose conv2d_backward_dx16 ran */
+static int g_wino_ran;   /* geometries that matched the bf16 Winograd reference */
+
+/* ---- the bf16 Winograd F(2x2, 3x3) reference (Lavin & Gray 2016) ---- */
+static const double BT[4][4] = { { 1, 0, -1, 0 }, { 0, 1, 1, 0 }, { 0, -1, 1, 0 }, { 0, 1, 0, -1 } };
+static const double G3[4][3] = { { 1, 0, 0 }, { .5, .5, .5 }, { .5, -.5, .5 }, { 0, 0, 1 } };
+static const double AT[2][4] = { { 1, 1, 1, 0 }, { 0, 1, -1, -1 } };
+
+/* v rounded as the backend rounds its fp32 transforms: to float, then bf16 */
+static double bf(double v) { return to_bf16((float)v); }
+
+/* U[e][ci][co] = bf16(G w G^T) of kernel w[co][ci] (OIHW, cin x cout channels) */
+static double *ref_wino_weights(const float *w, int cin, int cout)
+{
+    double *U = tu_dalloc((size_t)16 * cin * cout);
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++) {
+            const float *k = w + ((size_t)co * cin + ci) * 9;
+            double t[4][3];
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < 3; c++)
+                    t[r][c] = G3[r][0] * k[c] + G3[r][1] * k[3 + c] + G3[r][2] * k[6 + c];
+            for (int r = 0; r < 4; r++)
+                for (int q = 0; q < 4; q++)
+                    U[((size_t)(r * 4 + q) * cin + ci) * cout + co] =
+                        bf(t[r][0] * G3[q][0] + t[r][1] * G3[q][1] + t[r][2] * G3[q][2]);
+        }
+    return U;
+}
+
+/* v[16] = bf16(B^T d B) of the 4x4 patch at (2ty-1, 2tx-1) of channel c (NHWC, zero outside) */
+static void ref_wino_input(double v[16], const double *x, int h, int w, int cn, int img, int ty, int tx, int c)
+{
+    double d[4][4], t[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++) {
+            int iy = 2 * ty - 1 + r, ix = 2 * tx - 1 + q;
+            d[r][q] = iy < 0 || iy >= h || ix < 0 || ix >= w ? 0 : x[(((size_t)img * h + iy) * w + ix) * cn + c];
+        }
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++)
+            t[r][q] = BT[r][0] * d[0][q] + BT[r][1] * d[1][q] + BT[r][2] * d[2][q] + BT[r][3] * d[3][q];
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++)
+            v[r * 4 + q] = bf(t[r][0] * BT[q][0] + t[r][1] * BT[q][1] + t[r][2] * BT[q][2] + t[r][3] * BT[q][3]);
+}
+
+/* y (NHWC, same size as x) = the Winograd convolution of the bf16-valued x with U */
+static void ref_wino_forward(double *y, const double *x, const double *U, int n, int h, int w, int cin, int cout)
+{
+    double *v = tu_dalloc((size_t)16 * cin);
+    for (int img = 0; img < n; img++)
+        for (int ty = 0; ty < (h + 1) / 2; ty++)
+            for (int tx = 0; tx < (w + 1) / 2; tx++) {
+                for (int ci = 0; ci < cin; ci++)
+                    ref_wino_input(v + 16 * ci, x, h, w, cin, img, ty, tx, ci);
+                for (int co = 0; co < cout; co++) {
+                    double m[16], t[2][4];
+                    for (int e = 0; e < 16; e++) {
+                        m[e] = 0;
+                        for (int ci = 0; ci < cin; ci++)
+                            m[e] += v[16 * ci + e] * U[((size_t)e * cin + ci) * cout + co];
+                    }
+                    for (int i = 0; i < 2; i++)
+                        for (int q = 0; q < 4; q++)
+                            t[i][q] = AT[i][0] * m[q] + AT[i][1] * m[4 + q] + AT[i][2] * m[8 + q] + AT[i][3] * m[12 + q];
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            int oy = 2 * ty + i, ox = 2 * tx + j;
+                            if (oy < h && ox < w)
+                                y[(((size_t)img * h + oy) * w + ox) * cout + co] =
+                                    t[i][0] * AT[j][0] + t[i][1] * AT[j][1] + t[i][2] * AT[j][2] + t[i][3] * AT[j][3];
+                        }
+                }
+            }
+    free(v);
+}
+
+/* dw (OIHW) = G^T dU G, dU[e][co][ci] = sum over tiles of bf16(A^T' dY A')[e] V[e] (A' = AT^T) */
+static void ref_wino_dw(double *dw, const double *dy, const double *x, int n, int h, int w, int cin, int cout)
+{
+    double *dU = tu_dalloc((size_t)16 * cin * cout), *v = tu_dalloc((size_t)16 * cin);
+    memset(dU, 0, (size_t)16 * cin * cout * sizeof *dU);
+    for (int img = 0; img < n; img++)
+        for (int ty = 0; ty < (h + 1) / 2; ty++)
+            for (int tx = 0; tx < (w + 1) / 2; tx++) {
+                for (int ci = 0; ci < cin; ci++)
+                    ref_wino_input(v + 16 * ci, x, h, w, cin, img, ty, tx, ci);
+                for (int co = 0; co < cout; co++) {
+                    double g[2][2], t[4][2];
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            int oy = 2 * ty + i, ox = 2 * tx + j;
+                            g[i][j] = oy < h && ox < w ? dy[(((size_t)img * h + oy) * w + ox) * cout + co] : 0;
+                        }
+                    for (int r = 0; r < 4; r++)
+                        for (int j = 0; j < 2; j++)
+                            t[r][j] = AT[0][r] * g[0][j] + AT[1][r] * g[1][j];
+                    for (int r = 0; r < 4; r++)
+                        for (int q = 0; q < 4; q++) {
+                            double dm = bf(t[r][0] * AT[0][q] + t[r][1] * AT[1][q]);
+                            for (int ci = 0; ci < cin; ci++)
+                                dU[((size_t)(r * 4 + q) * cout + co) * cin + ci] += dm * v[16 * ci + r * 4 + q];
+                        }
+                }
+            }
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++) {
+            double t[3][4];
+            for (int a = 0; a < 3; a++)
+                for (int q = 0; q < 4; q++) {
+                    t[a][q] = 0;
+                    for (int r = 0; r < 4; r++)
+                        t[a][q] += G3[r][a] * dU[((size_t)(r * 4 + q) * cout + co) * cin + ci];
+                }
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) {
+                    double s = 0;
+                    for (int q = 0; q < 4; q++)
+                        s += t[a][q] * G3[q][b];
+                    dw[((size_t)co * cin + ci) * 9 + a * 3 + b] = s;
+                }
+        }
+    free(dU), free(v);
+}
+
+/* Errors of y, dx, dw from the bf16 Winograd reference (3x3 stride-1 "same" layers). */
+static void ref_wino_errors(double e[3], const float *y, const float *dx, const float *dw, const input *x,
+                            const input *wt, const input *dy, const hallu_conv2d_geom *g)
+{
+    size_t nx = (size_t)g->n * g->h * g->w * g->cin, ny = (size_t)g->n * g->h * g->w * g->cout;
+    size_t nw = (size_t)g->cout * g->cin * 9;
+    double *ry = tu_dalloc(ny), *rdx = tu_dalloc(nx), *rdw = tu_dalloc(nw);
+    double *U = ref_wino_weights(wt->f, g->cin, g->cout);
+    ref_wino_forward(ry, x->d_bf, U, g->n, g->h, g->w, g->cin, g->cout);
+    free(U);
+    /* dx: the same convolution of dy with the kernels rotated, channel axes swapped */
+    float *wr = tu_falloc(nw);
+    for (int co = 0; co < g->cout; co++)
+        for (int ci = 0; ci < g->cin; ci++)
+            for (int t = 0; t < 9; t++)
+                wr[((size_t)ci * g->cout + co) * 9 + t] = wt->f[((size_t)co * g->cin + ci) * 9 + 8 - t];
+    U = ref_wino_weights(wr, g->cout, g->cin);
+    ref_wino_forward(rdx, dy->d_bf, U, g->n, g->h, g->w, g->cout, g->cin);
+    ref_wino_dw(rdw, dy->d_bf, x->d_bf, g->n, g->h, g->w, g->cin, g->cout);
+    e[0] = rel(y, ry, ny), e[1] = rel(dx, rdx, nx), e[2] = rel(dw, rdw, nw);
+    free(U), free(wr), free(ry), free(rdx), free(rdw);
+}
 
 static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout, int k, int stride, int pad)
 {
@@ -132,8 +284,17 @@ static void test_conv(hallu_backend *be, int n, int h, int w, int cin, int cout,
     double ey = rel(y, ry, ny), edx = rel(dx, rdx, nx), edw = rel(dw, rdw, nw), eu = rel(y, uy, ny);
     printf("conv %d->%d k%d s%d %dx%d: y %.1e dx %.1e dw %.1e from bf16-rounded inputs; y %.1e from fp32 inputs\n",
            cin, cout, k, stride, h, w, ey, edx, edw, eu);
-    CHECK_MSG(ey < 1e-5 && edx < 1e-5 && edw < 1e-5, "bf16 conv %d->%d k%d s%d: not the product of bf16-rounded "
-              "inputs with fp32 accumulation (y %.2e dx %.2e dw %.2e)", cin, cout, k, stride, ey, edx, edw);
+    int direct = ey < 1e-5 && edx < 1e-5 && edw < 1e-5, wino = 0;
+    double ew[3] = { 1, 1, 1 };
+    if (!direct && k == 3 && stride == 1 && pad == 1) {
+        ref_wino_errors(ew, y, dx, dw, &x, &wt, &dy, &g);
+        wino = ew[0] < 1e-5 && ew[1] < 1e-5 && ew[2] < 1e-5;
+        printf("  from the bf16 Winograd reference: y %.1e dx %.1e dw %.1e\n", ew[0], ew[1], ew[2]);
+        g_wino_ran += wino;
+    }
+    CHECK_MSG(direct || wino, "bf16 conv %d->%d k%d s%d: not the product of bf16-rounded inputs with fp32 "
+              "accumulation (y %.2e dx %.2e dw %.2e), nor bf16 Winograd's (y %.2e dx %.2e dw %.2e)", cin, cout, k,
+              stride, ey, edx, edw, ew[0], ew[1], ew[2]);
     CHECK_MSG(eu > 1e-4, "bf16 conv %d->%d k%d s%d: output as exact as fp32 (%.2e): not computed in bf16", cin, cout,
               k, stride, eu);
     same_with_x16(be, plan, x_d, w_d, dy_d, nx, ny, nw);
@@ -349,12 +510,18 @@ int main(void)
     test_conv(be, 65, 32, 32, 8, 16, 1, 2, 0);   /* 64-image GEMM chunks and a 1-image tail */
     test_conv(be, 3, 4, 4, 32, 48, 3, 1, 1);     /* 4x4 -> 4x4: forward, dx and dw by GEMM */
     test_conv(be, 1025, 4, 4, 8, 8, 3, 1, 1);    /* ... in 1024-image chunks and a 1-image tail */
+    test_conv(be, 513, 4, 4, 16, 16, 3, 1, 1);   /* bf16 Winograd: 512-image chunks and a 1-image tail */
     /* conv2d_backward_dx16 runs on the stride-1 layers whose dx is a forward
      * convolution (32->32 and 16->32 by oneDNN, 8->8 4x4 by GEMM), on oneDNN's
      * stride-2 backward data (16->32 at 16x16) and the 1x1 stride-2 GEMM ones
      * (two): 6 of the 10 geometries */
     CHECK_MSG(!be->ops->conv2d_backward_dx16 || g_dx16_ran >= 6, "conv2d_backward_dx16 ran on %d geometries, "
               "expected 6", g_dx16_ran);
+    /* Winograd's geometries: 32->32 8x8, 16->32 16x16, 32->48 and 16->16 4x4 (8->8: too few channels) */
+    const char *want_wino = getenv("HALLU_TEST_EXPECT_WINOGRAD");
+    printf("bf16 Winograd ran on %d geometries\n", g_wino_ran);
+    CHECK_MSG(!(want_wino && *want_wino == '1') || g_wino_ran == 4, "bf16 Winograd ran on %d geometries, expected 4 "
+              "with oneDNN's ISA below AMX", g_wino_ran);
     test_resnet_ops(be, "resnet18", 512, &ref[0]);   /* basic blocks */
     test_resnet_ops(be, "resnet50", 2048, &ref[1]);  /* bottleneck blocks: three units, the middle one's input a ReLU output */
     for (int a = 0; a < 2; a++)

@@ -103,8 +103,8 @@ static const char *cpu_isa_name(dnnl_cpu_isa_t isa)
  * ONEDNN_MAX_CPU_ISA can cap) must include AVX512-BF16 (AMX implies it). */
 static hallu_status cpu_set_precision(hallu_backend *be, hallu_precision precision, hallu_error *err)
 {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     if (precision == HALLU_PRECISION_BF16) {
-        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
         if ((isa & dnnl_cpu_isa_avx512_core_bf16) != dnnl_cpu_isa_avx512_core_bf16)
             return hallu_error_set(err, HALLU_ERR_UNSUPPORTED, "--precision bf16: this CPU has no bf16 instructions "
                                    "(AVX512-BF16 or AMX; oneDNN's ISA here is %s%s); bf16 would run emulated, slower "
@@ -112,6 +112,11 @@ static hallu_status cpu_set_precision(hallu_backend *be, hallu_precision precisi
                                    getenv("ONEDNN_MAX_CPU_ISA") || getenv("DNNL_MAX_CPU_ISA")
                                        ? ", capped by ONEDNN_MAX_CPU_ISA" : "");
     }
+    /* AMX multiplies bf16 ~8x faster than AVX512-BF16: there the direct kernels
+     * and matmuls are bound by memory traffic, which Winograd's transforms
+     * add to; with AVX512-BF16 alone they are bound by the products, which
+     * F(2x2, 3x3) makes 2.25x fewer (docs/PERFORMANCE.md) */
+    cpu_impl_of(be)->bf16_winograd = (isa & dnnl_cpu_isa_avx512_core_amx) != dnnl_cpu_isa_avx512_core_amx;
     cpu_impl_of(be)->precision = precision;
     return HALLU_OK;
 }

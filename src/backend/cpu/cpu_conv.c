@@ -144,6 +144,7 @@ void cpu_conv2d_plan_free(hallu_conv2d_plan *plan)
     hallu_free(plan->w_bwd_buf);
     hallu_free(plan->dw_buf);
     cpu_conv_gemm_free(&plan->gemm);
+    cpu_wino_free(&plan->wino);
     hallu_free(plan);
 }
 
@@ -496,9 +497,9 @@ static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_m
 static hallu_status plan_build(hallu_conv2d_plan *plan, hallu_error *err)
 {
     plan->bf16 = plan->impl->precision == HALLU_PRECISION_BF16;
-    plan->use_wino = !plan->bf16 && cpu_wino_wanted(&plan->g);
+    plan->use_wino = plan->bf16 ? cpu_wino_bf16_wanted(plan->impl, &plan->g) : cpu_wino_wanted(&plan->g);
     if (plan->use_wino)
-        return cpu_wino_init(plan->impl, &plan->g, &plan->wino, err);
+        return cpu_wino_init(plan->impl, &plan->g, plan->bf16, &plan->wino, err);
     conv_mds md;
     hallu_status s = mds_init(plan, &md, err);
     if (s == HALLU_OK)
@@ -640,7 +641,7 @@ static void conv_forward(hallu_conv2d_plan *plan, float *y, uint16_t *y16, const
                          const float *w)
 {
     if (plan->use_wino) {
-        cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, x, w);
+        cpu_wino_forward(plan->impl, &plan->g, &plan->wino, y, y16, x, x16, w);
         return;
     }
     dnnl_memory_t src = port_in16(plan, &plan->in, x, x16);
@@ -719,7 +720,7 @@ static void conv_backward(hallu_conv2d_plan *plan, float *dx, uint16_t *dx16, fl
                           const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
     if (plan->use_wino) {
-        cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dw, dy, x, w);
+        cpu_wino_backward(plan->impl, &plan->g, &plan->wino, dx, dx16, dw, dy, dy16, x, x16, w);
         return;
     }
     int want_dx = dx || dx16;
@@ -757,7 +758,7 @@ void cpu_conv2d_forward(hallu_conv2d_plan *plan, float *y, const float *x, const
 int cpu_conv2d_forward_y16(hallu_conv2d_plan *plan, uint16_t *y16, const float *x, const uint16_t *x16,
                            const float *w)
 {
-    if (!plan->bf16 || (!(plan->gemm_passes & CPU_GEMM_FWD) && !plan->fwd16.prim))
+    if (!plan->bf16 || (!plan->use_wino && !(plan->gemm_passes & CPU_GEMM_FWD) && !plan->fwd16.prim))
         return 0;
     int caller = cpu_threads_enter(plan->impl);
     conv_forward(plan, NULL, y16, x, x16, w);
@@ -769,9 +770,10 @@ int cpu_conv2d_backward_dx16(hallu_conv2d_plan *plan, uint16_t *dx16, float *dw,
                              const uint16_t *dy16, const float *x, const uint16_t *x16, const float *w)
 {
     int gemm_dx = (plan->gemm_passes & CPU_GEMM_DX) != 0;
-    int ok = plan->bf16 && !plan->use_wino && dx16 &&
-             (gemm_dx ? cpu_conv_gemm_dx16_ok(&plan->g, &plan->gemm)
-                      : plan->dx_fwd.prim ? plan->dx_fwd16.prim != NULL : plan->bwd_data16.prim != NULL);
+    int ok = plan->bf16 && dx16 &&
+             (plan->use_wino ? 1
+              : gemm_dx    ? cpu_conv_gemm_dx16_ok(&plan->g, &plan->gemm)
+              : plan->dx_fwd.prim ? plan->dx_fwd16.prim != NULL : plan->bwd_data16.prim != NULL);
     if (!ok)
         return 0;
     int caller = cpu_threads_enter(plan->impl);

@@ -40,31 +40,45 @@ int cpu_conv_gemm_passes(const hallu_conv2d_geom *g, int bf16)
     return passes;
 }
 
-/* C[m][n] (fp32, or bf16 when c16) = A[m][k] B[k][n] in bf16, A stored [k][m]
- * when a_trans and B stored [n][k] when b_trans; handles set per call. */
-static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int64_t n, int64_t k, int a_trans,
-                                  int b_trans, int c16, hallu_error *err)
+/* C[b][m][n] (fp32, or bf16 when c16; += C when accumulate) = A[b][m][k] B[b][k][n]
+ * in bf16 for b < batch, A stored [k][m] when a_trans and B stored [n][k] when
+ * b_trans; handles set per call. batch 1 makes 2-D descriptors. */
+hallu_status cpu_matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t batch, int64_t m, int64_t n, int64_t k,
+                               int a_trans, int b_trans, int c16, int accumulate, hallu_error *err)
 {
-    dnnl_dims_t a_dims = { m, k }, b_dims = { k, n }, c_dims = { m, n };
-    dnnl_dims_t a_strides = { a_trans ? 1 : k, a_trans ? m : 1 }, b_strides = { b_trans ? 1 : n, b_trans ? k : 1 };
+    int nd = batch > 1 ? 3 : 2, o = nd - 2;   /* o: index of the m / k row dimension */
+    dnnl_dims_t a_dims = { batch }, b_dims = { batch }, c_dims = { batch }, a_strides = { m * k }, b_strides = { k * n };
+    a_dims[o] = m, a_dims[o + 1] = k, b_dims[o] = k, b_dims[o + 1] = n, c_dims[o] = m, c_dims[o + 1] = n;
+    a_strides[o] = a_trans ? 1 : k, a_strides[o + 1] = a_trans ? m : 1;
+    b_strides[o] = b_trans ? 1 : n, b_strides[o + 1] = b_trans ? k : 1;
     dnnl_memory_desc_t a, b, c;
     dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_matmul_desc_t desc;
     hallu_status s = HALLU_OK;
-    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a, 2, a_dims, dnnl_bf16, a_strides);
+    dnnl_status_t st = dnnl_memory_desc_init_by_strides(&a, nd, a_dims, dnnl_bf16, a_strides);
     if (st == dnnl_success)
-        st = dnnl_memory_desc_init_by_strides(&b, 2, b_dims, dnnl_bf16, b_strides);
+        st = dnnl_memory_desc_init_by_strides(&b, nd, b_dims, dnnl_bf16, b_strides);
     if (st == dnnl_success)
-        st = dnnl_memory_desc_init_by_tag(&c, 2, c_dims, c16 ? dnnl_bf16 : dnnl_f32, dnnl_ab);
+        st = dnnl_memory_desc_init_by_tag(&c, nd, c_dims, c16 ? dnnl_bf16 : dnnl_f32, nd == 3 ? dnnl_abc : dnnl_ab);
     if (st == dnnl_success)
         st = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c);
     if (st == dnnl_success)
         st = dnnl_primitive_attr_create(&attr);
     if (st == dnnl_success)
         st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (st == dnnl_success && accumulate) {
+        st = dnnl_post_ops_create(&po);
+        if (st == dnnl_success)
+            st = dnnl_post_ops_append_sum(po, 1.0f);
+        if (st == dnnl_success)
+            st = dnnl_primitive_attr_set_post_ops(attr, po);
+    }
     if (st == dnnl_success)
         st = dnnl_primitive_desc_create(&pd, &desc, attr, impl->engine, NULL);
+    if (po)
+        dnnl_post_ops_destroy(po);
     if (attr)
         dnnl_primitive_attr_destroy(attr);
     if (st == dnnl_success)
@@ -78,12 +92,13 @@ static hallu_status matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t m, int
     if (st == dnnl_success)
         st = dnnl_memory_create(&mm->c, &c, impl->engine, DNNL_MEMORY_NONE);
     if (st != dnnl_success)
-        return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: bf16 matmul %lld x %lld x %lld failed "
-                               "(oneDNN status %d)", (long long)m, (long long)n, (long long)k, (int)st);
+        return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: bf16 matmul %lld x %lld x %lld x %lld "
+                               "failed (oneDNN status %d)", (long long)batch, (long long)m, (long long)n,
+                               (long long)k, (int)st);
     return HALLU_OK;
 }
 
-static void matmul_free(cpu_matmul *mm)
+void cpu_matmul_free(cpu_matmul *mm)
 {
     cpu_prim_free(&mm->p);
     dnnl_memory_t mems[] = { mm->a, mm->b, mm->c };
@@ -93,7 +108,7 @@ static void matmul_free(cpu_matmul *mm)
     memset(mm, 0, sizeof *mm);
 }
 
-static void matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c)
+void cpu_matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c)
 {
     dnnl_memory_set_data_handle(mm->a, (void *)a);
     dnnl_memory_set_data_handle(mm->b, (void *)b);
@@ -115,11 +130,11 @@ static hallu_status matmul_pair(cpu_impl *impl, const hallu_conv2d_geom *g, int 
         if (rows == 0)
             break;
         if (pass == CPU_GEMM_DW)   /* dw[cout][kkc] = dy^T col */
-            s = matmul_create(impl, &mm[i], g->cout, kkc, rows, 1, 0, 0, err);
+            s = cpu_matmul_create(impl, &mm[i], 1, g->cout, kkc, rows, 1, 0, 0, 0, err);
         else if (pass == CPU_GEMM_FWD)   /* y[rows][cout] = col W^T */
-            s = matmul_create(impl, &mm[i], rows, g->cout, kkc, 0, 1, c16, err);
+            s = cpu_matmul_create(impl, &mm[i], 1, rows, g->cout, kkc, 0, 1, c16, 0, err);
         else   /* dcol[rows][kkc] = dy W */
-            s = matmul_create(impl, &mm[i], rows, kkc, g->cout, 0, 0, c16, err);
+            s = cpu_matmul_create(impl, &mm[i], 1, rows, kkc, g->cout, 0, 0, c16, 0, err);
     }
     return s;
 }
@@ -167,11 +182,11 @@ void cpu_conv_gemm_free(cpu_conv_gemm *cg)
     cg->dw_ohwi = NULL;
     cg->w_ohwi = NULL;
     for (int i = 0; i < 2; i++) {
-        matmul_free(&cg->mm_dw[i]);
-        matmul_free(&cg->mm_fwd[i]);
-        matmul_free(&cg->mm_fwd16[i]);
-        matmul_free(&cg->mm_dx[i]);
-        matmul_free(&cg->mm_dx16[i]);
+        cpu_matmul_free(&cg->mm_dw[i]);
+        cpu_matmul_free(&cg->mm_fwd[i]);
+        cpu_matmul_free(&cg->mm_fwd16[i]);
+        cpu_matmul_free(&cg->mm_dx[i]);
+        cpu_matmul_free(&cg->mm_dx16[i]);
     }
 }
 
@@ -272,9 +287,9 @@ static void forward_products(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_con
         im2col(impl->col, x, sizeof(uint16_t), g, img0, cnt, impl->num_threads);
         int last = cnt == cg->chunk ? 0 : 1;
         if (y16)
-            matmul_run(impl, &cg->mm_fwd16[last], impl->col, cg->w_ohwi, y16 + img0 * pix * g->cout);
+            cpu_matmul_run(impl, &cg->mm_fwd16[last], impl->col, cg->w_ohwi, y16 + img0 * pix * g->cout);
         else
-            matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
+            cpu_matmul_run(impl, &cg->mm_fwd[last], impl->col, cg->w_ohwi, y + img0 * pix * g->cout);
     }
 }
 
@@ -344,11 +359,11 @@ void cpu_conv_gemm_backward_data(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
     for (int img0 = 0; img0 < g->n; img0 += cg->chunk) {
         int cnt = chunk_len(g, cg, img0), last = cnt == cg->chunk ? 0 : 1;
         if (dx16) {   /* 1x1 (cpu_conv_gemm_dx16_ok): one bf16 product per pixel */
-            matmul_run(impl, &cg->mm_dx16[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
+            cpu_matmul_run(impl, &cg->mm_dx16[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
             col2im_k1_x16(dx16, (const uint16_t *)impl->col, g, img0, cnt, impl->num_threads);
             continue;
         }
-        matmul_run(impl, &cg->mm_dx[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
+        cpu_matmul_run(impl, &cg->mm_dx[last], dy + img0 * pix * g->cout, cg->w_ohwi, impl->col);
         col2im(dx, impl->col, g, img0, cnt, impl->num_threads);
     }
 }
@@ -363,7 +378,7 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
         im2col(impl->col, x, elem, g, img0, cnt, impl->num_threads);
         if (cg->bf16) {
             /* each chunk's own product, added into dw: one primitive per chunk length */
-            matmul_run(impl, &cg->mm_dw[cnt == cg->chunk ? 0 : 1], (const uint16_t *)dy + img0 * pix * g->cout,
+            cpu_matmul_run(impl, &cg->mm_dw[cnt == cg->chunk ? 0 : 1], (const uint16_t *)dy + img0 * pix * g->cout,
                        impl->col, cg->dw_ohwi);
             add_ohwi(dw, cg->dw_ohwi, g, impl->num_threads);
             continue;

@@ -52,10 +52,47 @@ static int tiles_per_image(const hallu_conv2d_geom *g)
     return ((g->oh + 1) / 2) * ((g->ow + 1) / 2);
 }
 
-hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)
+/* bf16 chunks: the batched matmul ran 1.2-1.5x faster at 2048 tile rows than
+ * at 512 with 64 channels (AVX512-BF16, 2 threads). */
+static int wino_rows_bf16(const hallu_conv2d_geom *g)
+{
+    int c = g->cin > g->cout ? g->cin : g->cout;
+    return 2 * c > 2048 ? 2 * c : 2048;
+}
+
+int cpu_wino_bf16_wanted(const cpu_impl *impl, const hallu_conv2d_geom *g)
+{
+#if CPU_HAVE_BF16_CVT
+    return impl->bf16_winograd && cpu_has_bf16_cvt() && cpu_wino_wanted(g) && g->cin % 16 == 0 && g->cout % 16 == 0;
+#else
+    (void)impl, (void)g;
+    return 0;
+#endif
+}
+
+/* The bf16 plan's batched matmuls ([0] a full chunk, [1] the shorter last one). */
+static hallu_status bf16_matmuls(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, int per_image,
+                                 hallu_error *err)
+{
+    hallu_status s = HALLU_OK;
+    for (int i = 0; i < 2 && s == HALLU_OK; i++) {
+        int64_t rows = (int64_t)(i == 0 ? cw->chunk : g->n % cw->chunk) * per_image;
+        if (rows == 0)
+            break;
+        s = cpu_matmul_create(impl, &cw->mm_fwd[i], 16, rows, g->cout, g->cin, 0, 0, 0, 0, err);   /* M = V U */
+        if (s == HALLU_OK)   /* dX's M = V(dy) U(flipped w) */
+            s = cpu_matmul_create(impl, &cw->mm_dx[i], 16, rows, g->cin, g->cout, 0, 0, 0, 0, err);
+        if (s == HALLU_OK)   /* dU += dM^T V */
+            s = cpu_matmul_create(impl, &cw->mm_dw[i], 16, g->cout, g->cin, rows, 1, 0, 0, 1, err);
+    }
+    return s;
+}
+
+hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_wino *cw, hallu_error *err)
 {
     int per_image = tiles_per_image(g);
-    cw->chunk = cpu_images_per_chunk(wino_rows(g), per_image, g->n);
+    cw->bf16 = bf16;
+    cw->chunk = cpu_images_per_chunk(bf16 ? wino_rows_bf16(g) : wino_rows(g), per_image, g->n);
     size_t cmax = (size_t)(g->cin > g->cout ? g->cin : g->cout);
     size_t vm = 16 * (size_t)cw->chunk * per_image * cmax * sizeof(float);
     hallu_status s = cpu_shared_reserve_floats(&impl->wino_v, &impl->wino_v_bytes, vm, "winograd input transforms", err);
@@ -69,7 +106,18 @@ hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino 
     if (s == HALLU_OK)
         s = cpu_shared_reserve_floats(&impl->wino_spill, &impl->wino_spill_bytes, (size_t)impl->num_threads * 4 * cmax * sizeof(float),
                  "winograd spill rows", err);
+    if (s == HALLU_OK && bf16)
+        s = bf16_matmuls(impl, g, cw, per_image, err);
     return s;
+}
+
+void cpu_wino_free(cpu_wino *cw)
+{
+    for (int i = 0; i < 2; i++) {
+        cpu_matmul_free(&cw->mm_fwd[i]);
+        cpu_matmul_free(&cw->mm_dx[i]);
+        cpu_matmul_free(&cw->mm_dw[i]);
+    }
 }
 
 /* ---- transforms ---- */
@@ -95,10 +143,11 @@ static void weight_tf(float u[16], const float *g, int flip)
     }
 }
 
-/* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co).
+/* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co), as floats or (U16
+ * not NULL) rounded to bf16.
  * Forward: i = cin, o = cout, kernel w[o][i]. Backward data (flip): i = cout,
  * o = cin, kernel w[i][o] rotated by 180 degrees. */
-static void weights_transform(float *U, const float *w, int cin, int cout, int flip, int nt)
+static void weights_transform(float *U, uint16_t *U16, const float *w, int cin, int cout, int flip, int nt)
 {
     int ni = flip ? cout : cin, no = flip ? cin : cout;
     size_t plane = (size_t)ni * no;
@@ -108,8 +157,12 @@ static void weights_transform(float *U, const float *w, int cin, int cout, int f
             const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
             float u[16];
             weight_tf(u, k, flip);
-            for (int e = 0; e < 16; e++)
-                U[e * plane + (size_t)i * no + o] = u[e];
+            for (int e = 0; e < 16; e++) {
+                if (U16)
+                    U16[e * plane + (size_t)i * no + o] = cpu_bf16_round(u[e]);
+                else
+                    U[e * plane + (size_t)i * no + o] = u[e];
+            }
         }
 }
 
@@ -312,13 +365,36 @@ static void conv_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *
         conv_chunk_by_matrices(impl, g, ch, out, in, c_in, c_out);
 }
 
-void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
-                      const float *w)
+static void forward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
+                        const float *w)
 {
-    weights_transform(impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
+    weights_transform(impl->wino_u, NULL, w, g->cin, g->cout, 0, impl->num_threads);
     for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
         chunk ch = chunk_at(g, cw, img0);
         conv_chunk(impl, g, &ch, y, x, g->cin, g->cout);
+    }
+}
+
+/* dw (OIHW) += G^T dU G, dU[e] (cout x cin) */
+static void dw_from_du(cpu_impl *impl, float *dw, const float *dU, size_t us)
+{
+#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
+    for (int64_t oi = 0; oi < (int64_t)us; oi++) {
+        float u[16], t[12];
+        for (int e = 0; e < 16; e++)
+            u[e] = dU[e * us + oi];
+        for (int q = 0; q < 4; q++) {   /* t = G^T u: 3x4 */
+            t[q] = u[q] + 0.5f * (u[4 + q] + u[8 + q]);
+            t[4 + q] = 0.5f * (u[4 + q] - u[8 + q]);
+            t[8 + q] = 0.5f * (u[4 + q] + u[8 + q]) + u[12 + q];
+        }
+        float *d = dw + oi * 9;   /* oi = co * cin + ci, as OIHW */
+        for (int r = 0; r < 3; r++) {   /* (G^T u) G: 3x3 */
+            const float *a = t + r * 4;
+            d[r * 3 + 0] += a[0] + 0.5f * (a[1] + a[2]);
+            d[r * 3 + 1] += 0.5f * (a[1] - a[2]);
+            d[r * 3 + 2] += 0.5f * (a[1] + a[2]) + a[3];
+        }
     }
 }
 
@@ -344,35 +420,18 @@ static void backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, const c
             dnnl_sgemm('T', 'N', g->cout, g->cin, (dnnl_dim_t)ch.tiles, 1.0f, impl->wino_m + e * ms, c,
                        impl->wino_v + e * vs, g->cin, img0 == 0 ? 0.0f : 1.0f, impl->wino_u + e * us, g->cin);
     }
-#pragma omp parallel for num_threads(impl->num_threads) schedule(static)
-    for (int64_t oi = 0; oi < (int64_t)us; oi++) {
-        float u[16], t[12];
-        for (int e = 0; e < 16; e++)
-            u[e] = impl->wino_u[e * us + oi];
-        for (int q = 0; q < 4; q++) {   /* t = G^T u: 3x4 */
-            t[q] = u[q] + 0.5f * (u[4 + q] + u[8 + q]);
-            t[4 + q] = 0.5f * (u[4 + q] - u[8 + q]);
-            t[8 + q] = 0.5f * (u[4 + q] + u[8 + q]) + u[12 + q];
-        }
-        float *d = dw + oi * 9;   /* oi = co * cin + ci, as OIHW */
-        for (int r = 0; r < 3; r++) {   /* (G^T u) G: 3x3 */
-            const float *a = t + r * 4;
-            d[r * 3 + 0] += a[0] + 0.5f * (a[1] + a[2]);
-            d[r * 3 + 1] += 0.5f * (a[1] - a[2]);
-            d[r * 3 + 2] += 0.5f * (a[1] + a[2]) + a[3];
-        }
-    }
+    dw_from_du(impl, dw, impl->wino_u, us);
 }
 
-void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
-                       const float *dy, const float *x, const float *w)
+static void backward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
+                         const float *dy, const float *x, const float *w)
 {
     if (dx) {
         /* stride 1, pad 1, 3x3: dx is the same convolution of dy with w rotated
          * and its channel axes swapped */
         hallu_conv2d_geom gt = *g;
         gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
-        weights_transform(impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
+        weights_transform(impl->wino_u, NULL, w, g->cin, g->cout, 1, impl->num_threads);
         for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
             chunk ch = chunk_at(&gt, cw, img0);
             conv_chunk(impl, &gt, &ch, dx, dy, g->cout, g->cin);
@@ -380,4 +439,261 @@ void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_win
     }
     if (dw)
         backward_weights(impl, g, cw, dw, dy, x);
+}
+
+/* ---- bf16 ---- */
+
+#if CPU_HAVE_BF16_CVT
+#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* 16 activations as floats: bf16 values as they are, floats rounded to bf16
+ * first (the value the direct bf16 plans multiply) */
+BF16_FN static inline __m512 act_load(const void *p, int is16, int i)
+{
+    if (is16)
+        return cpu_bf16_load16((const uint16_t *)p + i);
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps((const float *)p + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+BF16_FN static inline void bf16_store(uint16_t *p, __m512 v)
+{
+    _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(v));
+}
+
+BF16_FN static inline void act_store(void *p, int is16, int i, __m512 v)
+{
+    if (is16)
+        bf16_store((uint16_t *)p + i, v);
+    else
+        _mm512_storeu_ps((float *)p + i, v);
+}
+
+/* Pixel (img, iy, ix) of an NHWC activation of c channels, or `zero` outside. */
+static inline const char *pixel_or(const void *a, size_t esz, int h, int w, int c, int img, int iy, int ix,
+                                   const void *zero)
+{
+    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+        return zero;
+    return (const char *)a + (((size_t)img * h + iy) * w + ix) * c * esz;
+}
+
+/* V16[e][t][0..c) = bf16((B^T d B)[e]), d the 4x4 patch at rows 2ty-1.., cols
+ * 2tx-1.. of image img (bf16 values, or floats when !is16). */
+BF16_FN static inline __attribute__((always_inline)) void input_tile16(uint16_t *V, size_t es, const void *x,
+                                                                       int is16, const void *zero, int h, int w,
+                                                                       int c, int img, int ty, int tx)
+{
+    const char *p[16];
+    #pragma GCC unroll 16
+    for (int r = 0; r < 4; r++)
+        for (int q = 0; q < 4; q++)
+            p[r * 4 + q] = pixel_or(x, is16 ? 2 : 4, h, w, c, img, 2 * ty - 1 + r, 2 * tx - 1 + q, zero);
+    for (int ci = 0; ci < c; ci += 16) {
+        __m512 d[16], t[16];
+        #pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            d[i] = act_load(p[i], is16, ci);
+        #pragma GCC unroll 16
+        for (int q = 0; q < 4; q++)   /* B^T d, column by column */
+            BT4(d[q], d[4 + q], d[8 + q], d[12 + q], t[q], t[4 + q], t[8 + q], t[12 + q]);
+        #pragma GCC unroll 16
+        for (int r = 0; r < 4; r++) {   /* (.) B */
+            __m512 o0, o1, o2, o3;
+            BT4(t[4 * r], t[4 * r + 1], t[4 * r + 2], t[4 * r + 3], o0, o1, o2, o3);
+            bf16_store(V + (4 * r + 0) * es + ci, o0);
+            bf16_store(V + (4 * r + 1) * es + ci, o1);
+            bf16_store(V + (4 * r + 2) * es + ci, o2);
+            bf16_store(V + (4 * r + 3) * es + ci, o3);
+        }
+    }
+}
+
+/* The 2x2 output tile at 2ty, 2tx of image img = A^T M A (floats, or bf16
+ * when is16); pixels past the edge go to the spill rows. */
+BF16_FN static inline __attribute__((always_inline)) void output_tile16(void *y, int is16, const float *M, size_t es,
+                                                                        int oh, int ow, int c, int img, int ty,
+                                                                        int tx, void *spill)
+{
+    size_t esz = is16 ? 2 : 4;
+    char *p[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            int oy = 2 * ty + i, ox = 2 * tx + j;
+            p[i * 2 + j] = oy < oh && ox < ow ? (char *)y + (((size_t)img * oh + oy) * ow + ox) * c * esz
+                                              : (char *)spill + (size_t)(i * 2 + j) * c * esz;
+        }
+    for (int co = 0; co < c; co += 16) {
+        __m512 m[16], t[8], o0, o1;
+        #pragma GCC unroll 16
+        for (int e = 0; e < 16; e++)
+            m[e] = _mm512_loadu_ps(M + e * es + co);
+        #pragma GCC unroll 16
+        for (int q = 0; q < 4; q++)   /* A^T m */
+            AT4(m[q], m[4 + q], m[8 + q], m[12 + q], t[q], t[4 + q]);
+        AT4(t[0], t[1], t[2], t[3], o0, o1);   /* (.) A */
+        act_store(p[0], is16, co, o0);
+        act_store(p[1], is16, co, o1);
+        AT4(t[4], t[5], t[6], t[7], o0, o1);
+        act_store(p[2], is16, co, o0);
+        act_store(p[3], is16, co, o1);
+    }
+}
+
+/* dM16[e][t] = bf16((A dY_t A^T)[e]) for the 2x2 output-gradient tile (zero
+ * past the edge; bf16 values, or floats when !is16). */
+BF16_FN static inline __attribute__((always_inline)) void grad_tile16(uint16_t *M, size_t es, const void *dy,
+                                                                      int is16, const void *zero, int oh, int ow,
+                                                                      int c, int img, int ty, int tx)
+{
+    const char *p[4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            int oy = 2 * ty + i, ox = 2 * tx + j;
+            p[i * 2 + j] = oy < oh && ox < ow ? pixel_or(dy, is16 ? 2 : 4, oh, ow, c, img, oy, ox, zero) : zero;
+        }
+    for (int co = 0; co < c; co += 16) {
+        __m512 g0 = act_load(p[0], is16, co), g1 = act_load(p[1], is16, co);
+        __m512 g2 = act_load(p[2], is16, co), g3 = act_load(p[3], is16, co);
+        __m512 t[8], o[16];
+        A2(g0, g2, t[0], t[2], t[4], t[6]);   /* A dY, column by column */
+        A2(g1, g3, t[1], t[3], t[5], t[7]);
+        #pragma GCC unroll 16
+        for (int r = 0; r < 4; r++)   /* (.) A^T */
+            A2(t[2 * r], t[2 * r + 1], o[4 * r], o[4 * r + 1], o[4 * r + 2], o[4 * r + 3]);
+        #pragma GCC unroll 16
+        for (int e = 0; e < 16; e++)
+            bf16_store(M + e * es + co, o[e]);
+    }
+}
+
+/* Tiles [t0, t1) of the chunk through one of the transforms; the activation
+ * is bf16 where its 16-bit pointer is given. */
+BF16_FN static void input_tiles16(cpu_impl *impl, const chunk *ch, const float *x, const uint16_t *x16, int h,
+                                  int w, int c, int64_t t0, int64_t t1)
+{
+    uint16_t *V = (uint16_t *)impl->wino_v;
+    for (int64_t t = t0; t < t1; t++) {
+        int img, ty, tx;
+        tile_at(ch, t, &img, &ty, &tx);
+        if (x16)
+            input_tile16(V + t * c, ch->tiles * c, x16, 1, impl->wino_zero, h, w, c, img, ty, tx);
+        else
+            input_tile16(V + t * c, ch->tiles * c, x, 0, impl->wino_zero, h, w, c, img, ty, tx);
+    }
+}
+
+BF16_FN static void output_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, float *y,
+                                   uint16_t *y16, int c, int64_t t0, int64_t t1)
+{
+    float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c;
+    for (int64_t t = t0; t < t1; t++) {
+        int img, ty, tx;
+        tile_at(ch, t, &img, &ty, &tx);
+        if (y16)
+            output_tile16(y16, 1, impl->wino_m + t * c, ch->tiles * c, g->oh, g->ow, c, img, ty, tx, spill);
+        else
+            output_tile16(y, 0, impl->wino_m + t * c, ch->tiles * c, g->oh, g->ow, c, img, ty, tx, spill);
+    }
+}
+
+BF16_FN static void grad_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, const float *dy,
+                                 const uint16_t *dy16, int64_t t0, int64_t t1)
+{
+    uint16_t *M = (uint16_t *)impl->wino_m;
+    int c = g->cout;
+    for (int64_t t = t0; t < t1; t++) {
+        int img, ty, tx;
+        tile_at(ch, t, &img, &ty, &tx);
+        if (dy16)
+            grad_tile16(M + t * c, ch->tiles * c, dy16, 1, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
+        else
+            grad_tile16(M + t * c, ch->tiles * c, dy, 0, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
+    }
+}
+
+/* out (or out16) = conv(in or in16, U16) over the images: per chunk, the input
+ * transforms, one batched matmul, the inverse transforms. */
+static void conv16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, cpu_matmul mm[2], float *out,
+                   uint16_t *out16, const float *in, const uint16_t *in16, int c_in, int c_out)
+{
+    for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
+        chunk ch = chunk_at(g, cw, img0);
+#pragma omp parallel num_threads(impl->num_threads)
+        {
+            int64_t t0, t1;
+            my_tiles(&ch, &t0, &t1);
+            input_tiles16(impl, &ch, in, in16, g->h, g->w, c_in, t0, t1);
+        }
+        cpu_matmul_run(impl, &mm[ch.cnt == cw->chunk ? 0 : 1], impl->wino_v, impl->wino_u, impl->wino_m);
+#pragma omp parallel num_threads(impl->num_threads)
+        {
+            int64_t t0, t1;
+            my_tiles(&ch, &t0, &t1);
+            output_tiles16(impl, g, &ch, out, out16, c_out, t0, t1);
+        }
+    }
+}
+
+static void forward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *y, uint16_t *y16,
+                         const float *x, const uint16_t *x16, const float *w)
+{
+    weights_transform(NULL, (uint16_t *)impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
+    conv16(impl, g, cw, cw->mm_fwd, y, y16, x, x16, g->cin, g->cout);
+}
+
+static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *dx, uint16_t *dx16,
+                          float *dw, const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                          const float *w)
+{
+    if (dx || dx16) {   /* the forward pass of dy with w rotated, channel axes swapped (as backward_f32) */
+        hallu_conv2d_geom gt = *g;
+        gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
+        weights_transform(NULL, (uint16_t *)impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
+        conv16(impl, &gt, cw, cw->mm_dx, dx, dx16, dy, dy16, g->cout, g->cin);
+    }
+    if (!dw)
+        return;
+    size_t us = (size_t)g->cin * g->cout;
+    memset(impl->wino_u, 0, 16 * us * sizeof(float));
+    for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
+        chunk ch = chunk_at(g, cw, img0);
+#pragma omp parallel num_threads(impl->num_threads)
+        {
+            int64_t t0, t1;
+            my_tiles(&ch, &t0, &t1);
+            input_tiles16(impl, &ch, x, x16, g->h, g->w, g->cin, t0, t1);
+            grad_tiles16(impl, g, &ch, dy, dy16, t0, t1);
+        }
+        cpu_matmul_run(impl, &cw->mm_dw[ch.cnt == cw->chunk ? 0 : 1], impl->wino_m, impl->wino_v, impl->wino_u);
+    }
+    dw_from_du(impl, dw, impl->wino_u, us);
+}
+#endif
+
+void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *y, uint16_t *y16,
+                      const float *x, const uint16_t *x16, const float *w)
+{
+#if CPU_HAVE_BF16_CVT
+    if (cw->bf16) {
+        forward_bf16(impl, g, cw, y, y16, x, x16, w);
+        return;
+    }
+#endif
+    (void)y16, (void)x16;
+    forward_f32(impl, g, cw, y, x, w);
+}
+
+void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *dx, uint16_t *dx16,
+                       float *dw, const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                       const float *w)
+{
+#if CPU_HAVE_BF16_CVT
+    if (cw->bf16) {
+        backward_bf16(impl, g, cw, dx, dx16, dw, dy, dy16, x, x16, w);
+        return;
+    }
+#endif
+    (void)dx16, (void)dy16, (void)x16;
+    backward_f32(impl, g, cw, dx, dw, dy, x, w);
 }

@@ -38,6 +38,9 @@ typedef struct cpu_impl {
     void *red;
     /* Precision of the convolution plans created from now on (set_precision). */
     hallu_precision precision;
+    /* bf16 plans take Winograd for 3x3 stride-1 layers: the CPU's bf16 products
+     * are AVX512-BF16's, not AMX's (set_precision, from oneDNN's effective ISA) */
+    int bf16_winograd;
     /* Device memory handed out by cpu_alloc: now and at most. */
     size_t bytes_live, bytes_peak;
 } cpu_impl;
@@ -203,6 +206,13 @@ typedef struct cpu_matmul {
     cpu_prim p;
     dnnl_memory_t a, b, c;   /* handles set per call */
 } cpu_matmul;
+/* C[b][m][n] (fp32, or bf16 when c16; += C when accumulate) = A[b][m][k] B[b][k][n]
+ * in bf16 through oneDNN's matmul, A stored [k][m] when a_trans, B [n][k] when
+ * b_trans (cpu_conv_gemm.c); batch 1 makes a plain 2-D matmul. */
+hallu_status cpu_matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t batch, int64_t m, int64_t n, int64_t k,
+                               int a_trans, int b_trans, int c16, int accumulate, hallu_error *err);
+void cpu_matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c);
+void cpu_matmul_free(cpu_matmul *mm);
 typedef struct cpu_conv_gemm {
     int chunk;          /* images per GEMM */
     int bf16, passes;   /* CPU_GEMM_* */
@@ -230,16 +240,24 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
 
 /* Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions with >= 16 channels
  * each side and outputs of at least 4x4 (cpu_conv_wino.c): all three passes on NHWC,
- * the GEMMs through oneDNN's sgemm. */
+ * the GEMMs through oneDNN's sgemm, or in bf16 plans on CPUs whose bf16 products
+ * are not AMX's (cpu_wino_bf16_wanted) through oneDNN's batched bf16 matmul. */
 typedef struct cpu_wino {
     int chunk;   /* images per pass through the shared buffers */
+    int bf16;
+    cpu_matmul mm_fwd[2], mm_dx[2], mm_dw[2];   /* bf16: [0] `chunk` images, [1] the shorter last chunk */
 } cpu_wino;
 int cpu_wino_wanted(const hallu_conv2d_geom *g);
-hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err);
-void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
-                      const float *w);
-void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
-                       const float *dy, const float *x, const float *w);
+int cpu_wino_bf16_wanted(const cpu_impl *impl, const hallu_conv2d_geom *g);
+hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_wino *cw, hallu_error *err);
+void cpu_wino_free(cpu_wino *cw);
+/* y, or (bf16 plans) y16 = bf16(y); x may come as its bf16 copy x16 */
+void cpu_wino_forward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *y, uint16_t *y16,
+                      const float *x, const uint16_t *x16, const float *w);
+/* dx or (bf16 plans) dx16, and dw +=; dy and x may come as their bf16 copies */
+void cpu_wino_backward(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *dx, uint16_t *dx16,
+                       float *dw, const float *dy, const uint16_t *dy16, const float *x, const uint16_t *x16,
+                       const float *w);
 
 /* batch norm (cpu_norm.c) */
 void cpu_batchnorm_forward_train(hallu_backend *be, float *y, float *save_mean, float *save_invstd,
