@@ -143,11 +143,10 @@ static void weight_tf(float u[16], const float *g, int flip)
     }
 }
 
-/* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co), as floats or (U16
- * not NULL) rounded to bf16.
+/* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co).
  * Forward: i = cin, o = cout, kernel w[o][i]. Backward data (flip): i = cout,
  * o = cin, kernel w[i][o] rotated by 180 degrees. */
-static void weights_transform(float *U, uint16_t *U16, const float *w, int cin, int cout, int flip, int nt)
+static void weights_transform(float *U, const float *w, int cin, int cout, int flip, int nt)
 {
     int ni = flip ? cout : cin, no = flip ? cin : cout;
     size_t plane = (size_t)ni * no;
@@ -157,12 +156,8 @@ static void weights_transform(float *U, uint16_t *U16, const float *w, int cin, 
             const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
             float u[16];
             weight_tf(u, k, flip);
-            for (int e = 0; e < 16; e++) {
-                if (U16)
-                    U16[e * plane + (size_t)i * no + o] = cpu_bf16_round(u[e]);
-                else
-                    U[e * plane + (size_t)i * no + o] = u[e];
-            }
+            for (int e = 0; e < 16; e++)
+                U[e * plane + (size_t)i * no + o] = u[e];
         }
 }
 
@@ -368,7 +363,7 @@ static void conv_chunk(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *
 static void forward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *y, const float *x,
                         const float *w)
 {
-    weights_transform(impl->wino_u, NULL, w, g->cin, g->cout, 0, impl->num_threads);
+    weights_transform(impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
     for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
         chunk ch = chunk_at(g, cw, img0);
         conv_chunk(impl, g, &ch, y, x, g->cin, g->cout);
@@ -431,7 +426,7 @@ static void backward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_w
          * and its channel axes swapped */
         hallu_conv2d_geom gt = *g;
         gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
-        weights_transform(impl->wino_u, NULL, w, g->cin, g->cout, 1, impl->num_threads);
+        weights_transform(impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
         for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
             chunk ch = chunk_at(&gt, cw, img0);
             conv_chunk(impl, &gt, &ch, dx, dy, g->cout, g->cin);
@@ -567,6 +562,27 @@ BF16_FN static inline __attribute__((always_inline)) void grad_tile16(uint16_t *
     }
 }
 
+/* weights_transform rounded to bf16, 16 output channels o at a time (no % 16 == 0) */
+BF16_FN static void weights_transform16(uint16_t *U16, const float *w, int cin, int cout, int flip, int nt)
+{
+    int ni = flip ? cout : cin, no = flip ? cin : cout;
+    size_t plane = (size_t)ni * no;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < ni; i++)
+        for (int o0 = 0; o0 < no; o0 += 16) {
+            float u[16][16];   /* [e][o - o0] */
+            for (int o = o0; o < o0 + 16; o++) {
+                const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
+                float uo[16];
+                weight_tf(uo, k, flip);
+                for (int e = 0; e < 16; e++)
+                    u[e][o - o0] = uo[e];
+            }
+            for (int e = 0; e < 16; e++)
+                bf16_store(U16 + e * plane + (size_t)i * no + o0, _mm512_loadu_ps(u[e]));
+        }
+}
+
 /* Tiles [t0, t1) of the chunk through one of the transforms; the activation
  * is bf16 where its 16-bit pointer is given. */
 BF16_FN static void input_tiles16(cpu_impl *impl, const chunk *ch, const float *x, const uint16_t *x16, int h,
@@ -638,7 +654,7 @@ static void conv16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, cpu
 static void forward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *y, uint16_t *y16,
                          const float *x, const uint16_t *x16, const float *w)
 {
-    weights_transform(NULL, (uint16_t *)impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
+    weights_transform16((uint16_t *)impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
     conv16(impl, g, cw, cw->mm_fwd, y, y16, x, x16, g->cin, g->cout);
 }
 
@@ -649,7 +665,7 @@ static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *
     if (dx || dx16) {   /* the forward pass of dy with w rotated, channel axes swapped (as backward_f32) */
         hallu_conv2d_geom gt = *g;
         gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
-        weights_transform(NULL, (uint16_t *)impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
+        weights_transform16((uint16_t *)impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
         conv16(impl, &gt, cw, cw->mm_dx, dx, dx16, dy, dy16, g->cout, g->cin);
     }
     if (!dw)
