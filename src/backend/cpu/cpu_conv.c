@@ -17,8 +17,10 @@
  * conv2d_backward_dx16, where oneDNN takes the same weights for them); every activation stays NHWC
  * (oneDNN's AMX kernels take it), so the boundary "reorders" are the fp32 ->
  * bf16 roundings of x, dy and the weights; x's is skipped when the caller
- * passes its bf16 copy (x16). No Winograd; the passes where oneDNN 2.6's direct
- * kernels are slow go by im2col + bf16 matmul (cpu_conv_gemm.c) on the same
+ * passes its bf16 copy (x16). 3x3 stride-1 layers run bf16 Winograd where the
+ * CPU's bf16 products are AVX512-BF16's rather than AMX's (cpu_conv_wino.c;
+ * there the direct kernels are bound by the products). Otherwise the passes
+ * where oneDNN 2.6's direct kernels are slow go by im2col + bf16 matmul (cpu_conv_gemm.c) on the same
  * bf16 x and dy, and the input gradient of stride-1 "same" layers goes as a
  * forward convolution of dy with the flipped, transposed weights (oneDNN 2.6's
  * AMX forward kernels are ~1.4-2x faster than its backward-data ones there). */
