@@ -10,8 +10,10 @@ data types name bf16), and prints per step:
     work, median over the steps),
   - the step's remainder outside oneDNN (batch norm, ReLU, pooling, the head,
     the optimizer: the step time from bench_train_step minus the traced time),
+  - the batched matmuls of bf16 Winograd (CPUs without AMX) by shape,
   - a bound: the images/s if every convolution ran at the bf16 peak measured
-    in the same run and no reorder were left, the remainder unchanged.
+    in the same run and no reorder were left, the remainder unchanged (the
+    Winograd matmuls are not convolutions there: they count as they ran).
 The trace itself costs a little time; ratios, not absolute figures, are the
 point.
 
@@ -38,6 +40,7 @@ def main():
     if p.returncode != 0:
         sys.exit("bf16_profile: %s failed (exit %d): %s" % (a.bench, p.returncode, p.stdout.strip()[-400:]))
     kinds, shapes = collections.Counter(), collections.defaultdict(list)
+    wino_shapes = collections.defaultdict(list)
     steps, ips, peak = 0, None, None
     for line in p.stdout.splitlines():
         m = re.search(r"bf16 \(--precision bf16\): ([0-9.]+) images/s", line)
@@ -52,9 +55,12 @@ def main():
         kind, prop, ms = f[3], f[5], float(f[-1])
         if kind == "convolution" and "mb%d_ic3oc64" % a.batch in line and prop.startswith("forward"):
             steps += 1   # the stem's forward: one per bf16 step (warm-up included)
-        kinds[kind if kind != "convolution" else "conv " + prop] += ms
+        wino = kind == "matmul" and re.match(r"16x\d+x\d+:16x", f[-2])   # bf16 Winograd's batched products
+        kinds["matmul (Winograd)" if wino else kind if kind != "convolution" else "conv " + prop] += ms
         if kind == "convolution":
             shapes[(prop, f[-2])].append(ms)
+        if wino:
+            wino_shapes[f[-2]].append(ms)
     if not steps or ips is None or not peak:
         sys.exit("bf16_profile: no bf16 step in the trace (does this CPU have bf16 instructions? is oneDNN's "
                  "verbose mode on?)")
@@ -77,7 +83,16 @@ def main():
     for total, prop, shape, med, gf, calls in sorted(rows, reverse=True):
         print("  %-17s %-52s x%.0f %7.2f ms %6.0f GFLOP/s (%3.0f%% of peak)" %
               (prop, shape, calls, med, gf, 100 * gf / peak))
-    bound_ms = conv_flops_step / peak / 1e6 + rest
+    if wino_shapes:
+        print("Winograd's batched matmuls by shape (the 3x3 stride-1 layers on CPUs without AMX; the transforms are "
+              "outside oneDNN):")
+    for shape, v in sorted(wino_shapes.items(), key=lambda kv: -sum(kv[1])):
+        (b, m, k), n = map(int, shape.split(":")[0].split("x")), int(shape.split(":")[1].split("x")[2])
+        med = statistics.median(v)
+        gf = 2.0 * b * m * k * n / med / 1e6
+        print("  %-52s x%.0f %7.2f ms %6.0f GFLOP/s (%3.0f%% of peak)" % (shape, len(v) / steps, med, gf,
+                                                                          100 * gf / peak))
+    bound_ms = conv_flops_step / peak / 1e6 + rest + kinds["matmul (Winograd)"] / steps
     print("bound: convolutions at the bf16 peak, no reorders, the rest unchanged: %.0f ms per step = %.1f images/s "
           "(%.2fx this step)" % (bound_ms, 1000.0 * a.batch / bound_ms, step_ms / bound_ms))
 

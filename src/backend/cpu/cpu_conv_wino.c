@@ -52,8 +52,9 @@ static int tiles_per_image(const hallu_conv2d_geom *g)
     return ((g->oh + 1) / 2) * ((g->ow + 1) / 2);
 }
 
-/* bf16 chunks: the batched matmul ran 1.2-1.5x faster at 2048 tile rows than
- * at 512 with 64 channels (AVX512-BF16, 2 threads). */
+/* bf16 chunks: alone, the batched matmul ran 1.2x faster at 2048 tile rows
+ * than at 512 with 64 channels (AVX512-BF16, 2 threads: 320 against 273
+ * GFLOP/s); in the training step 512 and 4096 were no faster. */
 static int wino_rows_bf16(const hallu_conv2d_geom *g)
 {
     int c = g->cin > g->cout ? g->cin : g->cout;
