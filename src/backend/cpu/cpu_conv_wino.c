@@ -169,6 +169,15 @@ static void weights_transform(float *U, const float *w, int cin, int cout, int f
 #define AT4(a0, a1, a2, a3, o0, o1) do { o0 = a0 + a1 + a2; o1 = a1 - a2 - a3; } while (0)
 #define A2(a0, a1, o0, o1, o2, o3) do { o0 = a0; o1 = a0 + a1; o2 = a0 - a1; o3 = -a1; } while (0)
 
+/* Pixel (img, iy, ix) of an NHWC activation of c channels, or `zero` outside. */
+static inline const char *pixel_or(const void *a, size_t esz, int h, int w, int c, int img, int iy, int ix,
+                                   const void *zero)
+{
+    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
+        return zero;
+    return (const char *)a + (((size_t)img * h + iy) * w + ix) * c * esz;
+}
+
 /* V[e][t][0..c) = (B^T d B)[e] for the 4x4 patch d at rows 2ty-1.., cols 2tx-1..
  * of image img; pixels outside the image read the zero row. */
 CPU_HOT static void input_tile(float *restrict V, size_t es, const float *x, const float *zero, int h, int w,
@@ -176,11 +185,8 @@ CPU_HOT static void input_tile(float *restrict V, size_t es, const float *x, con
 {
     const float *p[16];
     for (int r = 0; r < 4; r++)
-        for (int q = 0; q < 4; q++) {
-            int iy = 2 * ty - 1 + r, ix = 2 * tx - 1 + q;
-            p[r * 4 + q] = iy < 0 || iy >= h || ix < 0 || ix >= w ? zero
-                         : x + (((size_t)img * h + iy) * w + ix) * c;
-        }
+        for (int q = 0; q < 4; q++)
+            p[r * 4 + q] = (const float *)pixel_or(x, sizeof *x, h, w, c, img, 2 * ty - 1 + r, 2 * tx - 1 + q, zero);
     const float *restrict d0 = p[0], *restrict d1 = p[1], *restrict d2 = p[2], *restrict d3 = p[3];
     const float *restrict d4 = p[4], *restrict d5 = p[5], *restrict d6 = p[6], *restrict d7 = p[7];
     const float *restrict d8 = p[8], *restrict d9 = p[9], *restrict d10 = p[10], *restrict d11 = p[11];
@@ -229,10 +235,8 @@ CPU_HOT static void grad_tile(float *restrict M, size_t es, const float *dy, con
 {
     const float *p[4];
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            int oy = 2 * ty + i, ox = 2 * tx + j;
-            p[i * 2 + j] = oy < oh && ox < ow ? dy + (((size_t)img * oh + oy) * ow + ox) * c : zero;
-        }
+        for (int j = 0; j < 2; j++)
+            p[i * 2 + j] = (const float *)pixel_or(dy, sizeof *dy, oh, ow, c, img, 2 * ty + i, 2 * tx + j, zero);
     const float *restrict g0 = p[0], *restrict g1 = p[1], *restrict g2 = p[2], *restrict g3 = p[3];
 #pragma omp simd
     for (int co = 0; co < c; co++) {
@@ -247,6 +251,15 @@ CPU_HOT static void grad_tile(float *restrict M, size_t es, const float *dy, con
 }
 
 /* ---- passes over chunks of images ---- */
+
+/* The geometry of dx's pass: dy's map in, x's out (the same for "same" layers,
+ * but named as the pass reads and writes them). */
+static hallu_conv2d_geom transposed(const hallu_conv2d_geom *g)
+{
+    hallu_conv2d_geom gt = *g;
+    gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
+    return gt;
+}
 
 typedef struct chunk {
     int img0, cnt, th, tw;
@@ -425,8 +438,7 @@ static void backward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_w
     if (dx) {
         /* stride 1, pad 1, 3x3: dx is the same convolution of dy with w rotated
          * and its channel axes swapped */
-        hallu_conv2d_geom gt = *g;
-        gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
+        hallu_conv2d_geom gt = transposed(g);
         weights_transform(impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
         for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
             chunk ch = chunk_at(&gt, cw, img0);
@@ -463,15 +475,6 @@ BF16_FN static inline void act_store(void *p, int is16, int i, __m512 v)
         bf16_store((uint16_t *)p + i, v);
     else
         _mm512_storeu_ps((float *)p + i, v);
-}
-
-/* Pixel (img, iy, ix) of an NHWC activation of c channels, or `zero` outside. */
-static inline const char *pixel_or(const void *a, size_t esz, int h, int w, int c, int img, int iy, int ix,
-                                   const void *zero)
-{
-    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-        return zero;
-    return (const char *)a + (((size_t)img * h + iy) * w + ix) * c * esz;
 }
 
 /* V16[e][t][0..c) = bf16((B^T d B)[e]), d the 4x4 patch at rows 2ty-1.., cols
@@ -544,10 +547,8 @@ BF16_FN static inline __attribute__((always_inline)) void grad_tile16(uint16_t *
 {
     const char *p[4];
     for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) {
-            int oy = 2 * ty + i, ox = 2 * tx + j;
-            p[i * 2 + j] = oy < oh && ox < ow ? pixel_or(dy, is16 ? 2 : 4, oh, ow, c, img, oy, ox, zero) : zero;
-        }
+        for (int j = 0; j < 2; j++)
+            p[i * 2 + j] = pixel_or(dy, is16 ? 2 : 4, oh, ow, c, img, 2 * ty + i, 2 * tx + j, zero);
     for (int co = 0; co < c; co += 16) {
         __m512 g0 = act_load(p[0], is16, co), g1 = act_load(p[1], is16, co);
         __m512 g2 = act_load(p[2], is16, co), g3 = act_load(p[3], is16, co);
@@ -664,8 +665,7 @@ static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *
                           const float *w)
 {
     if (dx || dx16) {   /* the forward pass of dy with w rotated, channel axes swapped (as backward_f32) */
-        hallu_conv2d_geom gt = *g;
-        gt.h = g->oh, gt.w = g->ow, gt.oh = g->h, gt.ow = g->w;
+        hallu_conv2d_geom gt = transposed(g);
         weights_transform16((uint16_t *)impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
         conv16(impl, &gt, cw, cw->mm_dx, dx, dx16, dy, dy16, g->cout, g->cin);
     }
