@@ -78,6 +78,7 @@ static void cpu_destroy(hallu_backend *be)
         hallu_free(impl->wino_u);
         hallu_free(impl->wino_zero);
         hallu_free(impl->wino_spill);
+        hallu_free(impl->wino_du);
         hallu_free(impl->red);
         hallu_free(impl);
     }

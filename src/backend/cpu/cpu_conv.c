@@ -88,6 +88,14 @@ static hallu_status dnnl_fail(hallu_error *err, const hallu_conv2d_geom *g, cons
 #define DNNL_TRY(call, what) do { dnnl_status_t st_ = (call); \
     if (st_ != dnnl_success) return dnnl_fail(err, &plan->g, (what), st_); } while (0)
 
+size_t cpu_prim_scratch_bytes(const cpu_prim *p)
+{
+    const dnnl_memory_desc_t *md = NULL;
+    if (!p->scratch || dnnl_memory_get_memory_desc(p->scratch, &md) != dnnl_success || !md)
+        return 0;
+    return dnnl_memory_desc_get_size(md);
+}
+
 void cpu_prim_free(cpu_prim *p)
 {
     if (p->prim)
@@ -564,11 +572,17 @@ static void set_handle(dnnl_memory_t mem, const void *p)
 
 void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what)
 {
+    cpu_prim_run_on(impl, p, impl->stream, impl->dnnl_scratch, args, nargs, what);
+}
+
+void cpu_prim_run_on(cpu_impl *impl, cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args,
+                     int nargs, const char *what)
+{
     if (p->scratch) {
-        dnnl_memory_set_data_handle(p->scratch, impl->dnnl_scratch);
+        dnnl_memory_set_data_handle(p->scratch, scratch);
         args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, p->scratch };
     }
-    cpu_check(impl, dnnl_primitive_execute(p->prim, impl->stream, nargs, args), what);
+    cpu_check(impl, dnnl_primitive_execute(p->prim, stream, nargs, args), what);
 }
 
 static void prim_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_exec_arg_t *args, int nargs)

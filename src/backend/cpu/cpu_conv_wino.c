@@ -20,10 +20,20 @@
  * the element-wise products become 16 GEMMs, one per matrix element e.
  * Buffers: V [16][tiles][c], M [16][tiles][c], U [16][c][c'] (shared by all
  * plans, grown at plan creation; plans run one at a time). Tiles are processed
- * in chunks of whole images to bound the buffers. */
+ * in chunks of whole images to bound the buffers.
+ *
+ * bf16 plans (CPUs without AMX) with few channels take "block" passes instead:
+ * each thread runs its own share of the batch's tiles through the input
+ * transform, one batched oneDNN matmul (single-threaded inside our parallel
+ * region, on the thread's own stream and scratchpad) and the inverse, about
+ * 130 tiles at a time, so that V and M never leave the thread's L2. By chunks,
+ * the transforms wrote V and M out to L3 (4 MiB each per 2048-tile chunk at
+ * 64 channels) and read them back: a third of a layer's time went to the
+ * transforms. See bf16_passes for where each way was faster. */
 #include "backend/cpu/cpu_internal.h"
 
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Tiles per chunk. Small chunks keep a chunk's V and M (16 x tiles x channels
@@ -80,13 +90,82 @@ static hallu_status bf16_matmuls(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
         int64_t rows = (int64_t)(i == 0 ? cw->chunk : g->n % cw->chunk) * per_image;
         if (rows == 0)
             break;
-        s = cpu_matmul_create(impl, &cw->mm_fwd[i], 16, rows, g->cout, g->cin, 0, 0, 0, 0, err);   /* M = V U */
-        if (s == HALLU_OK)   /* dX's M = V(dy) U(flipped w) */
+        if (!cw->blk)   /* M = V U; dX's M = V(dy) U(flipped w) */
+            s = cpu_matmul_create(impl, &cw->mm_fwd[i], 16, rows, g->cout, g->cin, 0, 0, 0, 0, err);
+        if (s == HALLU_OK && !cw->blk)
             s = cpu_matmul_create(impl, &cw->mm_dx[i], 16, rows, g->cin, g->cout, 0, 0, 0, 0, err);
-        if (s == HALLU_OK)   /* dU += dM^T V */
+        if (s == HALLU_OK && !cw->blk_dw)   /* dU += dM^T V */
             s = cpu_matmul_create(impl, &cw->mm_dw[i], 16, g->cout, g->cin, rows, 1, 0, 0, 1, err);
     }
     return s;
+}
+
+/* How a bf16 plan's passes go through the tiles (bf16_passes). HALLU_CPU_WINOGRAD
+ * = chunks or blocks forces one way for all passes (tests cover both on small
+ * layers; A/B measurements); unset or auto: by the measured thresholds. */
+static void bf16_passes(const hallu_conv2d_geom *g, int nthr, cpu_wino *cw)
+{
+    /* Rows per block: 128 rows would put the 16 planes of V and M a multiple of
+     * 4 KiB apart, so that the transforms' 16 concurrent streams share L1 sets;
+     * 130 shifts them (64 channels: 64 rows gained nothing, 66 and 130 14-16%).
+     * The weight gradient's blocks are longer: each one adds into the thread's
+     * whole dU (16 x cin x cout floats). */
+    enum { BLK_ROWS = 130, BLK_ROWS_DW = 258 };
+    /* Largest channel count where blocks were faster (AVX512-BF16, 2 threads,
+     * ResNet-18's CIFAR layers, batch 256): forward and dx 12-16% up to 256
+     * channels, 4-8% slower at 512 (U = 8 MiB is re-read by every block);
+     * the weight gradient 16-22% up to 128, slower from 256 (each thread's dU
+     * of 4 MiB and more, zeroed and summed). */
+    enum { BLK_MAX_C = 256, BLK_MAX_C_DW = 128 };
+    const char *mode = getenv("HALLU_CPU_WINOGRAD");
+    int c = g->cin > g->cout ? g->cin : g->cout;
+    int blocks = c <= BLK_MAX_C, blocks_dw = c <= BLK_MAX_C_DW;
+    if (mode && strcmp(mode, "chunks") == 0)
+        blocks = blocks_dw = 0;
+    else if (mode && strcmp(mode, "blocks") == 0)
+        blocks = blocks_dw = 1;
+    /* no longer than a thread's share of the tiles: the rows past it are zeros */
+    int64_t share = ((int64_t)g->n * tiles_per_image(g) + nthr - 1) / nthr;
+    cw->blk = blocks ? (int)(share < BLK_ROWS ? share : BLK_ROWS) : 0;
+    cw->blk_dw = blocks_dw ? (int)(share < BLK_ROWS_DW ? share : BLK_ROWS_DW) : 0;
+}
+
+/* The block passes' matmuls, streams and scratchpads, one set per thread. */
+static hallu_status blk_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)
+{
+    int n = impl->num_threads;
+    cw->thr = hallu_calloc((size_t)n * sizeof *cw->thr, "winograd per-thread matmuls", err);
+    if (!cw->thr)
+        return HALLU_ERR_OOM;
+    cw->nthr = n;
+    hallu_status s = HALLU_OK;
+    size_t each = 0;
+    for (int i = 0; i < n && s == HALLU_OK; i++) {
+        cpu_wino_thread *t = &cw->thr[i];
+        if (cw->blk) {
+            s = cpu_matmul_create(impl, &t->fwd, 16, cw->blk, g->cout, g->cin, 0, 0, 0, 0, err);   /* M = V U */
+            if (s == HALLU_OK)
+                s = cpu_matmul_create(impl, &t->dx, 16, cw->blk, g->cin, g->cout, 0, 0, 0, 0, err);
+        }
+        if (s == HALLU_OK && cw->blk_dw)   /* dU += dM^T V */
+            s = cpu_matmul_create(impl, &t->dw, 16, g->cout, g->cin, cw->blk_dw, 1, 0, 0, 1, err);
+        if (s == HALLU_OK && dnnl_stream_create(&t->stream, impl->engine, dnnl_stream_default_flags) != dnnl_success)
+            s = hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: dnnl_stream_create failed");
+        cpu_matmul *mms[3] = { &t->fwd, &t->dx, &t->dw };
+        for (int k = 0; k < 3 && s == HALLU_OK; k++) {
+            size_t b = cpu_prim_scratch_bytes(&mms[k]->p);
+            each = each > b ? each : b;
+        }
+    }
+    if (s != HALLU_OK)
+        return s;
+    cw->blk_scratch_each = (each + 4095) / 4096 * 4096;
+    if (cw->blk_scratch_each) {
+        cw->blk_scratch = hallu_calloc((size_t)n * cw->blk_scratch_each, "winograd per-thread scratchpads", err);
+        if (!cw->blk_scratch)
+            return HALLU_ERR_OOM;
+    }
+    return HALLU_OK;
 }
 
 hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_wino *cw, hallu_error *err)
@@ -95,7 +174,14 @@ hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16,
     cw->bf16 = bf16;
     cw->chunk = cpu_images_per_chunk(bf16 ? wino_rows_bf16(g) : wino_rows(g), per_image, g->n);
     size_t cmax = (size_t)(g->cin > g->cout ? g->cin : g->cout);
-    size_t vm = 16 * (size_t)cw->chunk * per_image * cmax * sizeof(float);
+    cw->blk = cw->blk_dw = 0;
+    if (bf16)
+        bf16_passes(g, impl->num_threads, cw);
+    /* the chunked passes' V and M, or each thread's blocks (bf16, float M) */
+    size_t rows = (size_t)(cw->blk > cw->blk_dw ? cw->blk : cw->blk_dw) * impl->num_threads;
+    if (!cw->blk || !cw->blk_dw)
+        rows = rows > (size_t)cw->chunk * per_image ? rows : (size_t)cw->chunk * per_image;
+    size_t vm = 16 * rows * cmax * sizeof(float);
     hallu_status s = cpu_shared_reserve_floats(&impl->wino_v, &impl->wino_v_bytes, vm, "winograd input transforms", err);
     if (s == HALLU_OK)
         s = cpu_shared_reserve_floats(&impl->wino_m, &impl->wino_m_bytes, vm, "winograd products", err);
@@ -109,11 +195,27 @@ hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16,
                  "winograd spill rows", err);
     if (s == HALLU_OK && bf16)
         s = bf16_matmuls(impl, g, cw, per_image, err);
+    if (s == HALLU_OK && cw->blk_dw)
+        s = cpu_shared_reserve_floats(&impl->wino_du, &impl->wino_du_bytes,
+                                      (size_t)impl->num_threads * 16 * g->cin * g->cout * sizeof(float),
+                                      "winograd per-thread weight-gradient sums", err);
+    if (s == HALLU_OK && (cw->blk || cw->blk_dw))
+        s = blk_init(impl, g, cw, err);
     return s;
 }
 
 void cpu_wino_free(cpu_wino *cw)
 {
+    for (int i = 0; i < cw->nthr; i++) {
+        cpu_matmul_free(&cw->thr[i].fwd);
+        cpu_matmul_free(&cw->thr[i].dx);
+        cpu_matmul_free(&cw->thr[i].dw);
+        if (cw->thr[i].stream)
+            dnnl_stream_destroy(cw->thr[i].stream);
+    }
+    hallu_free(cw->thr);
+    hallu_free(cw->blk_scratch);
+    cw->thr = NULL, cw->blk_scratch = NULL, cw->nthr = 0;
     for (int i = 0; i < 2; i++) {
         cpu_matmul_free(&cw->mm_fwd[i]);
         cpu_matmul_free(&cw->mm_dx[i]);
@@ -282,6 +384,14 @@ static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
     return ch;
 }
 
+/* All the tiles of the batch as one chunk (the block passes). */
+static chunk whole_batch(const hallu_conv2d_geom *g)
+{
+    chunk ch = { 0, g->n, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
+    ch.tiles = (size_t)ch.cnt * ch.th * ch.tw;
+    return ch;
+}
+
 /* This thread's contiguous share [t0, t1) of the chunk's tiles, inside a parallel region. */
 static void my_tiles(const chunk *ch, int64_t *t0, int64_t *t1)
 {
@@ -384,14 +494,18 @@ static void forward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wi
     }
 }
 
-/* dw (OIHW) += G^T dU G, dU[e] (cout x cin) */
-static void dw_from_du(cpu_impl *impl, float *dw, const float *dU, size_t us)
+/* dw (OIHW) += G^T dU G, dU[e] (cout x cin) the sum of `parts` partial sums
+ * 16 * us apart */
+static void dw_from_du(cpu_impl *impl, float *dw, const float *dU, size_t us, int parts)
 {
 #pragma omp parallel for num_threads(impl->num_threads) schedule(static)
     for (int64_t oi = 0; oi < (int64_t)us; oi++) {
         float u[16], t[12];
-        for (int e = 0; e < 16; e++)
+        for (int e = 0; e < 16; e++) {
             u[e] = dU[e * us + oi];
+            for (int p = 1; p < parts; p++)
+                u[e] += dU[(p * 16 + e) * us + oi];
+        }
         for (int q = 0; q < 4; q++) {   /* t = G^T u: 3x4 */
             t[q] = u[q] + 0.5f * (u[4 + q] + u[8 + q]);
             t[4 + q] = 0.5f * (u[4 + q] - u[8 + q]);
@@ -429,7 +543,7 @@ static void backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, const c
             dnnl_sgemm('T', 'N', g->cout, g->cin, (dnnl_dim_t)ch.tiles, 1.0f, impl->wino_m + e * ms, c,
                        impl->wino_v + e * vs, g->cin, img0 == 0 ? 0.0f : 1.0f, impl->wino_u + e * us, g->cin);
     }
-    dw_from_du(impl, dw, impl->wino_u, us);
+    dw_from_du(impl, dw, impl->wino_u, us, 1);
 }
 
 static void backward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wino *cw, float *dx, float *dw,
@@ -653,11 +767,109 @@ static void conv16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, cpu
     }
 }
 
+/* conv16 with each thread taking its share of all the tiles through the three
+ * stages, cw->blk rows at a time, in its own part of the shared buffers: V and
+ * M stay in the thread's cache between the stages. */
+BF16_FN static void conv16_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, int dx,
+                                  float *out, uint16_t *out16, const float *in, const uint16_t *in16, int c_in,
+                                  int c_out)
+{
+    chunk all = whole_batch(g);
+    int R = cw->blk;
+#pragma omp parallel num_threads(impl->num_threads)
+    {
+        int me = omp_get_thread_num();
+        uint16_t *V = (uint16_t *)impl->wino_v + (size_t)me * 16 * R * c_in;
+        float *M = impl->wino_m + (size_t)me * 16 * R * c_out;
+        float *spill = impl->wino_spill + (size_t)me * 4 * c_out;
+        void *scratch = (char *)cw->blk_scratch + (size_t)me * cw->blk_scratch_each;
+        size_t ves = (size_t)R * c_in, mes = (size_t)R * c_out;
+        int64_t t0, t1;
+        my_tiles(&all, &t0, &t1);
+        for (int64_t b0 = t0; b0 < t1; b0 += R) {
+            int64_t nb = t1 - b0 < R ? t1 - b0 : R;
+            for (int64_t t = 0; t < nb; t++) {
+                int img, ty, tx;
+                tile_at(&all, b0 + t, &img, &ty, &tx);
+                if (in16)
+                    input_tile16(V + t * c_in, ves, in16, 1, impl->wino_zero, g->h, g->w, c_in, img, ty, tx);
+                else
+                    input_tile16(V + t * c_in, ves, in, 0, impl->wino_zero, g->h, g->w, c_in, img, ty, tx);
+            }
+            if (nb < R)   /* the matmul's rows past this thread's last tile: zeros, not stale bits */
+                for (int e = 0; e < 16; e++)
+                    memset(V + e * ves + nb * c_in, 0, (size_t)(R - nb) * c_in * sizeof *V);
+            cpu_wino_thread *th = &cw->thr[me];
+            cpu_matmul_run_on(impl, dx ? &th->dx : &th->fwd, th->stream, scratch, V, impl->wino_u, M);
+            for (int64_t t = 0; t < nb; t++) {
+                int img, ty, tx;
+                tile_at(&all, b0 + t, &img, &ty, &tx);
+                if (out16)
+                    output_tile16(out16, 1, M + t * c_out, mes, g->oh, g->ow, c_out, img, ty, tx, spill);
+                else
+                    output_tile16(out, 0, M + t * c_out, mes, g->oh, g->ow, c_out, img, ty, tx, spill);
+            }
+        }
+    }
+}
+
+/* dw += the weight gradient with each thread taking its share of all the
+ * tiles, cw->blk_dw rows at a time: both transforms into its own part of the
+ * shared buffers, then a matmul adding dM^T V into its own dU. */
+BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *dw,
+                                            const float *dy, const uint16_t *dy16, const float *x,
+                                            const uint16_t *x16)
+{
+    chunk all = whole_batch(g);
+    int R = cw->blk_dw, cin = g->cin, cout = g->cout;
+    size_t us = (size_t)cin * cout, ves = (size_t)R * cin, mes = (size_t)R * cout;
+    int parts = 1;
+#pragma omp parallel num_threads(impl->num_threads)
+    {
+        int me = omp_get_thread_num();
+        if (me == 0)
+            parts = omp_get_num_threads();
+        cpu_wino_thread *th = &cw->thr[me];
+        uint16_t *V = (uint16_t *)impl->wino_v + (size_t)me * 16 * ves;
+        uint16_t *M = (uint16_t *)impl->wino_m + (size_t)me * 16 * mes;
+        float *dU = impl->wino_du + (size_t)me * 16 * us;
+        void *scratch = (char *)cw->blk_scratch + (size_t)me * cw->blk_scratch_each;
+        memset(dU, 0, 16 * us * sizeof *dU);
+        int64_t t0, t1;
+        my_tiles(&all, &t0, &t1);
+        for (int64_t b0 = t0; b0 < t1; b0 += R) {
+            int64_t nb = t1 - b0 < R ? t1 - b0 : R;
+            for (int64_t t = 0; t < nb; t++) {
+                int img, ty, tx;
+                tile_at(&all, b0 + t, &img, &ty, &tx);
+                if (x16)
+                    input_tile16(V + t * cin, ves, x16, 1, impl->wino_zero, g->h, g->w, cin, img, ty, tx);
+                else
+                    input_tile16(V + t * cin, ves, x, 0, impl->wino_zero, g->h, g->w, cin, img, ty, tx);
+                if (dy16)
+                    grad_tile16(M + t * cout, mes, dy16, 1, impl->wino_zero, g->oh, g->ow, cout, img, ty, tx);
+                else
+                    grad_tile16(M + t * cout, mes, dy, 0, impl->wino_zero, g->oh, g->ow, cout, img, ty, tx);
+            }
+            if (nb < R)   /* the rows past this thread's last tile add nothing */
+                for (int e = 0; e < 16; e++) {
+                    memset(V + e * ves + nb * cin, 0, (size_t)(R - nb) * cin * sizeof *V);
+                    memset(M + e * mes + nb * cout, 0, (size_t)(R - nb) * cout * sizeof *M);
+                }
+            cpu_matmul_run_on(impl, &th->dw, th->stream, scratch, M, V, dU);
+        }
+    }
+    dw_from_du(impl, dw, impl->wino_du, us, parts);
+}
+
 static void forward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *y, uint16_t *y16,
                          const float *x, const uint16_t *x16, const float *w)
 {
     weights_transform16((uint16_t *)impl->wino_u, w, g->cin, g->cout, 0, impl->num_threads);
-    conv16(impl, g, cw, cw->mm_fwd, y, y16, x, x16, g->cin, g->cout);
+    if (cw->blk)
+        conv16_blocks(impl, g, cw, 0, y, y16, x, x16, g->cin, g->cout);
+    else
+        conv16(impl, g, cw, cw->mm_fwd, y, y16, x, x16, g->cin, g->cout);
 }
 
 static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, float *dx, uint16_t *dx16,
@@ -667,10 +879,17 @@ static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *
     if (dx || dx16) {   /* the forward pass of dy with w rotated, channel axes swapped (as backward_f32) */
         hallu_conv2d_geom gt = transposed(g);
         weights_transform16((uint16_t *)impl->wino_u, w, g->cin, g->cout, 1, impl->num_threads);
-        conv16(impl, &gt, cw, cw->mm_dx, dx, dx16, dy, dy16, g->cout, g->cin);
+        if (cw->blk)
+            conv16_blocks(impl, &gt, cw, 1, dx, dx16, dy, dy16, g->cout, g->cin);
+        else
+            conv16(impl, &gt, cw, cw->mm_dx, dx, dx16, dy, dy16, g->cout, g->cin);
     }
     if (!dw)
         return;
+    if (cw->blk_dw) {
+        backward_weights_blocks(impl, g, cw, dw, dy, dy16, x, x16);
+        return;
+    }
     size_t us = (size_t)g->cin * g->cout;
     memset(impl->wino_u, 0, 16 * us * sizeof(float));
     for (int img0 = 0; img0 < g->n; img0 += cw->chunk) {
@@ -684,7 +903,7 @@ static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *
         }
         cpu_matmul_run(impl, &cw->mm_dw[ch.cnt == cw->chunk ? 0 : 1], impl->wino_m, impl->wino_v, impl->wino_u);
     }
-    dw_from_du(impl, dw, impl->wino_u, us);
+    dw_from_du(impl, dw, impl->wino_u, us, 1);
 }
 #endif
 

@@ -30,9 +30,10 @@ typedef struct cpu_impl {
     size_t col_bytes;
     /* Winograd transforms, products and weights (cpu_conv_wino.c), shared by
      * all plans; the zero row is never written, the spill rows (one per thread)
-     * take outputs past an odd edge. */
-    float *wino_v, *wino_m, *wino_u, *wino_zero, *wino_spill;
-    size_t wino_v_bytes, wino_m_bytes, wino_u_bytes, wino_zero_bytes, wino_spill_bytes;
+     * take outputs past an odd edge; wino_du: each thread's weight-gradient sum
+     * in the bf16 block passes. */
+    float *wino_v, *wino_m, *wino_u, *wino_zero, *wino_spill, *wino_du;
+    size_t wino_v_bytes, wino_m_bytes, wino_u_bytes, wino_zero_bytes, wino_spill_bytes, wino_du_bytes;
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
@@ -183,6 +184,12 @@ hallu_status cpu_prim_create(cpu_impl *impl, cpu_prim *p, dnnl_primitive_desc_t 
                              hallu_error *err);
 /* Runs p with args[0..nargs) plus its scratchpad (args has room for one more). */
 void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what);
+/* cpu_prim_run on a given stream with a given scratchpad (a thread's own, when
+ * threads run primitives side by side inside a parallel region). */
+void cpu_prim_run_on(cpu_impl *impl, cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args,
+                     int nargs, const char *what);
+/* Bytes of p's scratchpad (0: it takes none). */
+size_t cpu_prim_scratch_bytes(const cpu_prim *p);
 void cpu_prim_free(cpu_prim *p);
 
 /* conv (cpu_conv.c) */
@@ -212,6 +219,9 @@ typedef struct cpu_matmul {
 hallu_status cpu_matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t batch, int64_t m, int64_t n, int64_t k,
                                int a_trans, int b_trans, int c16, int accumulate, hallu_error *err);
 void cpu_matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c);
+/* cpu_matmul_run on a thread's own stream and scratchpad (cpu_prim_run_on). */
+void cpu_matmul_run_on(cpu_impl *impl, cpu_matmul *mm, dnnl_stream_t stream, void *scratch, const void *a,
+                       const void *b, void *c);
 void cpu_matmul_free(cpu_matmul *mm);
 typedef struct cpu_conv_gemm {
     int chunk;          /* images per GEMM */
@@ -242,10 +252,22 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
  * each side and outputs of at least 4x4 (cpu_conv_wino.c): all three passes on NHWC,
  * the GEMMs through oneDNN's sgemm, or in bf16 plans on CPUs whose bf16 products
  * are not AMX's (cpu_wino_bf16_wanted) through oneDNN's batched bf16 matmul. */
+typedef struct cpu_wino_thread {   /* one thread's block-pass matmuls and stream */
+    cpu_matmul fwd, dx, dw;
+    dnnl_stream_t stream;
+} cpu_wino_thread;
 typedef struct cpu_wino {
     int chunk;   /* images per pass through the shared buffers */
     int bf16;
     cpu_matmul mm_fwd[2], mm_dx[2], mm_dw[2];   /* bf16: [0] `chunk` images, [1] the shorter last chunk */
+    /* bf16 with few channels: each thread takes its tiles through transform,
+     * matmul and inverse (or, for dw, both transforms and a matmul adding into
+     * its own dU) `blk` (`blk_dw`) rows at a time, 0: by chunks, on its own
+     * matmuls, stream and scratchpad */
+    int blk, blk_dw, nthr;
+    cpu_wino_thread *thr;   /* [nthr] */
+    void *blk_scratch;
+    size_t blk_scratch_each;
 } cpu_wino;
 int cpu_wino_wanted(const hallu_conv2d_geom *g);
 int cpu_wino_bf16_wanted(const cpu_impl *impl, const hallu_conv2d_geom *g);
