@@ -106,7 +106,9 @@ static double bf16_conv_gflops(hallu_backend *be, int n, int hw, int c, int k)
  * (a 1x1 convolution of (64 x 8 x 8) x 2048 x 2048, where rounding x to bf16
  * and writing the fp32 output weigh) and a compute-bound 3x3 convolution
  * (256 images of 8x8 x 256 channels, ResNet-18's third stage, where they do
- * not); 0 when bf16 is unavailable. */
+ * not); 0 when bf16 is unavailable. The 3x3 one as direct products
+ * (HALLU_CPU_WINOGRAD=off): through bf16 Winograd, which multiplies 2.25x
+ * less, its direct-convolution FLOPs would overstate the peak. */
 static double bf16_gflops(int threads)
 {
     hallu_error err;
@@ -115,7 +117,15 @@ static double bf16_gflops(int threads)
         return 0;
     double best = 0;
     if (hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK) {
+        const char *mode = getenv("HALLU_CPU_WINOGRAD");
+        char *keep = mode ? strdup(mode) : NULL;
+        setenv("HALLU_CPU_WINOGRAD", "off", 1);   /* read at plan creation */
         double gemm = bf16_conv_gflops(be, 64, 8, 2048, 1), conv = bf16_conv_gflops(be, 256, 8, 256, 3);
+        if (keep)
+            setenv("HALLU_CPU_WINOGRAD", keep, 1);
+        else
+            unsetenv("HALLU_CPU_WINOGRAD");
+        free(keep);
         best = gemm > conv ? gemm : conv;
     }
     hallu_backend_free(be);

@@ -71,10 +71,28 @@ static int wino_rows_bf16(const hallu_conv2d_geom *g)
     return 2 * c > 2048 ? 2 * c : 2048;
 }
 
+/* HALLU_CPU_WINOGRAD: how bf16 plans take 3x3 stride-1 layers, read at plan
+ * creation. Unset or "auto": as measured best (bf16 Winograd where the CPU has
+ * no AMX, block or chunked passes by channel count: bf16_passes); "chunks" or
+ * "blocks" force that way for every pass (tests cover both on small layers;
+ * A/B measurements); "off": no bf16 Winograd (the direct products, e.g. to
+ * measure the machine's bf16 peak). */
+typedef enum { WINO_AUTO, WINO_CHUNKS, WINO_BLOCKS, WINO_OFF } wino_mode;
+
+static wino_mode wino_mode_of_env(void)
+{
+    const char *m = getenv("HALLU_CPU_WINOGRAD");
+    if (!m)
+        return WINO_AUTO;
+    return strcmp(m, "chunks") == 0 ? WINO_CHUNKS : strcmp(m, "blocks") == 0 ? WINO_BLOCKS
+         : strcmp(m, "off") == 0 ? WINO_OFF : WINO_AUTO;
+}
+
 int cpu_wino_bf16_wanted(const cpu_impl *impl, const hallu_conv2d_geom *g)
 {
 #if CPU_HAVE_BF16_CVT
-    return impl->bf16_winograd && cpu_has_bf16_cvt() && cpu_wino_wanted(g) && g->cin % 16 == 0 && g->cout % 16 == 0;
+    return impl->bf16_winograd && wino_mode_of_env() != WINO_OFF && cpu_has_bf16_cvt() && cpu_wino_wanted(g) &&
+           g->cin % 16 == 0 && g->cout % 16 == 0;
 #else
     (void)impl, (void)g;
     return 0;
@@ -100,9 +118,8 @@ static hallu_status bf16_matmuls(cpu_impl *impl, const hallu_conv2d_geom *g, cpu
     return s;
 }
 
-/* How a bf16 plan's passes go through the tiles (bf16_passes). HALLU_CPU_WINOGRAD
- * = chunks or blocks forces one way for all passes (tests cover both on small
- * layers; A/B measurements); unset or auto: by the measured thresholds. */
+/* How a bf16 plan's passes go through the tiles: by per-thread blocks (blk,
+ * blk_dw rows) or by chunks (0); HALLU_CPU_WINOGRAD can force either. */
 static void bf16_passes(const hallu_conv2d_geom *g, int nthr, cpu_wino *cw)
 {
     /* Rows per block: 128 rows would put the 16 planes of V and M a multiple of
@@ -117,12 +134,12 @@ static void bf16_passes(const hallu_conv2d_geom *g, int nthr, cpu_wino *cw)
      * the weight gradient 16-22% up to 128, slower from 256 (each thread's dU
      * of 4 MiB and more, zeroed and summed). */
     enum { BLK_MAX_C = 256, BLK_MAX_C_DW = 128 };
-    const char *mode = getenv("HALLU_CPU_WINOGRAD");
+    wino_mode mode = wino_mode_of_env();
     int c = g->cin > g->cout ? g->cin : g->cout;
     int blocks = c <= BLK_MAX_C, blocks_dw = c <= BLK_MAX_C_DW;
-    if (mode && strcmp(mode, "chunks") == 0)
+    if (mode == WINO_CHUNKS)
         blocks = blocks_dw = 0;
-    else if (mode && strcmp(mode, "blocks") == 0)
+    else if (mode == WINO_BLOCKS)
         blocks = blocks_dw = 1;
     /* no longer than a thread's share of the tiles: the rows past it are zeros */
     int64_t share = ((int64_t)g->n * tiles_per_image(g) + nthr - 1) / nthr;
