@@ -733,49 +733,68 @@ BF16_FN static void weights_transform16(uint16_t *U16, const float *w, int cin, 
         }
 }
 
+/* Where a transform puts tile t, or the inverse finds it: row t - first of 16
+ * planes es elements apart (a chunk's shared buffer, or a thread's block). */
+typedef struct tile_rows {
+    void *base;
+    size_t es;
+    int64_t first;
+} tile_rows;
+
 /* Tiles [t0, t1) of the chunk through one of the transforms; the activation
  * is bf16 where its 16-bit pointer is given. */
-BF16_FN static void input_tiles16(cpu_impl *impl, const chunk *ch, const float *x, const uint16_t *x16, int h,
-                                  int w, int c, int64_t t0, int64_t t1)
+BF16_FN static void input_tiles16(cpu_impl *impl, const chunk *ch, tile_rows v, const float *x, const uint16_t *x16,
+                                  int h, int w, int c, int64_t t0, int64_t t1)
 {
-    uint16_t *V = (uint16_t *)impl->wino_v;
     for (int64_t t = t0; t < t1; t++) {
         int img, ty, tx;
         tile_at(ch, t, &img, &ty, &tx);
+        uint16_t *V = (uint16_t *)v.base + (t - v.first) * c;
         if (x16)
-            input_tile16(V + t * c, ch->tiles * c, x16, 1, impl->wino_zero, h, w, c, img, ty, tx);
+            input_tile16(V, v.es, x16, 1, impl->wino_zero, h, w, c, img, ty, tx);
         else
-            input_tile16(V + t * c, ch->tiles * c, x, 0, impl->wino_zero, h, w, c, img, ty, tx);
+            input_tile16(V, v.es, x, 0, impl->wino_zero, h, w, c, img, ty, tx);
     }
 }
 
-BF16_FN static void output_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, float *y,
-                                   uint16_t *y16, int c, int64_t t0, int64_t t1)
+BF16_FN static void output_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, tile_rows m,
+                                   float *y, uint16_t *y16, int c, int64_t t0, int64_t t1)
 {
     float *spill = impl->wino_spill + (size_t)omp_get_thread_num() * 4 * c;
     for (int64_t t = t0; t < t1; t++) {
         int img, ty, tx;
         tile_at(ch, t, &img, &ty, &tx);
+        const float *M = (const float *)m.base + (t - m.first) * c;
         if (y16)
-            output_tile16(y16, 1, impl->wino_m + t * c, ch->tiles * c, g->oh, g->ow, c, img, ty, tx, spill);
+            output_tile16(y16, 1, M, m.es, g->oh, g->ow, c, img, ty, tx, spill);
         else
-            output_tile16(y, 0, impl->wino_m + t * c, ch->tiles * c, g->oh, g->ow, c, img, ty, tx, spill);
+            output_tile16(y, 0, M, m.es, g->oh, g->ow, c, img, ty, tx, spill);
     }
 }
 
-BF16_FN static void grad_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, const float *dy,
-                                 const uint16_t *dy16, int64_t t0, int64_t t1)
+BF16_FN static void grad_tiles16(cpu_impl *impl, const hallu_conv2d_geom *g, const chunk *ch, tile_rows m,
+                                 const float *dy, const uint16_t *dy16, int64_t t0, int64_t t1)
 {
-    uint16_t *M = (uint16_t *)impl->wino_m;
     int c = g->cout;
     for (int64_t t = t0; t < t1; t++) {
         int img, ty, tx;
         tile_at(ch, t, &img, &ty, &tx);
+        uint16_t *M = (uint16_t *)m.base + (t - m.first) * c;
         if (dy16)
-            grad_tile16(M + t * c, ch->tiles * c, dy16, 1, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
+            grad_tile16(M, m.es, dy16, 1, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
         else
-            grad_tile16(M + t * c, ch->tiles * c, dy, 0, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
+            grad_tile16(M, m.es, dy, 0, impl->wino_zero, g->oh, g->ow, c, img, ty, tx);
     }
+}
+
+/* Rows [nb, rows) of a block's 16 bf16 planes set to zero: the matmul runs on
+ * all its rows, and past the thread's last tile they must add nothing (dw) and
+ * hold no stale bits. */
+static void zero_rows16(uint16_t *base, size_t es, int64_t nb, int rows, int c)
+{
+    if (nb < rows)
+        for (int e = 0; e < 16; e++)
+            memset(base + e * es + nb * c, 0, (size_t)(rows - nb) * c * sizeof *base);
 }
 
 /* out (or out16) = conv(in or in16, U16) over the images: per chunk, the input
@@ -789,14 +808,15 @@ static void conv16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, cpu
         {
             int64_t t0, t1;
             my_tiles(&ch, &t0, &t1);
-            input_tiles16(impl, &ch, in, in16, g->h, g->w, c_in, t0, t1);
+            input_tiles16(impl, &ch, (tile_rows){ impl->wino_v, ch.tiles * c_in, 0 }, in, in16, g->h, g->w, c_in, t0,
+                          t1);
         }
         cpu_matmul_run(impl, &mm[ch.cnt == cw->chunk ? 0 : 1], impl->wino_v, impl->wino_u, impl->wino_m);
 #pragma omp parallel num_threads(impl->num_threads)
         {
             int64_t t0, t1;
             my_tiles(&ch, &t0, &t1);
-            output_tiles16(impl, g, &ch, out, out16, c_out, t0, t1);
+            output_tiles16(impl, g, &ch, (tile_rows){ impl->wino_m, ch.tiles * c_out, 0 }, out, out16, c_out, t0, t1);
         }
     }
 }
@@ -815,34 +835,17 @@ BF16_FN static void conv16_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cp
         int me = omp_get_thread_num();
         uint16_t *V = (uint16_t *)impl->wino_v + (size_t)me * 16 * R * c_in;
         float *M = impl->wino_m + (size_t)me * 16 * R * c_out;
-        float *spill = impl->wino_spill + (size_t)me * 4 * c_out;
+        cpu_wino_thread *th = &cw->thr[me];
         void *scratch = (char *)cw->blk_scratch + (size_t)me * cw->blk_scratch_each;
         size_t ves = (size_t)R * c_in, mes = (size_t)R * c_out;
         int64_t t0, t1;
         my_tiles(&all, &t0, &t1);
         for (int64_t b0 = t0; b0 < t1; b0 += R) {
             int64_t nb = t1 - b0 < R ? t1 - b0 : R;
-            for (int64_t t = 0; t < nb; t++) {
-                int img, ty, tx;
-                tile_at(&all, b0 + t, &img, &ty, &tx);
-                if (in16)
-                    input_tile16(V + t * c_in, ves, in16, 1, impl->wino_zero, g->h, g->w, c_in, img, ty, tx);
-                else
-                    input_tile16(V + t * c_in, ves, in, 0, impl->wino_zero, g->h, g->w, c_in, img, ty, tx);
-            }
-            if (nb < R)   /* the matmul's rows past this thread's last tile: zeros, not stale bits */
-                for (int e = 0; e < 16; e++)
-                    memset(V + e * ves + nb * c_in, 0, (size_t)(R - nb) * c_in * sizeof *V);
-            cpu_wino_thread *th = &cw->thr[me];
+            input_tiles16(impl, &all, (tile_rows){ V, ves, b0 }, in, in16, g->h, g->w, c_in, b0, b0 + nb);
+            zero_rows16(V, ves, nb, R, c_in);
             cpu_matmul_run_on(impl, dx ? &th->dx : &th->fwd, th->stream, scratch, V, impl->wino_u, M);
-            for (int64_t t = 0; t < nb; t++) {
-                int img, ty, tx;
-                tile_at(&all, b0 + t, &img, &ty, &tx);
-                if (out16)
-                    output_tile16(out16, 1, M + t * c_out, mes, g->oh, g->ow, c_out, img, ty, tx, spill);
-                else
-                    output_tile16(out, 0, M + t * c_out, mes, g->oh, g->ow, c_out, img, ty, tx, spill);
-            }
+            output_tiles16(impl, g, &all, (tile_rows){ M, mes, b0 }, out, out16, c_out, b0, b0 + nb);
         }
     }
 }
@@ -873,23 +876,10 @@ BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_g
         my_tiles(&all, &t0, &t1);
         for (int64_t b0 = t0; b0 < t1; b0 += R) {
             int64_t nb = t1 - b0 < R ? t1 - b0 : R;
-            for (int64_t t = 0; t < nb; t++) {
-                int img, ty, tx;
-                tile_at(&all, b0 + t, &img, &ty, &tx);
-                if (x16)
-                    input_tile16(V + t * cin, ves, x16, 1, impl->wino_zero, g->h, g->w, cin, img, ty, tx);
-                else
-                    input_tile16(V + t * cin, ves, x, 0, impl->wino_zero, g->h, g->w, cin, img, ty, tx);
-                if (dy16)
-                    grad_tile16(M + t * cout, mes, dy16, 1, impl->wino_zero, g->oh, g->ow, cout, img, ty, tx);
-                else
-                    grad_tile16(M + t * cout, mes, dy, 0, impl->wino_zero, g->oh, g->ow, cout, img, ty, tx);
-            }
-            if (nb < R)   /* the rows past this thread's last tile add nothing */
-                for (int e = 0; e < 16; e++) {
-                    memset(V + e * ves + nb * cin, 0, (size_t)(R - nb) * cin * sizeof *V);
-                    memset(M + e * mes + nb * cout, 0, (size_t)(R - nb) * cout * sizeof *M);
-                }
+            input_tiles16(impl, &all, (tile_rows){ V, ves, b0 }, x, x16, g->h, g->w, cin, b0, b0 + nb);
+            grad_tiles16(impl, g, &all, (tile_rows){ M, mes, b0 }, dy, dy16, b0, b0 + nb);
+            zero_rows16(V, ves, nb, R, cin);
+            zero_rows16(M, mes, nb, R, cout);
             cpu_matmul_run_on(impl, &th->dw, th->stream, scratch, M, V, dU);
         }
     }
@@ -932,8 +922,9 @@ static void backward_bf16(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *
         {
             int64_t t0, t1;
             my_tiles(&ch, &t0, &t1);
-            input_tiles16(impl, &ch, x, x16, g->h, g->w, g->cin, t0, t1);
-            grad_tiles16(impl, g, &ch, dy, dy16, t0, t1);
+            input_tiles16(impl, &ch, (tile_rows){ impl->wino_v, ch.tiles * g->cin, 0 }, x, x16, g->h, g->w, g->cin, t0,
+                          t1);
+            grad_tiles16(impl, g, &ch, (tile_rows){ impl->wino_m, ch.tiles * g->cout, 0 }, dy, dy16, t0, t1);
         }
         cpu_matmul_run(impl, &cw->mm_dw[ch.cnt == cw->chunk ? 0 : 1], impl->wino_m, impl->wino_v, impl->wino_u);
     }
