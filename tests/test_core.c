@@ -69,8 +69,28 @@ static void test_oom_reports_size(void)
     CHECK(strstr(err.msg, "4611686018427387904") != NULL && strstr(err.msg, "huge test buffer"));
 }
 
+/* hallu_error_prefix puts the new context before the earlier message, and a
+ * message too long for the buffer is cut, still terminated. */
+static void test_error_prefix(void)
+{
+    hallu_error err;
+    hallu_error_set(&err, HALLU_ERR_IO, "cannot open x.bin");
+    CHECK(hallu_error_prefix(&err, HALLU_ERR_INVALID_ARG, "--data %s", "imagefolder:x") == HALLU_ERR_INVALID_ARG);
+    CHECK(err.code == HALLU_ERR_INVALID_ARG);
+    CHECK(strcmp(err.msg, "--data imagefolder:x: cannot open x.bin") == 0);
+    char long_arg[2 * HALLU_ERROR_MSG_MAX];
+    memset(long_arg, 'a', sizeof long_arg - 1);
+    long_arg[sizeof long_arg - 1] = '\0';
+    hallu_error_prefix(&err, HALLU_ERR_IO, "%s", long_arg + HALLU_ERROR_MSG_MAX + 40);   /* 471 a: the old message cut by one */
+    CHECK(strlen(err.msg) == HALLU_ERROR_MSG_MAX - 1);
+    CHECK(strstr(err.msg, ": --data imagefolder:x") != NULL);
+    hallu_error_prefix(&err, HALLU_ERR_IO, "%s", long_arg);   /* the new part alone overflows */
+    CHECK(strlen(err.msg) == HALLU_ERROR_MSG_MAX - 1 && err.msg[0] == 'a' && err.msg[HALLU_ERROR_MSG_MAX - 2] == 'a');
+}
+
 int main(void)
 {
+    test_error_prefix();
     test_rng_reproducible();
     test_rng_moments();
     test_geometry_errors();

@@ -27,8 +27,9 @@ hallu_status hallu_error_prefix(hallu_error *err, hallu_status code, const char 
     va_start(ap, fmt);
     int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", msg);
+    /* the earlier message goes after the new one, cut to what fits (bounded by design) */
+    if (n >= 0 && (size_t)n < sizeof err->msg && snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", msg) < 0)
+        err->msg[n] = '\0';   /* an output error: the new message alone */
     err->code = code;
     return code;
 }
