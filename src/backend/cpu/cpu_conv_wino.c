@@ -243,24 +243,21 @@ void cpu_wino_free(cpu_wino *cw)
 /* ---- transforms ---- */
 
 /* u[4][4] = G g G^T for one 3x3 kernel g (row-major; rotated by 180 degrees if flip). */
+/* One 3-point transform by G (4x3): o = G (a0, a1, a2), on floats or on GCC
+ * vectors of them (the bf16 weight transform), same operations in the same order. */
+#define G3(a0, a1, a2, o0, o1, o2, o3, half) \
+    do { o0 = a0; o1 = half * (a0 + a1 + a2); o2 = half * (a0 - a1 + a2); o3 = a2; } while (0)
+
 static void weight_tf(float u[16], const float *g, int flip)
 {
     float k[9], t[12];
+    const float half = 0.5f;
     for (int i = 0; i < 9; i++)
         k[i] = g[flip ? 8 - i : i];
-    for (int c = 0; c < 3; c++) {   /* t = G k: 4x3 */
-        t[0 * 3 + c] = k[c];
-        t[1 * 3 + c] = 0.5f * (k[c] + k[3 + c] + k[6 + c]);
-        t[2 * 3 + c] = 0.5f * (k[c] - k[3 + c] + k[6 + c]);
-        t[3 * 3 + c] = k[6 + c];
-    }
-    for (int r = 0; r < 4; r++) {   /* u = t G^T: 4x4 */
-        const float *a = t + r * 3;
-        u[r * 4 + 0] = a[0];
-        u[r * 4 + 1] = 0.5f * (a[0] + a[1] + a[2]);
-        u[r * 4 + 2] = 0.5f * (a[0] - a[1] + a[2]);
-        u[r * 4 + 3] = a[2];
-    }
+    for (int c = 0; c < 3; c++)   /* t = G k: 4x3 */
+        G3(k[c], k[3 + c], k[6 + c], t[0 * 3 + c], t[1 * 3 + c], t[2 * 3 + c], t[3 * 3 + c], half);
+    for (int r = 0; r < 4; r++)   /* u = t G^T: 4x4 */
+        G3(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], u[r * 4 + 0], u[r * 4 + 1], u[r * 4 + 2], u[r * 4 + 3], half);
 }
 
 /* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co).
@@ -394,19 +391,17 @@ static void tile_at(const chunk *ch, int64_t t, int *img, int *ty, int *tx)
     *tx = r % ch->tw;
 }
 
-static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
+/* The tiles of images [img0, img0 + cnt). */
+static chunk images(const hallu_conv2d_geom *g, int img0, int cnt)
 {
-    chunk ch = { img0, g->n - img0 < cw->chunk ? g->n - img0 : cw->chunk, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
+    chunk ch = { img0, cnt, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
     ch.tiles = (size_t)ch.cnt * ch.th * ch.tw;
     return ch;
 }
 
-/* All the tiles of the batch as one chunk (the block passes). */
-static chunk whole_batch(const hallu_conv2d_geom *g)
+static chunk chunk_at(const hallu_conv2d_geom *g, const cpu_wino *cw, int img0)
 {
-    chunk ch = { 0, g->n, (g->oh + 1) / 2, (g->ow + 1) / 2, 0 };
-    ch.tiles = (size_t)ch.cnt * ch.th * ch.tw;
-    return ch;
+    return images(g, img0, g->n - img0 < cw->chunk ? g->n - img0 : cw->chunk);
 }
 
 /* This thread's contiguous share [t0, t1) of the chunk's tiles, inside a parallel region. */
@@ -696,8 +691,8 @@ BF16_FN static inline __attribute__((always_inline)) void grad_tile16(uint16_t *
 }
 
 /* weights_transform rounded to bf16, 16 output channels o at a time (no % 16 ==
- * 0): weight_tf's arithmetic, in the same order, on 16 kernels gathered into
- * vectors (one scalar transform per kernel was ~2% of the bf16 step). */
+ * 0): weight_tf's G3 steps on 16 kernels gathered into vectors (one scalar
+ * transform per kernel was ~2% of the bf16 step). */
 BF16_FN static void weights_transform16(uint16_t *U16, const float *w, int cin, int cout, int flip, int nt)
 {
     int ni = flip ? cout : cin, no = flip ? cin : cout;
@@ -715,20 +710,15 @@ BF16_FN static void weights_transform16(uint16_t *U16, const float *w, int cin, 
             for (int j = 0; j < 9; j++)
                 k[j] = _mm512_i32gather_ps(step, base + (flip ? 8 - j : j), 4);
             #pragma GCC unroll 3
-            for (int c = 0; c < 3; c++) {   /* t = G k: 4x3 */
-                t[0 * 3 + c] = k[c];
-                t[1 * 3 + c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(k[c], k[3 + c]), k[6 + c]));
-                t[2 * 3 + c] = _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(k[c], k[3 + c]), k[6 + c]));
-                t[3 * 3 + c] = k[6 + c];
-            }
+            for (int c = 0; c < 3; c++)   /* t = G k: 4x3 */
+                G3(k[c], k[3 + c], k[6 + c], t[0 * 3 + c], t[1 * 3 + c], t[2 * 3 + c], t[3 * 3 + c], half);
             uint16_t *u = U16 + (size_t)i * no + o0;
             #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {   /* u = t G^T: 4x4 */
-                const __m512 *a = t + r * 3;
-                bf16_store(u + (r * 4 + 0) * plane, a[0]);
-                bf16_store(u + (r * 4 + 1) * plane, _mm512_mul_ps(half, _mm512_add_ps(_mm512_add_ps(a[0], a[1]), a[2])));
-                bf16_store(u + (r * 4 + 2) * plane, _mm512_mul_ps(half, _mm512_add_ps(_mm512_sub_ps(a[0], a[1]), a[2])));
-                bf16_store(u + (r * 4 + 3) * plane, a[2]);
+                __m512 o[4];
+                G3(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], o[0], o[1], o[2], o[3], half);
+                for (int q = 0; q < 4; q++)
+                    bf16_store(u + (r * 4 + q) * plane, o[q]);
             }
         }
 }
@@ -828,7 +818,7 @@ BF16_FN static void conv16_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cp
                                   float *out, uint16_t *out16, const float *in, const uint16_t *in16, int c_in,
                                   int c_out)
 {
-    chunk all = whole_batch(g);
+    chunk all = images(g, 0, g->n);   /* the block passes split the whole batch */
     int R = cw->blk;
 #pragma omp parallel num_threads(impl->num_threads)
     {
@@ -857,7 +847,7 @@ BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_g
                                             const float *dy, const uint16_t *dy16, const float *x,
                                             const uint16_t *x16)
 {
-    chunk all = whole_batch(g);
+    chunk all = images(g, 0, g->n);   /* the block passes split the whole batch */
     int R = cw->blk_dw, cin = g->cin, cout = g->cout;
     size_t us = (size_t)cin * cout, ves = (size_t)R * cin, mes = (size_t)R * cout;
     int parts = 1;
