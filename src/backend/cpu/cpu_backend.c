@@ -67,6 +67,11 @@ static void cpu_destroy(hallu_backend *be)
     if (impl) {
         if (impl->stream)
             dnnl_stream_destroy(impl->stream);
+        for (int t = 0; impl->thread_stream && t < impl->num_threads; t++)
+            if (impl->thread_stream[t])
+                dnnl_stream_destroy(impl->thread_stream[t]);
+        hallu_free(impl->thread_stream);
+        hallu_free(impl->thread_scratch);
         if (impl->engine)
             dnnl_engine_destroy(impl->engine);
         hallu_free(impl->dnnl_scratch);
@@ -219,6 +224,31 @@ hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const cha
     *buf = grown;
     *have = need;
     return HALLU_OK;
+}
+
+hallu_status cpu_thread_dnnl_reserve(cpu_impl *impl, size_t scratch_each, hallu_error *err)
+{
+    int n = impl->num_threads;
+    if (!impl->thread_stream) {
+        impl->thread_stream = hallu_calloc((size_t)n * sizeof *impl->thread_stream, "per-thread oneDNN streams", err);
+        if (!impl->thread_stream)
+            return HALLU_ERR_OOM;
+        for (int t = 0; t < n; t++) {
+            dnnl_status_t st = dnnl_stream_create(&impl->thread_stream[t], impl->engine, dnnl_stream_default_flags);
+            if (st != dnnl_success)
+                return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: dnnl_stream_create failed for "
+                                       "thread %d (oneDNN status %d)", t, (int)st);
+        }
+    }
+    /* page-aligned slices, so that two threads' scratchpads share no cache line */
+    size_t each = (scratch_each + 4095) / 4096 * 4096;
+    if (each <= impl->thread_scratch_each)
+        return HALLU_OK;
+    hallu_status s = cpu_shared_reserve(&impl->thread_scratch, &impl->thread_scratch_bytes, (size_t)n * each,
+                                        "per-thread oneDNN scratchpads", err);
+    if (s == HALLU_OK)
+        impl->thread_scratch_each = each;
+    return s;
 }
 
 static hallu_status cpu_impl_init(cpu_impl *impl, hallu_backend *be, int num_threads, hallu_error *err)

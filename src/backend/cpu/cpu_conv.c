@@ -88,14 +88,6 @@ static hallu_status dnnl_fail(hallu_error *err, const hallu_conv2d_geom *g, cons
 #define DNNL_TRY(call, what) do { dnnl_status_t st_ = (call); \
     if (st_ != dnnl_success) return dnnl_fail(err, &plan->g, (what), st_); } while (0)
 
-size_t cpu_prim_scratch_bytes(const cpu_prim *p)
-{
-    const dnnl_memory_desc_t *md = NULL;
-    if (!p->scratch || dnnl_memory_get_memory_desc(p->scratch, &md) != dnnl_success || !md)
-        return 0;
-    return dnnl_memory_desc_get_size(md);
-}
-
 void cpu_prim_free(cpu_prim *p)
 {
     if (p->prim)
@@ -104,6 +96,7 @@ void cpu_prim_free(cpu_prim *p)
         dnnl_memory_destroy(p->scratch);
     p->prim = NULL;
     p->scratch = NULL;
+    p->scratch_bytes = 0;
 }
 
 static void mem_free(dnnl_memory_t m)
@@ -166,8 +159,10 @@ hallu_status cpu_prim_create(cpu_impl *impl, cpu_prim *p, dnnl_primitive_desc_t 
     hallu_status s = cpu_shared_reserve(&impl->dnnl_scratch, &impl->dnnl_scratch_bytes, need, "oneDNN scratchpad",
                                         err);
     *st = dnnl_success;
-    if (s == HALLU_OK && need > 0)
+    if (s == HALLU_OK && need > 0) {
         *st = dnnl_memory_create(&p->scratch, smd, impl->engine, DNNL_MEMORY_NONE);
+        p->scratch_bytes = need;
+    }
     if (s == HALLU_OK && *st == dnnl_success)
         *st = dnnl_primitive_create(&p->prim, pd);
     dnnl_primitive_desc_destroy(pd);
@@ -572,17 +567,16 @@ static void set_handle(dnnl_memory_t mem, const void *p)
 
 void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what)
 {
-    cpu_prim_run_on(impl, p, impl->stream, impl->dnnl_scratch, args, nargs, what);
+    cpu_check(impl, cpu_prim_exec_on(p, impl->stream, impl->dnnl_scratch, args, nargs), what);
 }
 
-void cpu_prim_run_on(cpu_impl *impl, cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args,
-                     int nargs, const char *what)
+dnnl_status_t cpu_prim_exec_on(cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args, int nargs)
 {
     if (p->scratch) {
         dnnl_memory_set_data_handle(p->scratch, scratch);
         args[nargs++] = (dnnl_exec_arg_t){ DNNL_ARG_SCRATCHPAD, p->scratch };
     }
-    cpu_check(impl, dnnl_primitive_execute(p->prim, stream, nargs, args), what);
+    return dnnl_primitive_execute(p->prim, stream, nargs, args);
 }
 
 static void prim_run(hallu_conv2d_plan *plan, cpu_prim *p, dnnl_exec_arg_t *args, int nargs)

@@ -110,18 +110,19 @@ void cpu_matmul_free(cpu_matmul *mm)
 
 void cpu_matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c)
 {
-    cpu_matmul_run_on(impl, mm, impl->stream, impl->dnnl_scratch, a, b, c);
+    dnnl_status_t st = cpu_matmul_exec_on(mm, impl->stream, impl->dnnl_scratch, a, b, c);
+    cpu_check(impl, st, "conv2d bf16 matmul: execute and wait");
 }
 
-void cpu_matmul_run_on(cpu_impl *impl, cpu_matmul *mm, dnnl_stream_t stream, void *scratch, const void *a,
-                       const void *b, void *c)
+dnnl_status_t cpu_matmul_exec_on(cpu_matmul *mm, dnnl_stream_t stream, void *scratch, const void *a, const void *b,
+                                 void *c)
 {
     dnnl_memory_set_data_handle(mm->a, (void *)a);
     dnnl_memory_set_data_handle(mm->b, (void *)b);
     dnnl_memory_set_data_handle(mm->c, c);
     dnnl_exec_arg_t args[4] = { { DNNL_ARG_SRC, mm->a }, { DNNL_ARG_WEIGHTS, mm->b }, { DNNL_ARG_DST, mm->c } };
-    cpu_prim_run_on(impl, &mm->p, stream, scratch, args, 3, "conv2d bf16 matmul: execute");
-    cpu_check(impl, dnnl_stream_wait(stream), "conv2d bf16 matmul: dnnl_stream_wait");
+    dnnl_status_t st = cpu_prim_exec_on(&mm->p, stream, scratch, args, 3);
+    return st == dnnl_success ? dnnl_stream_wait(stream) : st;
 }
 
 /* The pass's matmuls for `chunk` images ([0]) and the shorter last chunk ([1]). */

@@ -147,7 +147,8 @@ static void bf16_passes(const hallu_conv2d_geom *g, int nthr, cpu_wino *cw)
     cw->blk_dw = blocks_dw ? (int)(share < BLK_ROWS_DW ? share : BLK_ROWS_DW) : 0;
 }
 
-/* The block passes' matmuls, streams and scratchpads, one set per thread. */
+/* The block passes' matmuls, one set per thread, and the backend's streams and
+ * scratchpads of the threads, grown to fit them. */
 static hallu_status blk_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_wino *cw, hallu_error *err)
 {
     int n = impl->num_threads;
@@ -166,23 +167,11 @@ static hallu_status blk_init(cpu_impl *impl, const hallu_conv2d_geom *g, cpu_win
         }
         if (s == HALLU_OK && cw->blk_dw)   /* dU += dM^T V */
             s = cpu_matmul_create(impl, &t->dw, 16, g->cout, g->cin, cw->blk_dw, 1, 0, 0, 1, err);
-        if (s == HALLU_OK && dnnl_stream_create(&t->stream, impl->engine, dnnl_stream_default_flags) != dnnl_success)
-            s = hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: dnnl_stream_create failed");
-        cpu_matmul *mms[3] = { &t->fwd, &t->dx, &t->dw };
-        for (int k = 0; k < 3 && s == HALLU_OK; k++) {
-            size_t b = cpu_prim_scratch_bytes(&mms[k]->p);
-            each = each > b ? each : b;
-        }
+        const cpu_matmul *mms[3] = { &t->fwd, &t->dx, &t->dw };
+        for (int k = 0; k < 3; k++)
+            each = each > mms[k]->p.scratch_bytes ? each : mms[k]->p.scratch_bytes;
     }
-    if (s != HALLU_OK)
-        return s;
-    cw->blk_scratch_each = (each + 4095) / 4096 * 4096;
-    if (cw->blk_scratch_each) {
-        cw->blk_scratch = hallu_calloc((size_t)n * cw->blk_scratch_each, "winograd per-thread scratchpads", err);
-        if (!cw->blk_scratch)
-            return HALLU_ERR_OOM;
-    }
-    return HALLU_OK;
+    return s == HALLU_OK ? cpu_thread_dnnl_reserve(impl, each, err) : s;
 }
 
 hallu_status cpu_wino_init(cpu_impl *impl, const hallu_conv2d_geom *g, int bf16, cpu_wino *cw, hallu_error *err)
@@ -227,12 +216,9 @@ void cpu_wino_free(cpu_wino *cw)
         cpu_matmul_free(&cw->thr[i].fwd);
         cpu_matmul_free(&cw->thr[i].dx);
         cpu_matmul_free(&cw->thr[i].dw);
-        if (cw->thr[i].stream)
-            dnnl_stream_destroy(cw->thr[i].stream);
     }
     hallu_free(cw->thr);
-    hallu_free(cw->blk_scratch);
-    cw->thr = NULL, cw->blk_scratch = NULL, cw->nthr = 0;
+    cw->thr = NULL, cw->nthr = 0;
     for (int i = 0; i < 2; i++) {
         cpu_matmul_free(&cw->mm_fwd[i]);
         cpu_matmul_free(&cw->mm_dx[i]);
@@ -820,13 +806,15 @@ BF16_FN static void conv16_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cp
 {
     chunk all = images(g, 0, g->n);   /* the block passes split the whole batch */
     int R = cw->blk;
+    dnnl_status_t failed = dnnl_success;
 #pragma omp parallel num_threads(impl->num_threads)
     {
         int me = omp_get_thread_num();
         uint16_t *V = (uint16_t *)impl->wino_v + (size_t)me * 16 * R * c_in;
         float *M = impl->wino_m + (size_t)me * 16 * R * c_out;
         cpu_wino_thread *th = &cw->thr[me];
-        void *scratch = (char *)cw->blk_scratch + (size_t)me * cw->blk_scratch_each;
+        dnnl_stream_t stream = impl->thread_stream[me];
+        void *scratch = cpu_thread_scratch(impl, me);
         size_t ves = (size_t)R * c_in, mes = (size_t)R * c_out;
         int64_t t0, t1;
         my_tiles(&all, &t0, &t1);
@@ -834,10 +822,12 @@ BF16_FN static void conv16_blocks(cpu_impl *impl, const hallu_conv2d_geom *g, cp
             int64_t nb = t1 - b0 < R ? t1 - b0 : R;
             input_tiles16(impl, &all, (tile_rows){ V, ves, b0 }, in, in16, g->h, g->w, c_in, b0, b0 + nb);
             zero_rows16(V, ves, nb, R, c_in);
-            cpu_matmul_run_on(impl, dx ? &th->dx : &th->fwd, th->stream, scratch, V, impl->wino_u, M);
+            cpu_matmul *mm = dx ? &th->dx : &th->fwd;
+            cpu_first_failure(&failed, cpu_matmul_exec_on(mm, stream, scratch, V, impl->wino_u, M));
             output_tiles16(impl, g, &all, (tile_rows){ M, mes, b0 }, out, out16, c_out, b0, b0 + nb);
         }
     }
+    cpu_check(impl, failed, "conv2d bf16 Winograd: a thread's block matmul");
 }
 
 /* dw += the weight gradient with each thread taking its share of all the
@@ -851,6 +841,7 @@ BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_g
     int R = cw->blk_dw, cin = g->cin, cout = g->cout;
     size_t us = (size_t)cin * cout, ves = (size_t)R * cin, mes = (size_t)R * cout;
     int parts = 1;
+    dnnl_status_t failed = dnnl_success;
 #pragma omp parallel num_threads(impl->num_threads)
     {
         int me = omp_get_thread_num();
@@ -860,7 +851,8 @@ BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_g
         uint16_t *V = (uint16_t *)impl->wino_v + (size_t)me * 16 * ves;
         uint16_t *M = (uint16_t *)impl->wino_m + (size_t)me * 16 * mes;
         float *dU = impl->wino_du + (size_t)me * 16 * us;
-        void *scratch = (char *)cw->blk_scratch + (size_t)me * cw->blk_scratch_each;
+        dnnl_stream_t stream = impl->thread_stream[me];
+        void *scratch = cpu_thread_scratch(impl, me);
         memset(dU, 0, 16 * us * sizeof *dU);
         int64_t t0, t1;
         my_tiles(&all, &t0, &t1);
@@ -870,9 +862,10 @@ BF16_FN static void backward_weights_blocks(cpu_impl *impl, const hallu_conv2d_g
             grad_tiles16(impl, g, &all, (tile_rows){ M, mes, b0 }, dy, dy16, b0, b0 + nb);
             zero_rows16(V, ves, nb, R, cin);
             zero_rows16(M, mes, nb, R, cout);
-            cpu_matmul_run_on(impl, &th->dw, th->stream, scratch, M, V, dU);
+            cpu_first_failure(&failed, cpu_matmul_exec_on(&th->dw, stream, scratch, M, V, dU));
         }
     }
+    cpu_check(impl, failed, "conv2d bf16 Winograd: a thread's block weight-gradient matmul");
     dw_from_du(impl, dw, impl->wino_du, us, parts);
 }
 

@@ -34,6 +34,13 @@ typedef struct cpu_impl {
      * in the bf16 block passes. */
     float *wino_v, *wino_m, *wino_u, *wino_zero, *wino_spill, *wino_du;
     size_t wino_v_bytes, wino_m_bytes, wino_u_bytes, wino_zero_bytes, wino_spill_bytes, wino_du_bytes;
+    /* Each thread's own oneDNN stream and scratchpad, for primitives that the
+     * threads of a parallel region run side by side (the bf16 Winograd block
+     * passes), shared by all plans as the buffers above are: made and grown at
+     * plan creation (cpu_thread_dnnl_reserve), NULL / 0 until a plan needs them. */
+    dnnl_stream_t *thread_stream;   /* [num_threads] */
+    void *thread_scratch;           /* [num_threads][thread_scratch_each] */
+    size_t thread_scratch_bytes, thread_scratch_each;
     /* Reduction scratch: one block of cpu_red_block_bytes() per thread, plus one
      * shared block (index num_threads) for per-channel coefficients. */
     void *red;
@@ -51,6 +58,14 @@ static inline cpu_impl *cpu_impl_of(hallu_backend *be) { return (cpu_impl *)be->
 /* Grows a backend-shared buffer to `need` bytes (zeroed; the old contents are
  * dropped) at plan creation, never during a step. */
 hallu_status cpu_shared_reserve(void **buf, size_t *have, size_t need, const char *what, hallu_error *err);
+
+/* Makes each thread's oneDNN stream (once) and grows each thread's scratchpad
+ * to at least `scratch_each` bytes, at plan creation. */
+hallu_status cpu_thread_dnnl_reserve(cpu_impl *impl, size_t scratch_each, hallu_error *err);
+static inline void *cpu_thread_scratch(const cpu_impl *impl, int thread)
+{
+    return (char *)impl->thread_scratch + (size_t)thread * impl->thread_scratch_each;
+}
 
 /* cpu_shared_reserve for a float buffer. */
 static inline hallu_status cpu_shared_reserve_floats(float **buf, size_t *have, size_t need, const char *what,
@@ -80,11 +95,23 @@ static inline void cpu_threads_leave(const cpu_impl *impl, int caller)
         omp_set_num_threads(caller);
 }
 
-/* Records a failed oneDNN call as the backend's failure (the first one wins). */
+/* Records a failed oneDNN call as the backend's failure (the first one wins).
+ * Not from inside a parallel region: there, keep the first failure
+ * (cpu_first_failure) and check it after the region. */
 static inline void cpu_check(cpu_impl *impl, dnnl_status_t st, const char *what)
 {
     if (st != dnnl_success)
         hallu_backend_fail(impl->be, HALLU_ERR_BACKEND, "%s failed (oneDNN status %d)", what, (int)st);
+}
+
+/* Keeps the first failed status of a parallel region's threads in *first. */
+static inline void cpu_first_failure(dnnl_status_t *first, dnnl_status_t st)
+{
+    if (st != dnnl_success) {
+#pragma omp critical(hallu_cpu_first_failure)
+        if (*first == dnnl_success)
+            *first = st;
+    }
 }
 
 /* Images per pass so that a pass covers about `rows` GEMM rows (1..n). */
@@ -177,6 +204,7 @@ void cpu_fill(hallu_backend *be, float *y, float value, int64_t n);
 typedef struct cpu_prim {
     dnnl_primitive_t prim;
     dnnl_memory_t scratch;
+    size_t scratch_bytes;   /* its scratchpad's size, 0: it takes none */
 } cpu_prim;
 /* Creates p from pd (taking ownership of pd), growing the shared scratchpad to
  * fit: a failed reservation is returned, oneDNN's own status is in *st. */
@@ -184,12 +212,10 @@ hallu_status cpu_prim_create(cpu_impl *impl, cpu_prim *p, dnnl_primitive_desc_t 
                              hallu_error *err);
 /* Runs p with args[0..nargs) plus its scratchpad (args has room for one more). */
 void cpu_prim_run(cpu_impl *impl, cpu_prim *p, dnnl_exec_arg_t *args, int nargs, const char *what);
-/* cpu_prim_run on a given stream with a given scratchpad (a thread's own, when
- * threads run primitives side by side inside a parallel region). */
-void cpu_prim_run_on(cpu_impl *impl, cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args,
-                     int nargs, const char *what);
-/* Bytes of p's scratchpad (0: it takes none). */
-size_t cpu_prim_scratch_bytes(const cpu_prim *p);
+/* Executes p with args[0..nargs) plus its scratchpad on a given stream with a
+ * given scratchpad (a thread's own, when threads run primitives side by side
+ * inside a parallel region), returning oneDNN's status instead of recording it. */
+dnnl_status_t cpu_prim_exec_on(cpu_prim *p, dnnl_stream_t stream, void *scratch, dnnl_exec_arg_t *args, int nargs);
 void cpu_prim_free(cpu_prim *p);
 
 /* conv (cpu_conv.c) */
@@ -219,9 +245,11 @@ typedef struct cpu_matmul {
 hallu_status cpu_matmul_create(cpu_impl *impl, cpu_matmul *mm, int64_t batch, int64_t m, int64_t n, int64_t k,
                                int a_trans, int b_trans, int c16, int accumulate, hallu_error *err);
 void cpu_matmul_run(cpu_impl *impl, cpu_matmul *mm, const void *a, const void *b, void *c);
-/* cpu_matmul_run on a thread's own stream and scratchpad (cpu_prim_run_on). */
-void cpu_matmul_run_on(cpu_impl *impl, cpu_matmul *mm, dnnl_stream_t stream, void *scratch, const void *a,
-                       const void *b, void *c);
+/* cpu_matmul_run on a thread's own stream and scratchpad, inside a parallel
+ * region: waits for it and returns oneDNN's first failure instead of
+ * recording it (cpu_prim_exec_on). */
+dnnl_status_t cpu_matmul_exec_on(cpu_matmul *mm, dnnl_stream_t stream, void *scratch, const void *a, const void *b,
+                                 void *c);
 void cpu_matmul_free(cpu_matmul *mm);
 typedef struct cpu_conv_gemm {
     int chunk;          /* images per GEMM */
@@ -252,9 +280,8 @@ void cpu_conv_gemm_backward_weights(cpu_impl *impl, const hallu_conv2d_geom *g, 
  * each side and outputs of at least 4x4 (cpu_conv_wino.c): all three passes on NHWC,
  * the GEMMs through oneDNN's sgemm, or in bf16 plans on CPUs whose bf16 products
  * are not AMX's (cpu_wino_bf16_wanted) through oneDNN's batched bf16 matmul. */
-typedef struct cpu_wino_thread {   /* one thread's block-pass matmuls and stream */
+typedef struct cpu_wino_thread {   /* one thread's block-pass matmuls (their handles are set per call) */
     cpu_matmul fwd, dx, dw;
-    dnnl_stream_t stream;
 } cpu_wino_thread;
 typedef struct cpu_wino {
     int chunk;   /* images per pass through the shared buffers */
@@ -263,11 +290,9 @@ typedef struct cpu_wino {
     /* bf16 with few channels: each thread takes its tiles through transform,
      * matmul and inverse (or, for dw, both transforms and a matmul adding into
      * its own dU) `blk` (`blk_dw`) rows at a time, 0: by chunks, on its own
-     * matmuls, stream and scratchpad */
+     * matmuls and the backend's stream and scratchpad of the thread */
     int blk, blk_dw, nthr;
     cpu_wino_thread *thr;   /* [nthr] */
-    void *blk_scratch;
-    size_t blk_scratch_each;
 } cpu_wino;
 int cpu_wino_wanted(const hallu_conv2d_geom *g);
 int cpu_wino_bf16_wanted(const cpu_impl *impl, const hallu_conv2d_geom *g);
