@@ -607,6 +607,15 @@ void cuda_batchnorm_moments_to_stats(hallu_backend *be, double *mean, double *va
 
 /* ---- elementwise ---- */
 
+/* Launches an elementwise kernel on the backend's stream, enough blocks for n
+ * elements, and checks the launch under the op's name; nothing after an
+ * earlier failure or for n <= 0. */
+#define ELEMENTWISE(be, what, n, kernel, ...) do { \
+    if (cuda_enter(be) && (n) > 0) { \
+        kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(__VA_ARGS__); \
+        cuda_check_launch(be, what); \
+    } } while (0)
+
 #define GRID_STRIDE(i, n) \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
@@ -672,72 +681,37 @@ static __global__ void normalize_u8_kernel(float *y, const uint8_t *x, int64_t n
 
 void cuda_fill(hallu_backend *be, float *y, float value, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    fill_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, value, n);
-    cuda_check_launch(be, "fill");
+    ELEMENTWISE(be, "fill", n, fill_kernel, y, value, n);
 }
 
 void cuda_relu_forward(hallu_backend *be, float *y, const float *x, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    relu_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, x, n);
-    cuda_check_launch(be, "relu_forward");
+    ELEMENTWISE(be, "relu_forward", n, relu_kernel, y, x, n);
 }
 
 void cuda_relu_backward(hallu_backend *be, float *dx, const float *dy, const float *y, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    relu_grad_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(dx, dy, y, n);
-    cuda_check_launch(be, "relu_backward");
+    ELEMENTWISE(be, "relu_backward", n, relu_grad_kernel, dx, dy, y, n);
 }
 
 void cuda_add(hallu_backend *be, float *y, const float *a, const float *b, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    add_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, a, b, n);
-    cuda_check_launch(be, "add");
+    ELEMENTWISE(be, "add", n, add_kernel, y, a, b, n);
 }
 
 void cuda_axpy(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    axpy_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, alpha, x, n);
-    cuda_check_launch(be, "axpy");
+    ELEMENTWISE(be, "axpy", n, axpy_kernel, y, alpha, x, n);
 }
 
 void cuda_scale(hallu_backend *be, float *y, float alpha, const float *x, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    scale_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, alpha, x, n);
-    cuda_check_launch(be, "scale");
+    ELEMENTWISE(be, "scale", n, scale_kernel, y, alpha, x, n);
 }
 
 void cuda_add_scalar(hallu_backend *be, float *y, float value, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    add_scalar_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(y, value, n);
-    cuda_check_launch(be, "add_scalar");
+    ELEMENTWISE(be, "add_scalar", n, add_scalar_kernel, y, value, n);
 }
 
 void cuda_normalize_u8(hallu_backend *be, float *y, const uint8_t *x, int64_t pixels, const float *mean,
@@ -1081,35 +1055,19 @@ static __global__ void adamw_kernel(float *p, const float *g, float *m, float *v
 
 void cuda_clip_by_norm(hallu_backend *be, float *x, const float *total, int64_t n, float max_norm)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    clip_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(x, total, n, max_norm);
-    cuda_check_launch(be, "clip_by_norm");
+    ELEMENTWISE(be, "clip_by_norm", n, clip_kernel, x, total, n, max_norm);
 }
 
 void cuda_sgd_update(hallu_backend *be, float *p, const float *g, float *buf, const float *lars, float wd,
                      float momentum, float damp1, float neg_lr, int nesterov, int first, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    sgd_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(p, g, buf, lars, wd, momentum, damp1,
-                                                                              neg_lr, nesterov, first, n);
-    cuda_check_launch(be, "sgd_update");
+    ELEMENTWISE(be, "sgd_update", n, sgd_kernel, p, g, buf, lars, wd, momentum, damp1, neg_lr, nesterov, first, n);
 }
 
 void cuda_adamw_update(hallu_backend *be, float *p, const float *g, float *m, float *v, float decay, float beta1,
                        float one_m_beta1, float beta2, float one_m_beta2, float bc2_sqrt, float eps,
                        float neg_step, int64_t n)
 {
-    if (!cuda_enter(be))
-        return;
-    if (n <= 0)
-        return;
-    adamw_kernel<<<cuda_blocks(n), CUDA_THREADS, 0, cuda_impl_of(be)->stream>>>(
-        p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, bc2_sqrt, eps, neg_step, n);
-    cuda_check_launch(be, "adamw_update");
+    ELEMENTWISE(be, "adamw_update", n, adamw_kernel,
+                p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, bc2_sqrt, eps, neg_step, n);
 }
