@@ -15,12 +15,15 @@
  * autocast run in the same rounds where the CPU has bf16 instructions; their
  * fraction is of this machine's bf16 peak, measured through the backend (the
  * better of a 1x1 bf16 convolution of 4096 x 2048 x 2048, i.e. a GEMM, and a
- * compute-bound 3x3 one: bf16_gflops).
+ * compute-bound 3x3 one: bf16_gflops), beside the rate of the bf16
+ * dot-product instruction itself from registers (dpbf16_gflops), the ceiling
+ * of any bf16 kernel on this CPU.
  * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
 #include "hallu/models.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -131,6 +134,57 @@ static double bf16_gflops(int threads)
     hallu_backend_free(be);
     return best;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* One thread's AVX512-BF16 dot products from registers: 12 independent
+ * accumulators (more than latency x issue width on the CPUs seen), no loads. */
+__attribute__((target("avx512f,avx512bf16"))) static void *dpbf16_chains(void *iters_p)
+{
+    long iters = *(const long *)iters_p;
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++)
+        acc[i] = _mm512_setzero_ps();
+    __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x0080);   /* 1, tiny */
+    for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++)   /* unrolled, so that acc stays in registers */
+            acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+        __asm__ volatile("" : "+v"(a));   /* keeps the loop from being folded */
+    }
+    float sum = 0;
+    for (int i = 0; i < 12; i++)
+        sum += _mm512_reduce_add_ps(acc[i]);
+    __asm__ volatile("" : : "x"(sum));
+    return NULL;
+}
+
+/* The bf16 dot-product instruction's rate on `threads` threads at once
+ * (vdpbf16ps on 512 bits: 32 products = 64 FLOPs), best of three; 0 without
+ * AVX512-BF16. */
+static double dpbf16_gflops(int threads)
+{
+    if (!__builtin_cpu_supports("avx512bf16"))
+        return 0;
+    long iters = 20 * 1000 * 1000;
+    pthread_t *tid = calloc((size_t)threads, sizeof *tid);
+    double best = 0;
+    for (int r = 0; r < 3 && tid; r++) {
+        double t0 = hallu_now();
+        int started = 0;
+        while (started < threads && pthread_create(&tid[started], NULL, dpbf16_chains, &iters) == 0)
+            started++;
+        for (int i = 0; i < started; i++)
+            pthread_join(tid[i], NULL);
+        double g = (double)started * iters * 12 * 64 / (hallu_now() - t0) / 1e9;
+        best = started == threads && g > best ? g : best;
+    }
+    free(tid);
+    return best;
+}
+#else
+static double dpbf16_gflops(int threads) { (void)threads; return 0; }
+#endif
 
 /* Peak resident set size in MiB of this process (RUSAGE_SELF) or of its
  * waited-for children (RUSAGE_CHILDREN). */
@@ -376,12 +430,16 @@ int main(int argc, char **argv)
     }
     double rss_hallu = peak_rss_mib(RUSAGE_SELF);   /* before the GEMM measurement's matrices */
     double peak = sgemm_gflops(h.be), peak_bf16 = bf16 ? bf16_gflops(threads) : 0;
+    double insn_bf16 = bf16 ? dpbf16_gflops(threads) : 0;
     double ips = batch / median(secs, steps), ips_bf16 = bf16 ? batch / median(secs + steps, steps) : 0;
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
     printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
     if (bf16)
         printf("machine bf16 products (best of a 1x1 and a 3x3 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
                threads, peak_bf16);
+    if (insn_bf16 > 0)
+        printf("machine bf16 instruction rate (vdpbf16ps from registers, %d threads): %.1f GFLOP/s; the backend's bf16 "
+               "peak above is %.0f%% of it\n", threads, insn_bf16, 100.0 * peak_bf16 / insn_bf16);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);
