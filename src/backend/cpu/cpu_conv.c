@@ -317,6 +317,26 @@ static hallu_status build_forward(hallu_conv2d_plan *plan, conv_mds *md, dnnl_pr
     return prim_create(plan, &plan->fwd, clone, "forward primitive", err);
 }
 
+/* A bf16-output twin of one of the plan's primitives (pd, owned from here):
+ * created, with its bf16 memory object, only where oneDNN chose for it the
+ * weight layout `weights` (and the source layout `src`, when given) of the
+ * primitive it stands in for, so that both read the same converted weights;
+ * otherwise left out (HALLU_OK, the twin stays empty). */
+static hallu_status twin_create(hallu_conv2d_plan *plan, cpu_prim *twin, dnnl_memory_t *mem,
+                                const dnnl_memory_desc_t *mem_md, dnnl_primitive_desc_t pd,
+                                const dnnl_memory_desc_t *weights, const dnnl_memory_desc_t *src, const char *what,
+                                hallu_error *err)
+{
+    hallu_status s = HALLU_OK;
+    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), weights) ||
+        (src && !dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), src)) ||
+        (s = mem_create(plan, mem, mem_md, NULL, err)) != HALLU_OK) {
+        dnnl_primitive_desc_destroy(pd);
+        return s;
+    }
+    return prim_create(plan, twin, pd, what, err);
+}
+
 /* bf16 plans: the forward again with a bf16 dst, for conv2d_forward_y16, used
  * where oneDNN picks the same source and weight layouts for it as for fwd (the
  * weights are converted once per call, for fwd's layout). */
@@ -333,18 +353,10 @@ static hallu_status build_forward16(hallu_conv2d_plan *plan, conv_mds *md, const
     hallu_status s = pd_create(plan, &pd, &desc, NULL, "bf16-output forward primitive descriptor", err);
     if (s != HALLU_OK)
         return s;
-    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                                dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_weights_md, 0)) ||
-        !dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0),
-                                dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_src_md, 0))) {
-        dnnl_primitive_desc_destroy(pd);
-        return HALLU_OK;
-    }
-    if ((s = mem_create(plan, &plan->y16, &md->ddst_bf16, NULL, err)) != HALLU_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s;
-    }
-    return prim_create(plan, &plan->fwd16, pd, "bf16-output forward primitive", err);
+    return twin_create(plan, &plan->fwd16, &plan->y16, &md->ddst_bf16, pd,
+                       dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_weights_md, 0),
+                       dnnl_primitive_desc_query_md(fwd_pd, dnnl_query_src_md, 0), "bf16-output forward primitive",
+                       err);
 }
 
 static hallu_status build_backward_data(hallu_conv2d_plan *plan, const conv_mds *md,
@@ -426,16 +438,8 @@ static hallu_status build_dx_as_forward(hallu_conv2d_plan *plan, const conv_mds 
     if (s != HALLU_OK || (s = pd_create(plan, &pd, &desc, NULL, "bf16 input-gradient forward primitive descriptor",
                                         err)) != HALLU_OK)
         return s;
-    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                                &want_md)) {
-        dnnl_primitive_desc_destroy(pd);
-        return HALLU_OK;
-    }
-    if ((s = mem_create(plan, &plan->dx16_mem, &dx16_md, NULL, err)) != HALLU_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s;
-    }
-    return prim_create(plan, &plan->dx_fwd16, pd, "bf16 input-gradient forward primitive", err);
+    return twin_create(plan, &plan->dx_fwd16, &plan->dx16_mem, &dx16_md, pd, &want_md, NULL,
+                       "bf16 input-gradient forward primitive", err);
 }
 
 /* bf16 plans whose input gradient stays oneDNN's backward-data: its twin
@@ -463,16 +467,9 @@ static hallu_status build_backward_data16(hallu_conv2d_plan *plan, const conv_md
         return HALLU_OK;
     const_dnnl_primitive_desc_t f32_pd = NULL;
     DNNL_TRY(dnnl_primitive_get_primitive_desc(plan->bwd_data.prim, &f32_pd), "backward-data primitive descriptor");
-    if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
-                                dnnl_primitive_desc_query_md(f32_pd, dnnl_query_weights_md, 0))) {
-        dnnl_primitive_desc_destroy(pd);
-        return HALLU_OK;
-    }
-    if ((s = mem_create(plan, &plan->dx16_mem, &dx16_md, NULL, err)) != HALLU_OK) {
-        dnnl_primitive_desc_destroy(pd);
-        return s;
-    }
-    return prim_create(plan, &plan->bwd_data16, pd, "bf16 backward-data primitive", err);
+    return twin_create(plan, &plan->bwd_data16, &plan->dx16_mem, &dx16_md, pd,
+                       dnnl_primitive_desc_query_md(f32_pd, dnnl_query_weights_md, 0), NULL,
+                       "bf16 backward-data primitive", err);
 }
 
 static hallu_status build_backward_weights(hallu_conv2d_plan *plan, const conv_mds *md,
