@@ -235,9 +235,14 @@ hallu_status cpu_thread_dnnl_reserve(cpu_impl *impl, size_t scratch_each, hallu_
             return HALLU_ERR_OOM;
         for (int t = 0; t < n; t++) {
             dnnl_status_t st = dnnl_stream_create(&impl->thread_stream[t], impl->engine, dnnl_stream_default_flags);
-            if (st != dnnl_success)
+            if (st != dnnl_success) {   /* none kept: a later plan tries again */
+                for (int made = 0; made < t; made++)
+                    dnnl_stream_destroy(impl->thread_stream[made]);
+                hallu_free(impl->thread_stream);
+                impl->thread_stream = NULL;
                 return hallu_error_set(err, HALLU_ERR_BACKEND, "conv2d_plan_create: dnnl_stream_create failed for "
                                        "thread %d (oneDNN status %d)", t, (int)st);
+            }
         }
     }
     /* page-aligned slices, so that two threads' scratchpads share no cache line */
