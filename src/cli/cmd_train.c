@@ -186,6 +186,8 @@ int cmd_train(int argc, char **argv)
     hallu_train_config c;
     hallu_train_config_default(&c);
     c.device = cli_default_device();
+    if (!c.precision)
+        c.precision = "fp32";   /* what NULL means, shown as --precision's default in --help */
     /* The backend's fault hook, for tests only (tests/fault_check.py): not a flag. */
     c.test_fault = getenv("HALLU_TEST_FAULT");
     int seed = (int)c.seed, stop_after = 0;
