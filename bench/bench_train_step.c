@@ -18,7 +18,8 @@
  * compute-bound 3x3 one: bf16_gflops), beside the rate of the bf16
  * dot-product instruction itself from registers (dpbf16_gflops), the ceiling
  * of any bf16 kernel on this CPU.
- * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch] */
+ * usage: bench_train_step [BATCH=256] [THREADS=2] [STEPS=5] [--no-torch]
+ *        bench_train_step --peaks [THREADS=2]   (the machine lines only) */
 #include "hallu/models.h"
 #include "hallu/optim.h"
 #include "hallu/rng.h"
@@ -403,12 +404,53 @@ static void settle(void)
     nanosleep(&ts, NULL);
 }
 
+/* Measures and prints the machine's peaks (the fp32 sgemm through `be`; with
+ * bf16, the backend's bf16 products and the instruction's own rate). */
+static void print_peaks(hallu_backend *be, int threads, int bf16, double *peak, double *peak_bf16)
+{
+    *peak = sgemm_gflops(be);
+    *peak_bf16 = bf16 ? bf16_gflops(threads) : 0;
+    double insn_bf16 = bf16 ? dpbf16_gflops(threads) : 0;
+    printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, *peak);
+    if (bf16)
+        printf("machine bf16 products (best of a 1x1 and a 3x3 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
+               threads, *peak_bf16);
+    if (insn_bf16 > 0)
+        printf("machine AVX512-BF16 instruction rate (vdpbf16ps from registers, %d threads): %.1f GFLOP/s; the "
+               "backend's bf16 peak above is %.0f%% of it (more where AMX makes the products)\n", threads, insn_bf16,
+               100.0 * *peak_bf16 / insn_bf16);
+}
+
+/* --peaks [THREADS]: only the machine lines, and the FLOPs per image of the
+ * ResNet-18 CIFAR forward they are quoted against (bench/ssl_step_precision.py
+ * runs it in its own invocation, for its % of the peaks). */
+static int peaks_only(int threads)
+{
+    hallu_error err;
+    hallu_backend *be = NULL;
+    if (threads < 1 || hallu_backend_cpu_create(&be, threads, &err) != HALLU_OK) {
+        fprintf(stderr, "bench_train_step --peaks: %s\n", threads < 1 ? "THREADS must be >= 1" : err.msg);
+        return 2;
+    }
+    int bf16 = hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK;
+    if (bf16)   /* the sgemm below is fp32 whatever the precision; set it back all the same */
+        hallu_backend_set_precision(be, HALLU_PRECISION_FP32, &err);
+    double peak, peak_bf16;
+    print_peaks(be, threads, bf16, &peak, &peak_bf16);
+    printf("ResNet-18/cifar forward: %.0f FLOPs per image (direct convolution)\n", resnet18_cifar_flops_per_image());
+    hallu_backend_free(be);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--peaks") == 0)
+        return peaks_only(argc > 2 ? atoi(argv[2]) : 2);
     int batch = argc > 1 ? atoi(argv[1]) : 256, threads = argc > 2 ? atoi(argv[2]) : 2;
     int steps = argc > 3 ? atoi(argv[3]) : 5, torch = !(argc > 4 && strcmp(argv[4], "--no-torch") == 0);
     if (batch < 1 || threads < 1 || steps < 1) {
-        fprintf(stderr, "usage: bench_train_step [BATCH>=1] [THREADS>=1] [STEPS>=1] [--no-torch]\n");
+        fprintf(stderr, "usage: bench_train_step [BATCH>=1] [THREADS>=1] [STEPS>=1] [--no-torch]\n"
+                        "       bench_train_step --peaks [THREADS>=1]\n");
         return 2;
     }
     hallu_side h, hb;
@@ -444,18 +486,10 @@ int main(int argc, char **argv)
         }
     }
     double rss_hallu = peak_rss_mib(RUSAGE_SELF);   /* before the GEMM measurement's matrices */
-    double peak = sgemm_gflops(h.be), peak_bf16 = bf16 ? bf16_gflops(threads) : 0;
-    double insn_bf16 = bf16 ? dpbf16_gflops(threads) : 0;
+    double peak = 0, peak_bf16 = 0;
+    print_peaks(h.be, threads, bf16, &peak, &peak_bf16);
     double ips = batch / median(secs, steps), ips_bf16 = bf16 ? batch / median(secs + steps, steps) : 0;
     double step_flops = 3.0 * resnet18_cifar_flops_per_image();   /* fwd + 2x bwd */
-    printf("machine fp32 sgemm (oneDNN, %d threads): %.1f GFLOP/s\n", threads, peak);
-    if (bf16)
-        printf("machine bf16 products (best of a 1x1 and a 3x3 bf16 convolution through the backend, %d threads): %.1f GFLOP/s\n",
-               threads, peak_bf16);
-    if (insn_bf16 > 0)
-        printf("machine AVX512-BF16 instruction rate (vdpbf16ps from registers, %d threads): %.1f GFLOP/s; the "
-               "backend's bf16 peak above is %.0f%% of it (more where AMX makes the products)\n", threads, insn_bf16,
-               100.0 * peak_bf16 / insn_bf16);
     printf("hallu  ResNet-18/cifar batch %d: %.1f images/s = %.1f GFLOP/s = %.0f%% of sgemm peak"
            " (direct-convolution FLOPs)\n", batch, ips,
            ips * step_flops / 1e9, 100.0 * ips * step_flops / 1e9 / peak);

@@ -4,11 +4,18 @@ in one invocation (issue 28; not a pass/fail test): hallu train with
 --precision fp32 and bf16 (images/s of each logged step from metrics.jsonl),
 and tools/ssl_cifar_torch.py --time-steps (fp32 and bf16 autocast, NCHW and
 channels_last, glibc huge-page malloc), ResNet-18 CIFAR stem, the same data,
-batch and threads; medians of steps 2..N.
+batch and threads; medians of steps 2..N. Then, in the same invocation, the
+machine's fp32 sgemm and bf16 peaks (bench_train_step --peaks), against which
+each side's speed is quoted in the encoder's direct-convolution FLOPs (two
+views, forward and backward: 6x the ResNet-18 forward per image; the heads
+and the Hallucinator add < 0.1%).
 
 usage: bench/ssl_step_precision.py HALLU CIFAR_DIR [--batch 256] [--steps 5] [--threads 2]
+                                   [--peaks BENCH_TRAIN_STEP]
   CIFAR_DIR: an ImageFolder tree with train/ and test/ (the unpacked cifar10-jpeg.tar.gz)
+  BENCH_TRAIN_STEP: default bench/bench_train_step beside HALLU (the build tree)
 """
+import re
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,6 +47,25 @@ def torch_run(a, amp, channels_last):
     return json.loads(lines[-1])["images_per_s"] if lines else None
 
 
+def peaks(a):
+    """(sgemm GFLOP/s, bf16 GFLOP/s or None, forward FLOPs per image) from bench_train_step --peaks."""
+    exe = a.peaks or os.path.join(os.path.dirname(os.path.abspath(a.hallu)), "bench", "bench_train_step")
+    if not os.path.exists(exe):
+        print("(no %s: the peaks are left out; --peaks names it)" % exe)
+        return None
+    p = subprocess.run([exe, "--peaks", str(a.threads)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        print("%s --peaks failed (exit %d): %s" % (exe, p.returncode, p.stdout.strip()[-300:]))
+        return None
+    print(p.stdout.rstrip())
+    find = lambda pat: re.search(pat, p.stdout)
+    sgemm, bf16 = find(r"machine fp32 sgemm .*: ([0-9.]+) GFLOP/s"), find(r"machine bf16 products .*: ([0-9.]+) GFLOP/s")
+    fwd = find(r"forward: ([0-9.]+) FLOPs per image")
+    if not sgemm or not fwd:
+        return None
+    return float(sgemm.group(1)), float(bf16.group(1)) if bf16 else None, float(fwd.group(1))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("hallu")
@@ -47,6 +73,7 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peaks", help="bench_train_step binary (default: bench/bench_train_step beside HALLU)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="hallu-ssl-precision-")
     rows = {"hallu fp32": hallu_run(a, "fp32", work), "hallu bf16": hallu_run(a, "bf16", work)}
@@ -55,10 +82,18 @@ def main():
             rows["torch %s %s" % ("fp32" if amp == "none" else "bf16 autocast", "channels_last" if cl else "NCHW")] = \
                 torch_run(a, amp, cl)
     shutil.rmtree(work, ignore_errors=True)
+    machine = peaks(a)
     print("SimCLR + Hallucinator step, ResNet-18 CIFAR stem, batch %d, %d threads, medians of steps 2..%d:" %
           (a.batch, a.threads, a.steps))
     for k, v in rows.items():
-        print("  %-32s %s" % (k, "%.1f images/s" % v if v else "unavailable"))
+        of_peak = ""
+        if v and machine:
+            sgemm, bf16, fwd = machine
+            lowp = "bf16" in k
+            if not lowp or bf16:
+                of_peak = " = %.0f%% of the %s peak" % (100.0 * v * 6 * fwd / 1e9 / (bf16 if lowp else sgemm),
+                                                        "bf16" if lowp else "sgemm")
+        print("  %-32s %s%s" % (k, "%.1f images/s" % v if v else "unavailable", of_peak))
     h32, h16 = rows["hallu fp32"], rows["hallu bf16"]
     torch_best = max((v for k, v in rows.items() if k.startswith("torch") and v), default=None)
     if h16 and h32:
