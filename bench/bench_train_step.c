@@ -106,10 +106,10 @@ static double bf16_conv_gflops(hallu_backend *be, int n, int hw, int c, int k)
         be->ops->fill(be, x, 0.5f, (int64_t)nx);
         be->ops->fill(be, w, 0.25f, (int64_t)nw);
         be->ops->conv2d_forward(plan, y, x, NULL, w);
+        double taps = (double)taps_inside(hw, k);
         for (int r = 0; r < 3; r++) {
             double t0 = hallu_now();
             be->ops->conv2d_forward(plan, y, x, NULL, w);
-            double taps = (double)taps_inside(hw, k);
             double gf = 2.0 * n * taps * taps * (double)c * c / (hallu_now() - t0) / 1e9;
             best = gf > best ? gf : best;
         }
@@ -432,9 +432,8 @@ static int peaks_only(int threads)
         fprintf(stderr, "bench_train_step --peaks: %s\n", threads < 1 ? "THREADS must be >= 1" : err.msg);
         return 2;
     }
+    /* whether the CPU has bf16 products (the sgemm below is fp32 whatever the precision) */
     int bf16 = hallu_backend_set_precision(be, HALLU_PRECISION_BF16, &err) == HALLU_OK;
-    if (bf16)   /* the sgemm below is fp32 whatever the precision; set it back all the same */
-        hallu_backend_set_precision(be, HALLU_PRECISION_FP32, &err);
     double peak, peak_bf16;
     print_peaks(be, threads, bf16, &peak, &peak_bf16);
     printf("ResNet-18/cifar forward: %.0f FLOPs per image (direct convolution)\n", resnet18_cifar_flops_per_image());

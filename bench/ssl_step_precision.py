@@ -15,8 +15,7 @@ usage: bench/ssl_step_precision.py HALLU CIFAR_DIR [--batch 256] [--steps 5] [--
   CIFAR_DIR: an ImageFolder tree with train/ and test/ (the unpacked cifar10-jpeg.tar.gz)
   BENCH_TRAIN_STEP: default bench/bench_train_step beside HALLU (the build tree)
 """
-import re
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

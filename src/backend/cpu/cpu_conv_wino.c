@@ -228,12 +228,12 @@ void cpu_wino_free(cpu_wino *cw)
 
 /* ---- transforms ---- */
 
-/* u[4][4] = G g G^T for one 3x3 kernel g (row-major; rotated by 180 degrees if flip). */
 /* One 3-point transform by G (4x3): o = G (a0, a1, a2), on floats or on GCC
  * vectors of them (the bf16 weight transform), same operations in the same order. */
 #define G3(a0, a1, a2, o0, o1, o2, o3, half) \
     do { o0 = a0; o1 = half * (a0 + a1 + a2); o2 = half * (a0 - a1 + a2); o3 = a2; } while (0)
 
+/* u[4][4] = G g G^T for one 3x3 kernel g (row-major; rotated by 180 degrees if flip). */
 static void weight_tf(float u[16], const float *g, int flip)
 {
     float k[9], t[12];
