@@ -233,35 +233,37 @@ void cpu_wino_free(cpu_wino *cw)
 #define G3(a0, a1, a2, o0, o1, o2, o3, half) \
     do { o0 = a0; o1 = half * (a0 + a1 + a2); o2 = half * (a0 - a1 + a2); o3 = a2; } while (0)
 
-/* u[4][4] = G g G^T for one 3x3 kernel g (row-major; rotated by 180 degrees if flip). */
-static void weight_tf(float u[16], const float *g, int flip)
-{
-    float k[9], t[12];
-    const float half = 0.5f;
-    for (int i = 0; i < 9; i++)
-        k[i] = g[flip ? 8 - i : i];
-    for (int c = 0; c < 3; c++)   /* t = G k: 4x3 */
-        G3(k[c], k[3 + c], k[6 + c], t[0 * 3 + c], t[1 * 3 + c], t[2 * 3 + c], t[3 * 3 + c], half);
-    for (int r = 0; r < 4; r++)   /* u = t G^T: 4x4 */
-        G3(t[r * 3], t[r * 3 + 1], t[r * 3 + 2], u[r * 4 + 0], u[r * 4 + 1], u[r * 4 + 2], u[r * 4 + 3], half);
-}
-
 /* U[e][i][o] for GEMMs V[e] (tiles x ci) * U[e] (ci x co).
  * Forward: i = cin, o = cout, kernel w[o][i]. Backward data (flip): i = cout,
- * o = cin, kernel w[i][o] rotated by 180 degrees. */
-static void weights_transform(float *U, const float *w, int cin, int cout, int flip, int nt)
+ * o = cin, kernel w[i][o] rotated by 180 degrees.
+ * The loop over o vectorises (G3 on named scalars, U's rows contiguous in o,
+ * the kernels gathered): one kernel at a time, the scalar transform was ~2% of
+ * the fp32 step. */
+CPU_HOT static void weights_transform(float *U, const float *w, int cin, int cout, int flip, int nt)
 {
     int ni = flip ? cout : cin, no = flip ? cin : cout;
-    size_t plane = (size_t)ni * no;
+    size_t plane = (size_t)ni * no, ostep = flip ? 9 : (size_t)cin * 9;
+    const float half = 0.5f;
+    int r = flip ? 8 : 0, d = flip ? -1 : 1;   /* kernel element j at r + d * j */
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (int i = 0; i < ni; i++)
+    for (int i = 0; i < ni; i++) {
+        const float *base = (flip ? w + (size_t)i * cin * 9 : w + (size_t)i * 9) + r;
+        float *restrict u = U + (size_t)i * no;
+#pragma omp simd
         for (int o = 0; o < no; o++) {
-            const float *k = flip ? w + ((size_t)i * cin + o) * 9 : w + ((size_t)o * cin + i) * 9;
-            float u[16];
-            weight_tf(u, k, flip);
-            for (int e = 0; e < 16; e++)
-                U[e * plane + (size_t)i * no + o] = u[e];
+            const float *k = base + (size_t)o * ostep;
+            float k0 = k[0], k1 = k[d], k2 = k[2 * d], k3 = k[3 * d], k4 = k[4 * d];
+            float k5 = k[5 * d], k6 = k[6 * d], k7 = k[7 * d], k8 = k[8 * d];
+            float t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11;
+            G3(k0, k3, k6, t0, t3, t6, t9, half);   /* t = G k: 4x3, column by column */
+            G3(k1, k4, k7, t1, t4, t7, t10, half);
+            G3(k2, k5, k8, t2, t5, t8, t11, half);
+            G3(t0, t1, t2, u[0 * plane + o], u[1 * plane + o], u[2 * plane + o], u[3 * plane + o], half);
+            G3(t3, t4, t5, u[4 * plane + o], u[5 * plane + o], u[6 * plane + o], u[7 * plane + o], half);
+            G3(t6, t7, t8, u[8 * plane + o], u[9 * plane + o], u[10 * plane + o], u[11 * plane + o], half);
+            G3(t9, t10, t11, u[12 * plane + o], u[13 * plane + o], u[14 * plane + o], u[15 * plane + o], half);
         }
+    }
 }
 
 /* One 4-point transform of each Winograd matrix, on named scalars so that the
@@ -493,29 +495,54 @@ static void forward_f32(cpu_impl *impl, const hallu_conv2d_geom *g, const cpu_wi
 }
 
 /* dw (OIHW) += G^T dU G, dU[e] (cout x cin) the sum of `parts` partial sums
- * 16 * us apart */
-static void dw_from_du(cpu_impl *impl, float *dw, const float *dU, size_t us, int parts)
+ * 16 * us apart. By runs of oi, the transform vectorised along the run (dU's
+ * rows), then added to dw's kernels (9 floats apart; GCC vectorises no
+ * stride-9 store group): one kernel at a time it was ~1% of the step. */
+CPU_HOT static void dw_from_du(cpu_impl *impl, float *dw, const float *dU, size_t us, int parts)
 {
+    enum { RUN = 128 };
+    int64_t runs = ((int64_t)us + RUN - 1) / RUN;
 #pragma omp parallel for num_threads(impl->num_threads) schedule(static)
-    for (int64_t oi = 0; oi < (int64_t)us; oi++) {
-        float u[16], t[12];
-        for (int e = 0; e < 16; e++) {
-            u[e] = dU[e * us + oi];
-            for (int p = 1; p < parts; p++)
-                u[e] += dU[(p * 16 + e) * us + oi];
+    for (int64_t run = 0; run < runs; run++) {
+        int64_t oi0 = run * RUN;
+        int len = (int)((int64_t)us - oi0 < RUN ? (int64_t)us - oi0 : RUN);
+        float u[16][RUN], k[9][RUN];
+        for (int e = 0; e < 16; e++) {   /* the parts summed in order */
+            const float *src = dU + e * us + oi0;
+#pragma omp simd
+            for (int j = 0; j < len; j++)
+                u[e][j] = src[j];
+            for (int p = 1; p < parts; p++) {
+                src += 16 * us;
+#pragma omp simd
+                for (int j = 0; j < len; j++)
+                    u[e][j] += src[j];
+            }
         }
-        for (int q = 0; q < 4; q++) {   /* t = G^T u: 3x4 */
-            t[q] = u[q] + 0.5f * (u[4 + q] + u[8 + q]);
-            t[4 + q] = 0.5f * (u[4 + q] - u[8 + q]);
-            t[8 + q] = 0.5f * (u[4 + q] + u[8 + q]) + u[12 + q];
+#pragma omp simd
+        for (int j = 0; j < len; j++) {   /* named scalars: GCC vectorises no array here */
+#define GT_COL(q, a, b, c)   /* column q of t = G^T u: 3x4 */ \
+            float a = u[q][j] + 0.5f * (u[4 + q][j] + u[8 + q][j]); \
+            float b = 0.5f * (u[4 + q][j] - u[8 + q][j]); \
+            float c = 0.5f * (u[4 + q][j] + u[8 + q][j]) + u[12 + q][j];
+            GT_COL(0, t0, t4, t8)
+            GT_COL(1, t1, t5, t9)
+            GT_COL(2, t2, t6, t10)
+            GT_COL(3, t3, t7, t11)
+#undef GT_COL
+#define TG_ROW(r, a0, a1, a2, a3)   /* row r of (G^T u) G: 3x3 */ \
+            k[r * 3 + 0][j] = a0 + 0.5f * (a1 + a2); \
+            k[r * 3 + 1][j] = 0.5f * (a1 - a2); \
+            k[r * 3 + 2][j] = 0.5f * (a1 + a2) + a3;
+            TG_ROW(0, t0, t1, t2, t3)
+            TG_ROW(1, t4, t5, t6, t7)
+            TG_ROW(2, t8, t9, t10, t11)
+#undef TG_ROW
         }
-        float *d = dw + oi * 9;   /* oi = co * cin + ci, as OIHW */
-        for (int r = 0; r < 3; r++) {   /* (G^T u) G: 3x3 */
-            const float *a = t + r * 4;
-            d[r * 3 + 0] += a[0] + 0.5f * (a[1] + a[2]);
-            d[r * 3 + 1] += 0.5f * (a[1] - a[2]);
-            d[r * 3 + 2] += 0.5f * (a[1] + a[2]) + a[3];
-        }
+        float *d = dw + oi0 * 9;   /* oi = co * cin + ci, as OIHW */
+        for (int j = 0; j < len; j++)
+            for (int r = 0; r < 9; r++)
+                d[j * 9 + r] += k[r][j];
     }
 }
 
@@ -677,7 +704,7 @@ BF16_FN static inline __attribute__((always_inline)) void grad_tile16(uint16_t *
 }
 
 /* weights_transform rounded to bf16, 16 output channels o at a time (no % 16 ==
- * 0): weight_tf's G3 steps on 16 kernels gathered into vectors (one scalar
+ * 0): weights_transform's G3 steps on 16 kernels gathered into vectors (one scalar
  * transform per kernel was ~2% of the bf16 step). */
 BF16_FN static void weights_transform16(uint16_t *U16, const float *w, int cin, int cout, int flip, int nt)
 {
