@@ -61,7 +61,8 @@ int cpu_wino_wanted(const hallu_conv2d_geom *g)
  * and one cache line more. Planes rows x c apart start at the same offset in
  * their pages, so a tile's 16 stores (and the GEMMs' reads) all fall in one L1
  * set and, as the pages happen to land, in few L2 sets: in some processes the
- * weight-gradient pass of the 64-channel layers then ran 2x slower. */
+ * weight-gradient pass of the 64-channel layers then ran 2x slower (the bf16
+ * blocks' 130 rows avoid the same: bf16_passes). */
 enum { WINO_PLANE_PAD = 16 };
 static size_t plane_elems(size_t rows, int c) { return rows * (size_t)c + WINO_PLANE_PAD; }
 
