@@ -23,7 +23,7 @@
  * here: tools/bf16_gradient_conditioning.py finds autocast's conv-weight
  * gradients 37-53% from exact at 16 images of 32x32, 37% for a plain
  * supervised ResNet-18 step on 32, and still 8-9% (median tensor; worst
- * 13-14%) from a trained SimCLR + Hallucinator model on 32 and 128 real
+ * 11-14%) from a trained SimCLR + Hallucinator model on 32 and 128 real
  * CIFAR-10 images), and two
  * bf16 implementations round at different places, so each gradient's error
  * against the exact reference must stay within 2 x PyTorch autocast's error

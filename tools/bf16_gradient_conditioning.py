@@ -15,7 +15,8 @@ affine parameters and biases) for:
     default initialisation, 8 and 32 images of 32x32;
   - with --trained and --images, the SimCLR + Hallucinator step on real
     images (two views of 32 and of 128 images drawn from the ImageFolder:
-    reflect-padded random 32x32 crops and flips, CIFAR-10's normalisation),
+    reflect-padded random 32x32 crops and flips, hallu's CIFAR-10
+    normalisation),
     from initialisation and from the trained weights (a `hallu export --heads`
     of a SimCLR + Hallucinator run of the CIFAR stem): the better-conditioned
     case, where the features no longer start out parallel.
@@ -44,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ref_ssl  # noqa: E402
 import ref_ssl_bf16  # noqa: E402
 from safetensors_io import load_file  # noqa: E402
+from ssl_cifar_torch import MEAN, STD  # noqa: E402  (hallu's CIFAR normalisation, as its peer uses)
 
 
 def rel_errors(exact, approx):
@@ -51,11 +53,11 @@ def rel_errors(exact, approx):
             for k, g in exact.items()}
 
 
-def worst_by_kind(exact, approx):
+def worst_by_kind(exact, errors):
     """(worst error, name) over the 1-D tensors (batch-norm affine parameters,
     biases) and over the conv and linear weights."""
     worst = {"1d": (0.0, ""), "weight": (0.0, "")}
-    for k, e in rel_errors(exact, approx).items():
+    for k, e in errors.items():
         kind = "1d" if exact[k].dim() == 1 else "weight"
         if e > worst[kind][0]:
             worst[kind] = (e, k)
@@ -63,8 +65,9 @@ def worst_by_kind(exact, approx):
 
 
 def report(label, exact, approx):
-    w = worst_by_kind(exact, approx)
-    errs = sorted(rel_errors(exact, approx).values())
+    errors = rel_errors(exact, approx)
+    w = worst_by_kind(exact, errors)
+    errs = sorted(errors.values())
     print(f"{label:48s} conv/linear weights: worst {w['weight'][0]:.3f} ({w['weight'][1]}); "
           f"BN affine and biases: worst {w['1d'][0]:.3f} ({w['1d'][1]}); median of all {errs[len(errs) // 2]:.3f}, "
           f"{sum(e > 5e-2 for e in errs)} of {len(errs)} above 5e-2", flush=True)
@@ -100,19 +103,16 @@ def classifier(n, size):
     report(f"classifier ResNet-18, {n} images {size}x{size}", grads(False), grads(True))
 
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
 def real_views(folder, n, seed):
     """Two views of n images drawn from an ImageFolder (class folders of
     images), 32x32 NCHW: reflect-padded by 4, a random 32x32 crop, a random
-    flip, normalised as CIFAR-10."""
+    flip, normalised as hallu normalises CIFAR-10 (--mean-std cifar)."""
     from PIL import Image
     rng = random.Random(seed)
     files = sorted(glob.glob(os.path.join(folder, "*", "*")))
     if len(files) < n:
         raise SystemExit(f"{folder}: {len(files)} images, {n} wanted")
-    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
     images = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB").resize((32, 32)), dtype=np.float32) / 255.0)
               .permute(2, 0, 1) for f in rng.sample(files, n)]
     views = []
@@ -127,10 +127,11 @@ def real_views(folder, n, seed):
     return views
 
 
-def load_trained(model, path):
-    """A `hallu export --heads` file (torchvision names for the backbone, the
-    heads' own) into ref_ssl.Model; every tensor of the model must be there."""
-    tensors, state = load_file(path), model.state_dict()
+def load_trained(model, tensors, path):
+    """The tensors of a `hallu export --heads` file (torchvision names for the
+    backbone, the heads' own) into ref_ssl.Model; every tensor of the model
+    must be there."""
+    state = model.state_dict()
     mapped = {}
     for k, v in tensors.items():
         for name in (k, "encoder." + k):
@@ -144,7 +145,7 @@ def load_trained(model, path):
 
 
 def ssl_real(trained, folder):
-    cfg = ref_ssl.CONFIGS["simclr_hal"]
+    cfg, tensors = ref_ssl.CONFIGS["simclr_hal"], load_file(trained)
     for n in (32, 128):
         ref_ssl.N, ref_ssl.SIZE = n, 32
         v1, v2 = real_views(folder, n, n)
@@ -152,7 +153,7 @@ def ssl_real(trained, folder):
         model = ref_ssl.Model("simclr", 1, 0)
         for label in ("initialisation", "trained"):
             if label == "trained":
-                load_trained(model, trained)
+                load_trained(model, tensors, trained)
 
             def grads(autocast):
                 m, a, b = copy.deepcopy(model), v1, v2
